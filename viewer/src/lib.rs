@@ -1,0 +1,1 @@
+//! profscope: load pprof profiles, summarise and draw them.
