@@ -39,6 +39,9 @@ pub enum Error {
     /// A genuine internal fault (500).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The agent was configured with a value it cannot use.
+    #[error("invalid agent configuration: {0}")]
+    InvalidConfig(String),
     /// Binding or serving the agent's own listener failed.
     #[error("agent server: {0}")]
     Io(#[from] std::io::Error),
@@ -53,7 +56,9 @@ impl Error {
             Error::CaptureRunning { .. } => StatusCode::CONFLICT,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotAvailable(_) => StatusCode::NOT_IMPLEMENTED,
-            Error::Internal(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::InvalidConfig(_) | Error::Io(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 

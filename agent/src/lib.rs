@@ -1,6 +1,14 @@
-//! profscope agent: Go-style `/debug/pprof` endpoints for Rust services.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod agent;
+pub mod cpu;
 pub mod encode;
 mod error;
+mod extract;
+mod http;
+pub mod profile;
+pub mod symbols;
 
+pub use agent::{Agent, AgentBuilder, Config, RunningAgent};
 pub use error::Error;

@@ -1,1 +1,70 @@
-fn main() {}
+//! An axum service with the profscope agent merged into its router.
+//!
+//! ```text
+//! cargo run --release -p profscope-examples --example axum-service -- --addr 127.0.0.1:3000
+//! curl 'http://127.0.0.1:3000/work?n=50'
+//! curl -o cpu.pb.gz 'http://127.0.0.1:3000/debug/pprof/profile?seconds=10'
+//! ```
+//!
+//! Routes: `/hello`; `/work?n=N` hashes a 1 KiB buffer with SHA-256 N times
+//! (in `hash_work`); `/leak` retains 1 MiB per call (in `leak_one_mib`).
+
+use axum::Router;
+use axum::extract::Query;
+use axum::routing::get;
+use profscope_agent::Agent;
+use profscope_examples::{addr_from_args, hash_work, leak_one_mib};
+
+#[derive(serde::Deserialize)]
+struct WorkParams {
+    n: Option<u32>,
+}
+
+async fn work(Query(params): Query<WorkParams>) -> String {
+    let n = params.n.unwrap_or(1).min(1_000_000);
+    let digest = hash_work(n);
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}\n",
+        digest[0], digest[1], digest[2], digest[3]
+    )
+}
+
+async fn leak() -> String {
+    format!("retained {} MiB\n", leak_one_mib())
+}
+
+#[tokio::main]
+async fn main() {
+    let addr = match addr_from_args("127.0.0.1:3000") {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("axum-service: {e}");
+            std::process::exit(2);
+        }
+    };
+    let agent = match Agent::builder().build() {
+        Ok(agent) => agent,
+        Err(e) => {
+            eprintln!("axum-service: {e}");
+            std::process::exit(1);
+        }
+    };
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello\n" }))
+        .route("/work", get(work))
+        .route("/leak", get(leak))
+        .merge(agent.router());
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("axum-service: cannot bind {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    println!("listening on http://{local}");
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("axum-service: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,1 +1,46 @@
-fn main() {}
+//! A plain tokio program (no axum of its own) doing periodic work, with the
+//! profscope agent on a port of its own.
+//!
+//! ```text
+//! cargo run --release -p profscope-examples --example side-port -- --addr 127.0.0.1:6060
+//! curl -o cpu.pb.gz 'http://127.0.0.1:6060/debug/pprof/profile?seconds=5'
+//! ```
+
+use std::time::Duration;
+
+use profscope_agent::Agent;
+use profscope_examples::{addr_from_args, hash_work};
+
+#[tokio::main]
+async fn main() {
+    let addr = match addr_from_args("127.0.0.1:6060") {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("side-port: {e}");
+            std::process::exit(2);
+        }
+    };
+    let running = match Agent::builder().addr(addr).build() {
+        Ok(agent) => agent.spawn().await,
+        Err(e) => Err(e),
+    };
+    let running = match running {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("side-port: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("listening on http://{}", running.local_addr());
+    // The service's own work: a batch of hashing every 10 ms.
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                tokio::task::spawn_blocking(|| hash_work(200)).await.ok();
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let _ = running.shutdown().await;
+}

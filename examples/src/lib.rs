@@ -1,1 +1,70 @@
-//! Shared helpers for the example services.
+//! Shared pieces of the example services: the workloads they run and the
+//! `--addr HOST:PORT` flag they take.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+/// Hashes a 1 KiB buffer with SHA-256 `n` times: the CPU work of `/work`.
+/// Not inlined, so profiles show it by name.
+#[inline(never)]
+pub fn hash_work(n: u32) -> [u8; 32] {
+    let mut buf = [0x5au8; 1024];
+    let mut digest = [0u8; 32];
+    for _ in 0..n {
+        digest = Sha256::digest(buf).into();
+        buf[..32].copy_from_slice(&digest);
+    }
+    digest
+}
+
+static LEAKED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Retains 1 MiB for the life of the process: the leak of `/leak`. Returns
+/// how many MiB are retained so far.
+#[inline(never)]
+pub fn leak_one_mib() -> usize {
+    // Written to, so the pages are resident, not just reserved.
+    let block = vec![0xa5u8; 1 << 20];
+    let mut leaked = LEAKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    leaked.push(block);
+    leaked.len()
+}
+
+/// Reads `--addr HOST:PORT` from the command line, or returns `default`.
+pub fn addr_from_args(default: &str) -> Result<SocketAddr, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut addr = default.to_string();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--addr" => addr = it.next().ok_or("--addr needs HOST:PORT")?.clone(),
+            s if s.starts_with("--addr=") => addr = s["--addr=".len()..].to_string(),
+            "-h" | "--help" => {
+                println!("usage: [--addr HOST:PORT] (default {default})");
+                std::process::exit(0);
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: [--addr HOST:PORT]"
+                ));
+            }
+        }
+    }
+    addr.parse()
+        .map_err(|e| format!("--addr {addr:?} is not HOST:PORT: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_work_is_deterministic() {
+        assert_eq!(hash_work(3), hash_work(3));
+        assert_ne!(hash_work(1), hash_work(2));
+    }
+}

@@ -1,0 +1,217 @@
+//! The agent and its builder: configuration, the axum `Router` a service
+//! merges, and serving on an address of its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::cpu::{CpuProfiler, FREQUENCY_RANGE};
+use crate::symbols::Symbolizer;
+use crate::{Error, http};
+
+/// The agent's settings, fixed at [`AgentBuilder::build`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address [`Agent::serve`] and [`Agent::spawn`] bind. Default `127.0.0.1:6060`.
+    pub addr: SocketAddr,
+    /// Longest capture a request may ask for, in seconds. Default 300.
+    pub max_seconds: u64,
+    /// CPU sampling frequency when a request names none, in Hz. Default 99.
+    pub default_frequency: u32,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 6060)),
+            max_seconds: 300,
+            default_frequency: 99,
+            bearer_token: None,
+        }
+    }
+}
+
+/// Configures an [`Agent`]. Start from [`Agent::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct AgentBuilder {
+    config: Config,
+}
+
+impl AgentBuilder {
+    /// The address to serve on when the agent runs on its own port. Keep it
+    /// on loopback unless the endpoints are protected otherwise.
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.config.addr = addr;
+        self
+    }
+
+    /// The longest capture a request may ask for (`seconds`), default 300.
+    pub fn max_seconds(mut self, max_seconds: u64) -> Self {
+        self.config.max_seconds = max_seconds;
+        self
+    }
+
+    /// The CPU sampling frequency used when a request names none, default 99 Hz.
+    pub fn default_frequency(mut self, hz: u32) -> Self {
+        self.config.default_frequency = hz;
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every agent request.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.config.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Checks the configuration and readies the profilers.
+    ///
+    /// This runs a short warm-up CPU capture on the calling thread (tens of
+    /// milliseconds, once per process) so that the unwinder is built before
+    /// any request arrives; see [`crate::cpu::warm_up`].
+    pub fn build(self) -> Result<Agent, Error> {
+        let c = &self.config;
+        if c.max_seconds == 0 {
+            return Err(Error::InvalidConfig(
+                "max_seconds must be at least 1".into(),
+            ));
+        }
+        if !FREQUENCY_RANGE.contains(&c.default_frequency) {
+            return Err(Error::InvalidConfig(format!(
+                "default_frequency {} is outside 1..=1000 Hz",
+                c.default_frequency
+            )));
+        }
+        if c.bearer_token.as_deref() == Some("") {
+            return Err(Error::InvalidConfig("bearer token is empty".into()));
+        }
+        crate::cpu::warm_up();
+        Ok(Agent {
+            inner: Arc::new(Inner {
+                config: self.config,
+                cpu: CpuProfiler::new(),
+                symbolizer: Symbolizer::new(),
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    cpu: CpuProfiler,
+    symbolizer: Symbolizer,
+}
+
+/// The profiling agent. Cheap to clone; clones share profilers and caches.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), profscope_agent::Error> {
+/// use profscope_agent::Agent;
+///
+/// // Merge into an axum service…
+/// let agent = Agent::builder().max_seconds(120).build()?;
+/// let app = axum::Router::new()
+///     .route("/hello", axum::routing::get(|| async { "hello" }))
+///     .merge(agent.router());
+/// # let _ = app;
+/// // …or serve on a side port (127.0.0.1:6060 by default).
+/// let running = Agent::builder().build()?.spawn().await?;
+/// println!("pprof on http://{}/debug/pprof/", running.local_addr());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+impl Agent {
+    /// A builder with the defaults: `127.0.0.1:6060`, 300 s max, 99 Hz.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+
+    /// The agent's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn cpu(&self) -> &CpuProfiler {
+        &self.inner.cpu
+    }
+
+    /// The symbolizer shared by every profile the agent builds.
+    pub fn symbolizer(&self) -> &Symbolizer {
+        &self.inner.symbolizer
+    }
+
+    /// The agent's routes (`/debug/pprof/…`), ready to merge into a service's
+    /// own `Router`.
+    pub fn router(&self) -> Router {
+        http::router(self.clone())
+    }
+
+    /// Serves the agent on [`Config::addr`] until the task is dropped.
+    pub async fn serve(self) -> Result<(), Error> {
+        let listener = TcpListener::bind(self.config().addr).await?;
+        self.serve_on(listener, std::future::pending()).await
+    }
+
+    /// Binds [`Config::addr`] and serves in a background task; the returned
+    /// handle knows the bound address (useful with port 0) and stops it.
+    pub async fn spawn(self) -> Result<RunningAgent, Error> {
+        let listener = TcpListener::bind(self.config().addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve_on(listener, async {
+            let _ = stop_rx.await;
+        }));
+        Ok(RunningAgent {
+            local_addr,
+            stop: Some(stop_tx),
+            task,
+        })
+    }
+
+    async fn serve_on(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// An agent serving on its own address, from [`Agent::spawn`].
+#[derive(Debug)]
+pub struct RunningAgent {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl RunningAgent {
+    /// The address the agent listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections and waits for the server to finish.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .map_err(|e| Error::Internal(format!("agent server task: {e}")))?
+    }
+}

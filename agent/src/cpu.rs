@@ -1,0 +1,257 @@
+//! CPU profile capture through pprof-rs: one capture at a time, stopped as
+//! soon as the requester goes away, turned into a pprof profile by the
+//! project's own builder (one location per address, real mappings).
+//!
+//! Unwinding uses pprof-rs's framehop unwinder, which keeps the interrupted
+//! (leaf) function; its unwinder is built lazily inside the first SIGPROF
+//! handler call, where it allocates, so [`warm_up`] runs one short capture
+//! before the agent serves anything. See BENCHMARKS.md for the measurements
+//! behind this choice.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant, SystemTime};
+
+use pprof::protos::Profile;
+
+use crate::Error;
+use crate::profile::ProfileBuilder;
+use crate::symbols::Symbolizer;
+
+/// The lowest and highest sampling frequency accepted, in Hz. pprof-rs drops
+/// samples silently when its collector is busy, more so above ~250 Hz, so the
+/// default stays at 99 Hz.
+pub const FREQUENCY_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
+
+/// One distinct stack seen during a capture.
+#[derive(Debug, Clone)]
+pub struct CapturedStack {
+    /// Lookup addresses, leaf first: the interrupted instruction, then each
+    /// return address minus one (so it points inside the call).
+    pub addresses: Vec<u64>,
+    /// Name (or id) of the sampled thread.
+    pub thread: String,
+    /// Number of samples with this stack.
+    pub count: i64,
+}
+
+/// The raw result of a CPU capture, not yet symbolized.
+#[derive(Debug, Clone)]
+pub struct CpuCapture {
+    /// Distinct stacks with their sample counts.
+    pub stacks: Vec<CapturedStack>,
+    /// Sampling frequency in Hz.
+    pub frequency: u32,
+    /// Wall-clock start of the capture.
+    pub start: SystemTime,
+    /// How long the capture ran.
+    pub duration: Duration,
+}
+
+impl CpuCapture {
+    /// Total samples in the capture.
+    pub fn sample_count(&self) -> i64 {
+        self.stacks.iter().map(|s| s.count).sum()
+    }
+
+    /// Symbolizes the capture into a Go-style CPU profile: sample types
+    /// `samples/count` and `cpu/nanoseconds`, period type `cpu/nanoseconds`.
+    pub fn to_profile(&self, symbolizer: &Symbolizer) -> Profile {
+        let period = 1_000_000_000 / i64::from(self.frequency.max(1));
+        let mut builder =
+            ProfileBuilder::new(symbolizer, &[("samples", "count"), ("cpu", "nanoseconds")])
+                .period("cpu", "nanoseconds", period)
+                .time(self.start, self.duration);
+        for stack in &self.stacks {
+            builder.add_sample(
+                &stack.addresses,
+                vec![stack.count, stack.count * period],
+                &[("thread", &stack.thread)],
+            );
+        }
+        builder.build()
+    }
+}
+
+/// The process-wide CPU profiler slot: pprof-rs has one global profiler.
+#[derive(Debug, Default)]
+pub struct CpuProfiler {
+    busy: Arc<AtomicBool>,
+    /// Unix seconds at which the running capture is due to end.
+    ends_at: AtomicU64,
+}
+
+/// Releases the slot when the capture thread is done with the profiler.
+struct SlotGuard(Arc<AtomicBool>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl CpuProfiler {
+    /// A free profiler slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a capture is running now.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// Samples the whole process for `duration` at `frequency` Hz.
+    ///
+    /// Fails with [`Error::CaptureRunning`] when another capture holds the
+    /// profiler. Dropping the returned future stops the capture at once and
+    /// releases the profiler: that is how a client disconnect cancels it.
+    pub async fn capture(&self, duration: Duration, frequency: u32) -> Result<CpuCapture, Error> {
+        if !FREQUENCY_RANGE.contains(&frequency) {
+            return Err(Error::bad_parameter(
+                "frequency",
+                format!("{frequency} is out of range"),
+                "1..=1000 (Hz)",
+            ));
+        }
+        if self
+            .busy
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            let now = unix_now();
+            let ends = self.ends_at.load(Ordering::Acquire);
+            return Err(Error::CaptureRunning {
+                retry_after_secs: ends.saturating_sub(now).max(1),
+            });
+        }
+        let slot = SlotGuard(self.busy.clone());
+        self.ends_at
+            .store(unix_now() + duration.as_secs() + 1, Ordering::Release);
+        // The sender lives in this future: when the future is dropped (the
+        // client went away), the capture thread sees the channel close.
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let task = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            run_capture(duration, frequency, &stop_rx)
+        });
+        let result = task
+            .await
+            .map_err(|e| Error::Internal(format!("capture thread failed: {e}")))?;
+        drop(stop_tx);
+        result
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs a capture on the calling (blocking) thread until `duration` passes
+/// or `stop` closes.
+fn run_capture(
+    duration: Duration,
+    frequency: u32,
+    stop: &mpsc::Receiver<()>,
+) -> Result<CpuCapture, Error> {
+    warm_up();
+    let start = SystemTime::now();
+    let started = Instant::now();
+    let guard = pprof::ProfilerGuardBuilder::default()
+        .frequency(frequency as i32)
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the CPU profiler: {e}")))?;
+    match stop.recv_timeout(duration) {
+        Err(RecvTimeoutError::Timeout) => {}
+        // Client gone (or explicit stop): release the profiler right away.
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+            drop(guard);
+            return Err(Error::Internal("capture cancelled".into()));
+        }
+    }
+    let report = guard
+        .report()
+        .build_unresolved()
+        .map_err(|e| Error::Internal(format!("cannot read the CPU profile: {e}")));
+    let elapsed = started.elapsed();
+    drop(guard);
+    let report = report?;
+    let stacks = report
+        .data
+        .iter()
+        .map(|(frames, &count)| CapturedStack {
+            addresses: frames
+                .frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let ip = f.ip as u64;
+                    if i == 0 { ip } else { ip.saturating_sub(1) }
+                })
+                .collect(),
+            thread: thread_name(
+                &frames.thread_name[..frames.thread_name_length],
+                frames.thread_id,
+            ),
+            count: count as i64,
+        })
+        .collect();
+    Ok(CpuCapture {
+        stacks,
+        frequency,
+        start,
+        duration: elapsed,
+    })
+}
+
+fn thread_name(name: &[u8], id: u64) -> String {
+    if name.is_empty() {
+        id.to_string()
+    } else {
+        String::from_utf8_lossy(name).into_owned()
+    }
+}
+
+static WARM_UP: Once = Once::new();
+static WARM_UP_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// Builds pprof-rs's framehop unwinder before any real capture: it is a lazy
+/// global created inside the first SIGPROF handler, and creating it
+/// allocates, which must not happen while a service thread is interrupted
+/// inside the allocator. Here the only busy thread is the calling one,
+/// spinning in plain arithmetic. Runs once per process; later calls return
+/// at once.
+pub fn warm_up() {
+    WARM_UP.call_once(|| {
+        let started = Instant::now();
+        if let Ok(guard) = pprof::ProfilerGuardBuilder::default()
+            .frequency(1000)
+            .build()
+        {
+            let mut x = 0u64;
+            while started.elapsed() < Duration::from_secs(2) {
+                for i in 0..100_000u64 {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                }
+                let sampled = guard
+                    .report()
+                    .build_unresolved()
+                    .is_ok_and(|r| !r.data.is_empty());
+                if sampled {
+                    break;
+                }
+            }
+        }
+        WARM_UP_MICROS.store(started.elapsed().as_micros() as u64, Ordering::Release);
+    });
+}
+
+/// How long [`warm_up`] took, once it has run.
+pub fn warm_up_duration() -> Option<Duration> {
+    WARM_UP
+        .is_completed()
+        .then(|| Duration::from_micros(WARM_UP_MICROS.load(Ordering::Acquire)))
+}

@@ -1,0 +1,69 @@
+//! Query-parameter extractors, one file each, in the manner of axum's
+//! `extract/`. Each one validates its parameter and rejects with
+//! [`Error::BadParameter`](crate::Error::BadParameter) naming the parameter
+//! and its accepted range, so handlers read like the endpoint table.
+
+mod format;
+mod frequency;
+mod seconds;
+
+pub(crate) use format::ProfileFormat;
+pub(crate) use frequency::Frequency;
+pub(crate) use seconds::Seconds;
+
+use axum::http::request::Parts;
+
+/// The first value of query parameter `name`, as Go's `FormValue` takes it.
+pub(crate) fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Parses an integer parameter within `range`, naming it in the rejection.
+pub(crate) fn integer_in<T>(
+    name: &'static str,
+    raw: &str,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, crate::Error>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let accepted = format!("an integer in {}..={} ({unit})", range.start(), range.end());
+    let shown: String = raw.chars().take(32).collect();
+    let value: T = raw.trim().parse().map_err(|_| {
+        crate::Error::bad_parameter(name, format!("{shown:?} is not a number"), &accepted)
+    })?;
+    if !range.contains(&value) {
+        return Err(crate::Error::bad_parameter(
+            name,
+            format!("{value} is out of range"),
+            accepted,
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_in_names_the_parameter_and_range() {
+        let e = integer_in::<u64>("seconds", "abc", 1..=300, "seconds").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad parameter `seconds`: \"abc\" is not a number; accepted: an integer in 1..=300 (seconds)"
+        );
+        let e = integer_in::<u64>("seconds", "0", 1..=300, "seconds").unwrap_err();
+        assert!(e.to_string().contains("0 is out of range"));
+        assert_eq!(
+            integer_in::<u64>("seconds", "300", 1..=300, "s").unwrap(),
+            300
+        );
+        // Huge values and negative numbers are rejected, never wrapped.
+        assert!(integer_in::<u64>("seconds", "99999999999999999999999", 1..=300, "s").is_err());
+        assert!(integer_in::<u64>("seconds", "-1", 1..=300, "s").is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! Builds pprof profiles from raw addresses: one `Location` per address,
+//! its lines (inlined frames included) from the [`Symbolizer`], functions and
+//! strings deduplicated, and `Mapping`s for the objects the addresses fall in.
+//!
+//! Every producer (CPU, heap, tasks) fills a profile through this builder,
+//! so they all carry what `go tool pprof` needs: string 0 is "", sample and
+//! period types, times, mappings with build ids.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use pprof::protos::{self, Function, Label, Line, Location, Profile, Sample, ValueType};
+
+use crate::symbols::{Mapping, Symbolizer};
+
+/// Accumulates samples over symbolized addresses into a [`Profile`].
+pub struct ProfileBuilder<'a> {
+    symbolizer: &'a Symbolizer,
+    mappings: Vec<Mapping>,
+    strings: HashMap<String, i64>,
+    functions: HashMap<(i64, i64), u64>,
+    locations: HashMap<u64, u64>,
+    profile: Profile,
+}
+
+impl std::fmt::Debug for ProfileBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileBuilder")
+            .field("samples", &self.profile.sample.len())
+            .field("locations", &self.profile.location.len())
+            .finish()
+    }
+}
+
+impl<'a> ProfileBuilder<'a> {
+    /// A builder for samples with the given `(type, unit)` value types.
+    pub fn new(symbolizer: &'a Symbolizer, sample_types: &[(&str, &str)]) -> Self {
+        let mappings = symbolizer.mappings();
+        let mut b = ProfileBuilder {
+            symbolizer,
+            mappings: Vec::new(),
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            locations: HashMap::new(),
+            profile: Profile::default(),
+        };
+        b.string("");
+        b.profile.sample_type = sample_types
+            .iter()
+            .map(|(ty, unit)| b.value_type(ty, unit))
+            .collect();
+        b.profile.mapping = mappings
+            .iter()
+            .enumerate()
+            .map(|(i, m)| protos::Mapping {
+                id: i as u64 + 1,
+                memory_start: m.start,
+                memory_limit: m.end,
+                file_offset: m.offset,
+                filename: b.string(&m.path),
+                build_id: b.string(&m.build_id),
+                has_functions: true,
+                has_filenames: true,
+                has_line_numbers: true,
+                has_inline_frames: true,
+            })
+            .collect();
+        b.mappings = mappings;
+        b
+    }
+
+    /// Sets the period type and period (e.g. `cpu`/`nanoseconds`, 10101010).
+    pub fn period(mut self, ty: &str, unit: &str, period: i64) -> Self {
+        self.profile.period_type = Some(self.value_type(ty, unit));
+        self.profile.period = period;
+        self
+    }
+
+    /// Names the sample type tools show by default.
+    pub fn default_sample_type(mut self, ty: &str) -> Self {
+        self.profile.default_sample_type = self.string(ty);
+        self
+    }
+
+    /// Sets the capture's start time and duration.
+    pub fn time(mut self, start: SystemTime, duration: Duration) -> Self {
+        self.profile.time_nanos = start
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        self.profile.duration_nanos = duration.as_nanos() as i64;
+        self
+    }
+
+    /// Adds a sample. `stack` holds lookup addresses, leaf first: the
+    /// interrupted instruction for the leaf, return address − 1 for callers.
+    pub fn add_sample(&mut self, stack: &[u64], values: Vec<i64>, labels: &[(&str, &str)]) {
+        let location_id = stack.iter().map(|&addr| self.location(addr)).collect();
+        let label = labels
+            .iter()
+            .map(|(k, v)| Label {
+                key: self.string(k),
+                str: self.string(v),
+                ..Default::default()
+            })
+            .collect();
+        self.profile.sample.push(Sample {
+            location_id,
+            value: values,
+            label,
+        });
+    }
+
+    /// Adds a sample whose stack is already a list of function names, leaf
+    /// first (for stacks that have no addresses, such as task dumps' text).
+    pub fn add_named_sample(&mut self, frames: &[&str], values: Vec<i64>) {
+        let location_id = frames
+            .iter()
+            .map(|name| {
+                let function_id = self.function(name, "");
+                let id = self.profile.location.len() as u64 + 1;
+                self.profile.location.push(Location {
+                    id,
+                    line: vec![Line {
+                        function_id,
+                        line: 0,
+                    }],
+                    ..Default::default()
+                });
+                id
+            })
+            .collect();
+        self.profile.sample.push(Sample {
+            location_id,
+            value: values,
+            label: Vec::new(),
+        });
+    }
+
+    /// The finished profile.
+    pub fn build(self) -> Profile {
+        self.profile
+    }
+
+    fn location(&mut self, addr: u64) -> u64 {
+        if let Some(&id) = self.locations.get(&addr) {
+            return id;
+        }
+        let frames = self.symbolizer.resolve(addr);
+        let line = frames
+            .iter()
+            .map(|f| Line {
+                function_id: self.function(&f.function, f.file.as_deref().unwrap_or("")),
+                line: i64::from(f.line),
+            })
+            .collect();
+        let mapping_id = self
+            .mappings
+            .iter()
+            .position(|m| m.start <= addr && addr < m.end)
+            .map_or(0, |i| i as u64 + 1);
+        let id = self.profile.location.len() as u64 + 1;
+        self.profile.location.push(Location {
+            id,
+            mapping_id,
+            address: addr,
+            line,
+            is_folded: false,
+        });
+        self.locations.insert(addr, id);
+        id
+    }
+
+    fn function(&mut self, name: &str, file: &str) -> u64 {
+        let key = (self.string(name), self.string(file));
+        if let Some(&id) = self.functions.get(&key) {
+            return id;
+        }
+        let id = self.profile.function.len() as u64 + 1;
+        self.profile.function.push(Function {
+            id,
+            name: key.0,
+            system_name: key.0,
+            filename: key.1,
+            start_line: 0,
+        });
+        self.functions.insert(key, id);
+        id
+    }
+
+    fn value_type(&mut self, ty: &str, unit: &str) -> ValueType {
+        ValueType {
+            ty: self.string(ty),
+            unit: self.string(unit),
+        }
+    }
+
+    fn string(&mut self, s: &str) -> i64 {
+        if let Some(&id) = self.strings.get(s) {
+            return id;
+        }
+        let id = self.profile.string_table.len() as i64;
+        self.profile.string_table.push(s.to_string());
+        self.strings.insert(s.to_string(), id);
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode;
+
+    #[inline(never)]
+    fn profile_marker_fn() -> u64 {
+        profile_marker_fn as *const () as usize as u64
+    }
+
+    #[test]
+    fn builds_a_profile_go_can_read() {
+        let sym = Symbolizer::new();
+        let mut b = ProfileBuilder::new(&sym, &[("samples", "count"), ("cpu", "nanoseconds")])
+            .period("cpu", "nanoseconds", 10_000_000)
+            .time(SystemTime::now(), Duration::from_secs(1));
+        let addr = profile_marker_fn() + 2;
+        b.add_sample(&[addr], vec![1, 10], &[("thread", "main")]);
+        b.add_sample(&[addr], vec![2, 20], &[]);
+        let p = b.build();
+        assert_eq!(p.string_table[0], "");
+        assert_eq!(p.location.len(), 1, "one location per address");
+        assert!(p.location[0].mapping_id >= 1);
+        assert_eq!(p.location[0].address, addr);
+        let folded = encode::fold(&p, 0);
+        assert_eq!(folded.len(), 1);
+        assert!(folded[0].0.ends_with("profile_marker_fn"), "{folded:?}");
+        assert_eq!(folded[0].1, 3);
+        assert!(!p.mapping.is_empty());
+        assert_eq!(
+            encode::string(&p, p.period_type.as_ref().unwrap().ty),
+            "cpu"
+        );
+    }
+}

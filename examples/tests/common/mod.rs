@@ -1,0 +1,223 @@
+//! Test support: start an example service on an ephemeral loopback port,
+//! talk HTTP to it, and run `go tool pprof` when it is installed.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running example service, killed when dropped.
+pub struct Service {
+    child: Child,
+    pub base: String,
+}
+
+impl Service {
+    /// Starts `target/<profile>/examples/<name> --addr 127.0.0.1:0` and waits
+    /// for its "listening on" line.
+    pub fn start(name: &str) -> Service {
+        let exe = example_path(name);
+        let mut child = Command::new(&exe)
+            .args(["--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Service { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Examples are built next to the test binaries (`target/<profile>/examples`).
+pub fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: cargo test builds examples; run `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A response: status, headers we care about, body.
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub content_type: Option<String>,
+    pub content_disposition: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn get(url: &str) -> Reply {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .build();
+    let response = match agent.get(url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = response.status();
+    let header = |n: &str| response.header(n).map(str::to_string);
+    let retry_after = header("retry-after");
+    let content_type = header("content-type");
+    let content_disposition = header("content-disposition");
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(256 << 20)
+        .read_to_end(&mut body)
+        .expect("read body");
+    Reply {
+        status,
+        retry_after,
+        content_type,
+        content_disposition,
+        body,
+    }
+}
+
+/// Keeps `/work?n=50` busy from `threads` client threads until dropped.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Load {
+    pub fn start(url: String, threads: usize) -> Load {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let agent = ureq::agent();
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        if agent.get(&url).call().is_ok() {
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the load and returns the number of requests served.
+    pub fn stop(mut self) -> u64 {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads.drain(..).map(|t| t.join().unwrap_or(0)).sum()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Whether `go` is installed. Absent locally: a loud skip. Absent under
+/// `CI=true`: a failure, since CI installs it.
+pub fn have_go() -> bool {
+    let ok = Command::new("go")
+        .arg("version")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "`go` is not installed but CI=true: .ci/run must install golang-go"
+        );
+        eprintln!(
+            "\n!!!!! SKIPPING go tool pprof checks: `go` is not installed (apt-get install golang-go) !!!!!\n"
+        );
+    }
+    ok
+}
+
+/// Runs `go tool pprof ARGS FILE`, asserting success; returns (stdout, stderr).
+pub fn go_pprof(args: &[&str], file: &std::path::Path) -> (String, String) {
+    let out = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("GOTOOLCHAIN", "local")
+        .env("PPROF_TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("run go tool pprof");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} failed:\n{stderr}\n{stdout}"
+    );
+    (stdout, stderr)
+}
+
+/// Gunzips and decodes a pprof body.
+pub fn decode(body: &[u8]) -> pprof::protos::Profile {
+    use prost::Message;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_end(&mut raw)
+        .expect("gzip body");
+    pprof::protos::Profile::decode(&raw[..]).expect("pprof protobuf")
+}
+
+/// utime + stime of process `pid`, from `/proc/<pid>/stat`.
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz.max(1))
+}

@@ -1,0 +1,271 @@
+//! CPU profiles over HTTP from the `axum-service` example: formats, what
+//! `go tool pprof` makes of them, bad input, one capture at a time, and
+//! client disconnects.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Load, Service, decode, get, go_pprof, have_go, process_cpu};
+use profscope_agent::encode;
+
+fn function_names(p: &pprof::protos::Profile) -> Vec<String> {
+    p.function
+        .iter()
+        .map(|f| encode::string(p, f.name).to_string())
+        .collect()
+}
+
+#[test]
+fn cpu_profile_in_every_format() {
+    let svc = Service::start("axum-service");
+    let load = Load::start(svc.url("/work?n=50"), 2);
+
+    // pprof: gzipped protobuf Go's tools read without warnings.
+    let reply = get(&svc.url("/debug/pprof/profile?seconds=2"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        reply.content_disposition.as_deref(),
+        Some("attachment; filename=\"profile.pb.gz\"")
+    );
+    let profile = decode(&reply.body);
+    assert_eq!(profile.string_table[0], "");
+    assert!(profile.period > 0 && profile.duration_nanos > 0 && profile.time_nanos > 0);
+    assert!(!profile.mapping.is_empty(), "mappings are filled");
+    let names = function_names(&profile);
+    assert!(
+        names.iter().any(|n| n.contains("hash_work")),
+        "demangled work function among {names:?}"
+    );
+    assert!(profile.location.iter().all(|l| l.address != 0));
+    let with_lines = profile
+        .location
+        .iter()
+        .filter(|l| l.line.iter().any(|line| line.line > 0))
+        .count();
+    assert!(
+        with_lines * 2 > profile.location.len(),
+        "most locations carry lines"
+    );
+    // Folded stacks of the same profile add up to its sample count.
+    let samples: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
+    let folded = encode::fold(&profile, 0);
+    assert_eq!(folded.iter().map(|(_, v)| v).sum::<i64>(), samples);
+
+    if have_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cpu.pb.gz");
+        std::fs::write(&file, &reply.body).unwrap();
+        let (raw, stderr) = go_pprof(&["-raw"], &file);
+        assert!(raw.contains("PeriodType: cpu nanoseconds"), "{raw}");
+        assert!(
+            !stderr.contains("Main binary filename not available"),
+            "{stderr}"
+        );
+        // Debug builds have deep, evenly shared runtime frames above it, so
+        // "top" means: in the table by cum with a large share of the time.
+        let (top, _) = go_pprof(&["-top", "-cum"], &file);
+        let row = top
+            .lines()
+            .find(|r| r.ends_with("hash_work"))
+            .unwrap_or_else(|| panic!("no hash_work row:\n{top}"));
+        let cum_pct: f64 = row
+            .split_whitespace()
+            .nth(4)
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap();
+        assert!(cum_pct >= 30.0, "hash_work cum {cum_pct}%:\n{top}");
+    }
+
+    // folded: `frame;frame count` lines, root first.
+    let reply = get(&svc.url("/debug/pprof/profile?seconds=1&format=folded"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let text = reply.text();
+    let mut total = 0i64;
+    for line in text.lines() {
+        let (stack, count) = line.rsplit_once(' ').expect("stack count");
+        assert!(!stack.is_empty());
+        total += count.parse::<i64>().expect("count");
+    }
+    // At most 2 cores × 1 s × 99 Hz, with slack for timer skew.
+    assert!(total > 0 && total <= 2 * 99 + 20, "total {total}");
+    assert!(text.contains("hash_work"), "{text}");
+
+    // svg: a well-formed flamegraph.
+    let reply = get(&svc.url("/debug/pprof/profile?seconds=1&format=svg"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.content_type.as_deref(), Some("image/svg+xml"));
+    let svg = reply.text();
+    // inferno writes a DOCTYPE line; allow it.
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&svg, opts).expect("well-formed SVG");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    assert!(svg.contains("hash_work"));
+    drop(load);
+}
+
+#[test]
+fn bad_parameters_get_400_naming_the_parameter() {
+    let svc = Service::start("axum-service");
+    for (query, name, range) in [
+        ("seconds=abc", "seconds", "1..=300"),
+        ("seconds=0", "seconds", "1..=300"),
+        ("seconds=100000", "seconds", "1..=300"),
+        ("seconds=-5", "seconds", "1..=300"),
+        ("frequency=0", "frequency", "1..=1000"),
+        ("frequency=5000", "frequency", "1..=1000"),
+        ("format=jpeg", "format", "pprof, folded or svg"),
+        ("seconds=%FF%FE", "seconds", "1..=300"),
+    ] {
+        let reply = get(&svc.url(&format!("/debug/pprof/profile?{query}")));
+        let body = reply.text();
+        assert_eq!(reply.status, 400, "{query}: {body}");
+        assert!(
+            body.contains(&format!("`{name}`")) && body.contains(range),
+            "{query}: {body}"
+        );
+        assert_eq!(body.trim_end().lines().count(), 1, "one line: {body:?}");
+    }
+    // The service is still there.
+    assert_eq!(get(&svc.url("/hello")).status, 200);
+}
+
+#[test]
+fn one_capture_at_a_time_and_disconnect_releases_the_profiler() {
+    let svc = Service::start("axum-service");
+    let addr = svc.base.trim_start_matches("http://").to_string();
+
+    // A long capture from a raw connection we can drop.
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    // Wait until it holds the profiler: a second capture gets 409.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let reply = get(&svc.url("/debug/pprof/profile?seconds=1"));
+        if reply.status == 409 || Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(busy.status, 409, "{}", busy.text());
+    assert!(busy.text().contains("already running"));
+    let retry: u64 = busy.retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=61).contains(&retry), "Retry-After {retry}");
+
+    // The client goes away: the capture stops and the profiler is free at
+    // once, long before the 60 s would have passed.
+    drop(conn);
+    let dropped = Instant::now();
+    let reply = loop {
+        let reply = get(&svc.url("/debug/pprof/profile?seconds=1&format=folded"));
+        if reply.status != 409 || dropped.elapsed() > Duration::from_secs(5) {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(dropped.elapsed() < Duration::from_secs(5));
+}
+
+/// Records the process's CPU time every few milliseconds, so the CPU used
+/// inside exactly the profile's window can be read off afterwards.
+struct CpuTrace {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(SystemTime, Duration)>>,
+}
+
+impl CpuTrace {
+    fn start(pid: u32) -> CpuTrace {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut points = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                points.push((SystemTime::now(), process_cpu(pid)));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            points
+        });
+        CpuTrace { stop, thread }
+    }
+
+    /// CPU time used between `from` and `to`, interpolated between readings.
+    fn used_between(self, from: SystemTime, to: SystemTime) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let points = self.thread.join().unwrap();
+        let at = |t: SystemTime| -> f64 {
+            let i = points
+                .partition_point(|(pt, _)| *pt <= t)
+                .clamp(1, points.len() - 1);
+            let (t0, c0) = points[i - 1];
+            let (t1, c1) = points[i];
+            let span = t1
+                .duration_since(t0)
+                .unwrap_or_default()
+                .as_secs_f64()
+                .max(1e-9);
+            let frac =
+                (t.duration_since(t0).unwrap_or_default().as_secs_f64() / span).clamp(0.0, 1.0);
+            c0.as_secs_f64() + (c1.as_secs_f64() - c0.as_secs_f64()) * frac
+        };
+        Duration::from_secs_f64((at(to) - at(from)).max(0.0))
+    }
+}
+
+#[test]
+fn profile_accounts_for_the_process_cpu_time() {
+    let svc = Service::start("axum-service");
+    let load = Load::start(svc.url("/work?n=50"), 2);
+    let trace = CpuTrace::start(svc.pid());
+    let reply = get(&svc.url("/debug/pprof/profile?seconds=3&format=pprof"));
+    drop(load);
+    assert_eq!(reply.status, 200);
+    let profile = decode(&reply.body);
+    let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(profile.time_nanos as u64);
+    let end = start + Duration::from_nanos(profile.duration_nanos as u64);
+    let used = trace.used_between(start, end);
+    let profiled: i64 = profile.sample.iter().map(|s| s.value[1]).sum();
+    let profiled = Duration::from_nanos(profiled as u64);
+    let ratio = profiled.as_secs_f64() / used.as_secs_f64();
+    eprintln!(
+        "profiled {profiled:?} of {used:?} CPU used ({:.1}%)",
+        ratio * 100.0
+    );
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "profile holds {profiled:?}, process used {used:?} in the same window"
+    );
+}
+
+#[test]
+fn index_and_cmdline() {
+    let svc = Service::start("axum-service");
+    let reply = get(&svc.url("/debug/pprof/"));
+    assert_eq!(reply.status, 200);
+    let html = reply.text();
+    assert!(
+        html.contains("href=\"/debug/pprof/profile?seconds=30\""),
+        "{html}"
+    );
+    assert!(html.contains("href=\"/debug/pprof/cmdline\""));
+    let reply = get(&svc.url("/debug/pprof/cmdline"));
+    assert_eq!(reply.status, 200);
+    let args: Vec<String> = reply.text().split('\0').map(str::to_string).collect();
+    assert!(args[0].ends_with("axum-service"), "{args:?}");
+    assert_eq!(&args[1..], ["--addr", "127.0.0.1:0"]);
+}

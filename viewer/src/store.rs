@@ -1,0 +1,456 @@
+//! The snapshot store: profiles kept on local disk, each as a gzipped pprof
+//! file beside a JSON metadata file (id, time, source URL, kind, label, size).
+//!
+//! The directory is `$PROFSCOPE_HOME` when set, else `profscope/` under the
+//! user's data directory (`$XDG_DATA_HOME`, else `~/.local/share`). Snapshot
+//! ids are generated here and checked on the way in, so a reference typed by
+//! a user can never name a path outside the store.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pprof::protos::Profile;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::load::{self, Limits};
+
+/// Metadata stored beside each snapshot's profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Unique id, also the file stem: `YYYYMMDD-HHMMSS-kind[-N]`.
+    pub id: String,
+    /// When it was saved, RFC 3339 UTC.
+    pub time: String,
+    /// Nanoseconds since the Unix epoch, for ordering.
+    pub unix_nanos: u64,
+    /// The URL it was fetched from, or the file it was imported from.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// `cpu`, `heap`, `allocs`, `tasks`, `goroutine`, … or `unknown`.
+    pub kind: String,
+    /// A user-given name, e.g. `before`.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Size of the stored profile file in bytes.
+    pub size: u64,
+    /// The profile's sample types, `name/unit`.
+    #[serde(default)]
+    pub sample_types: Vec<String>,
+}
+
+/// A stored snapshot: its metadata and where its profile is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The metadata.
+    pub meta: SnapshotMeta,
+    /// The gzipped pprof file.
+    pub profile_path: PathBuf,
+}
+
+impl Snapshot {
+    /// Loads the snapshot's profile.
+    pub fn load(&self) -> Result<Profile> {
+        load::Source::Snapshot(self.clone()).load(&Limits::default())
+    }
+}
+
+/// What the caller knows about a profile being saved; the rest is derived.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct NewSnapshot {
+    /// Where it came from (URL or path).
+    pub source: Option<String>,
+    /// Its kind; derived from the URL path or the sample types when `None`.
+    pub kind: Option<String>,
+    /// A label.
+    pub label: Option<String>,
+}
+
+impl NewSnapshot {
+    /// Metadata for a profile from `source` with an optional label.
+    pub fn new(source: Option<String>, label: Option<String>) -> Self {
+        NewSnapshot {
+            source,
+            kind: None,
+            label,
+        }
+    }
+}
+
+/// A snapshot store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// The default store directory (see the module docs).
+    pub fn default_dir() -> Result<PathBuf> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        if let Some(home) = env("PROFSCOPE_HOME") {
+            return Ok(PathBuf::from(home));
+        }
+        if let Some(data) = env("XDG_DATA_HOME") {
+            return Ok(PathBuf::from(data).join("profscope"));
+        }
+        if let Some(home) = env("HOME") {
+            return Ok(PathBuf::from(home).join(".local/share/profscope"));
+        }
+        Err(Error::Store(
+            "no data directory: set PROFSCOPE_HOME or HOME".to_string(),
+        ))
+    }
+
+    /// Opens (creating if needed) the default store.
+    pub fn open_default() -> Result<Store> {
+        Store::open(Store::default_dir()?)
+    }
+
+    /// Opens (creating if needed) a store at `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Store> {
+        let dir = dir.into();
+        let store = Store { dir };
+        fs::create_dir_all(store.snapshots_dir())
+            .map_err(|e| Error::io(store.snapshots_dir().display().to_string(), e))?;
+        Ok(store)
+    }
+
+    /// The store's root directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn snapshots_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+
+    /// Validates `bytes` as a profile and saves it. Anything that is not
+    /// already gzipped pprof is re-encoded as such, so every stored file is
+    /// one `go tool pprof` reads.
+    pub fn save(&self, bytes: &[u8], new: NewSnapshot) -> Result<Snapshot> {
+        let profile = load::parse(bytes, &Limits::default())?;
+        let stored: Vec<u8> = if bytes.starts_with(&[0x1f, 0x8b]) && !is_folded_gzip(bytes) {
+            bytes.to_vec()
+        } else {
+            profscope_agent::encode::pprof_gz(&profile)?
+        };
+        let kind = new
+            .kind
+            .or_else(|| new.source.as_deref().and_then(kind_from_url))
+            .unwrap_or_else(|| kind_of_profile(&profile));
+        let kind = sanitize(&kind);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        let (date, time) = utc_parts(now.as_secs());
+        let stem = format!("{date}-{time}-{kind}");
+        let (id, mut file) = self.claim(&stem)?;
+        let profile_path = self.snapshots_dir().join(format!("{id}.pb.gz"));
+        file.write_all(&stored)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(profile_path.display().to_string(), e))?;
+        let meta = SnapshotMeta {
+            id: id.clone(),
+            time: rfc3339(now.as_secs()),
+            unix_nanos: nanos,
+            source: new.source,
+            kind,
+            label: new.label.filter(|l| !l.is_empty()),
+            size: stored.len() as u64,
+            sample_types: profile
+                .sample_type
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}/{}",
+                        profscope_agent::encode::string(&profile, t.ty),
+                        profscope_agent::encode::string(&profile, t.unit)
+                    )
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::Store(format!("encode metadata: {e}")))?;
+        // Written under a temporary name and renamed, so `list` never sees
+        // half a snapshot.
+        let tmp = self.snapshots_dir().join(format!(".{id}.json.tmp"));
+        let json_path = self.snapshots_dir().join(format!("{id}.json"));
+        fs::write(&tmp, json)
+            .and_then(|()| fs::rename(&tmp, &json_path))
+            .map_err(|e| Error::io(json_path.display().to_string(), e))?;
+        Ok(Snapshot { meta, profile_path })
+    }
+
+    /// Creates `<stem>[-N].pb.gz` exclusively, so two concurrent saves in
+    /// the same second get different ids.
+    fn claim(&self, stem: &str) -> Result<(String, fs::File)> {
+        for n in 1..10_000 {
+            let id = if n == 1 {
+                stem.to_string()
+            } else {
+                format!("{stem}-{n}")
+            };
+            let path = self.snapshots_dir().join(format!("{id}.pb.gz"));
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => return Ok((id, f)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(path.display().to_string(), e)),
+            }
+        }
+        Err(Error::Store(format!("too many snapshots named {stem}")))
+    }
+
+    /// All snapshots, oldest first. Unreadable metadata files are skipped.
+    pub fn list(&self) -> Result<Vec<Snapshot>> {
+        let dir = self.snapshots_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(dir.display().to_string(), e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !is_valid_id(id) {
+                continue;
+            }
+            if let Ok(Some(s)) = self.get(id) {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.meta.unix_nanos, &a.meta.id).cmp(&(b.meta.unix_nanos, &b.meta.id))
+        });
+        Ok(out)
+    }
+
+    /// The snapshot with this id, if any. Ids that could escape the store
+    /// directory are rejected.
+    pub fn get(&self, id: &str) -> Result<Option<Snapshot>> {
+        if !is_valid_id(id) {
+            return Err(Error::Store(format!("{id:?} is not a valid snapshot id")));
+        }
+        let json_path = self.snapshots_dir().join(format!("{id}.json"));
+        let bytes = match fs::read(&json_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(json_path.display().to_string(), e)),
+        };
+        let meta: SnapshotMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Store(format!("{}: {e}", json_path.display())))?;
+        if meta.id != id {
+            return Err(Error::Store(format!(
+                "{}: metadata names id {:?}",
+                json_path.display(),
+                meta.id
+            )));
+        }
+        let profile_path = self.snapshots_dir().join(format!("{id}.pb.gz"));
+        Ok(Some(Snapshot { meta, profile_path }))
+    }
+
+    /// Resolves a snapshot reference: `@latest`, `@prev` (the one before
+    /// it), an id, or a label (the newest snapshot with it).
+    pub fn resolve(&self, reference: &str) -> Result<Option<Snapshot>> {
+        if let Some(name) = reference.strip_prefix('@') {
+            let mut all = self.list()?;
+            let back = match name {
+                "latest" => 0,
+                "prev" => 1,
+                _ => {
+                    return Err(Error::Store(format!(
+                        "unknown reference {reference:?}: use @latest, @prev, an id or a label"
+                    )));
+                }
+            };
+            if all.len() <= back {
+                return Err(Error::Store(format!(
+                    "{reference}: the store has {} snapshot(s)",
+                    all.len()
+                )));
+            }
+            return Ok(Some(all.swap_remove(all.len() - 1 - back)));
+        }
+        if is_valid_id(reference) {
+            if let Some(s) = self.get(reference)? {
+                return Ok(Some(s));
+            }
+        }
+        Ok(self
+            .list()?
+            .into_iter()
+            .rev()
+            .find(|s| s.meta.label.as_deref() == Some(reference)))
+    }
+}
+
+fn is_folded_gzip(bytes: &[u8]) -> bool {
+    load::gunzip(bytes, 1 << 30)
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .is_some_and(|t| load::looks_folded(&t))
+}
+
+/// Ids are generated as `[a-z0-9_-]`; anything else (`/`, `..`, NUL) is refused.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with(['.', '-'])
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn sanitize(kind: &str) -> String {
+    let s: String = kind
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(32)
+        .collect();
+    if s.is_empty() { "unknown".to_string() } else { s }
+}
+
+/// The kind a Go-style endpoint URL serves, from its last path segment.
+pub fn kind_from_url(url: &str) -> Option<String> {
+    let path = url.split(['?', '#']).next()?;
+    let last = path.trim_end_matches('/').rsplit('/').next()?;
+    let kind = match last {
+        "profile" => "cpu",
+        "heap" | "allocs" | "goroutine" | "tasks" | "block" | "mutex" | "threadcreate" => last,
+        _ => return None,
+    };
+    Some(kind.to_string())
+}
+
+/// The kind of a profile, guessed from its sample types.
+pub fn kind_of_profile(p: &Profile) -> String {
+    use profscope_agent::encode::string;
+    let types: Vec<&str> = p.sample_type.iter().map(|t| string(p, t.ty)).collect();
+    let has = |name: &str| types.contains(&name);
+    let default = types
+        .get(profscope_agent::encode::default_sample_index(p))
+        .copied()
+        .unwrap_or("");
+    let kind = if has("cpu") {
+        "cpu"
+    } else if has("inuse_space") && default.starts_with("alloc") {
+        "allocs"
+    } else if has("inuse_space") || has("alloc_space") {
+        "heap"
+    } else if has("goroutine") {
+        "goroutine"
+    } else if types.iter().any(|t| t.contains("task")) {
+        "tasks"
+    } else if has("delay") || has("contentions") {
+        "contention"
+    } else if has("samples") && p.period_type.is_some_and(|t| string(p, t.ty) == "cpu") {
+        "cpu"
+    } else {
+        "unknown"
+    };
+    kind.to_string()
+}
+
+/// Days since the epoch → (year, month, day), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn utc_parts(secs: u64) -> (String, String) {
+    let secs = i64::try_from(secs).unwrap_or(0);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    (
+        format!("{y:04}{m:02}{d:02}"),
+        format!("{:02}{:02}{:02}", t / 3600, t / 60 % 60, t % 60),
+    )
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: u64) -> String {
+    let s = i64::try_from(secs).unwrap_or(0);
+    let (y, m, d) = civil_from_days(s.div_euclid(86_400));
+    let t = s.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)).unwrap()
+    }
+
+    #[test]
+    fn save_list_resolve() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let a = store
+            .save(
+                &fixture("go-heap-before.pb.gz"),
+                NewSnapshot::new(
+                    Some("http://127.0.0.1:6060/debug/pprof/heap".into()),
+                    Some("before".into()),
+                ),
+            )
+            .unwrap();
+        let b = store
+            .save(&fixture("go-heap-after.pb.gz"), NewSnapshot::new(None, Some("after".into())))
+            .unwrap();
+        assert_eq!(a.meta.kind, "heap");
+        assert_ne!(a.meta.id, b.meta.id);
+        assert_eq!(store.list().unwrap().len(), 2);
+        assert_eq!(store.resolve("@latest").unwrap().unwrap().meta.id, b.meta.id);
+        assert_eq!(store.resolve("@prev").unwrap().unwrap().meta.id, a.meta.id);
+        assert_eq!(store.resolve("before").unwrap().unwrap().meta.id, a.meta.id);
+        assert_eq!(store.resolve(&a.meta.id).unwrap().unwrap(), a);
+        assert!(store.resolve("nothing").unwrap().is_none());
+        assert!(a.load().is_ok());
+    }
+
+    #[test]
+    fn ids_cannot_traverse() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        for id in ["../x", "a/b", "..", ".hidden", "a\0b", ""] {
+            assert!(!is_valid_id(id), "{id:?}");
+            assert!(store.get(id).is_err());
+            assert!(store.resolve(id).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn kinds_and_dates() {
+        assert_eq!(kind_from_url("http://h/debug/pprof/profile?seconds=3").as_deref(), Some("cpu"));
+        assert_eq!(kind_from_url("http://h/debug/pprof/heap").as_deref(), Some("heap"));
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_566_060), "2026-11-25T00:21:00Z");
+    }
+}

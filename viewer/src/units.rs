@@ -1,0 +1,232 @@
+//! Unit-aware formatting of sample values, following the rules of Go's
+//! `internal/measurement` so that numbers read like `go tool pprof`'s:
+//! nanoseconds scale to µs/ms/s, bytes to KiB/MiB/GiB (1024-based, which Go
+//! labels kB/MB/GB), anything else prints as a plain count.
+
+/// The family a sample unit belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitKind {
+    /// Memory: bytes.
+    Bytes,
+    /// Time: nanoseconds.
+    Time,
+    /// Counts and unknown units: printed unscaled.
+    Count,
+}
+
+/// A unit a value is displayed in: a label and how many base units it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scale {
+    /// Suffix shown after the number (`ms`, `MiB`, or empty for counts).
+    pub label: &'static str,
+    /// Base units (bytes or nanoseconds) per displayed unit.
+    pub factor: f64,
+}
+
+const BYTES: &[(&str, f64)] = &[
+    ("B", 1.0),
+    ("KiB", 1024.0),
+    ("MiB", 1_048_576.0),
+    ("GiB", 1_073_741_824.0),
+    ("TiB", 1_099_511_627_776.0),
+    ("PiB", 1_125_899_906_842_624.0),
+];
+const TIME: &[(&str, f64)] = &[
+    ("ns", 1.0),
+    ("us", 1e3),
+    ("ms", 1e6),
+    ("s", 1e9),
+    ("hrs", 3.6e12),
+];
+
+impl UnitKind {
+    /// Classifies a pprof unit string (`bytes`, `nanoseconds`, `count`, …),
+    /// with the aliases Go accepts.
+    pub fn of(unit: &str) -> (UnitKind, f64) {
+        let mut u = unit.to_ascii_lowercase();
+        if u.len() > 2 {
+            if let Some(s) = u.strip_suffix('s') {
+                u = s.to_string();
+            }
+        }
+        let bytes = [
+            (["b", "byte", ""], 1.0),
+            (["kb", "kbyte", "kilobyte"], 1024.0),
+            (["mb", "mbyte", "megabyte"], 1_048_576.0),
+            (["gb", "gbyte", "gigabyte"], 1_073_741_824.0),
+        ];
+        for (names, f) in bytes {
+            if names.contains(&u.as_str()) && !u.is_empty() {
+                return (UnitKind::Bytes, f);
+            }
+        }
+        let time = [
+            (["ns", "nanosecond", "nanosecond"], 1.0),
+            (["us", "microsecond", "μs"], 1e3),
+            (["ms", "millisecond", "millisecond"], 1e6),
+            (["s", "sec", "second"], 1e9),
+            (["hour", "hr", "hr"], 3.6e12),
+        ];
+        for (names, f) in time {
+            if names.contains(&u.as_str()) {
+                return (UnitKind::Time, f);
+            }
+        }
+        (UnitKind::Count, 1.0)
+    }
+
+    fn scales(self) -> &'static [(&'static str, f64)] {
+        match self {
+            UnitKind::Bytes => BYTES,
+            UnitKind::Time => TIME,
+            UnitKind::Count => &[("", 1.0)],
+        }
+    }
+
+    /// The largest unit in which `value` (in base units) is at least 1 —
+    /// Go's auto scaling.
+    pub fn auto(self, value: f64) -> Scale {
+        let value = value.abs();
+        let mut best: Option<(&'static str, f64)> = None;
+        for &(label, factor) in self.scales() {
+            if value / factor >= 1.0 && best.is_none_or(|(_, f)| factor >= f) {
+                best = Some((label, factor));
+            }
+        }
+        let (label, factor) = best.unwrap_or(match self {
+            UnitKind::Bytes => ("B", 1.0),
+            UnitKind::Time => ("s", 1e9),
+            UnitKind::Count => ("", 1.0),
+        });
+        Scale { label, factor }
+    }
+}
+
+/// How values of one sample type are displayed in a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueFormat {
+    /// Base units per raw sample value (e.g. 1e3 for `microseconds`).
+    pub base_per_value: f64,
+    /// The display unit.
+    pub scale: Scale,
+}
+
+impl ValueFormat {
+    /// Picks the display unit like Go's report does for `unit`: from the
+    /// smallest non-zero value shown, unless the largest (`total`) is over
+    /// 100 times larger and in another unit, then from 100x the smallest.
+    pub fn for_values(unit: &str, min_nonzero: i64, total: i64) -> Self {
+        let (kind, base_per_value) = UnitKind::of(unit);
+        let min = if min_nonzero == 0 { total } else { min_nonzero };
+        let (min, max) = (
+            (min as f64 * base_per_value).abs(),
+            (total as f64 * base_per_value).abs(),
+        );
+        let (lo, hi) = (kind.auto(min), kind.auto(max));
+        let scale = if lo != hi && min * 100.0 < max {
+            kind.auto(100.0 * min)
+        } else {
+            lo
+        };
+        ValueFormat {
+            base_per_value,
+            scale,
+        }
+    }
+
+    /// A value auto-scaled on its own (durations in headers).
+    pub fn auto(unit: &str, value: i64) -> Self {
+        let (kind, base_per_value) = UnitKind::of(unit);
+        ValueFormat {
+            base_per_value,
+            scale: kind.auto(value as f64 * base_per_value),
+        }
+    }
+
+    /// Formats like Go: two decimals, `.00` trimmed, zero as `0`.
+    pub fn format(&self, value: i64) -> String {
+        let v = value as f64 * self.base_per_value / self.scale.factor;
+        let s = format!("{v:.2}");
+        let s = s.strip_suffix(".00").unwrap_or(&s);
+        if s == "0" || s == "-0" {
+            return "0".to_string();
+        }
+        format!("{s}{}", self.scale.label)
+    }
+
+    /// Like [`format`](Self::format) with an explicit `+` on growth (diffs).
+    pub fn format_signed(&self, value: i64) -> String {
+        let s = self.format(value);
+        if value > 0 && s != "0" { format!("+{s}") } else { s }
+    }
+}
+
+/// `value` as a percentage of `total`, formatted like Go's
+/// `measurement.Percentage` (`%5.2f%%`, `%5.2g%%` under 1%, `100%`).
+pub fn percentage(value: i64, total: i64) -> String {
+    let ratio = if total != 0 {
+        (value as f64 / total as f64).abs() * 100.0
+    } else {
+        0.0
+    };
+    if (99.95..=100.05).contains(&ratio) {
+        return "  100%".to_string();
+    }
+    if ratio >= 1.0 {
+        return format!("{ratio:5.2}%");
+    }
+    format!("{:>5}%", format_g2(ratio))
+}
+
+/// Go's `%.2g` for 0 <= x < 1: two significant digits, trailing zeros
+/// dropped, exponent form below 1e-4.
+fn format_g2(x: f64) -> String {
+    if x == 0.0 {
+        return "0".to_string();
+    }
+    let sci = format!("{x:.1e}"); // e.g. "5.4e-2"
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if exp < -4 || exp >= 2 {
+        let m = mantissa.trim_end_matches('0').trim_end_matches('.');
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{m}e{sign}{:02}", exp.abs());
+    }
+    let decimals = (1 - exp).max(0) as usize;
+    let s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_match_go() {
+        assert_eq!(percentage(1657, 1867), "88.75%");
+        assert_eq!(percentage(1, 1867), "0.054%");
+        assert_eq!(percentage(15, 1867), "  0.8%");
+        assert_eq!(percentage(3, 3), "  100%");
+        assert_eq!(percentage(0, 3), "    0%");
+        assert_eq!(percentage(1, 10_000_000), "1e-05%");
+    }
+
+    #[test]
+    fn values_scale_like_go() {
+        // go-cpu: min 10ms, total 18.67s → seconds.
+        let f = ValueFormat::for_values("nanoseconds", 10_000_000, 18_670_000_000);
+        assert_eq!(f.format(16_570_000_000), "16.57s");
+        assert_eq!(f.format(10_000_000), "0.01s");
+        assert_eq!(f.format(1_000_000_000), "1s");
+        // go-heap-before: min 512 KiB, total 14 MiB → KiB.
+        let f = ValueFormat::for_values("bytes", 524_339, 14_913_106);
+        assert_eq!(f.format(13_339_658), "13027.01KiB");
+        assert_eq!(ValueFormat::for_values("count", 1, 3).format(2), "2");
+        assert_eq!(ValueFormat::auto("nanoseconds", 11_000_000_000).format(11_000_000_000), "11s");
+        assert_eq!(f.format_signed(-1024), "-1KiB");
+    }
+}
