@@ -1,0 +1,130 @@
+//! The unwinder choice, proven: the interrupted leaf function is kept (the
+//! released frame-pointer mode charges it to its caller), and captures back
+//! to back while every core allocates neither deadlock nor crash.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use profscope_agent::cpu::CpuProfiler;
+use profscope_agent::encode;
+use profscope_agent::symbols::Symbolizer;
+
+/// pprof-rs has one process-wide profiler: tests in this binary take turns.
+static PROFILER: Mutex<()> = Mutex::new(());
+
+/// A loop that calls nothing (plain xorshift, no iterator or method calls,
+/// which debug builds would not inline), so samples taken in it have it as
+/// leaf; the stop flag is read once per 100k rounds.
+#[inline(never)]
+fn leaf_spin(stop: &AtomicBool) -> u64 {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while !stop.load(Ordering::Relaxed) {
+        let mut i = 0u32;
+        while i < 100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            i += 1;
+        }
+    }
+    x
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn leaf_function_is_the_top_flat_entry() {
+    let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || leaf_spin(&stop))
+    };
+    let capture = runtime()
+        .block_on(CpuProfiler::new().capture(Duration::from_secs(2), 99))
+        .expect("capture");
+    stop.store(true, Ordering::Relaxed);
+    spinner.join().unwrap();
+
+    let profile = capture.to_profile(&Symbolizer::new());
+    // Flat = samples whose leaf (first location, innermost line) is the function.
+    let mut flat: std::collections::HashMap<String, i64> = Default::default();
+    let mut total = 0;
+    for s in &profile.sample {
+        total += s.value[0];
+        let leaf = s
+            .location_id
+            .first()
+            .and_then(|id| profile.location.iter().find(|l| l.id == *id))
+            .and_then(|l| l.line.first())
+            .and_then(|line| profile.function.iter().find(|f| f.id == line.function_id))
+            .map(|f| encode::string(&profile, f.name).to_string())
+            .unwrap_or_default();
+        *flat.entry(leaf).or_default() += s.value[0];
+    }
+    let (top, count) = flat.iter().max_by_key(|(_, v)| **v).expect("samples");
+    assert!(top.ends_with("leaf_spin"), "top flat is {top}: {flat:?}");
+    assert!(
+        *count * 10 >= total * 8,
+        "leaf_spin has {count} of {total} samples"
+    );
+    // About 2 s × 99 Hz of one busy thread.
+    assert!((150..=230).contains(&total), "{total} samples");
+}
+
+#[test]
+fn captures_back_to_back_while_every_core_allocates() {
+    let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|seed| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                let mut x = 0x1234_5678u64 + seed;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let size = (x % 65_536) as usize + 1;
+                    held.push(vec![seed as u8; size]);
+                    if held.len() > 64 {
+                        held.swap_remove((x % 64) as usize);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let rt = runtime();
+    let profiler = CpuProfiler::new();
+    let symbolizer = Symbolizer::new();
+    for round in 0..10 {
+        let capture = rt
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    profiler.capture(Duration::from_millis(300), 997),
+                )
+                .await
+            })
+            .unwrap_or_else(|_| panic!("round {round}: capture hung"))
+            .expect("capture");
+        assert!(capture.sample_count() > 0, "round {round}: no samples");
+        let profile = capture.to_profile(&symbolizer);
+        assert!(!profile.sample.is_empty());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let allocations: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(allocations > 1000, "workers made progress: {allocations}");
+}
