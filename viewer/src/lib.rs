@@ -1,1 +1,30 @@
-//! profscope: load pprof profiles, summarise and draw them.
+//! profscope: load pprof profiles (ours and Go's), summarise them as
+//! `go tool pprof -top` does, draw flamegraphs, keep snapshots and diff them.
+//!
+//! The pipeline is `load` → `model` → (`diff`) → `render`, with `store`
+//! keeping snapshots on disk and `fetch` capturing them from live agents:
+//!
+//! ```no_run
+//! use profscope::{load, model, render};
+//! let profile = load::load("cpu.pb.gz", None)?;
+//! let st = model::select_sample_type(&profile, None)?;
+//! print!("{}", render::top(&profile, &st, &render::TopOptions::new(20, false)).render());
+//! # Ok::<(), profscope::Error>(())
+//! ```
+//!
+//! # Feature flags
+//! * `cli` (default): the `profscope` binary's dependencies (clap,
+//!   completions, progress bars). Library users can turn it off.
+
+pub mod app;
+pub mod diff;
+mod error;
+pub mod fetch;
+pub mod graph;
+pub mod load;
+pub mod model;
+pub mod render;
+pub mod store;
+pub mod units;
+
+pub use error::{Error, Result};

@@ -275,7 +275,8 @@ fn decode_protobuf(bytes: &[u8], limits: &Limits) -> Result<Profile> {
             limit: limits.max_decoded,
         });
     }
-    Profile::decode(bytes).map_err(|e| Error::Format(format!("protobuf: {}", one_line(&e.to_string()))))
+    Profile::decode(bytes)
+        .map_err(|e| Error::Format(format!("protobuf: {}", one_line(&e.to_string()))))
 }
 
 /// Walks the top-level protobuf fields without decoding them and bounds the
@@ -283,8 +284,8 @@ fn decode_protobuf(bytes: &[u8], limits: &Limits) -> Result<Profile> {
 /// empty 2-byte `Sample` becomes a 72-byte struct), so the count of
 /// elements matters as much as the byte length. `None` on broken framing.
 fn estimate_decoded_size(mut buf: &[u8]) -> Option<u64> {
-    use std::mem::size_of;
     use pprof::protos::{Function, Location, Mapping, Sample, ValueType};
+    use std::mem::size_of;
     let mut total: u64 = 0;
     while !buf.is_empty() {
         let key = read_varint(&mut buf)?;

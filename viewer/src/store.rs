@@ -104,18 +104,15 @@ impl Store {
         ))
     }
 
-    /// Opens (creating if needed) the default store.
+    /// Opens the default store. Nothing is created until a snapshot is
+    /// saved, so reading a plain file never touches the data directory.
     pub fn open_default() -> Result<Store> {
         Store::open(Store::default_dir()?)
     }
 
-    /// Opens (creating if needed) a store at `dir`.
+    /// Opens a store at `dir` (created on the first save).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store> {
-        let dir = dir.into();
-        let store = Store { dir };
-        fs::create_dir_all(store.snapshots_dir())
-            .map_err(|e| Error::io(store.snapshots_dir().display().to_string(), e))?;
-        Ok(store)
+        Ok(Store { dir: dir.into() })
     }
 
     /// The store's root directory.
@@ -148,6 +145,8 @@ impl Store {
         let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
         let (date, time) = utc_parts(now.as_secs());
         let stem = format!("{date}-{time}-{kind}");
+        fs::create_dir_all(self.snapshots_dir())
+            .map_err(|e| Error::io(self.snapshots_dir().display().to_string(), e))?;
         let (id, mut file) = self.claim(&stem)?;
         let profile_path = self.snapshots_dir().join(format!("{id}.pb.gz"));
         file.write_all(&stored)
@@ -229,9 +228,7 @@ impl Store {
                 out.push(s);
             }
         }
-        out.sort_by(|a, b| {
-            (a.meta.unix_nanos, &a.meta.id).cmp(&(b.meta.unix_nanos, &b.meta.id))
-        });
+        out.sort_by(|a, b| (a.meta.unix_nanos, &a.meta.id).cmp(&(b.meta.unix_nanos, &b.meta.id)));
         Ok(out)
     }
 
@@ -319,7 +316,11 @@ fn sanitize(kind: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
         .take(32)
         .collect();
-    if s.is_empty() { "unknown".to_string() } else { s }
+    if s.is_empty() {
+        "unknown".to_string()
+    } else {
+        s
+    }
 }
 
 /// The kind a Go-style endpoint URL serves, from its last path segment.
@@ -355,7 +356,11 @@ pub fn kind_of_profile(p: &Profile) -> String {
         "tasks"
     } else if has("delay") || has("contentions") {
         "contention"
-    } else if has("samples") && p.period_type.is_some_and(|t| string(p, t.ty) == "cpu") {
+    } else if has("samples")
+        && p.period_type
+            .as_ref()
+            .is_some_and(|t| string(p, t.ty) == "cpu")
+    {
         "cpu"
     } else {
         "unknown"
@@ -405,7 +410,12 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(name)).unwrap()
+        fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../testdata")
+                .join(name),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -422,12 +432,18 @@ mod tests {
             )
             .unwrap();
         let b = store
-            .save(&fixture("go-heap-after.pb.gz"), NewSnapshot::new(None, Some("after".into())))
+            .save(
+                &fixture("go-heap-after.pb.gz"),
+                NewSnapshot::new(None, Some("after".into())),
+            )
             .unwrap();
         assert_eq!(a.meta.kind, "heap");
         assert_ne!(a.meta.id, b.meta.id);
         assert_eq!(store.list().unwrap().len(), 2);
-        assert_eq!(store.resolve("@latest").unwrap().unwrap().meta.id, b.meta.id);
+        assert_eq!(
+            store.resolve("@latest").unwrap().unwrap().meta.id,
+            b.meta.id
+        );
         assert_eq!(store.resolve("@prev").unwrap().unwrap().meta.id, a.meta.id);
         assert_eq!(store.resolve("before").unwrap().unwrap().meta.id, a.meta.id);
         assert_eq!(store.resolve(&a.meta.id).unwrap().unwrap(), a);
@@ -448,8 +464,14 @@ mod tests {
 
     #[test]
     fn kinds_and_dates() {
-        assert_eq!(kind_from_url("http://h/debug/pprof/profile?seconds=3").as_deref(), Some("cpu"));
-        assert_eq!(kind_from_url("http://h/debug/pprof/heap").as_deref(), Some("heap"));
+        assert_eq!(
+            kind_from_url("http://h/debug/pprof/profile?seconds=3").as_deref(),
+            Some("cpu")
+        );
+        assert_eq!(
+            kind_from_url("http://h/debug/pprof/heap").as_deref(),
+            Some("heap")
+        );
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_566_060), "2026-11-25T00:21:00Z");
     }

@@ -50,13 +50,13 @@ impl UnitKind {
             }
         }
         let bytes = [
-            (["b", "byte", ""], 1.0),
+            (["b", "byte", "b"], 1.0),
             (["kb", "kbyte", "kilobyte"], 1024.0),
             (["mb", "mbyte", "megabyte"], 1_048_576.0),
             (["gb", "gbyte", "gigabyte"], 1_073_741_824.0),
         ];
         for (names, f) in bytes {
-            if names.contains(&u.as_str()) && !u.is_empty() {
+            if names.contains(&u.as_str()) {
                 return (UnitKind::Bytes, f);
             }
         }
@@ -157,7 +157,11 @@ impl ValueFormat {
     /// Like [`format`](Self::format) with an explicit `+` on growth (diffs).
     pub fn format_signed(&self, value: i64) -> String {
         let s = self.format(value);
-        if value > 0 && s != "0" { format!("+{s}") } else { s }
+        if value > 0 && s != "0" {
+            format!("+{s}")
+        } else {
+            s
+        }
     }
 }
 
@@ -187,7 +191,7 @@ fn format_g2(x: f64) -> String {
     let sci = format!("{x:.1e}"); // e.g. "5.4e-2"
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if exp < -4 || exp >= 2 {
+    if !(-4..2).contains(&exp) {
         let m = mantissa.trim_end_matches('0').trim_end_matches('.');
         let sign = if exp < 0 { '-' } else { '+' };
         return format!("{m}e{sign}{:02}", exp.abs());
@@ -226,7 +230,10 @@ mod tests {
         let f = ValueFormat::for_values("bytes", 524_339, 14_913_106);
         assert_eq!(f.format(13_339_658), "13027.01KiB");
         assert_eq!(ValueFormat::for_values("count", 1, 3).format(2), "2");
-        assert_eq!(ValueFormat::auto("nanoseconds", 11_000_000_000).format(11_000_000_000), "11s");
+        assert_eq!(
+            ValueFormat::auto("nanoseconds", 11_000_000_000).format(11_000_000_000),
+            "11s"
+        );
         assert_eq!(f.format_signed(-1024), "-1KiB");
     }
 }

@@ -1,0 +1,218 @@
+//! Subcommands and their flags (clap derive). Each subcommand maps to one
+//! call into `profscope::app`; this module only parses and prints.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use profscope::app::{self, Input};
+use profscope::diff::DiffOptions;
+use profscope::render::{FlameOptions, TopOptions};
+use profscope::store::Store;
+
+mod fetch;
+
+/// Load pprof profiles (Go's and profscope's), print top tables, draw
+/// flamegraphs, keep snapshots and diff them.
+///
+/// PROFILE is a file (gzipped or raw pprof, or folded stacks), `-` for
+/// stdin, an http(s) URL of a pprof endpoint, or a snapshot from the store:
+/// an id, a label (the newest snapshot with it), `@latest` or `@prev`.
+/// The store is $PROFSCOPE_HOME, else $XDG_DATA_HOME/profscope, else
+/// ~/.local/share/profscope.
+#[derive(Debug, Parser)]
+#[command(name = "profscope", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the table `go tool pprof -top` prints: flat, flat%, sum%, cum, cum%.
+    Top(TopArgs),
+    /// Write an interactive SVG flamegraph (search, zoom).
+    Flamegraph(FlameArgs),
+    /// Print folded stacks (`root;…;leaf value`), for inferno, flamegraph.pl, speedscope.
+    Collapse(ProfileArgs),
+    /// Compare two profiles: functions ranked by change, and a differential flamegraph.
+    Diff(DiffArgs),
+    /// Capture a profile from a live agent URL and save it in the snapshot store.
+    Fetch(FetchArgs),
+    /// List the snapshots in the store, oldest first.
+    List,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Filters {
+    /// Sample type to show, by name (e.g. inuse_space, alloc_space, cpu) or
+    /// index. Default: the profile's default type, else its last one.
+    #[arg(long, value_name = "NAME|N")]
+    sample_index: Option<String>,
+    /// Keep only samples with a frame (function or file name) matching this regex.
+    #[arg(long, value_name = "RE")]
+    focus: Option<String>,
+    /// Drop samples with a frame matching this regex.
+    #[arg(long, value_name = "RE")]
+    ignore: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ProfileArgs {
+    /// File, `-`, URL, snapshot id, label, @latest or @prev.
+    profile: String,
+    #[command(flatten)]
+    filters: Filters,
+}
+
+impl ProfileArgs {
+    fn input(&self) -> Input {
+        Input::new(&self.profile).with(
+            self.filters.sample_index.clone(),
+            self.filters.focus.clone(),
+            self.filters.ignore.clone(),
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Rows to show (0 for all).
+    #[arg(short = 'n', long = "nodecount", default_value_t = 20)]
+    n: usize,
+    /// Sort by cumulative value instead of flat.
+    #[arg(long)]
+    cum: bool,
+}
+
+#[derive(Debug, Args)]
+struct FlameArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Output SVG file.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Draw an icicle graph (roots at the top).
+    #[arg(long)]
+    icicle: bool,
+    /// Title (default: the sample type).
+    #[arg(long)]
+    title: Option<String>,
+}
+
+/// Values compare as absolute amounts, as `go tool pprof -diff_base` does:
+/// right for heap snapshots (what grew is what leaks). For CPU profiles of
+/// different lengths or load, add --normalize, which scales BASE to NEW's
+/// total so only the shape is compared.
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// The earlier profile (file, URL, id, label, @prev…). Omit with --since.
+    base: Option<String>,
+    /// The later profile. Omit with --since.
+    new: Option<String>,
+    /// Diff the newest snapshot labeled LABEL against the newest snapshot of
+    /// the same source and kind.
+    #[arg(long, value_name = "LABEL", conflicts_with_all = ["base", "new"])]
+    since: Option<String>,
+    /// Rows to show (0 for all).
+    #[arg(long = "top", short = 'n', default_value_t = 20)]
+    top: usize,
+    /// Also write a differential flamegraph (red grew, blue shrank; widths from NEW).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Scale BASE to NEW's total first (use for CPU profiles of different lengths).
+    #[arg(long)]
+    normalize: bool,
+    #[command(flatten)]
+    filters: Filters,
+}
+
+#[derive(Debug, Args)]
+struct FetchArgs {
+    /// Full endpoint URL, e.g. http://127.0.0.1:6060/debug/pprof/heap or
+    /// …/debug/pprof/profile?seconds=5.
+    url: String,
+    /// Label to find the snapshot by later (e.g. before, after).
+    #[arg(long, short)]
+    label: Option<String>,
+}
+
+fn store() -> Result<Store> {
+    Ok(Store::open_default()?)
+}
+
+fn out(text: &[u8]) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text).and_then(|()| stdout.flush())?;
+    Ok(())
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Top(a) => {
+            let store = store()?;
+            let opts = TopOptions::new(a.n, a.cum);
+            out(app::top(&a.profile.input(), Some(&store), &opts)?.as_bytes())
+        }
+        Command::Collapse(a) => {
+            let store = store()?;
+            out(app::collapse(&a.input(), Some(&store))?.as_bytes())
+        }
+        Command::Flamegraph(a) => {
+            let store = store()?;
+            let opts = FlameOptions::new(a.title, a.icicle);
+            app::flamegraph_to_file(&a.profile.input(), Some(&store), &opts, &a.output)?;
+            out(format!("wrote {}\n", a.output.display()).as_bytes())
+        }
+        Command::Diff(a) => diff(a),
+        Command::Fetch(a) => fetch::run(&store()?, &a.url, a.label),
+        Command::List => out(app::list(&store()?)?.as_bytes()),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "profscope", &mut buf);
+            out(&buf)
+        }
+    }
+}
+
+fn diff(a: DiffArgs) -> Result<()> {
+    let store = store()?;
+    let (base, new) = match (&a.since, a.base, a.new) {
+        (Some(label), _, _) => {
+            let (b, n) = app::since(&store, label)?;
+            eprintln!("BASE {} ({}), NEW {}", b.meta.id, label, n.meta.id);
+            (b.meta.id, n.meta.id)
+        }
+        (None, Some(b), Some(n)) => (b, n),
+        _ => anyhow::bail!("diff needs BASE and NEW, or --since LABEL"),
+    };
+    let f = &a.filters;
+    let input = |spec: String| {
+        Input::new(spec).with(f.sample_index.clone(), f.focus.clone(), f.ignore.clone())
+    };
+    let opts = DiffOptions::new(f.sample_index.clone(), a.normalize);
+    let result = app::diff(
+        &input(base),
+        &input(new),
+        Some(&store),
+        &opts,
+        &TopOptions::new(a.top, false),
+        a.output.is_some(),
+    )?;
+    if let (Some(path), Some(svg)) = (&a.output, &result.svg) {
+        app::write_file(path, svg).with_context(|| "writing the differential flamegraph")?;
+        eprintln!("wrote {}", path.display());
+    }
+    out(result.table.as_bytes())
+}

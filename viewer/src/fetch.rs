@@ -1,0 +1,58 @@
+//! Capturing from a live agent (or any Go-style pprof endpoint) into the
+//! snapshot store. The command line draws a progress bar around this for
+//! the capture's `seconds`; the demo and the web UI call it directly.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::load::{self, Limits};
+use crate::store::{NewSnapshot, Snapshot, Store};
+
+/// How a fetch is made.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct FetchOptions {
+    /// Label to store with the snapshot.
+    pub label: Option<String>,
+    /// Whole-request timeout; default: the URL's `seconds` plus a minute.
+    pub timeout: Option<Duration>,
+    /// Size limits on the response.
+    pub limits: Limits,
+}
+
+impl FetchOptions {
+    /// Options with a label and default timeout and limits.
+    pub fn labeled(label: Option<String>) -> Self {
+        FetchOptions {
+            label,
+            ..FetchOptions::default()
+        }
+    }
+}
+
+/// GETs `url`, checks that the body is a profile, and saves it in `store`
+/// with the URL as its source and the kind its path names.
+pub fn fetch(store: &Store, url: &str, opts: &FetchOptions) -> Result<Snapshot> {
+    if !load::is_url(url) {
+        return Err(Error::Fetch {
+            url: url.to_string(),
+            reason: "not an http:// or https:// URL".to_string(),
+        });
+    }
+    let bytes = load::fetch_url(url, &opts.limits, opts.timeout)?;
+    store
+        .save(
+            &bytes,
+            NewSnapshot::new(Some(url.to_string()), opts.label.clone()),
+        )
+        .map_err(|e| Error::In {
+            origin: url.to_string(),
+            inner: Box::new(e),
+        })
+}
+
+/// How long the capture behind `url` takes, from its `seconds` parameter
+/// (CPU profiles, delta heap profiles).
+pub fn capture_duration(url: &str) -> Option<Duration> {
+    load::capture_seconds(url).map(Duration::from_secs)
+}

@@ -1,0 +1,54 @@
+//! Folded stacks and SVG flamegraphs of one profile, through the agent's
+//! encoder so a snapshot and a live endpoint draw identically.
+
+use pprof::protos::Profile;
+use profscope_agent::encode::{self, FlamegraphOptions};
+
+use crate::error::Result;
+use crate::model::SampleType;
+
+/// How a flamegraph is drawn.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct FlameOptions {
+    /// Title; defaults to the sample type's name.
+    pub title: Option<String>,
+    /// Roots at the top.
+    pub icicle: bool,
+}
+
+impl FlameOptions {
+    /// Options with a title and orientation.
+    pub fn new(title: Option<String>, icicle: bool) -> Self {
+        FlameOptions { title, icicle }
+    }
+}
+
+/// Folded text (`root;…;leaf value` lines) of one sample type.
+pub fn collapse(profile: &Profile, sample_type: &SampleType) -> String {
+    encode::folded_text(&encode::fold(profile, sample_type.index))
+}
+
+/// An interactive SVG flamegraph of one sample type; an empty profile gives
+/// a valid SVG saying so.
+pub fn flamegraph(
+    profile: &Profile,
+    sample_type: &SampleType,
+    opts: &FlameOptions,
+) -> Result<Vec<u8>> {
+    let folded = encode::fold(profile, sample_type.index);
+    let title = opts
+        .title
+        .clone()
+        .unwrap_or_else(|| format!("{} ({})", sample_type.name, sample_type.unit));
+    let options = FlamegraphOptions::new(title, count_name(&sample_type.unit)).icicle(opts.icicle);
+    Ok(encode::flamegraph_svg(&folded, &options)?)
+}
+
+/// What inferno calls the values on hover.
+pub(crate) fn count_name(unit: &str) -> String {
+    match unit {
+        "" | "count" => "samples".to_string(),
+        u => u.to_string(),
+    }
+}
