@@ -9,29 +9,8 @@
 //! Routes: `/hello`; `/work?n=N` hashes a 1 KiB buffer with SHA-256 N times
 //! (in `hash_work`); `/leak` retains 1 MiB per call (in `leak_one_mib`).
 
-use axum::Router;
-use axum::extract::Query;
-use axum::routing::get;
 use profscope_agent::Agent;
-use profscope_examples::{addr_from_args, hash_work, leak_one_mib};
-
-#[derive(serde::Deserialize)]
-struct WorkParams {
-    n: Option<u32>,
-}
-
-async fn work(Query(params): Query<WorkParams>) -> String {
-    let n = params.n.unwrap_or(1).min(1_000_000);
-    let digest = hash_work(n);
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}\n",
-        digest[0], digest[1], digest[2], digest[3]
-    )
-}
-
-async fn leak() -> String {
-    format!("retained {} MiB\n", leak_one_mib())
-}
+use profscope_examples::{addr_from_args, app};
 
 #[tokio::main]
 async fn main() {
@@ -49,11 +28,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let app = Router::new()
-        .route("/hello", get(|| async { "hello\n" }))
-        .route("/work", get(work))
-        .route("/leak", get(leak))
-        .merge(agent.router());
+    let app = app(&agent);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {

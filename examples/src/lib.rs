@@ -4,7 +4,40 @@
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+use axum::Router;
+use axum::extract::Query;
+use axum::routing::get;
+use profscope_agent::Agent;
 use sha2::{Digest, Sha256};
+
+/// The `axum-service` example's routes with the agent merged in: `/hello`,
+/// `/work?n=N` (N SHA-256 rounds over 1 KiB, in [`hash_work`]) and `/leak`
+/// (1 MiB retained per call, in [`leak_one_mib`]).
+pub fn app(agent: &Agent) -> Router {
+    Router::new()
+        .route("/hello", get(|| async { "hello\n" }))
+        .route("/work", get(work))
+        .route("/leak", get(leak))
+        .merge(agent.router())
+}
+
+#[derive(serde::Deserialize)]
+struct WorkParams {
+    n: Option<u32>,
+}
+
+async fn work(Query(params): Query<WorkParams>) -> String {
+    let n = params.n.unwrap_or(1).min(1_000_000);
+    let digest = hash_work(n);
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}\n",
+        digest[0], digest[1], digest[2], digest[3]
+    )
+}
+
+async fn leak() -> String {
+    format!("retained {} MiB\n", leak_one_mib())
+}
 
 /// Hashes a 1 KiB buffer with SHA-256 `n` times: the CPU work of `/work`.
 /// Not inlined, so profiles show it by name.

@@ -1,0 +1,281 @@
+//! CPU profiling overhead, measured the way the issue asks: the example
+//! service under loopback load on `/work?n=50`, throughput and CPU-ms per
+//! 1,000 requests with and without a running 99 Hz capture, alternating A/B
+//! pairs, medians with their spread; and Go's net/http/pprof measured the
+//! same way in the same run when `go` is installed.
+//!
+//! ```text
+//! cargo bench -p profscope-benches --bench cpu_overhead
+//! PROFSCOPE_BENCH_PAIRS=7 PROFSCOPE_BENCH_SECS=5 cargo bench -p profscope-benches --bench cpu_overhead
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use profscope_benches::{Client, median_spread, process_cpu};
+
+const SERVE_ENV: &str = "PROFSCOPE_BENCH_SERVE";
+
+fn main() {
+    if std::env::var_os(SERVE_ENV).is_some() {
+        serve();
+        return;
+    }
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let secs: u64 = env_or("PROFSCOPE_BENCH_SECS", 5);
+    let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS", 5);
+    println!("cpu_overhead: {pairs} A/B pairs of {secs} s, 2 load connections on /work?n=50");
+
+    let rust = Service::rust();
+    let rust_result = measure(
+        "profscope (pprof-rs, framehop, 99 Hz)",
+        &rust,
+        secs,
+        pairs,
+        99,
+    );
+    drop(rust);
+    let go_result = Service::go().map(|go| {
+        let r = measure("Go net/http/pprof (100 Hz)", &go, secs, pairs, 0);
+        drop(go);
+        r
+    });
+    println!();
+    rust_result.print();
+    match go_result {
+        Some(go) => go.print(),
+        None => println!("Go: skipped (`go` not installed)"),
+    }
+    if let Some(d) = profscope_agent::cpu::warm_up_duration() {
+        println!("(warm-up in this harness process: {d:?})");
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Child mode: the axum-service example's app, on an ephemeral port.
+fn serve() {
+    let started = Instant::now();
+    let agent = profscope_agent::Agent::builder().build().expect("agent");
+    let warm = started.elapsed();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!(
+            "listening on http://{}",
+            listener.local_addr().expect("addr")
+        );
+        eprintln!("agent build (incl. unwinder warm-up): {warm:?}");
+        axum::serve(listener, profscope_examples::app(&agent))
+            .await
+            .expect("serve");
+    });
+}
+
+struct Service {
+    child: Child,
+    host: String,
+}
+
+impl Service {
+    fn rust() -> Service {
+        let exe = std::env::current_exe().expect("exe");
+        Service::start(Command::new(exe).env(SERVE_ENV, "1"))
+    }
+
+    fn go() -> Option<Service> {
+        let dir = std::env::temp_dir().join(format!("profscope-bench-go-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let bin = dir.join("go-cpu-service");
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/go/cpu-service/main.go");
+        let built = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(src)
+            .env("GOTOOLCHAIN", "local")
+            .env("GO111MODULE", "off")
+            .status()
+            .is_ok_and(|s| s.success());
+        let service = built.then(|| Service::start(&mut Command::new(&bin)));
+        let _ = std::fs::remove_dir_all(&dir);
+        service
+    }
+
+    fn start(cmd: &mut Command) -> Service {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start service");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let host = line
+            .trim()
+            .trim_start_matches("listening on http://")
+            .to_string();
+        Service { child, host }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Trial {
+    rps: f64,
+    cpu_ms_per_1k: f64,
+}
+
+/// Drives load for `secs` and reports throughput and service CPU per request.
+fn run_load(svc: &Service, secs: u64) -> Trial {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let cpu0 = process_cpu(svc.pid());
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, done, host) = (stop.clone(), done.clone(), svc.host.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&host).expect("connect");
+                while !stop.load(Ordering::Relaxed) {
+                    if c.get("/work?n=50").is_ok_and(|s| s == 200) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = (process_cpu(svc.pid()) - cpu0).as_secs_f64() * 1000.0;
+    let n = done.load(Ordering::Relaxed) as f64;
+    Trial {
+        rps: n / elapsed,
+        cpu_ms_per_1k: cpu / n * 1000.0,
+    }
+}
+
+/// Starts a CPU capture on its own connection; dropping the returned
+/// connection cancels it (both agents stop on client disconnect).
+fn start_capture(svc: &Service, secs: u64, frequency: u32) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(&svc.host).expect("connect");
+    let freq = if frequency > 0 {
+        format!("&frequency={frequency}")
+    } else {
+        String::new()
+    };
+    write!(
+        conn,
+        "GET /debug/pprof/profile?seconds={}{freq} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        secs + 5,
+        svc.host
+    )
+    .expect("send");
+    // Let the capture start before the load window opens.
+    std::thread::sleep(Duration::from_millis(300));
+    conn
+}
+
+struct Outcome {
+    name: String,
+    a: Vec<Trial>,
+    b: Vec<Trial>,
+}
+
+fn measure(name: &str, svc: &Service, secs: u64, pairs: usize, frequency: u32) -> Outcome {
+    // Warm up: load, and one short capture (symbol caches, JIT-free but
+    // page-cache and branch predictors all the same).
+    let _ = run_load(svc, 2);
+    drop(start_capture(svc, 1, frequency));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut out = Outcome {
+        name: name.to_string(),
+        a: Vec::new(),
+        b: Vec::new(),
+    };
+    for pair in 0..pairs {
+        // Alternate the order inside pairs (A B, B A, …) against drift.
+        let order = if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for profiled in order {
+            let trial = if profiled {
+                let capture = start_capture(svc, secs, frequency);
+                let t = run_load(svc, secs);
+                drop(capture);
+                std::thread::sleep(Duration::from_millis(300));
+                t
+            } else {
+                run_load(svc, secs)
+            };
+            eprintln!(
+                "{name} pair {pair} {}: {:.0} req/s, {:.1} CPU-ms/1k req",
+                if profiled { "B (profiling)" } else { "A (off)" },
+                trial.rps,
+                trial.cpu_ms_per_1k
+            );
+            if profiled {
+                out.b.push(trial);
+            } else {
+                out.a.push(trial);
+            }
+        }
+    }
+    out
+}
+
+impl Outcome {
+    fn print(&self) {
+        let col =
+            |v: &[Trial], f: fn(&Trial) -> f64| median_spread(&v.iter().map(f).collect::<Vec<_>>());
+        let (ra, ra_lo, ra_hi) = col(&self.a, |t| t.rps);
+        let (rb, rb_lo, rb_hi) = col(&self.b, |t| t.rps);
+        let (ca, ca_lo, ca_hi) = col(&self.a, |t| t.cpu_ms_per_1k);
+        let (cb, cb_lo, cb_hi) = col(&self.b, |t| t.cpu_ms_per_1k);
+        let ratios: Vec<f64> = self
+            .a
+            .iter()
+            .zip(&self.b)
+            .map(|(a, b)| b.rps / a.rps)
+            .collect();
+        let (rr, rr_lo, rr_hi) = median_spread(&ratios);
+        println!("{}:", self.name);
+        println!("  throughput off  {ra:8.0} req/s  (spread {ra_lo:.0}..{ra_hi:.0})");
+        println!("  throughput on   {rb:8.0} req/s  (spread {rb_lo:.0}..{rb_hi:.0})");
+        println!(
+            "  on/off ratio    {rr:8.4}        (per-pair spread {rr_lo:.4}..{rr_hi:.4}); loss {:.2}%",
+            (1.0 - rr) * 100.0
+        );
+        println!("  CPU-ms/1k off   {ca:8.1}        (spread {ca_lo:.1}..{ca_hi:.1})");
+        println!(
+            "  CPU-ms/1k on    {cb:8.1}        (spread {cb_lo:.1}..{cb_hi:.1}); ratio {:.4}",
+            cb / ca
+        );
+    }
+}
