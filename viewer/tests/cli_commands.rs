@@ -1,0 +1,247 @@
+//! The commands end to end through the built binary, with PROFSCOPE_HOME in
+//! a temporary directory: top/collapse/flamegraph on every fixture, empty
+//! profiles, completions, and fetch → list → top @latest → diff --since
+//! against a tiny local HTTP server standing in for an agent.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use prost::Message;
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(name)
+}
+
+fn run(args: &[&str], home: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_profscope"))
+        .args(args)
+        .env("PROFSCOPE_HOME", home)
+        .output()
+        .expect("run profscope")
+}
+
+fn ok(args: &[&str], home: &Path) -> String {
+    let out = run(args, home);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const FIXTURES: [&str; 5] = [
+    "go-cpu.pb.gz",
+    "go-heap-before.pb.gz",
+    "go-heap-after.pb.gz",
+    "go-allocs.pb.gz",
+    "go-goroutine.pb.gz",
+];
+
+#[test]
+fn every_fixture_tops_collapses_and_draws() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in FIXTURES {
+        let path = testdata(name);
+        let p = path.to_str().unwrap();
+        let top = ok(&["top", p], tmp.path());
+        assert!(top.contains("flat  flat%"), "{name}: {top}");
+        // Folded totals equal the profile's sample totals.
+        let profile = profscope::app::open(p, None).unwrap();
+        let st = profscope::model::select_sample_type(&profile, None).unwrap();
+        let folded = ok(&["collapse", p], tmp.path());
+        let sum: i64 = folded
+            .lines()
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
+            .sum();
+        assert_eq!(sum, profscope::model::total(&profile, st.index), "{name}");
+        let svg = tmp.path().join(format!("{name}.svg"));
+        ok(
+            &["flamegraph", p, "-o", svg.to_str().unwrap(), "--icicle"],
+            tmp.path(),
+        );
+        let svg = std::fs::read_to_string(svg).unwrap();
+        assert!(
+            svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn folded_input_and_filters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("in.folded");
+    std::fs::write(&f, "main;work;sha 7\nmain;idle 3\n").unwrap();
+    let f = f.to_str().unwrap();
+    let top = ok(&["top", f, "--focus", "work"], tmp.path());
+    assert!(
+        top.contains("Active filters:") && !top.contains("idle"),
+        "{top}"
+    );
+    let top = ok(&["top", f, "--ignore", "sha", "--cum"], tmp.path());
+    assert!(
+        !top.contains("  main;") && !top.contains("  sha\n") && top.contains("  idle\n"),
+        "{top}"
+    );
+    assert_eq!(
+        ok(&["collapse", f], tmp.path()),
+        "main;idle 3\nmain;work;sha 7\n"
+    );
+}
+
+#[test]
+fn empty_profile_gives_empty_table_and_svg() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p =
+        profscope::app::open(testdata("go-goroutine.pb.gz").to_str().unwrap(), None).unwrap();
+    p.sample.clear();
+    let path = tmp.path().join("empty.pb");
+    std::fs::write(&path, p.encode_to_vec()).unwrap();
+    let path = path.to_str().unwrap();
+    let top = ok(&["top", path], tmp.path());
+    assert!(
+        top.contains("Showing nodes accounting for 0, 0% of 0 total"),
+        "{top}"
+    );
+    assert_eq!(
+        top.lines().last().unwrap().trim(),
+        "flat  flat%   sum%        cum   cum%"
+    );
+    let svg = tmp.path().join("e.svg");
+    ok(
+        &["flamegraph", path, "-o", svg.to_str().unwrap()],
+        tmp.path(),
+    );
+    assert!(std::fs::read_to_string(svg).unwrap().contains("No samples"));
+    assert_eq!(ok(&["collapse", path], tmp.path()), "");
+}
+
+#[test]
+fn help_and_completions() {
+    let tmp = tempfile::tempdir().unwrap();
+    for sub in [
+        "top",
+        "flamegraph",
+        "collapse",
+        "diff",
+        "fetch",
+        "list",
+        "completions",
+    ] {
+        assert!(ok(&[sub, "--help"], tmp.path()).contains("Usage"), "{sub}");
+    }
+    assert!(ok(&["diff", "--help"], tmp.path()).contains("--normalize"));
+    assert!(ok(&["completions", "bash"], tmp.path()).contains("profscope"));
+    assert_eq!(run(&["bogus"], tmp.path()).status.code(), Some(2));
+}
+
+/// Serves `responses` in order, one per connection, as a stand-in agent.
+fn serve(responses: Vec<(u16, Vec<u8>)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut paths = Vec::new();
+        for (status, body) in responses {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            paths.push(line.split_whitespace().nth(1).unwrap_or("").to_string());
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(head.as_bytes()).unwrap();
+            conn.write_all(&body).unwrap();
+            let _ = conn.flush();
+            let _ = reader.read(&mut [0u8; 1]);
+        }
+        paths
+    });
+    (addr, handle)
+}
+
+#[test]
+fn fetch_list_top_latest_and_diff_since() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let read = |n: &str| std::fs::read(testdata(n)).unwrap();
+    let (addr, server) = serve(vec![
+        (200, read("go-heap-before.pb.gz")),
+        (200, read("go-heap-after.pb.gz")),
+        (
+            400,
+            b"bad parameter `seconds`: not a number; accepted: 1..=300\n".to_vec(),
+        ),
+        (200, b"<html>not a profile</html>".to_vec()),
+    ]);
+    let heap = format!("{addr}/debug/pprof/heap");
+    assert!(ok(&["fetch", &heap, "--label", "before"], home).contains("saved"));
+    assert!(ok(&["fetch", &heap, "--label", "after"], home).contains("label after"));
+    let out = run(
+        &["fetch", &format!("{addr}/debug/pprof/profile?seconds=x")],
+        home,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("HTTP 400") && err.contains("bad parameter"),
+        "{err}"
+    );
+    let out = run(&["fetch", &heap], home);
+    assert_eq!(out.status.code(), Some(1), "html is refused");
+    assert_eq!(server.join().unwrap().len(), 4);
+
+    let list = ok(&["list"], home);
+    let rows: Vec<&str> = list.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{list}");
+    assert!(rows[0].contains("heap") && rows[0].contains("before") && rows[0].contains(&heap));
+
+    let latest = ok(&["top", "@latest"], home);
+    assert!(latest.contains("main.main.func3"), "{latest}");
+    assert_eq!(ok(&["top", "after"], home), latest);
+    assert!(ok(&["top", "@prev"], home).contains("13027.01KiB"));
+
+    let svg = home.join("diff.svg");
+    let diff = ok(
+        &[
+            "diff",
+            "before",
+            "after",
+            "--top",
+            "5",
+            "-o",
+            svg.to_str().unwrap(),
+        ],
+        home,
+    );
+    let first = diff
+        .lines()
+        .skip_while(|l| !l.contains("flat  flat%"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        first.contains("main.main.func3") && first.contains("+41.63MiB"),
+        "{diff}"
+    );
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.contains("main.main.func3") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(ok(&["diff", "--since", "before", "--top", "5"], home), diff);
+
+    // References never leave the store.
+    let out = run(&["top", "../../etc/passwd"], home);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&["top", "@nope"], home);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("@latest"));
+}
