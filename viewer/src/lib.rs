@@ -12,9 +12,17 @@
 //! # Ok::<(), profscope::Error>(())
 //! ```
 //!
+//! Front ends (the binary, the demo, the web UI) call [`app`], one function
+//! per command; [`store::Store::open_default`], [`store::Store::save`] and
+//! [`fetch::fetch`] manage snapshots.
+//!
 //! # Feature flags
 //! * `cli` (default): the `profscope` binary's dependencies (clap,
 //!   completions, progress bars). Library users can turn it off.
+//!
+//! # Supported platforms
+//! Anything Rust's standard library supports; nothing here is
+//! platform-specific (profiles are read, never captured, by the viewer).
 
 pub mod app;
 pub mod diff;

@@ -78,6 +78,12 @@ impl NewSnapshot {
             label,
         }
     }
+
+    /// Sets the kind instead of deriving it (`cpu`, `heap`, …).
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
 }
 
 /// A snapshot store rooted at a directory.
