@@ -9,7 +9,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
+
 use crate::cpu::{CpuProfiler, FREQUENCY_RANGE};
+use crate::heap::HeapProfiler;
 use crate::symbols::Symbolizer;
 use crate::{Error, http};
 
@@ -25,6 +28,12 @@ pub struct Config {
     pub default_frequency: u32,
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub bearer_token: Option<String>,
+    /// Heap (and other non-CPU) profile requests served at once; more get 429.
+    /// Default 4.
+    pub max_concurrent_requests: usize,
+    /// Where jemalloc heap dumps are written (and removed right after
+    /// parsing). Default: a private directory under the system temp dir.
+    pub heap_dump_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -34,6 +43,8 @@ impl Default for Config {
             max_seconds: 300,
             default_frequency: 99,
             bearer_token: None,
+            max_concurrent_requests: 4,
+            heap_dump_dir: None,
         }
     }
 }
@@ -70,6 +81,20 @@ impl AgentBuilder {
         self
     }
 
+    /// How many heap profile requests may run at once (default 4); more get 429.
+    pub fn max_concurrent_requests(mut self, n: usize) -> Self {
+        self.config.max_concurrent_requests = n;
+        self
+    }
+
+    /// Where jemalloc writes heap dumps before the agent reads and removes
+    /// them. Default: a private (0700) directory under the system temp dir,
+    /// removed when the agent is dropped.
+    pub fn heap_dump_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.heap_dump_dir = Some(dir.into());
+        self
+    }
+
     /// Checks the configuration and readies the profilers.
     ///
     /// This runs a short warm-up CPU capture on the calling thread (tens of
@@ -91,9 +116,16 @@ impl AgentBuilder {
         if c.bearer_token.as_deref() == Some("") {
             return Err(Error::InvalidConfig("bearer token is empty".into()));
         }
+        if c.max_concurrent_requests == 0 {
+            return Err(Error::InvalidConfig(
+                "max_concurrent_requests must be at least 1".into(),
+            ));
+        }
         crate::cpu::warm_up();
         Ok(Agent {
             inner: Arc::new(Inner {
+                heap: HeapProfiler::new(self.config.heap_dump_dir.clone()),
+                requests: Semaphore::new(self.config.max_concurrent_requests),
                 config: self.config,
                 cpu: CpuProfiler::new(),
                 symbolizer: Symbolizer::new(),
@@ -106,6 +138,8 @@ impl AgentBuilder {
 struct Inner {
     config: Config,
     cpu: CpuProfiler,
+    heap: HeapProfiler,
+    requests: Semaphore,
     symbolizer: Symbolizer,
 }
 
@@ -144,6 +178,32 @@ impl Agent {
 
     pub(crate) fn cpu(&self) -> &CpuProfiler {
         &self.inner.cpu
+    }
+
+    pub(crate) fn heap(&self) -> &HeapProfiler {
+        &self.inner.heap
+    }
+
+    /// A permit to run one bounded request (heap profiles), or 429.
+    pub(crate) fn request_permit(&self) -> Result<SemaphorePermit<'_>, Error> {
+        self.inner
+            .requests
+            .try_acquire()
+            .map_err(|_| Error::TooManyRequests {
+                limit: self.inner.config.max_concurrent_requests,
+            })
+    }
+
+    /// Switches heap sampling of new allocations on or off at run time
+    /// (jemalloc's `prof.active`). Already-sampled allocations stay in the
+    /// profile until freed.
+    pub fn set_heap_profiling(&self, active: bool) -> Result<(), Error> {
+        HeapProfiler::set_active(active)
+    }
+
+    /// Whether heap profiles can be produced, and sampling is on.
+    pub fn heap_profiling_active(&self) -> bool {
+        HeapProfiler::is_available() && HeapProfiler::is_active()
     }
 
     /// The symbolizer shared by every profile the agent builds.

@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod encode;
 mod error;
 mod extract;
+pub mod heap;
 mod http;
 pub mod profile;
 pub mod symbols;

@@ -19,7 +19,8 @@ pub struct ProfileBuilder<'a> {
     mappings: Vec<Mapping>,
     strings: HashMap<String, i64>,
     functions: HashMap<(i64, i64), u64>,
-    locations: HashMap<u64, u64>,
+    /// (address, inlined frames dropped from its inner end) → location id.
+    locations: HashMap<(u64, usize), u64>,
     profile: Profile,
 }
 
@@ -94,7 +95,25 @@ impl<'a> ProfileBuilder<'a> {
     /// Adds a sample. `stack` holds lookup addresses, leaf first: the
     /// interrupted instruction for the leaf, return address − 1 for callers.
     pub fn add_sample(&mut self, stack: &[u64], values: Vec<i64>, labels: &[(&str, &str)]) {
-        let location_id = stack.iter().map(|&addr| self.location(addr)).collect();
+        self.add_trimmed_sample(stack, 0, values, labels);
+    }
+
+    /// Like [`add_sample`](Self::add_sample), with the innermost
+    /// `leaf_frames_dropped` inlined frames of the leaf address left out (they
+    /// were allocator machinery inlined into user code); the leaf gets a
+    /// location of its own, so other stacks through that address keep them.
+    pub fn add_trimmed_sample(
+        &mut self,
+        stack: &[u64],
+        leaf_frames_dropped: usize,
+        values: Vec<i64>,
+        labels: &[(&str, &str)],
+    ) {
+        let location_id = stack
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| self.location(addr, if i == 0 { leaf_frames_dropped } else { 0 }))
+            .collect();
         let label = labels
             .iter()
             .map(|(k, v)| Label {
@@ -141,13 +160,14 @@ impl<'a> ProfileBuilder<'a> {
         self.profile
     }
 
-    fn location(&mut self, addr: u64) -> u64 {
-        if let Some(&id) = self.locations.get(&addr) {
+    fn location(&mut self, addr: u64, dropped: usize) -> u64 {
+        if let Some(&id) = self.locations.get(&(addr, dropped)) {
             return id;
         }
         let frames = self.symbolizer.resolve(addr);
         let line = frames
             .iter()
+            .skip(dropped)
             .map(|f| Line {
                 function_id: self.function(&f.function, f.file.as_deref().unwrap_or("")),
                 line: i64::from(f.line),
@@ -166,7 +186,7 @@ impl<'a> ProfileBuilder<'a> {
             line,
             is_folded: false,
         });
-        self.locations.insert(addr, id);
+        self.locations.insert((addr, dropped), id);
         id
     }
 

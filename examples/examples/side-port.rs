@@ -11,6 +11,9 @@ use std::time::Duration;
 use profscope_agent::Agent;
 use profscope_examples::{addr_from_args, hash_work};
 
+// jemalloc with heap profiling on, sampling every 512 KiB on average like Go.
+profscope_agent::jemalloc_profiling!();
+
 #[tokio::main]
 async fn main() {
     let addr = match addr_from_args("127.0.0.1:6060") {

@@ -3,10 +3,12 @@
 //! [`Error::BadParameter`](crate::Error::BadParameter) naming the parameter
 //! and its accepted range, so handlers read like the endpoint table.
 
+mod delta;
 mod format;
 mod frequency;
 mod seconds;
 
+pub(crate) use delta::DeltaSeconds;
 pub(crate) use format::ProfileFormat;
 pub(crate) use frequency::Frequency;
 pub(crate) use seconds::Seconds;

@@ -3,6 +3,7 @@
 
 mod cmdline;
 mod cpu;
+mod heap;
 mod index;
 
 use axum::Router;
@@ -23,6 +24,8 @@ pub(crate) fn router(agent: Agent) -> Router {
         .route("/debug/pprof", get(index::index))
         .route("/debug/pprof/profile", get(cpu::profile))
         .route("/debug/pprof/cmdline", get(cmdline::cmdline))
+        .route("/debug/pprof/heap", get(heap::heap))
+        .route("/debug/pprof/allocs", get(heap::allocs))
         .route_layer(middleware::from_fn_with_state(agent.clone(), authorize))
         .with_state(agent)
 }

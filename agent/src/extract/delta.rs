@@ -1,0 +1,27 @@
+//! `seconds` on the heap endpoints: optional; when given, the answer is the
+//! delta between two snapshots that many seconds apart (Go's semantics).
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use super::{integer_in, query_param};
+use crate::{Agent, Error};
+
+/// The optional `seconds` query parameter of a delta profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeltaSeconds(pub(crate) Option<Duration>);
+
+impl FromRequestParts<Agent> for DeltaSeconds {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, agent: &Agent) -> Result<Self, Self::Rejection> {
+        let max = agent.config().max_seconds;
+        match query_param(parts, "seconds") {
+            None => Ok(DeltaSeconds(None)),
+            Some(raw) => integer_in("seconds", &raw, 1..=max, "seconds")
+                .map(|s| DeltaSeconds(Some(Duration::from_secs(s)))),
+        }
+    }
+}

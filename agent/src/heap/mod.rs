@@ -1,0 +1,394 @@
+//! Heap profiles from jemalloc: dump, parse, unsample, trim the allocator's
+//! frames, symbolize, and build a Go-style heap profile.
+//!
+//! jemalloc does the sampling (every `2^lg_prof_sample` bytes on average,
+//! 512 KiB by default like Go's `MemProfileRate`) and keeps counts per
+//! stack; `prof.dump` writes them out. The profile is current at the moment
+//! of the request, not as of the last GC as in Go.
+//!
+//! The jemalloc parts need the `heap` feature and a service that runs on
+//! jemalloc with profiling ([`jemalloc_profiling!`](crate::jemalloc_profiling)).
+//! Without them the endpoints answer 501 with how to turn it on.
+
+pub mod dump;
+// One backend or the other, with the same functions: the rest of the module
+// reads without feature gates.
+#[cfg(feature = "heap")]
+#[path = "jemalloc.rs"]
+mod backend;
+#[cfg(not(feature = "heap"))]
+#[path = "disabled.rs"]
+mod backend;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use pprof::protos::Profile;
+
+use crate::Error;
+use crate::profile::ProfileBuilder;
+use crate::symbols::Symbolizer;
+use dump::{HeapDump, unsample};
+
+#[cfg(feature = "heap")]
+pub use backend::{Jemalloc, MallocConf};
+
+/// What to tell a user whose build cannot produce heap profiles.
+pub const NOT_ENABLED: &str = "heap profiling is not enabled: build profscope-agent with the \
+     `heap` feature and add `profscope_agent::jemalloc_profiling!();` to the service's main.rs \
+     (jemalloc as global allocator with profiling on)";
+
+/// Go's heap sample types, in Go's order.
+pub const SAMPLE_TYPES: [(&str, &str); 4] = [
+    ("alloc_objects", "count"),
+    ("alloc_space", "bytes"),
+    ("inuse_objects", "count"),
+    ("inuse_space", "bytes"),
+];
+
+/// One stack's estimated true values, in [`SAMPLE_TYPES`] order.
+pub type Values = [i64; 4];
+
+/// A heap snapshot with sampling undone: per stack (dumped addresses, leaf
+/// first) the estimated allocated/in-use objects and bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeapSnapshot {
+    /// Sampling period of the dump, bytes.
+    pub sample_period: u64,
+    /// When the dump was taken.
+    pub time: Option<SystemTime>,
+    /// Estimated values per stack.
+    pub stacks: HashMap<Vec<u64>, Values>,
+}
+
+impl HeapSnapshot {
+    /// Undoes sampling on a parsed dump (see [`dump::unsample`]).
+    pub fn from_dump(dump: &HeapDump, time: SystemTime) -> Self {
+        let period = dump.sample_period;
+        let mut stacks: HashMap<Vec<u64>, Values> = HashMap::with_capacity(dump.stacks.len());
+        for s in &dump.stacks {
+            let c = s.counts;
+            let (alloc_objects, alloc_space) = unsample(c.alloc_objects, c.alloc_bytes, period);
+            let (inuse_objects, inuse_space) = unsample(c.inuse_objects, c.inuse_bytes, period);
+            let v = stacks.entry(s.addresses.clone()).or_default();
+            for (slot, add) in
+                v.iter_mut()
+                    .zip([alloc_objects, alloc_space, inuse_objects, inuse_space])
+            {
+                *slot += add;
+            }
+        }
+        HeapSnapshot {
+            sample_period: period,
+            time: Some(time),
+            stacks,
+        }
+    }
+
+    /// `self − base`, per stack: Go's `?seconds=N` delta semantics.
+    pub fn delta(&self, base: &HeapSnapshot) -> HeapSnapshot {
+        let mut stacks = self.stacks.clone();
+        for (stack, old) in &base.stacks {
+            let v = stacks.entry(stack.clone()).or_default();
+            for (slot, sub) in v.iter_mut().zip(old) {
+                *slot -= sub;
+            }
+        }
+        stacks.retain(|_, v| v.iter().any(|x| *x != 0));
+        HeapSnapshot {
+            sample_period: self.sample_period,
+            time: base.time,
+            stacks,
+        }
+    }
+
+    /// Builds the pprof profile: Go's four sample types with
+    /// `default_type` (`inuse_space` or `alloc_space`) as default, stacks
+    /// trimmed so the leaf is the first frame that is not allocator
+    /// machinery.
+    pub fn to_profile(
+        &self,
+        symbolizer: &Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+    ) -> Profile {
+        let start = self.time.unwrap_or(end);
+        let mut builder = ProfileBuilder::new(symbolizer, &SAMPLE_TYPES)
+            .period("space", "bytes", self.sample_period as i64)
+            .default_sample_type(default_type)
+            .time(start, end.duration_since(start).unwrap_or(Duration::ZERO));
+        // Stable order, so equal snapshots encode equally.
+        let mut stacks: Vec<(&Vec<u64>, &Values)> = self.stacks.iter().collect();
+        stacks.sort_unstable();
+        for (addresses, values) in stacks {
+            // Dumped addresses are return addresses: look up the call.
+            let lookup: Vec<u64> = addresses.iter().map(|a| a.saturating_sub(1)).collect();
+            let (skip, dropped) = trim_allocator_frames(symbolizer, &lookup);
+            if skip >= lookup.len() {
+                continue;
+            }
+            builder.add_trimmed_sample(&lookup[skip..], dropped, values.to_vec(), &[]);
+        }
+        builder.build()
+    }
+}
+
+/// Finds where user code starts in an allocation stack (lookup addresses,
+/// leaf first): returns how many whole addresses to drop and how many inlined
+/// frames to drop from the inner end of the first kept address.
+///
+/// Every Rust allocation passes through `__rust_alloc` & co., so everything
+/// leafward of the first such glue frame is the allocator (jemalloc's own
+/// frames, whatever their names), and the glue runs on through `alloc::`,
+/// `std::alloc`, `<Global as Allocator>` and the like until the first frame
+/// that is none of those — the way Go's heap profiles start above
+/// `runtime.mallocgc`. Allocations that bypass Rust (C code calling
+/// `malloc`) lose only jemalloc-named frames.
+pub fn trim_allocator_frames(symbolizer: &Symbolizer, stack: &[u64]) -> (usize, usize) {
+    // (address index, frame index within it, innermost first)
+    let frames: Vec<(usize, usize, std::sync::Arc<str>)> = stack
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &addr)| {
+            let resolved = symbolizer.resolve(addr);
+            if resolved.is_empty() {
+                vec![(i, 0, std::sync::Arc::<str>::from(""))]
+            } else {
+                resolved
+                    .iter()
+                    .enumerate()
+                    .map(|(j, f)| (i, j, f.function.clone()))
+                    .collect()
+            }
+        })
+        .collect();
+    const GLUE_WINDOW: usize = 24;
+    let start = match frames
+        .iter()
+        .take(GLUE_WINDOW)
+        .position(|(_, _, name)| is_rust_alloc_glue(name))
+    {
+        Some(first_glue) => first_glue,
+        None => frames
+            .iter()
+            .position(|(_, _, name)| !is_jemalloc_frame(name))
+            .unwrap_or(frames.len()),
+    };
+    let user = frames[start..]
+        .iter()
+        .position(|(_, _, name)| !is_rust_alloc_glue(name))
+        .map_or(frames.len(), |p| start + p);
+    match frames.get(user) {
+        Some(&(addr_index, frame_index, _)) => (addr_index, frame_index),
+        None => (stack.len(), 0),
+    }
+}
+
+/// Rust's allocation glue: the allocator shims, the `alloc` crate's
+/// containers and raw vectors, `std::alloc`, and the jemalloc wrapper crate.
+pub fn is_rust_alloc_glue(name: &str) -> bool {
+    // Recent toolchains name the shims `__rustc::__rust_alloc` and the like.
+    let name = name.strip_prefix("__rustc::").unwrap_or(name);
+    const PREFIXES: &[&str] = &[
+        "__rust_alloc",
+        "__rust_realloc",
+        "__rust_alloc_zeroed",
+        "__rg_",
+        "__rdl_",
+        "alloc::",
+        "<alloc::",
+        "core::alloc::",
+        "<core::alloc::",
+        "std::alloc::",
+        "<std::alloc::",
+        "tikv_jemallocator::",
+        "<tikv_jemallocator::",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+        || name.contains(" as alloc::")
+        || name.contains(" as core::alloc::")
+}
+
+/// jemalloc's own functions, for stacks that did not come through Rust.
+fn is_jemalloc_frame(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "je_",
+        "_rjem_",
+        "prof_",
+        "imalloc",
+        "ialloc",
+        "iralloc",
+        "ipalloc",
+        "malloc_default",
+        "do_rallocx",
+        "arena_",
+        "tcache_",
+        "large_",
+    ];
+    name.is_empty()
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+        || matches!(
+            name,
+            "malloc" | "calloc" | "realloc" | "posix_memalign" | "aligned_alloc"
+        )
+}
+
+/// Takes jemalloc heap dumps into a private directory, one at a time, and
+/// removes every file it writes, errors included.
+#[derive(Debug)]
+pub struct HeapProfiler {
+    dir: DumpDir,
+    /// Serializes dumps: jemalloc writes one file per call and the dump
+    /// itself holds jemalloc's profiling locks.
+    lock: tokio::sync::Mutex<u64>,
+}
+
+#[derive(Debug)]
+enum DumpDir {
+    /// Created on first use under the system temp dir, removed on drop.
+    Private(std::sync::OnceLock<Result<PathBuf, String>>),
+    /// Given by the service; only our files in it are removed.
+    Configured(PathBuf),
+}
+
+impl HeapProfiler {
+    /// A heap profiler dumping into `dir`, or into a private temporary
+    /// directory when `None`.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        HeapProfiler {
+            dir: match dir {
+                Some(d) => DumpDir::Configured(d),
+                None => DumpDir::Private(std::sync::OnceLock::new()),
+            },
+            lock: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    /// Whether this process can produce heap profiles (the `heap` feature
+    /// and jemalloc running with `prof:true`).
+    pub fn is_available() -> bool {
+        backend::profiling_enabled()
+    }
+
+    /// Switches sampling of new allocations on or off (`prof.active`).
+    pub fn set_active(active: bool) -> Result<(), Error> {
+        backend::set_active(active)
+    }
+
+    /// Whether sampling of new allocations is on (`prof.active`).
+    pub fn is_active() -> bool {
+        backend::is_active()
+    }
+
+    fn dir(&self) -> Result<PathBuf, Error> {
+        match &self.dir {
+            DumpDir::Configured(d) => Ok(d.clone()),
+            DumpDir::Private(cell) => cell
+                .get_or_init(create_private_dir)
+                .clone()
+                .map_err(Error::Internal),
+        }
+    }
+
+    /// Dumps the heap now and undoes sampling.
+    pub async fn snapshot(&self) -> Result<HeapSnapshot, Error> {
+        if !Self::is_available() {
+            return Err(Error::NotAvailable(NOT_ENABLED.into()));
+        }
+        let dir = self.dir()?;
+        let mut counter = self.lock.lock().await;
+        *counter += 1;
+        let path = dir.join(format!("heap-{}-{}.dump", std::process::id(), *counter));
+        let time = SystemTime::now();
+        let dump = tokio::task::spawn_blocking(move || dump_and_parse(&path))
+            .await
+            .map_err(|e| Error::Internal(format!("heap dump thread failed: {e}")))??;
+        drop(counter);
+        Ok(HeapSnapshot::from_dump(&dump, time))
+    }
+}
+
+impl Drop for HeapProfiler {
+    fn drop(&mut self) {
+        if let DumpDir::Private(cell) = &self.dir
+            && let Some(Ok(dir)) = cell.get()
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn create_private_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("profscope-heap-{}-{nanos:08x}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create heap dump directory {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Removes the dump file however the dump went.
+struct RemoveOnDrop<'a>(&'a std::path::Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+fn dump_and_parse(path: &std::path::Path) -> Result<HeapDump, Error> {
+    let _remove = RemoveOnDrop(path);
+    backend::dump(path)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Internal(format!("cannot read heap dump {}: {e}", path.display())))?;
+    dump::parse(&text).map_err(|e| Error::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glue_names() {
+        for glue in [
+            "__rust_alloc",
+            "__rustc::__rust_alloc_zeroed",
+            "__rg_alloc",
+            "alloc::raw_vec::RawVec<T,A>::grow_one",
+            "alloc::alloc::exchange_malloc",
+            "<alloc::alloc::Global as core::alloc::Allocator>::allocate",
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "<tikv_jemallocator::Jemalloc as core::alloc::global::GlobalAlloc>::alloc",
+            "std::alloc::alloc",
+        ] {
+            assert!(is_rust_alloc_glue(glue), "{glue}");
+        }
+        for user in [
+            "leak_one_mib",
+            "my::alloc_pool::get",
+            "hashbrown::raw::RawTable::insert",
+        ] {
+            assert!(!is_rust_alloc_glue(user), "{user}");
+        }
+    }
+
+    #[test]
+    fn delta_subtracts_per_stack() {
+        let mut a = HeapSnapshot::default();
+        a.stacks.insert(vec![1, 2], [1, 10, 1, 10]);
+        a.stacks.insert(vec![3], [5, 50, 5, 50]);
+        let mut b = a.clone();
+        b.stacks.insert(vec![1, 2], [3, 30, 2, 20]);
+        b.stacks.remove(&vec![3]);
+        let d = b.delta(&a);
+        assert_eq!(d.stacks[&vec![1, 2]], [2, 20, 1, 10]);
+        assert_eq!(d.stacks[&vec![3]], [-5, -50, -5, -50]);
+        assert!(a.delta(&a).stacks.is_empty());
+    }
+}
