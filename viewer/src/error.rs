@@ -80,6 +80,9 @@ pub enum Error {
     /// Rendering (flamegraph, encode) failed.
     #[error("render: {0}")]
     Render(String),
+    /// Running a server (the web UI, the demo service) failed.
+    #[error("server: {0}")]
+    Server(String),
 }
 
 impl Error {

@@ -25,6 +25,7 @@
 //! platform-specific (profiles are read, never captured, by the viewer).
 
 pub mod app;
+pub mod demo;
 pub mod diff;
 mod error;
 pub mod fetch;
@@ -32,6 +33,7 @@ pub mod graph;
 pub mod load;
 pub mod model;
 pub mod render;
+pub mod serve;
 pub mod store;
 pub mod units;
 

@@ -43,6 +43,11 @@ enum Command {
     Fetch(FetchArgs),
     /// List the snapshots in the store, oldest first.
     List,
+    /// Serve the web UI over the snapshot store and live agents.
+    Serve(ServeArgs),
+    /// Run a demo service with the agent, drive load, capture CPU and heap
+    /// snapshots, write flamegraphs, print the top table, then serve the UI.
+    Demo(DemoArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -80,6 +85,26 @@ impl ProfileArgs {
             self.filters.ignore.clone(),
         )
     }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    addr: std::net::SocketAddr,
+    /// Open the page in a browser.
+    #[arg(long)]
+    open: bool,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Exit after the captures instead of serving the web UI.
+    #[arg(long)]
+    no_serve: bool,
+    /// Address of the web UI served at the end.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +202,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Diff(a) => diff(a),
         Command::Fetch(a) => fetch::run(&store()?, &a.url, a.label),
         Command::List => out(app::list(&store()?)?.as_bytes()),
+        Command::Serve(a) => Ok(profscope::serve::run(store()?, a.addr, a.open)?),
+        Command::Demo(a) => Ok(profscope::demo::run(&profscope::demo::DemoOptions {
+            serve: !a.no_serve,
+            addr: a.addr,
+        })?),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();
