@@ -6,6 +6,10 @@
 
 mod cli;
 
+// jemalloc with heap profiling: `profscope demo` serves heap profiles of the
+// service it runs in this process.
+profscope_agent::jemalloc_profiling!();
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
