@@ -163,10 +163,7 @@ pub fn capture(store: &Store) -> Result<DemoReport> {
     for f in &files {
         println!("  {}", f.display());
     }
-    println!(
-        "captures done in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("captures done in {:.1} s", started.elapsed().as_secs_f64());
     drop(rt);
     Ok(DemoReport { snapshots, files })
 }
