@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -13,6 +14,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::cpu::{CpuProfiler, FREQUENCY_RANGE};
 use crate::heap::HeapProfiler;
+use crate::runtime::{RouteMetricsLayer, RuntimeObserver, TaskGroups, TokioSnapshot};
 use crate::symbols::Symbolizer;
 use crate::{Error, http};
 
@@ -53,6 +55,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Default)]
 pub struct AgentBuilder {
     config: Config,
+    runtime: Option<Handle>,
+    registry: Option<prometheus::Registry>,
 }
 
 impl AgentBuilder {
@@ -95,6 +99,20 @@ impl AgentBuilder {
         self
     }
 
+    /// The tokio runtime whose metrics and tasks the agent shows. Default:
+    /// the runtime `build` is called in, if any.
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// A Prometheus registry of the service's own, whose metrics then appear
+    /// on the agent's `/metrics` page too.
+    pub fn registry(mut self, registry: prometheus::Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
     /// Checks the configuration and readies the profilers.
     ///
     /// This runs a short warm-up CPU capture on the calling thread (tens of
@@ -122,8 +140,20 @@ impl AgentBuilder {
             ));
         }
         crate::cpu::warm_up();
+        let process = prometheus::Registry::new();
+        // The process collector only fails to register on a name clash,
+        // impossible in a registry of its own.
+        let _ = process.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let runtime = self.runtime.or_else(|| Handle::try_current().ok());
         Ok(Agent {
             inner: Arc::new(Inner {
+                runtime: runtime.clone().map(RuntimeObserver::new),
+                runtime_handle: runtime,
+                task_groups: TaskGroups::default(),
+                registry: self.registry,
+                process,
                 heap: HeapProfiler::new(self.config.heap_dump_dir.clone()),
                 requests: Semaphore::new(self.config.max_concurrent_requests),
                 config: self.config,
@@ -136,6 +166,11 @@ impl AgentBuilder {
 
 #[derive(Debug)]
 struct Inner {
+    runtime: Option<RuntimeObserver>,
+    runtime_handle: Option<Handle>,
+    task_groups: TaskGroups,
+    registry: Option<prometheus::Registry>,
+    process: prometheus::Registry,
     config: Config,
     cpu: CpuProfiler,
     heap: HeapProfiler,
@@ -192,6 +227,47 @@ impl Agent {
             .map_err(|_| Error::TooManyRequests {
                 limit: self.inner.config.max_concurrent_requests,
             })
+    }
+
+    /// The task monitor of group `name` (created on first use): instrument
+    /// futures with it and the group's poll, idle and schedule times appear
+    /// on `/metrics` and `/debug/tokio`, labelled `group="name"`.
+    ///
+    /// ```no_run
+    /// # async fn run(agent: profscope_agent::Agent) {
+    /// let ingest = agent.task_monitor("ingest");
+    /// tokio::spawn(ingest.instrument(async { /* … */ }));
+    /// # }
+    /// ```
+    pub fn task_monitor(&self, name: &str) -> tokio_metrics::TaskMonitor {
+        self.inner.task_groups.monitor(name)
+    }
+
+    /// A tower layer monitoring each axum route as a task group named by its
+    /// matched path; add it with `Router::route_layer`.
+    pub fn route_metrics_layer(&self) -> RouteMetricsLayer {
+        RouteMetricsLayer::new(self.inner.task_groups.clone())
+    }
+
+    /// Runtime and task-group figures now (what `/debug/tokio` serves).
+    pub fn tokio_snapshot(&self) -> TokioSnapshot {
+        TokioSnapshot {
+            runtime: self.inner.runtime.as_ref().map(RuntimeObserver::snapshot),
+            task_groups: self.inner.task_groups.snapshot(),
+        }
+    }
+
+    /// The `/metrics` page as text.
+    pub fn metrics_text(&self) -> Result<String, Error> {
+        crate::metrics::render(
+            self.inner.registry.as_ref(),
+            &self.inner.process,
+            &self.tokio_snapshot(),
+        )
+    }
+
+    pub(crate) fn runtime_handle(&self) -> Option<&Handle> {
+        self.inner.runtime_handle.as_ref()
     }
 
     /// Switches heap sampling of new allocations on or off at run time

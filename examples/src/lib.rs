@@ -12,12 +12,14 @@ use sha2::{Digest, Sha256};
 
 /// The `axum-service` example's routes with the agent merged in: `/hello`,
 /// `/work?n=N` (N SHA-256 rounds over 1 KiB, in [`hash_work`]) and `/leak`
-/// (1 MiB retained per call, in [`leak_one_mib`]).
+/// (1 MiB retained per call, in [`leak_one_mib`]). Each route is a task
+/// group on `/metrics` (`group="/work"`, …).
 pub fn app(agent: &Agent) -> Router {
     Router::new()
         .route("/hello", get(|| async { "hello\n" }))
         .route("/work", get(work))
         .route("/leak", get(leak))
+        .route_layer(agent.route_metrics_layer())
         .merge(agent.router())
 }
 

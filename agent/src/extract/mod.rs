@@ -3,11 +3,13 @@
 //! [`Error::BadParameter`](crate::Error::BadParameter) naming the parameter
 //! and its accepted range, so handlers read like the endpoint table.
 
+mod debug;
 mod delta;
 mod format;
 mod frequency;
 mod seconds;
 
+pub(crate) use debug::Debug;
 pub(crate) use delta::DeltaSeconds;
 pub(crate) use format::ProfileFormat;
 pub(crate) use frequency::Frequency;

@@ -18,3 +18,7 @@ pub(super) fn set_active(_active: bool) -> Result<(), Error> {
 pub(super) fn dump(_path: &std::path::Path) -> Result<(), Error> {
     Err(Error::NotAvailable(super::NOT_ENABLED.into()))
 }
+
+pub(super) fn stats() -> Option<super::JemallocStats> {
+    None
+}

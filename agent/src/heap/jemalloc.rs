@@ -90,3 +90,22 @@ pub(super) fn dump(path: &std::path::Path) -> Result<(), Error> {
         ))
     })
 }
+
+pub(super) fn stats() -> Option<super::JemallocStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // Statistics are cached until the epoch advances.
+    epoch::advance().ok()?;
+    let allocated = stats::allocated::read().ok()? as u64;
+    // Linked but not the global allocator: nothing to report.
+    if allocated == 0 {
+        return None;
+    }
+    Some(super::JemallocStats {
+        allocated,
+        active: stats::active::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+        mapped: stats::mapped::read().ok()? as u64,
+        retained: stats::retained::read().ok()? as u64,
+        metadata: stats::metadata::read().ok()? as u64,
+    })
+}

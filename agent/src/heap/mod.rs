@@ -34,6 +34,29 @@ use dump::{HeapDump, unsample};
 #[cfg(feature = "heap")]
 pub use backend::{Jemalloc, MallocConf};
 
+/// jemalloc's allocator statistics, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JemallocStats {
+    /// `stats.allocated`: bytes allocated by the application.
+    pub allocated: u64,
+    /// `stats.active`: bytes in active pages.
+    pub active: u64,
+    /// `stats.resident`: bytes in resident data pages.
+    pub resident: u64,
+    /// `stats.mapped`: bytes in mapped active extents.
+    pub mapped: u64,
+    /// `stats.retained`: bytes retained, not returned to the OS.
+    pub retained: u64,
+    /// `stats.metadata`: bytes of allocator metadata.
+    pub metadata: u64,
+}
+
+/// jemalloc's statistics now, when this build runs on jemalloc with the
+/// `heap` feature.
+pub fn jemalloc_stats() -> Option<JemallocStats> {
+    backend::stats()
+}
+
 /// What to tell a user whose build cannot produce heap profiles.
 pub const NOT_ENABLED: &str = "heap profiling is not enabled: build profscope-agent with the \
      `heap` feature and add `profscope_agent::jemalloc_profiling!();` to the service's main.rs \

@@ -5,6 +5,8 @@ mod cmdline;
 mod cpu;
 mod heap;
 mod index;
+mod metrics;
+mod tasks;
 
 use axum::Router;
 use axum::body::Body;
@@ -26,6 +28,10 @@ pub(crate) fn router(agent: Agent) -> Router {
         .route("/debug/pprof/cmdline", get(cmdline::cmdline))
         .route("/debug/pprof/heap", get(heap::heap))
         .route("/debug/pprof/allocs", get(heap::allocs))
+        .route("/debug/pprof/tasks", get(tasks::tasks))
+        .route("/debug/pprof/goroutine", get(tasks::goroutine))
+        .route("/debug/tokio", get(metrics::tokio_json))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(agent.clone(), authorize))
         .with_state(agent)
 }

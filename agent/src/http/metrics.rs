@@ -1,0 +1,24 @@
+//! `GET /metrics` (Prometheus text exposition) and `GET /debug/tokio` (JSON).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::runtime::TokioSnapshot;
+use crate::{Agent, Error};
+
+pub(crate) async fn metrics(State(agent): State<Agent>) -> Result<impl IntoResponse, Error> {
+    let text = agent.metrics_text()?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
+}
+
+pub(crate) async fn tokio_json(State(agent): State<Agent>) -> Json<TokioSnapshot> {
+    Json(agent.tokio_snapshot())
+}

@@ -1,0 +1,53 @@
+//! `GET /debug/pprof/tasks` and `GET /debug/pprof/goroutine` (`debug=1` for
+//! text, `format=` otherwise): tokio task dumps, counted by backtrace.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use crate::extract::{Debug, ProfileFormat};
+use crate::{Agent, Error};
+
+pub(crate) async fn tasks(
+    State(agent): State<Agent>,
+    Debug(debug): Debug,
+    ProfileFormat(format): ProfileFormat,
+) -> Result<Response, Error> {
+    serve(agent, debug, format, "tasks").await
+}
+
+pub(crate) async fn goroutine(
+    State(agent): State<Agent>,
+    Debug(debug): Debug,
+    ProfileFormat(format): ProfileFormat,
+) -> Result<Response, Error> {
+    serve(agent, debug, format, "goroutine").await
+}
+
+async fn serve(
+    agent: Agent,
+    debug: bool,
+    format: crate::encode::Format,
+    name: &'static str,
+) -> Result<Response, Error> {
+    let _permit = agent.request_permit()?;
+    let handle = agent
+        .runtime_handle()
+        .cloned()
+        .ok_or_else(|| Error::NotAvailable("the agent was built outside a tokio runtime".into()))?;
+    let stacks = crate::tasks::dump(&handle).await?;
+    if debug {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            stacks.to_text(),
+        )
+            .into_response());
+    }
+    let encoder = agent.clone();
+    tokio::task::spawn_blocking(move || {
+        let profile = stacks.to_profile(encoder.symbolizer(), name);
+        super::respond(&profile, format, name, 0)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
+}

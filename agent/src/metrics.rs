@@ -1,0 +1,360 @@
+//! The Prometheus page: the service's own registry (if it passed one), the
+//! tokio runtime and task groups, jemalloc's statistics and the process,
+//! gathered at scrape time and encoded in the text exposition format.
+//!
+//! Names follow Prometheus conventions: base units (`_seconds`, `_bytes`),
+//! `_total` on counters, which are the runtime's cumulative counts so
+//! `rate()` works.
+
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{Counter, CounterVec, Encoder, Gauge, GaugeVec, Opts, TextEncoder};
+
+use crate::runtime::{RuntimeSnapshot, TaskGroupSnapshot, TokioSnapshot};
+
+/// Metric families built for one scrape.
+#[derive(Default)]
+struct Page {
+    families: Vec<MetricFamily>,
+}
+
+impl Page {
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        if let Ok(g) = Gauge::with_opts(Opts::new(name, help)) {
+            g.set(value);
+            self.families.extend(g.collect());
+        }
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: f64) {
+        if let Ok(c) = Counter::with_opts(Opts::new(name, help)) {
+            c.inc_by(value.max(0.0));
+            self.families.extend(c.collect());
+        }
+    }
+
+    fn gauges_by(&mut self, name: &str, help: &str, label: &str, values: &[(String, f64)]) {
+        if let Ok(g) = GaugeVec::new(Opts::new(name, help), &[label]) {
+            for (l, v) in values {
+                g.with_label_values(&[l.as_str()]).set(*v);
+            }
+            self.families.extend(g.collect());
+        }
+    }
+
+    fn counters_by(&mut self, name: &str, help: &str, label: &str, values: &[(String, f64)]) {
+        if let Ok(c) = CounterVec::new(Opts::new(name, help), &[label]) {
+            for (l, v) in values {
+                c.with_label_values(&[l.as_str()]).inc_by(v.max(0.0));
+            }
+            self.families.extend(c.collect());
+        }
+    }
+}
+
+/// Which way a per-worker or per-group figure is exposed.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+fn runtime_families(page: &mut Page, rt: &RuntimeSnapshot) {
+    page.gauge(
+        "tokio_workers",
+        "Worker threads of the tokio runtime.",
+        rt.workers as f64,
+    );
+    page.gauge(
+        "tokio_alive_tasks",
+        "Tasks alive in the runtime (spawned, not finished).",
+        rt.alive_tasks as f64,
+    );
+    page.gauge(
+        "tokio_global_queue_depth",
+        "Tasks waiting in the runtime's global queue.",
+        rt.global_queue_depth as f64,
+    );
+    page.gauge(
+        "tokio_busy_ratio",
+        "Share of worker time spent busy since the previous scrape (0..1); prefer rate(tokio_worker_busy_seconds_total).",
+        rt.busy_ratio,
+    );
+    let per = |f: &dyn Fn(&crate::runtime::WorkerSnapshot) -> Option<f64>| -> Vec<(String, f64)> {
+        rt.per_worker
+            .iter()
+            .filter_map(|w| f(w).map(|v| (w.worker.to_string(), v)))
+            .collect()
+    };
+    type WorkerFigure = (
+        &'static str,
+        &'static str,
+        Kind,
+        fn(&crate::runtime::WorkerSnapshot) -> Option<f64>,
+    );
+    let figures: &[WorkerFigure] = &[
+        (
+            "tokio_worker_busy_seconds_total",
+            "Time each worker spent busy polling tasks.",
+            Kind::Counter,
+            |w| Some(w.busy_seconds),
+        ),
+        (
+            "tokio_worker_parks_total",
+            "Times each worker parked (went idle).",
+            Kind::Counter,
+            |w| Some(w.parks as f64),
+        ),
+        (
+            "tokio_worker_park_unparks_total",
+            "Times each worker parked or unparked.",
+            Kind::Counter,
+            |w| Some(w.park_unparks as f64),
+        ),
+        (
+            "tokio_worker_polls_total",
+            "Tasks each worker polled (tokio_unstable).",
+            Kind::Counter,
+            |w| w.unstable.as_ref().map(|u| u.polls as f64),
+        ),
+        (
+            "tokio_worker_steals_total",
+            "Tasks each worker stole from other workers (tokio_unstable).",
+            Kind::Counter,
+            |w| w.unstable.as_ref().map(|u| u.steals as f64),
+        ),
+        (
+            "tokio_worker_steal_operations_total",
+            "Steal operations of each worker (tokio_unstable).",
+            Kind::Counter,
+            |w| w.unstable.as_ref().map(|u| u.steal_operations as f64),
+        ),
+        (
+            "tokio_worker_noops_total",
+            "Unparks of each worker that found no work (tokio_unstable).",
+            Kind::Counter,
+            |w| w.unstable.as_ref().map(|u| u.noops as f64),
+        ),
+        (
+            "tokio_worker_local_schedules_total",
+            "Tasks each worker scheduled onto its local queue (tokio_unstable).",
+            Kind::Counter,
+            |w| w.unstable.as_ref().map(|u| u.local_schedules as f64),
+        ),
+        (
+            "tokio_worker_overflows_total",
+            "Times each worker's local queue overflowed (tokio_unstable).",
+            Kind::Counter,
+            |w| w.unstable.as_ref().map(|u| u.overflows as f64),
+        ),
+        (
+            "tokio_worker_local_queue_depth",
+            "Tasks in each worker's local queue (tokio_unstable).",
+            Kind::Gauge,
+            |w| w.unstable.as_ref().map(|u| u.local_queue_depth as f64),
+        ),
+        (
+            "tokio_worker_mean_poll_seconds",
+            "Moving mean of each worker's task poll time (tokio_unstable).",
+            Kind::Gauge,
+            |w| w.unstable.as_ref().map(|u| u.mean_poll_seconds),
+        ),
+    ];
+    for (name, help, kind, f) in figures {
+        let values = per(f);
+        if values.is_empty() {
+            continue;
+        }
+        match kind {
+            Kind::Counter => page.counters_by(name, help, "worker", &values),
+            Kind::Gauge => page.gauges_by(name, help, "worker", &values),
+        }
+    }
+    if let Some(u) = &rt.unstable {
+        page.counter(
+            "tokio_spawned_tasks_total",
+            "Tasks spawned since the runtime started (tokio_unstable).",
+            u.spawned_tasks as f64,
+        );
+        page.counter(
+            "tokio_remote_schedules_total",
+            "Tasks scheduled from outside the runtime (tokio_unstable).",
+            u.remote_schedules as f64,
+        );
+        page.counter(
+            "tokio_budget_forced_yields_total",
+            "Times a task was forced to yield by its coop budget (tokio_unstable).",
+            u.budget_forced_yields as f64,
+        );
+        page.gauge(
+            "tokio_blocking_threads",
+            "Threads in the blocking pool (tokio_unstable).",
+            u.blocking_threads as f64,
+        );
+        page.gauge(
+            "tokio_idle_blocking_threads",
+            "Idle threads in the blocking pool (tokio_unstable).",
+            u.idle_blocking_threads as f64,
+        );
+        page.gauge(
+            "tokio_blocking_queue_depth",
+            "Tasks waiting for a blocking thread (tokio_unstable).",
+            u.blocking_queue_depth as f64,
+        );
+    }
+}
+
+/// Every task-group metric: name, help, value.
+type GroupFigure = (&'static str, &'static str, fn(&TaskGroupSnapshot) -> f64);
+
+/// The task-group metrics, one table so docs, page and tests agree.
+pub const TASK_GROUP_METRICS: &[GroupFigure] = &[
+    (
+        "tokio_task_instrumented_total",
+        "Tasks instrumented in the group.",
+        |g| g.instrumented as f64,
+    ),
+    (
+        "tokio_task_dropped_total",
+        "Instrumented tasks of the group dropped (finished or cancelled).",
+        |g| g.dropped as f64,
+    ),
+    (
+        "tokio_task_first_polls_total",
+        "Tasks of the group polled at least once.",
+        |g| g.first_polls as f64,
+    ),
+    (
+        "tokio_task_first_poll_delay_seconds_total",
+        "Total delay between instrumenting a task and its first poll.",
+        |g| g.first_poll_delay_seconds,
+    ),
+    (
+        "tokio_task_idles_total",
+        "Times tasks of the group went idle waiting to be woken.",
+        |g| g.idles as f64,
+    ),
+    (
+        "tokio_task_idle_seconds_total",
+        "Total time tasks of the group spent idle.",
+        |g| g.idle_seconds,
+    ),
+    (
+        "tokio_task_scheduled_total",
+        "Times tasks of the group were woken and scheduled.",
+        |g| g.scheduled as f64,
+    ),
+    (
+        "tokio_task_scheduled_seconds_total",
+        "Total time tasks of the group waited between wake and poll.",
+        |g| g.scheduled_seconds,
+    ),
+    (
+        "tokio_task_polls_total",
+        "Polls of tasks of the group.",
+        |g| g.polls as f64,
+    ),
+    (
+        "tokio_task_poll_seconds_total",
+        "Total time spent polling tasks of the group.",
+        |g| g.poll_seconds,
+    ),
+    (
+        "tokio_task_slow_polls_total",
+        "Polls of the group slower than the slow-poll threshold.",
+        |g| g.slow_polls as f64,
+    ),
+    (
+        "tokio_task_slow_poll_seconds_total",
+        "Total time in slow polls of the group.",
+        |g| g.slow_poll_seconds,
+    ),
+    (
+        "tokio_task_long_delays_total",
+        "Schedule delays of the group longer than the long-delay threshold.",
+        |g| g.long_delays as f64,
+    ),
+    (
+        "tokio_task_long_delay_seconds_total",
+        "Total time in long schedule delays of the group.",
+        |g| g.long_delay_seconds,
+    ),
+];
+
+fn task_group_families(page: &mut Page, tokio: &TokioSnapshot) {
+    if tokio.task_groups.is_empty() {
+        return;
+    }
+    for (name, help, f) in TASK_GROUP_METRICS {
+        let values: Vec<(String, f64)> = tokio
+            .task_groups
+            .iter()
+            .map(|(group, g)| (group.clone(), f(g)))
+            .collect();
+        page.counters_by(name, help, "group", &values);
+    }
+}
+
+fn jemalloc_families(page: &mut Page) {
+    let Some(stats) = crate::heap::jemalloc_stats() else {
+        return;
+    };
+    for (name, help, value) in [
+        (
+            "jemalloc_allocated_bytes",
+            "Bytes allocated by the application (jemalloc stats.allocated).",
+            stats.allocated,
+        ),
+        (
+            "jemalloc_active_bytes",
+            "Bytes in active pages (jemalloc stats.active).",
+            stats.active,
+        ),
+        (
+            "jemalloc_resident_bytes",
+            "Bytes in physically resident data pages (jemalloc stats.resident).",
+            stats.resident,
+        ),
+        (
+            "jemalloc_mapped_bytes",
+            "Bytes in active extents mapped by the allocator (jemalloc stats.mapped).",
+            stats.mapped,
+        ),
+        (
+            "jemalloc_retained_bytes",
+            "Bytes in virtual memory retained, not returned to the OS (jemalloc stats.retained).",
+            stats.retained,
+        ),
+        (
+            "jemalloc_metadata_bytes",
+            "Bytes of allocator metadata (jemalloc stats.metadata).",
+            stats.metadata,
+        ),
+    ] {
+        page.gauge(name, help, value as f64);
+    }
+}
+
+/// Gathers every family and encodes the page.
+pub(crate) fn render(
+    user: Option<&prometheus::Registry>,
+    process: &prometheus::Registry,
+    tokio: &TokioSnapshot,
+) -> Result<String, crate::Error> {
+    let mut page = Page::default();
+    if let Some(rt) = &tokio.runtime {
+        runtime_families(&mut page, rt);
+    }
+    task_group_families(&mut page, tokio);
+    jemalloc_families(&mut page);
+    let mut families = process.gather();
+    families.extend(page.families);
+    if let Some(user) = user {
+        families.extend(user.gather());
+    }
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&families, &mut out)
+        .map_err(|e| crate::Error::Internal(format!("metrics encoding: {e}")))?;
+    String::from_utf8(out).map_err(|e| crate::Error::Internal(format!("metrics encoding: {e}")))
+}
