@@ -48,3 +48,9 @@ pub mod tasks;
 pub use agent::{Agent, AgentBuilder, Config, RunningAgent};
 pub use error::Error;
 pub use metrics::TASK_GROUP_METRICS;
+
+/// The repository README's Rust examples compile as doctests, so the
+/// embedding instructions cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct RepositoryReadme;

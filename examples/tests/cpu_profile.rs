@@ -263,6 +263,14 @@ fn index_and_cmdline() {
         "{html}"
     );
     assert!(html.contains("href=\"/debug/pprof/cmdline\""));
+    for link in [
+        "/debug/pprof/heap",
+        "/debug/pprof/allocs",
+        "/debug/pprof/goroutine?debug=1",
+        "/metrics",
+    ] {
+        assert!(html.contains(&format!("href=\"{link}\"")), "{link}: {html}");
+    }
     let reply = get(&svc.url("/debug/pprof/cmdline"));
     assert_eq!(reply.status, 200);
     let args: Vec<String> = reply.text().split('\0').map(str::to_string).collect();
