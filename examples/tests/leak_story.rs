@@ -1,0 +1,115 @@
+//! The stories of DESIGN.md end to end, with the real binaries: snapshot the
+//! `axum-service` example's heap, leak, snapshot again, and `profscope diff`
+//! names the leaking function and by how much; the CPU variant shows a route
+//! made heavier between snapshots.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{Load, Service, example_path, get};
+
+/// `target/<profile>/profscope`, built by `cargo test --workspace`.
+fn profscope() -> PathBuf {
+    let examples = example_path("axum-service");
+    let bin = examples
+        .parent()
+        .and_then(|e| e.parent())
+        .expect("target/<profile>")
+        .join("profscope");
+    assert!(bin.exists(), "{} is missing: run `cargo test --workspace`", bin.display());
+    bin
+}
+
+fn run(home: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(profscope())
+        .args(args)
+        .env("PROFSCOPE_HOME", home)
+        .output()
+        .expect("run profscope");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "profscope {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The first table row of a `top`/`diff` output.
+fn first_row(table: &str) -> &str {
+    table
+        .lines()
+        .skip_while(|l| !l.contains("flat%"))
+        .nth(1)
+        .unwrap_or("")
+}
+
+/// `+64MiB` / `+63.50MiB` → bytes.
+fn signed_bytes(v: &str) -> f64 {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let scale = match unit {
+        "B" | "" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unit {other}"),
+    };
+    num.parse::<f64>().unwrap() * scale
+}
+
+#[test]
+fn heap_leak_found_by_diffing_two_snapshots() {
+    let svc = Service::start("axum-service");
+    let home = tempfile::tempdir().unwrap();
+    let heap = svc.url("/debug/pprof/heap");
+    run(home.path(), &["fetch", &heap, "--label", "before"]);
+    for _ in 0..64 {
+        assert_eq!(get(&svc.url("/leak")).status, 200);
+    }
+    run(home.path(), &["fetch", &heap, "--label", "after"]);
+    let svg = home.path().join("leak.svg");
+    let table = run(
+        home.path(),
+        &["diff", "before", "after", "--top", "5", "-o", svg.to_str().unwrap()],
+    );
+    let row = first_row(&table);
+    assert!(row.ends_with("leak_one_mib"), "leak function first:\n{table}");
+    let grown = signed_bytes(row.split_whitespace().next().unwrap());
+    let ratio = grown / (64.0 * 1024.0 * 1024.0);
+    eprintln!("diff: leak_one_mib grew {:.1} MiB (ratio {ratio:.3})", grown / 1048576.0);
+    assert!((0.8..=1.2).contains(&ratio), "{table}");
+    let svg = std::fs::read_to_string(svg).unwrap();
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    roxmltree::Document::parse_with_options(&svg, opts).expect("well-formed differential SVG");
+    assert!(svg.contains("leak_one_mib"));
+}
+
+#[test]
+fn cpu_regression_found_by_diffing_two_snapshots() {
+    let svc = Service::start("axum-service");
+    let home = tempfile::tempdir().unwrap();
+    let cpu = svc.url("/debug/pprof/profile?seconds=2");
+    // Light load first, then the same route made 10× heavier.
+    let light = Load::start(svc.url("/work?n=5"), 1);
+    run(home.path(), &["fetch", &cpu, "--label", "light"]);
+    drop(light);
+    let heavy = Load::start(svc.url("/work?n=50"), 1);
+    run(home.path(), &["fetch", &cpu, "--label", "heavy"]);
+    drop(heavy);
+    let table = run(
+        home.path(),
+        &["diff", "light", "heavy", "--top", "0", "--focus", "hash_work"],
+    );
+    let row = table
+        .lines()
+        .find(|l| l.ends_with("::hash_work"))
+        .unwrap_or_else(|| panic!("no hash_work row:\n{table}"));
+    // cum delta (4th column) is positive: the work function grew.
+    let cum = row.split_whitespace().nth(3).unwrap();
+    assert!(cum.starts_with('+'), "{row}\n{table}");
+}
