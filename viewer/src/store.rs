@@ -178,15 +178,9 @@ impl Store {
                 })
                 .collect(),
         };
-        let json = serde_json::to_vec_pretty(&meta)
-            .map_err(|e| Error::Store(format!("encode metadata: {e}")))?;
         // Written under a temporary name and renamed, so `list` never sees
         // half a snapshot.
-        let tmp = self.snapshots_dir().join(format!(".{id}.json.tmp"));
-        let json_path = self.snapshots_dir().join(format!("{id}.json"));
-        fs::write(&tmp, json)
-            .and_then(|()| fs::rename(&tmp, &json_path))
-            .map_err(|e| Error::io(json_path.display().to_string(), e))?;
+        self.write_meta(&meta)?;
         Ok(Snapshot { meta, profile_path })
     }
 
@@ -261,6 +255,48 @@ impl Store {
         }
         let profile_path = self.snapshots_dir().join(format!("{id}.pb.gz"));
         Ok(Some(Snapshot { meta, profile_path }))
+    }
+
+    /// Deletes a snapshot (metadata first, so `list` never shows a snapshot
+    /// without its profile). Returns the deleted snapshot, `None` when there
+    /// was none with this id.
+    pub fn delete(&self, id: &str) -> Result<Option<Snapshot>> {
+        let Some(snapshot) = self.get(id)? else {
+            return Ok(None);
+        };
+        let json_path = self.snapshots_dir().join(format!("{id}.json"));
+        fs::remove_file(&json_path).map_err(|e| Error::io(json_path.display().to_string(), e))?;
+        match fs::remove_file(&snapshot.profile_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(snapshot.profile_path.display().to_string(), e)),
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// Sets (or, with `None` or an empty string, removes) a snapshot's label.
+    /// Returns the updated snapshot, `None` when there is none with this id.
+    pub fn relabel(&self, id: &str, label: Option<&str>) -> Result<Option<Snapshot>> {
+        let Some(mut snapshot) = self.get(id)? else {
+            return Ok(None);
+        };
+        snapshot.meta.label = label
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string);
+        self.write_meta(&snapshot.meta)?;
+        Ok(Some(snapshot))
+    }
+
+    /// Writes metadata under a temporary name and renames it into place.
+    fn write_meta(&self, meta: &SnapshotMeta) -> Result<()> {
+        let json = serde_json::to_vec_pretty(meta)
+            .map_err(|e| Error::Store(format!("encode metadata: {e}")))?;
+        let tmp = self.snapshots_dir().join(format!(".{}.json.tmp", meta.id));
+        let json_path = self.snapshots_dir().join(format!("{}.json", meta.id));
+        fs::write(&tmp, json)
+            .and_then(|()| fs::rename(&tmp, &json_path))
+            .map_err(|e| Error::io(json_path.display().to_string(), e))
     }
 
     /// Resolves a snapshot reference: `@latest`, `@prev` (the one before
@@ -455,6 +491,28 @@ mod tests {
         assert_eq!(store.resolve(&a.meta.id).unwrap().unwrap(), a);
         assert!(store.resolve("nothing").unwrap().is_none());
         assert!(a.load().is_ok());
+    }
+
+    #[test]
+    fn relabel_and_delete() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let a = store
+            .save(&fixture("go-cpu.pb.gz"), NewSnapshot::new(None, None))
+            .unwrap();
+        let id = a.meta.id.as_str();
+        let r = store.relabel(id, Some(" fast ")).unwrap().unwrap();
+        assert_eq!(r.meta.label.as_deref(), Some("fast"));
+        assert_eq!(store.resolve("fast").unwrap().unwrap().meta.id, id);
+        let r = store.relabel(id, Some("")).unwrap().unwrap();
+        assert_eq!(r.meta.label, None);
+        assert!(store.relabel("nope", Some("x")).unwrap().is_none());
+        assert!(store.relabel("../x", Some("x")).is_err());
+        assert!(store.delete(id).unwrap().is_some());
+        assert!(!a.profile_path.exists());
+        assert!(store.list().unwrap().is_empty());
+        assert!(store.delete(id).unwrap().is_none());
+        assert!(store.delete("..").is_err());
     }
 
     #[test]

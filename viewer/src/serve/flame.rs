@@ -1,0 +1,119 @@
+//! Flamegraphs for inlining into a page: inferno's SVG (layout, colours,
+//! differential colouring, `fg:x`/`fg:w` sample offsets on every frame)
+//! without its own script, XML prolog or `onload` hook. The page's
+//! `serve.js` does search, zoom and the icicle flip on this DOM.
+
+use pprof::protos::Profile;
+use profscope_agent::encode;
+
+use crate::diff::{self, Pairing};
+use crate::error::{Error, Result};
+use crate::model::SampleType;
+use crate::render::flame::count_name;
+
+/// Frames narrower than this percentage of the total are left out of the
+/// page (inferno's `min_width`; its default is 0.01). At the page's 1180
+/// SVG units of width this is about a pixel, so nothing visible is lost at
+/// full view, and a 100k-stack profile stays at a few thousand elements.
+pub(crate) const MIN_WIDTH_PCT: f64 = 0.05;
+
+fn options(title: String, count_name: String) -> inferno::flamegraph::Options<'static> {
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = title;
+    opts.count_name = count_name;
+    opts.min_width = MIN_WIDTH_PCT;
+    opts.no_javascript = true;
+    opts.hash = true;
+    opts
+}
+
+/// The flamegraph of one sample type, as an `<svg>` element.
+pub(crate) fn profile_svg(profile: &Profile, st: &SampleType, title: &str) -> Result<String> {
+    let folded = encode::fold(profile, st.index);
+    let lines: Vec<String> = folded
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(s, v)| format!("{s} {v}"))
+        .collect();
+    draw(
+        &lines,
+        options(title.to_string(), count_name(&st.unit)),
+        title,
+    )
+}
+
+/// The differential flamegraph of BASE → NEW: widths from NEW, red grew,
+/// blue shrank (what `profscope diff -o` draws).
+pub(crate) fn diff_svg(base: &Profile, new: &Profile, pairing: &Pairing) -> Result<String> {
+    let title = format!("{}: NEW vs BASE (red grew, blue shrank)", pairing.new.name);
+    let lines: Vec<String> = diff::stack_deltas(base, new, pairing)
+        .iter()
+        .filter(|d| d.new > 0)
+        .map(|d| format!("{} {} {}", d.stack, d.base.max(0), d.new))
+        .collect();
+    draw(
+        &lines,
+        options(title.clone(), count_name(&pairing.new.unit)),
+        &title,
+    )
+}
+
+fn draw(
+    lines: &[String],
+    mut opts: inferno::flamegraph::Options<'static>,
+    title: &str,
+) -> Result<String> {
+    let svg = if lines.is_empty() {
+        encode::empty_svg(title)
+    } else {
+        let mut out = Vec::new();
+        inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut out)
+            .map_err(|e| Error::Render(format!("flamegraph: {e}")))?;
+        out
+    };
+    let svg = String::from_utf8(svg).map_err(|e| Error::Render(format!("flamegraph: {e}")))?;
+    Ok(inline(&svg))
+}
+
+/// Turns a standalone SVG document into an element for an HTML page: drops
+/// the XML declaration, doctype, comments, `<script>` and `onload`.
+pub(crate) fn inline(svg: &str) -> String {
+    let start = svg.find("<svg").unwrap_or(0);
+    let mut s = svg[start..].replacen(" onload=\"init(evt)\"", "", 1);
+    if let (Some(a), Some(b)) = (s.find("<script"), s.find("</script>")) {
+        if a < b {
+            s.replace_range(a..b + "</script>".len(), "");
+        }
+    }
+    while let Some(a) = s.find("<!--") {
+        let Some(len) = s[a..].find("-->") else {
+            break;
+        };
+        s.replace_range(a..a + len + 3, "");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::folded_to_profile;
+    use crate::model::select_sample_type;
+
+    #[test]
+    fn inline_svg_has_no_script() {
+        let p = folded_to_profile("main;work 5\nmain;idle 3\n").unwrap();
+        let st = select_sample_type(&p, None).unwrap();
+        let svg = profile_svg(&p, &st, "t").unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
+        assert!(!svg.contains("<script") && !svg.contains("onload") && !svg.contains("<!--"));
+        assert!(svg.contains("id=\"frames\"") && svg.contains("fg:w="));
+        assert!(svg.contains(">work</text>") || svg.contains("<title>work ("));
+        assert!(svg.trim_end().ends_with("</svg>"));
+
+        let mut empty = p.clone();
+        empty.sample.clear();
+        let svg = profile_svg(&empty, &st, "t").unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("No samples"));
+    }
+}
