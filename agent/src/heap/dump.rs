@@ -150,7 +150,8 @@ pub fn unsample(objects: u64, bytes: u64, period: u64) -> (i64, i64) {
         return (0, 0);
     }
     if period <= 1 {
-        return (objects as i64, bytes as i64);
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        return (clamp(objects), clamp(bytes));
     }
     let average = bytes as f64 / objects as f64;
     let scale = 1.0 / (1.0 - (-average / period as f64).exp());
@@ -198,6 +199,45 @@ MAPPED_LIBRARIES:\n\
         );
     }
 
+    /// A dump written by jemalloc 5.3.1 (tikv-jemalloc-sys 0.7.1): 16 × 1 MiB
+    /// and 4096 × 1 KiB retained on the main thread, 16 × 1 MiB on another.
+    const REAL: &str = include_str!("../../tests/data/jemalloc-5.3.1.heap");
+
+    #[test]
+    fn parses_a_real_dump() {
+        let dump = parse(REAL).unwrap();
+        assert_eq!(dump.sample_period, 524_288);
+        assert_eq!(dump.stacks.len(), 5);
+        let sum = |f: fn(&Counts) -> u64| dump.stacks.iter().map(|s| f(&s.counts)).sum::<u64>();
+        // The header's totals are the sums over stacks.
+        assert_eq!(sum(|c| c.inuse_objects), dump.total.inuse_objects);
+        assert_eq!(sum(|c| c.inuse_bytes), dump.total.inuse_bytes);
+        assert_eq!(sum(|c| c.alloc_bytes), dump.total.alloc_bytes);
+        // 1 MiB objects are sampled whole: 14 + 13 of the 32 retained.
+        let mib: Vec<u64> = dump
+            .stacks
+            .iter()
+            .filter(|s| {
+                s.counts.inuse_objects > 0
+                    && s.counts.inuse_bytes / s.counts.inuse_objects == 1 << 20
+            })
+            .map(|s| s.counts.inuse_objects)
+            .collect();
+        assert_eq!(mib, [14, 13]);
+        // Every stack starts inside jemalloc (same leaf address).
+        assert!(
+            dump.stacks
+                .iter()
+                .all(|s| s.addresses[0] == dump.stacks[0].addresses[0])
+        );
+        // A freed stack keeps its cumulative counts (prof_accum).
+        assert!(
+            dump.stacks
+                .iter()
+                .any(|s| s.counts.inuse_objects == 0 && s.counts.alloc_objects > 0)
+        );
+    }
+
     #[test]
     fn rejects_garbage_with_a_line_number() {
         assert_eq!(parse("").unwrap_err().problem, "empty dump");
@@ -207,6 +247,61 @@ MAPPED_LIBRARIES:\n\
         assert!(parse("heap_v2/512\n  t*: 1: 2\n").is_err());
         assert!(parse("heap_v2/512\n").is_err());
         assert!(parse("heap_v2/512\n  t*: 1: 2 [3: 4]\n  t*: 1: 2 [3: 4]\n").is_err());
+    }
+
+    /// Mutations of a real dump (seeded, so the run is the same every time):
+    /// the parser answers a dump or an error, and unsampling what it accepts
+    /// never overflows. The cargo-fuzz target in `agent/fuzz` goes further.
+    #[test]
+    fn mutated_dumps_never_panic() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let base = REAL.as_bytes();
+        let tokens: [&[u8]; 8] = [
+            b"@",
+            b" 0x",
+            b"t*:",
+            b": ",
+            b"[",
+            b"]",
+            b"18446744073709551615",
+            b"\n",
+        ];
+        for _ in 0..3000 {
+            let mut bytes = base.to_vec();
+            for _ in 0..(next() % 8 + 1) {
+                let at = (next() as usize) % (bytes.len() + 1);
+                match next() % 4 {
+                    0 => bytes.truncate(at),
+                    1 if at < bytes.len() => bytes[at] = next() as u8,
+                    2 => {
+                        let t = tokens[(next() % tokens.len() as u64) as usize];
+                        bytes.splice(at..at, t.iter().copied());
+                    }
+                    _ => {
+                        let end = (at + (next() % 64) as usize).min(bytes.len());
+                        bytes.drain(at..end);
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Ok(dump) = parse(&text) {
+                let _ =
+                    crate::heap::HeapSnapshot::from_dump(&dump, std::time::SystemTime::UNIX_EPOCH);
+            }
+        }
+        // Extreme counts saturate instead of overflowing.
+        let huge = "heap_v2/1\n  t*: 1: 1 [1: 1]\n@ 0x1\n  t*: 18446744073709551615: 18446744073709551615 [1: 1]\n@ 0x1\n  t*: 18446744073709551615: 18446744073709551615 [1: 1]\n";
+        let snap = crate::heap::HeapSnapshot::from_dump(
+            &parse(huge).unwrap(),
+            std::time::SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(snap.stacks[&vec![1]][3], i64::MAX);
     }
 
     #[test]

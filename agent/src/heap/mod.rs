@@ -115,7 +115,7 @@ impl HeapSnapshot {
         for (stack, old) in &base.stacks {
             let v = stacks.entry(stack.clone()).or_default();
             for (slot, sub) in v.iter_mut().zip(old) {
-                *slot -= sub;
+                *slot = slot.saturating_sub(*sub);
             }
         }
         stacks.retain(|_, v| v.iter().any(|x| *x != 0));
