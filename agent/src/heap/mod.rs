@@ -99,7 +99,8 @@ impl HeapSnapshot {
                 v.iter_mut()
                     .zip([alloc_objects, alloc_space, inuse_objects, inuse_space])
             {
-                *slot += add;
+                // Saturating: a hostile dump must not overflow (and panic).
+                *slot = slot.saturating_add(add);
             }
         }
         HeapSnapshot {
