@@ -262,6 +262,9 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         return e.into_response();
     }
     let mut res = next.run(req).await;
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send
+    // `Origin: null` with the page's own form posts, which `check_request`
+    // (rightly) refuses.
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -273,7 +276,7 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     res
 }

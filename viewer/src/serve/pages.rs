@@ -213,11 +213,13 @@ pub(crate) async fn snapshot(
             type_select(&types, &stype)
         );
         body.push_str(&toolbar(&q));
-        body.push_str("<div class=\"view\">\n<div class=\"flamegraph\" id=\"fg\">\n");
+        body.push_str("<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph\" id=\"fg\">\n");
         body.push_str(&svg);
-        body.push_str("\n</div>\n<aside class=\"side\">\n");
+        body.push_str(
+            "\n</div>\n<div id=\"fg-details\" class=\"details\">&nbsp;</div>\n</div>\n<aside class=\"side\">\n",
+        );
         body.push_str(&html::top_table(&report, "top functions (flat)"));
-        body.push_str("</aside>\n</div>\n<div id=\"fg-details\" class=\"details\">&nbsp;</div>\n");
+        body.push_str("</aside>\n</div>\n");
         Ok(html::page(&title_of(&snap), "", &body))
     })
     .await
@@ -430,14 +432,16 @@ pub(crate) async fn diff(
             icicle: q.icicle.clone(),
             s: q.s.clone(),
         }));
-        body.push_str("<div class=\"view\">\n<div class=\"flamegraph diff\" id=\"fg\">\n");
+        body.push_str("<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph diff\" id=\"fg\">\n");
         body.push_str(&svg);
-        body.push_str("\n</div>\n<aside class=\"side\">\n");
+        body.push_str(
+            "\n</div>\n<div id=\"fg-details\" class=\"details\">&nbsp;</div>\n</div>\n<aside class=\"side\">\n",
+        );
         body.push_str(&html::top_table(
             &report,
             "change by function (NEW − BASE), ranked by |flat|",
         ));
-        body.push_str("</aside>\n</div>\n<div id=\"fg-details\" class=\"details\">&nbsp;</div>\n");
+        body.push_str("</aside>\n</div>\n");
         Ok(html::page("Diff", "", &body))
     })
     .await

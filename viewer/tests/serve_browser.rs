@@ -1,0 +1,177 @@
+//! `profscope serve` in a real headless Chromium: the list, a snapshot's
+//! inline flamegraph, search highlighting, zoom/reset/icicle, the
+//! sample-type switch, a diff of two snapshots, the capture form against a
+//! live (stub) agent, relabel and delete. The browser is driven by
+//! `tests/ui/ui.js` (playwright-core from npm, Debian's /usr/bin/chromium);
+//! screenshots of every page land in `target/ui-screenshots/`.
+//!
+//! Needs `node`, `/usr/bin/chromium` (or `PROFSCOPE_CHROMIUM`) and
+//! `tests/ui/node_modules` (`npm ci` in tests/ui; tried here once when
+//! missing). Without them the test is skipped with a loud message, unless
+//! `CI=true`, where it fails.
+//!
+//! `PROFSCOPE_UI_LARGE=N` (e.g. 100000) also opens a profile of N distinct
+//! stacks and prints load, search, zoom and reset timings (BENCHMARKS.md).
+
+mod serve_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use profscope::store::{NewSnapshot, Store};
+use serve_common::{Server, large_folded, seed, stub_agent};
+
+fn ui_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("PROFSCOPE_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+fn screenshots() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("ui-screenshots")
+}
+
+/// What is missing to run the browser test, if anything.
+fn missing() -> Option<String> {
+    let node = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    if !node.is_ok_and(|s| s.success()) {
+        return Some("node is not installed (apt-get install nodejs npm)".into());
+    }
+    if !chromium().exists() {
+        return Some(format!(
+            "{} is missing (apt-get install chromium)",
+            chromium().display()
+        ));
+    }
+    if !ui_dir().join("node_modules/playwright-core").exists() {
+        eprintln!(
+            "tests/ui/node_modules is missing: running `npm ci` in {}",
+            ui_dir().display()
+        );
+        let ok = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(ui_dir())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok || !ui_dir().join("node_modules/playwright-core").exists() {
+            return Some(format!(
+                "playwright-core is not installed: run `npm ci` in {}",
+                ui_dir().display()
+            ));
+        }
+    }
+    None
+}
+
+#[test]
+fn browse_search_diff_and_capture_in_chromium() {
+    if let Some(why) = missing() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("browser test cannot run on CI: {why}");
+        }
+        eprintln!("\n*** SKIPPED serve_browser: {why} ***\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    seed(&store);
+    let large = std::env::var("PROFSCOPE_UI_LARGE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .map(|n| {
+            let t = Instant::now();
+            let folded = large_folded(n);
+            let s = store
+                .save(
+                    folded.as_bytes(),
+                    NewSnapshot::new(None, Some(format!("large-{n}"))).kind("cpu"),
+                )
+                .unwrap();
+            eprintln!(
+                "large profile: {n} stacks, {} bytes folded, {} bytes stored, in {:?}",
+                folded.len(),
+                s.meta.size,
+                t.elapsed()
+            );
+            s.meta.id
+        });
+    let server = Server::start_with(store, dir);
+    let agent = stub_agent(server.rt());
+    let shots = screenshots();
+
+    let mut cmd = Command::new("node");
+    cmd.arg(ui_dir().join("ui.js"))
+        .arg(server.base())
+        .arg(&shots)
+        .arg(&agent)
+        .current_dir(ui_dir())
+        .env("PROFSCOPE_CHROMIUM", chromium())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(id) = &large {
+        cmd.arg(id);
+    }
+    let child = cmd.spawn().expect("start node");
+    let pid = child.id();
+    // A watchdog: a hung browser fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(300)).is_err() {
+            eprintln!("ui.js ran for 300 s: killing it");
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
+    let out = child.wait_with_output().expect("wait for node");
+    let _ = tx.send(());
+    let _ = watchdog.join();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("RESULT "),
+        "browser test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    for step in [
+        "list shows",
+        "snapshot page: inline flamegraph",
+        "search",
+        "zoom, reset and icicle",
+        "sample-type switch",
+        "diff page",
+        "capture form",
+        "relabel and delete",
+        "404 and 400 pages",
+        "no off-site requests",
+        "no script errors",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok: {step}")),
+            "step {step:?} missing"
+        );
+    }
+    for name in [
+        "1-list",
+        "2-snapshot",
+        "3-search",
+        "7-diff",
+        "8-capture-progress",
+        "9-captured",
+    ] {
+        assert!(shots.join(format!("{name}.png")).exists(), "{name}.png");
+    }
+    eprintln!("screenshots in {}", shots.display());
+}
