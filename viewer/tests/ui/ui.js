@@ -78,16 +78,20 @@ async function main() {
 }
 
 async function run(page) {
+  // A row of the snapshot list by its label (labels live in input values).
+  const byLabel = (l) => page.locator("tr").filter({ has: page.locator(`input[name=label][value="${l}"]`) });
+
   // 1. The list.
   await page.goto(base + "/");
   check((await page.title()).includes("Snapshots"), "list title");
   const rows = await page.locator("table.snapshots tbody tr").count();
   check(rows >= 4, "at least 4 snapshot rows, got " + rows);
+  for (const l of ["go-cpu", "before", "after", "allocs"]) check((await byLabel(l).count()) === 1, "row " + l);
   await shot(page, "1-list");
   step("list shows " + rows + " snapshots");
 
   // 2. Open the CPU snapshot from the list; the flamegraph is inline SVG.
-  await page.locator("tr", { hasText: "cpu" }).locator("a.open").first().click();
+  await byLabel("go-cpu").locator("a.open").click();
   await page.waitForSelector("#fg[data-ready]");
   const frames = await page.locator("#fg svg#frames > g").count();
   check(frames > 10, "flamegraph frames: " + frames);
@@ -149,7 +153,7 @@ async function run(page) {
 
   // 5. Sample-type switch on a heap snapshot.
   await page.goto(base + "/");
-  await page.locator("tr", { hasText: "heap" }).locator("a.open").first().click();
+  await byLabel("before").locator("a.open").click();
   await page.waitForSelector("#fg[data-ready]");
   await page.selectOption("#type-select", "alloc_space");
   await page.waitForURL(/type=alloc_space/);
@@ -160,7 +164,6 @@ async function run(page) {
 
   // 6. Diff: pick BASE and NEW in the list.
   await page.goto(base + "/");
-  const byLabel = (l) => page.locator("tr").filter({ has: page.locator(`input[name=label][value="${l}"]`) });
   await byLabel("before").locator("input[name=base]").check();
   await byLabel("after").locator("input[name=new]").check();
   await page.click("#diff-selected");
