@@ -110,6 +110,7 @@
 
   var searchBox = $("#fg-search"), matched = $("#fg-matched"), resetBtn = $("#fg-reset");
   var icicleBox = $("#fg-icicle"), details = $("#fg-details");
+  var focusLink = host.classList.contains("diff") ? null : $("#fg-focus");
   var zoomed = -1, matches = null;
 
   function fitText(i, widthPct) {
@@ -148,6 +149,21 @@
     }
     zoomed = i;
     if (resetBtn) resetBtn.disabled = false;
+    if (focusLink) {
+      // The frame's path from the root (depth 0 is inferno's "all").
+      var path = [];
+      for (var d = 1; d < d0; d++) {
+        for (var k = 0; k < n; k++) {
+          if (D[k] === d && X[k] <= x0 && X[k] + W[k] >= x0 + w0) { path.push(names[k]); break; }
+        }
+      }
+      if (d0 > 0) path.push(names[i]);
+      var u = new URL(window.location.href);
+      u.searchParams.set("focus", path.join(";"));
+      u.searchParams.delete("s");
+      focusLink.href = u.pathname + u.search;
+      focusLink.hidden = path.length === 0;
+    }
     timings.zoom = now() - s;
   }
   function show(g, on) {
@@ -172,6 +188,7 @@
     }
     zoomed = -1;
     if (resetBtn) resetBtn.disabled = true;
+    if (focusLink) focusLink.hidden = true;
     timings.reset = now() - s;
   }
 

@@ -150,6 +150,7 @@ fn browse_search_diff_and_capture_in_chromium() {
         "snapshot page: inline flamegraph",
         "search",
         "zoom, reset and icicle",
+        "full detail of a zoomed frame",
         "sample-type switch",
         "diff page",
         "capture form",

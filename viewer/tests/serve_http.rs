@@ -140,6 +140,15 @@ fn snapshot_page_inlines_the_flamegraph_and_the_top_table() {
     assert_eq!(r.status, 400);
     assert!(r.body.contains("no sample type"), "{}", r.body);
 
+    // Only the stacks under one frame path.
+    let r = server.get(&format!("/snapshot/{cpu}?focus=net%2Fhttp.(*conn).serve"));
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<p class=\"focus\">"));
+    assert!(
+        r.body.contains("<title>net/http.(*conn).serve ("),
+        "focused root drawn"
+    );
+
     // Download.
     let r = request(
         server.addr,

@@ -27,12 +27,25 @@ fn options(title: String, count_name: String) -> inferno::flamegraph::Options<'s
     opts
 }
 
-/// The flamegraph of one sample type, as an `<svg>` element.
-pub(crate) fn profile_svg(profile: &Profile, st: &SampleType, title: &str) -> Result<String> {
+/// The flamegraph of one sample type, as an `<svg>` element. With
+/// `focus` (a frame path, `root;…;frame`), only the stacks through that
+/// frame are drawn, so its subtree shows in full detail.
+pub(crate) fn profile_svg(
+    profile: &Profile,
+    st: &SampleType,
+    title: &str,
+    focus: Option<&str>,
+) -> Result<String> {
     let folded = encode::fold(profile, st.index);
+    let under = |stack: &str| match focus {
+        None => true,
+        Some(f) => {
+            stack == f || (stack.starts_with(f) && stack.as_bytes().get(f.len()) == Some(&b';'))
+        }
+    };
     let lines: Vec<String> = folded
         .iter()
-        .filter(|(_, v)| *v > 0)
+        .filter(|(s, v)| *v > 0 && under(s))
         .map(|(s, v)| format!("{s} {v}"))
         .collect();
     draw(
@@ -104,16 +117,20 @@ mod tests {
     fn inline_svg_has_no_script() {
         let p = folded_to_profile("main;work 5\nmain;idle 3\n").unwrap();
         let st = select_sample_type(&p, None).unwrap();
-        let svg = profile_svg(&p, &st, "t").unwrap();
+        let svg = profile_svg(&p, &st, "t", None).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
         assert!(!svg.contains("<script") && !svg.contains("onload") && !svg.contains("<!--"));
         assert!(svg.contains("id=\"frames\"") && svg.contains("fg:w="));
         assert!(svg.contains(">work</text>") || svg.contains("<title>work ("));
         assert!(svg.trim_end().ends_with("</svg>"));
+        let focused = profile_svg(&p, &st, "t", Some("main;work")).unwrap();
+        assert!(focused.contains("<title>work (") && !focused.contains("<title>idle ("));
+        let none = profile_svg(&p, &st, "t", Some("main;wor")).unwrap();
+        assert!(none.contains("No samples"));
 
         let mut empty = p.clone();
         empty.sample.clear();
-        let svg = profile_svg(&empty, &st, "t").unwrap();
+        let svg = profile_svg(&empty, &st, "t", None).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("No samples"));
     }
 }

@@ -130,6 +130,10 @@ pub(crate) struct ViewQuery {
     /// Initial search term.
     #[serde(default)]
     s: Option<String>,
+    /// Only the stacks under this frame path (`root;…;frame`), drawn in
+    /// full detail.
+    #[serde(default)]
+    focus: Option<String>,
 }
 
 fn nonempty(v: &Option<String>) -> Option<String> {
@@ -148,9 +152,13 @@ fn toolbar(q: &ViewQuery) -> String {
          <span id=\"fg-matched\" aria-live=\"polite\"></span>\
          <button type=\"button\" id=\"fg-reset\" disabled>Reset zoom</button>\
          <label><input type=\"checkbox\" id=\"fg-icicle\"{}> icicle</label>\
+         <a id=\"fg-focus\" href=\"#\" hidden title=\"Frames narrower than {}% of the total are \
+         left out of the page; this redraws the zoomed frame with all of its stacks\">\
+         open the zoomed frame in full detail</a>\
          </div>\n",
         esc(q.s.as_deref().unwrap_or("")),
-        if icicle { " checked" } else { "" }
+        if icicle { " checked" } else { "" },
+        flame::MIN_WIDTH_PCT
     )
 }
 
@@ -190,7 +198,8 @@ pub(crate) async fn snapshot(
         let stype = model::select_sample_type(&profile, nonempty(&q.ty).as_deref())
             .map_err(PageError::from_input)?;
         let title = format!("{} · {} ({})", title_of(&snap), stype.name, stype.unit);
-        let svg = flame::profile_svg(&profile, &stype, &title)
+        let focus = nonempty(&q.focus);
+        let svg = flame::profile_svg(&profile, &stype, &title, focus.as_deref())
             .map_err(|e| PageError::Internal(e.to_string()))?;
         let report = render::top(&profile, &stype, &TopOptions::new(TOP_ROWS, false));
         let m = &snap.meta;
@@ -212,6 +221,18 @@ pub(crate) async fn snapshot(
             esc(&m.id),
             type_select(&types, &stype)
         );
+        if let Some(f) = &focus {
+            let leaf = f.rsplit(';').next().unwrap_or(f);
+            let _ = writeln!(
+                body,
+                "<p class=\"focus\">Showing only the stacks under <code title=\"{}\">{}</code> · \
+                 <a href=\"/snapshot/{}?type={}\">show all</a></p>",
+                esc(f),
+                esc(leaf),
+                esc(&m.id),
+                esc(&stype.name)
+            );
+        }
         body.push_str(&toolbar(&q));
         body.push_str("<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph\" id=\"fg\">\n");
         body.push_str(&svg);
@@ -431,6 +452,7 @@ pub(crate) async fn diff(
             ty: None,
             icicle: q.icicle.clone(),
             s: q.s.clone(),
+            focus: None,
         }));
         body.push_str("<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph diff\" id=\"fg\">\n");
         body.push_str(&svg);

@@ -151,6 +151,28 @@ async function run(page) {
   await page.uncheck("#fg-icicle");
   step("zoom, reset and icicle");
 
+  // The zoomed frame in full detail: a page of only the stacks under it.
+  await page.locator(`#frames > g[data-i="${target}"] rect`).click({ force: true });
+  check(await page.locator("#fg-focus").isVisible(), "full-detail link after zoom");
+  const focusName = await page.evaluate((i) => {
+    const t = document.querySelector(`#frames > g[data-i="${i}"] title`).textContent;
+    return t.slice(0, t.lastIndexOf(" ("));
+  }, target);
+  await page.click("#fg-focus");
+  await page.waitForURL(/focus=/);
+  await page.waitForSelector("#fg[data-ready]");
+  check((await page.locator("p.focus code").textContent()) === focusName, "focused on " + focusName);
+  const widest = await page.evaluate((name) => {
+    for (const g of document.querySelectorAll("#frames > g")) {
+      const t = g.querySelector("title").textContent;
+      if (t.slice(0, t.lastIndexOf(" (")) === name) return g.querySelector("rect").getAttribute("width");
+    }
+    return null;
+  }, focusName);
+  check(widest === "100.0000%" || parseFloat(widest) > 99.9, "focused frame spans the page: " + widest);
+  await shot(page, "5b-focus");
+  step("full detail of a zoomed frame (" + focusName + ")");
+
   // 5. Sample-type switch on a heap snapshot.
   await page.goto(base + "/");
   await byLabel("before").locator("a.open").click();
