@@ -63,7 +63,7 @@ pub fn run(store: Store, addr: SocketAddr, open: bool) -> crate::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::Server(format!("runtime: {e}")))?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Server(format!("bind {addr}: {e}")))?;
@@ -75,6 +75,12 @@ pub fn run(store: Store, addr: SocketAddr, open: bool) -> crate::Result<()> {
             "profscope serve: {url}   (store {}; Ctrl-C to stop)",
             store.dir().display()
         );
+        if !local.ip().is_loopback() {
+            eprintln!(
+                "warning: {local} is not a loopback address: anyone who can reach it can read \
+                 and delete snapshots and make this machine fetch URLs"
+            );
+        }
         if open {
             open_browser(&url);
         }
@@ -82,7 +88,10 @@ pub fn run(store: Store, addr: SocketAddr, open: bool) -> crate::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
-    })
+    });
+    // A capture still running on a blocking thread must not hold the exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// Serves the web UI on an already bound `listener` until `shutdown`
