@@ -9,15 +9,10 @@
 //! PROFSCOPE_BENCH_PAIRS=7 PROFSCOPE_BENCH_SECS=5 cargo bench -p profscope-benches --bench cpu_overhead
 //! ```
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use profscope_benches::{Client, median_spread, process_cpu};
-
-const SERVE_ENV: &str = "PROFSCOPE_BENCH_SERVE";
+use profscope_benches::{SERVE_ENV, Service, Trial, env_or, median_spread, run_load};
 
 fn main() {
     if std::env::var_os(SERVE_ENV).is_some() {
@@ -29,7 +24,7 @@ fn main() {
     let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS", 5);
     println!("cpu_overhead: {pairs} A/B pairs of {secs} s, 2 load connections on /work?n=50");
 
-    let rust = Service::rust();
+    let rust = Service::spawn_self("rust", &[]);
     let rust_result = measure(
         "profscope (pprof-rs, framehop, 99 Hz)",
         &rust,
@@ -38,7 +33,7 @@ fn main() {
         99,
     );
     drop(rust);
-    let go_result = Service::go().map(|go| {
+    let go_result = go_service().map(|go| {
         let r = measure("Go net/http/pprof (100 Hz)", &go, secs, pairs, 0);
         drop(go);
         r
@@ -52,13 +47,6 @@ fn main() {
     if let Some(d) = profscope_agent::cpu::warm_up_duration() {
         println!("(warm-up in this harness process: {d:?})");
     }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Child mode: the axum-service example's app, on an ephemeral port.
@@ -82,100 +70,29 @@ fn serve() {
     });
 }
 
-struct Service {
-    child: Child,
-    host: String,
+/// The Go twin service, built from `benches/go/cpu-service` when `go` is
+/// installed.
+fn go_service() -> Option<Service> {
+    let dir = std::env::temp_dir().join(format!("profscope-bench-go-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let bin = dir.join("go-cpu-service");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/go/cpu-service/main.go");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(src)
+        .env("GOTOOLCHAIN", "local")
+        .env("GO111MODULE", "off")
+        .status()
+        .is_ok_and(|s| s.success());
+    let service = built.then(|| Service::start(&mut Command::new(&bin)));
+    let _ = std::fs::remove_dir_all(&dir);
+    service
 }
 
-impl Service {
-    fn rust() -> Service {
-        let exe = std::env::current_exe().expect("exe");
-        Service::start(Command::new(exe).env(SERVE_ENV, "1"))
-    }
-
-    fn go() -> Option<Service> {
-        let dir = std::env::temp_dir().join(format!("profscope-bench-go-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let bin = dir.join("go-cpu-service");
-        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/go/cpu-service/main.go");
-        let built = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&bin)
-            .arg(src)
-            .env("GOTOOLCHAIN", "local")
-            .env("GO111MODULE", "off")
-            .status()
-            .is_ok_and(|s| s.success());
-        let service = built.then(|| Service::start(&mut Command::new(&bin)));
-        let _ = std::fs::remove_dir_all(&dir);
-        service
-    }
-
-    fn start(cmd: &mut Command) -> Service {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start service");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let host = line
-            .trim()
-            .trim_start_matches("listening on http://")
-            .to_string();
-        Service { child, host }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Trial {
-    rps: f64,
-    cpu_ms_per_1k: f64,
-}
-
-/// Drives load for `secs` and reports throughput and service CPU per request.
-fn run_load(svc: &Service, secs: u64) -> Trial {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let cpu0 = process_cpu(svc.pid());
-    let t0 = Instant::now();
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, done, host) = (stop.clone(), done.clone(), svc.host.clone());
-            std::thread::spawn(move || {
-                let mut c = Client::connect(&host).expect("connect");
-                while !stop.load(Ordering::Relaxed) {
-                    if c.get("/work?n=50").is_ok_and(|s| s == 200) {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(secs));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        let _ = c.join();
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = (process_cpu(svc.pid()) - cpu0).as_secs_f64() * 1000.0;
-    let n = done.load(Ordering::Relaxed) as f64;
-    Trial {
-        rps: n / elapsed,
-        cpu_ms_per_1k: cpu / n * 1000.0,
-    }
+/// Drives the issue's load: two connections on `/work?n=50`.
+fn load(svc: &Service, secs: u64) -> Trial {
+    run_load(svc, "/work?n=50", 2, secs as f64)
 }
 
 /// Starts a CPU capture on its own connection; dropping the returned
@@ -209,7 +126,7 @@ struct Outcome {
 fn measure(name: &str, svc: &Service, secs: u64, pairs: usize, frequency: u32) -> Outcome {
     // Warm up: load, and one short capture (symbol caches, JIT-free but
     // page-cache and branch predictors all the same).
-    let _ = run_load(svc, 2);
+    let _ = load(svc, 2);
     drop(start_capture(svc, 1, frequency));
     std::thread::sleep(Duration::from_millis(500));
     let mut out = Outcome {
@@ -227,12 +144,12 @@ fn measure(name: &str, svc: &Service, secs: u64, pairs: usize, frequency: u32) -
         for profiled in order {
             let trial = if profiled {
                 let capture = start_capture(svc, secs, frequency);
-                let t = run_load(svc, secs);
+                let t = load(svc, secs);
                 drop(capture);
                 std::thread::sleep(Duration::from_millis(300));
                 t
             } else {
-                run_load(svc, secs)
+                load(svc, secs)
             };
             eprintln!(
                 "{name} pair {pair} {}: {:.0} req/s, {:.1} CPU-ms/1k req",

@@ -4,7 +4,122 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The environment variable that makes a harness binary run as the service
+/// (child mode); its value names the mode.
+pub const SERVE_ENV: &str = "PROFSCOPE_BENCH_SERVE";
+
+/// A service under test in a child process, killed when dropped.
+#[derive(Debug)]
+pub struct Service {
+    child: Child,
+    /// `host:port` it listens on.
+    pub host: String,
+}
+
+impl Service {
+    /// Re-runs this harness binary as a service in `mode` with extra `env`.
+    pub fn spawn_self(mode: &str, env: &[(&str, &str)]) -> Service {
+        let exe = std::env::current_exe().expect("exe");
+        let mut cmd = Command::new(exe);
+        cmd.env(SERVE_ENV, mode);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Service::start(&mut cmd)
+    }
+
+    /// Starts `cmd`, which must print `listening on http://HOST:PORT` first.
+    pub fn start(cmd: &mut Command) -> Service {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start service");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let host = line
+            .trim()
+            .trim_start_matches("listening on http://")
+            .to_string();
+        Service { child, host }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Throughput and CPU cost of one load window.
+#[derive(Debug, Clone, Copy)]
+pub struct Trial {
+    /// Requests per second.
+    pub rps: f64,
+    /// Service CPU milliseconds per 1,000 requests.
+    pub cpu_ms_per_1k: f64,
+}
+
+/// Drives `connections` keep-alive connections GETting `path` for `secs`.
+pub fn run_load(svc: &Service, path: &str, connections: usize, secs: f64) -> Trial {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let cpu0 = process_cpu(svc.pid());
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..connections)
+        .map(|_| {
+            let (stop, done, host, path) = (
+                stop.clone(),
+                done.clone(),
+                svc.host.clone(),
+                path.to_string(),
+            );
+            std::thread::spawn(move || {
+                let Ok(mut c) = Client::connect(&host) else {
+                    return;
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    if c.get(&path).is_ok_and(|s| s == 200) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = (process_cpu(svc.pid()) - cpu0).as_secs_f64() * 1000.0;
+    let n = done.load(Ordering::Relaxed) as f64;
+    Trial {
+        rps: n / elapsed,
+        cpu_ms_per_1k: cpu / n.max(1.0) * 1000.0,
+    }
+}
+
+/// Reads an environment variable, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// One keep-alive HTTP/1.1 connection issuing GETs.
 #[derive(Debug)]

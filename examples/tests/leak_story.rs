@@ -18,7 +18,11 @@ fn profscope() -> PathBuf {
         .and_then(|e| e.parent())
         .expect("target/<profile>")
         .join("profscope");
-    assert!(bin.exists(), "{} is missing: run `cargo test --workspace`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        bin.display()
+    );
     bin
 }
 
@@ -72,13 +76,27 @@ fn heap_leak_found_by_diffing_two_snapshots() {
     let svg = home.path().join("leak.svg");
     let table = run(
         home.path(),
-        &["diff", "before", "after", "--top", "5", "-o", svg.to_str().unwrap()],
+        &[
+            "diff",
+            "before",
+            "after",
+            "--top",
+            "5",
+            "-o",
+            svg.to_str().unwrap(),
+        ],
     );
     let row = first_row(&table);
-    assert!(row.ends_with("leak_one_mib"), "leak function first:\n{table}");
+    assert!(
+        row.ends_with("leak_one_mib"),
+        "leak function first:\n{table}"
+    );
     let grown = signed_bytes(row.split_whitespace().next().unwrap());
     let ratio = grown / (64.0 * 1024.0 * 1024.0);
-    eprintln!("diff: leak_one_mib grew {:.1} MiB (ratio {ratio:.3})", grown / 1048576.0);
+    eprintln!(
+        "diff: leak_one_mib grew {:.1} MiB (ratio {ratio:.3})",
+        grown / 1048576.0
+    );
     assert!((0.8..=1.2).contains(&ratio), "{table}");
     let svg = std::fs::read_to_string(svg).unwrap();
     let opts = roxmltree::ParsingOptions {
@@ -103,7 +121,15 @@ fn cpu_regression_found_by_diffing_two_snapshots() {
     drop(heavy);
     let table = run(
         home.path(),
-        &["diff", "light", "heavy", "--top", "0", "--focus", "hash_work"],
+        &[
+            "diff",
+            "light",
+            "heavy",
+            "--top",
+            "0",
+            "--focus",
+            "hash_work",
+        ],
     );
     let row = table
         .lines()

@@ -1,0 +1,296 @@
+//! Heap profiling figures, each measured in child processes of this binary
+//! (jemalloc's options are per process):
+//!
+//! 1. accuracy — repeated runs retaining 64 MiB as 1 MiB and as 1 KiB
+//!    objects at the default 512 KiB sampling; mean and spread of the
+//!    estimate / truth ratio (the unsampling formula's bias);
+//! 2. overhead — an allocation-heavy route, jemalloc with profiling off
+//!    (`prof:false`) vs compiled in and active at 512 KiB, alternating A/B
+//!    pairs, medians with their spread;
+//! 3. endpoint — `/debug/pprof/heap` latency with ~10k distinct sampled
+//!    stacks, cold and warm (p50/p90), and the agent's own memory (symbol
+//!    cache and parsed dumps included) after 100 heap requests.
+//!
+//! ```text
+//! cargo bench -p profscope-benches --bench heap
+//! PROFSCOPE_BENCH_PAIRS=7 PROFSCOPE_BENCH_RUNS=40 cargo bench -p profscope-benches --bench heap
+//! ```
+
+use std::hint::black_box;
+use std::time::{Instant, SystemTime};
+
+use profscope_agent::heap::{HeapProfiler, HeapSnapshot};
+use profscope_agent::symbols::Symbolizer;
+use profscope_agent::{Agent, encode};
+use profscope_benches::{SERVE_ENV, Service, env_or, median_spread, run_load};
+
+profscope_agent::jemalloc_profiling!();
+
+fn main() {
+    match std::env::var(SERVE_ENV).as_deref() {
+        Ok("accuracy") => accuracy_child(),
+        Ok("alloc-service") => alloc_service(),
+        Ok("endpoint") => endpoint_child(),
+        _ => parent(),
+    }
+}
+
+fn parent() {
+    let runs: usize = env_or("PROFSCOPE_BENCH_RUNS", 30);
+    let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS", 5);
+    let secs: f64 = env_or("PROFSCOPE_BENCH_SECS", 3.0);
+
+    println!("== accuracy: {runs} runs of 64 MiB retained, default 512 KiB sampling");
+    run_child("accuracy", &[("PROFSCOPE_BENCH_RUNS", &runs.to_string())]);
+
+    println!("\n== overhead: /alloc route, {pairs} A/B pairs of {secs} s, 2 connections");
+    let off = Service::spawn_self("alloc-service", &[("_RJEM_MALLOC_CONF", "prof:false")]);
+    let on = Service::spawn_self("alloc-service", &[]);
+    let _ = run_load(&off, "/alloc", 2, 1.0);
+    let _ = run_load(&on, "/alloc", 2, 1.0);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let order = if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for profiled in order {
+            let t = run_load(if profiled { &on } else { &off }, "/alloc", 2, secs);
+            eprintln!(
+                "pair {pair} {}: {:.0} req/s, {:.1} CPU-ms/1k",
+                if profiled {
+                    "B (prof on)"
+                } else {
+                    "A (prof off)"
+                },
+                t.rps,
+                t.cpu_ms_per_1k
+            );
+            if profiled { b.push(t) } else { a.push(t) }
+        }
+    }
+    let (ra, ra_lo, ra_hi) = median_spread(&a.iter().map(|t| t.rps).collect::<Vec<_>>());
+    let (rb, rb_lo, rb_hi) = median_spread(&b.iter().map(|t| t.rps).collect::<Vec<_>>());
+    let ratios: Vec<f64> = a.iter().zip(&b).map(|(a, b)| b.rps / a.rps).collect();
+    let (rr, rr_lo, rr_hi) = median_spread(&ratios);
+    let (ca, _, _) = median_spread(&a.iter().map(|t| t.cpu_ms_per_1k).collect::<Vec<_>>());
+    let (cb, _, _) = median_spread(&b.iter().map(|t| t.cpu_ms_per_1k).collect::<Vec<_>>());
+    println!("  prof off  {ra:8.0} req/s (spread {ra_lo:.0}..{ra_hi:.0}), {ca:.1} CPU-ms/1k");
+    println!("  prof on   {rb:8.0} req/s (spread {rb_lo:.0}..{rb_hi:.0}), {cb:.1} CPU-ms/1k");
+    println!(
+        "  on/off    {rr:.4} (per-pair spread {rr_lo:.4}..{rr_hi:.4}); loss {:.2}%",
+        (1.0 - rr) * 100.0
+    );
+    drop((off, on));
+
+    println!("\n== endpoint: ~10k distinct sampled stacks (sampling every 4 KiB)");
+    run_child("endpoint", &[("_RJEM_MALLOC_CONF", "lg_prof_sample:12")]);
+}
+
+fn run_child(mode: &str, env: &[(&str, &str)]) {
+    let exe = std::env::current_exe().expect("exe");
+    let status = std::process::Command::new(exe)
+        .env(SERVE_ENV, mode)
+        .envs(env.iter().copied())
+        .status()
+        .expect("child");
+    assert!(status.success(), "{mode} child failed");
+}
+
+// ---- accuracy -------------------------------------------------------------
+
+#[inline(never)]
+fn retain_mib_blocks(out: &mut Vec<Vec<u8>>) {
+    for i in 0..64 {
+        out.push(vec![i as u8 | 1; 1 << 20]);
+    }
+}
+
+#[inline(never)]
+fn retain_kib_blocks(out: &mut Vec<Vec<u8>>) {
+    for i in 0..65_536 {
+        out.push(vec![i as u8 | 1; 1024]);
+    }
+}
+
+/// In-use bytes whose leaf frame is function `name`.
+fn flat_inuse(snapshot: &HeapSnapshot, symbolizer: &Symbolizer, name: &str) -> i64 {
+    let profile = snapshot.to_profile(symbolizer, "inuse_space", SystemTime::now());
+    encode::fold(&profile, 3)
+        .iter()
+        .filter(|(stack, _)| {
+            stack
+                .rsplit(';')
+                .next()
+                .is_some_and(|leaf| leaf.ends_with(name))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn accuracy_child() {
+    let runs: usize = env_or("PROFSCOPE_BENCH_RUNS", 30);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let heap = HeapProfiler::new(None);
+    let symbolizer = Symbolizer::new();
+    let truth = 64.0 * 1048576.0;
+    let (mut mib, mut kib) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut big = Vec::with_capacity(64);
+        let mut small = Vec::with_capacity(65_536);
+        retain_mib_blocks(&mut big);
+        retain_kib_blocks(&mut small);
+        let snap = rt.block_on(heap.snapshot()).expect("heap snapshot");
+        mib.push(flat_inuse(&snap, &symbolizer, "retain_mib_blocks") as f64 / truth);
+        kib.push(flat_inuse(&snap, &symbolizer, "retain_kib_blocks") as f64 / truth);
+        drop(black_box((big, small)));
+    }
+    for (name, xs) in [("1 MiB objects", &mib), ("1 KiB objects", &kib)] {
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
+            / (xs.len() - 1).max(1) as f64)
+            .sqrt();
+        let (median, lo, hi) = median_spread(xs);
+        println!(
+            "  {name}: estimate/truth mean {mean:.4} (bias {:+.2}%), sd {sd:.4}, median {median:.4}, range {lo:.3}..{hi:.3}",
+            (mean - 1.0) * 100.0
+        );
+    }
+}
+
+// ---- overhead -------------------------------------------------------------
+
+/// The allocation-heavy route: 200 short strings and a 16 KiB buffer per
+/// request, all freed before answering.
+async fn alloc_route() -> String {
+    let words: Vec<String> = (0..200).map(|i| format!("item-{i}")).collect();
+    let buf = vec![7u8; 16 << 10];
+    format!("{} {}\n", words.len(), black_box(buf).len())
+}
+
+fn alloc_service() {
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let agent = Agent::builder().build().expect("agent");
+        let app = axum::Router::new()
+            .route("/alloc", axum::routing::get(alloc_route))
+            .merge(agent.router());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!(
+            "listening on http://{}",
+            listener.local_addr().expect("addr")
+        );
+        axum::serve(listener, app).await.expect("serve");
+    });
+}
+
+// ---- endpoint -------------------------------------------------------------
+
+const LEVELS: u32 = 14;
+
+#[inline(never)]
+fn left(depth: u32, bits: u32, out: &mut Vec<Vec<u8>>) {
+    step(depth, bits, out);
+    // Work after the call keeps it a real call, not a tail jump that would
+    // merge stacks.
+    black_box(out.len());
+}
+
+#[inline(never)]
+fn right(depth: u32, bits: u32, out: &mut Vec<Vec<u8>>) {
+    step(depth, bits, out);
+    black_box(out.len());
+}
+
+/// One call path per `bits`: 2^LEVELS distinct stacks.
+#[inline(never)]
+fn step(depth: u32, bits: u32, out: &mut Vec<Vec<u8>>) {
+    if depth == 0 {
+        out.push(vec![1u8; 4096]);
+    } else if bits & 1 == 0 {
+        left(depth - 1, bits >> 1, out);
+    } else {
+        right(depth - 1, bits >> 1, out);
+    }
+    black_box(out.len());
+}
+
+fn allocated() -> f64 {
+    profscope_agent::heap::jemalloc_stats().map_or(0.0, |s| s.allocated as f64) / 1048576.0
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |pages| pages * 4096.0 / 1048576.0)
+}
+
+fn endpoint_child() {
+    let mut held = Vec::with_capacity(1 << LEVELS);
+    for bits in 0..(1u32 << LEVELS) {
+        step(LEVELS, bits, &mut held);
+    }
+    let (alloc0, rss0) = (allocated(), rss_mib());
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let running = rt
+        .block_on(
+            Agent::builder()
+                .addr("127.0.0.1:0".parse().expect("addr"))
+                .build()
+                .expect("agent")
+                .spawn(),
+        )
+        .expect("spawn");
+    let url = format!("http://{}/debug/pprof/heap", running.local_addr());
+    let get = || {
+        let t = Instant::now();
+        let r = ureq::get(&url).call().expect("heap request");
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut body).expect("body");
+        (t.elapsed(), body)
+    };
+    let (cold, body) = get();
+    let (alloc1, rss1) = (allocated(), rss_mib());
+    let profile = {
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut raw)
+            .expect("gzip");
+        <pprof::protos::Profile as prost::Message>::decode(&raw[..]).expect("pprof")
+    };
+    let mut warm: Vec<f64> = Vec::new();
+    for _ in 0..100 {
+        warm.push(get().0.as_secs_f64() * 1000.0);
+    }
+    let (alloc2, rss2) = (allocated(), rss_mib());
+    warm.sort_by(f64::total_cmp);
+    let (p50, lo, hi) = median_spread(&warm);
+    println!(
+        "  profile: {} samples, {} locations, {} KiB gzipped",
+        profile.sample.len(),
+        profile.location.len(),
+        body.len() / 1024
+    );
+    println!(
+        "  latency: cold {:.1} ms; warm p50 {p50:.1} ms, p90 {:.1} ms, range {lo:.1}..{hi:.1} ms (100 requests)",
+        cold.as_secs_f64() * 1000.0,
+        warm[warm.len() * 9 / 10]
+    );
+    println!(
+        "  agent memory (jemalloc allocated): +{:.1} MiB after agent start and 1 request, +{:.1} MiB after 101 requests",
+        alloc1 - alloc0,
+        alloc2 - alloc0
+    );
+    println!(
+        "  RSS: +{:.1} MiB after 1 request, +{:.1} MiB after 101 (service baseline {rss0:.0} MiB)",
+        rss1 - rss0,
+        rss2 - rss0
+    );
+    drop(held);
+}
