@@ -58,6 +58,9 @@ impl CpuCapture {
     /// Symbolizes the capture into a Go-style CPU profile: sample types
     /// `samples/count` and `cpu/nanoseconds`, period type `cpu/nanoseconds`.
     pub fn to_profile(&self, symbolizer: &Symbolizer) -> Profile {
+        // Starting the profiler resolved a backtrace (pprof-rs does, to load
+        // its lazies), which loaded debug info: let the janitor free it.
+        symbolizer.debug_info_used();
         let period = 1_000_000_000 / i64::from(self.frequency.max(1));
         let mut builder =
             ProfileBuilder::new(symbolizer, &[("samples", "count"), ("cpu", "nanoseconds")])
@@ -245,6 +248,9 @@ pub fn warm_up() {
                 }
             }
         }
+        // Starting the profiler made pprof-rs resolve a backtrace, which
+        // parsed this binary's debug info (tens of MB): free it until needed.
+        backtrace::clear_symbol_cache();
         WARM_UP_MICROS.store(started.elapsed().as_micros() as u64, Ordering::Release);
     });
 }

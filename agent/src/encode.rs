@@ -53,10 +53,9 @@ impl Format {
 /// Serializes `profile` as gzipped protobuf, the form Go serves.
 pub fn pprof_gz(profile: &Profile) -> Result<Vec<u8>, Error> {
     let raw = profile.encode_to_vec();
-    let mut gz = GzEncoder::new(
-        Vec::with_capacity(raw.len() / 4 + 64),
-        Compression::default(),
-    );
+    // Go's runtime/pprof writes with gzip.BestSpeed: profiles are served
+    // often and read once.
+    let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 4 + 64), Compression::fast());
     gz.write_all(&raw)
         .and_then(|()| gz.finish())
         .map_err(|e| Error::Internal(format!("gzip: {e}")))

@@ -6,7 +6,7 @@
 //! so they all carry what `go tool pprof` needs: string 0 is "", sample and
 //! period types, times, mappings with build ids.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, SystemTime};
 
 use pprof::protos::{self, Function, Label, Line, Location, Profile, Sample, ValueType};
@@ -40,9 +40,9 @@ impl<'a> ProfileBuilder<'a> {
         let mut b = ProfileBuilder {
             symbolizer,
             mappings: Vec::new(),
-            strings: HashMap::new(),
-            functions: HashMap::new(),
-            locations: HashMap::new(),
+            strings: HashMap::default(),
+            functions: HashMap::default(),
+            locations: HashMap::default(),
             profile: Profile::default(),
         };
         b.string("");

@@ -6,7 +6,9 @@
 //! profiles later. Names are interned so a warm cache costs one copy of each
 //! distinct function and file name, not one per address.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -56,10 +58,73 @@ impl Cache {
 }
 
 /// Resolves addresses of this process to frames, remembering every answer.
+///
+/// The debug info it reads through (the `backtrace` crate's parsed DWARF,
+/// tens of MB for a large binary) is released once no profile has been
+/// built for [`DEBUG_INFO_IDLE`]: what stays is this cache of answers, a few
+/// hundred bytes per address. A warm request reads no debug info at all;
+/// a burst of requests with new addresses parses it once.
 #[derive(Default)]
 pub struct Symbolizer {
     cache: Mutex<Cache>,
+    debug_info: Arc<DebugInfo>,
 }
+
+/// How long parsed debug info is kept after its last use.
+pub const DEBUG_INFO_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether debug info is loaded, and since when it is unused; watched by a
+/// janitor thread that frees it after [`DEBUG_INFO_IDLE`].
+#[derive(Default)]
+struct DebugInfo {
+    /// Loaded and not yet released.
+    loaded: std::sync::atomic::AtomicBool,
+    /// Last use, as milliseconds since `EPOCH`.
+    last_use_ms: std::sync::atomic::AtomicU64,
+    janitor: std::sync::OnceLock<()>,
+}
+
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+impl DebugInfo {
+    fn touch(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        self.last_use_ms
+            .store(EPOCH.elapsed().as_millis() as u64, Ordering::Release);
+        self.loaded.store(true, Ordering::Release);
+        self.janitor.get_or_init(|| {
+            let weak = Arc::downgrade(self);
+            // A thread, not a task: the symbolizer does not require a runtime.
+            let _ = std::thread::Builder::new()
+                .name("profscope-symbols".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(DEBUG_INFO_IDLE / 4);
+                        let Some(info) = weak.upgrade() else { break };
+                        info.release_if_idle(DEBUG_INFO_IDLE);
+                    }
+                });
+        });
+    }
+
+    fn release_if_idle(&self, idle: std::time::Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.last_use_ms.load(Ordering::Acquire);
+        let now = EPOCH.elapsed().as_millis() as u64;
+        if now.saturating_sub(last) >= idle.as_millis() as u64
+            && self.loaded.swap(false, Ordering::AcqRel)
+        {
+            backtrace::clear_symbol_cache();
+            return true;
+        }
+        false
+    }
+}
+
+/// Past this many cached addresses the cache starts over, so it stays
+/// bounded in a process that keeps loading new code.
+const MAX_CACHED_ADDRESSES: usize = 1 << 20;
 
 impl std::fmt::Debug for Symbolizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,6 +149,10 @@ impl Symbolizer {
         if let Some(found) = cache.frames.get(&addr) {
             return found.clone();
         }
+        if cache.frames.len() >= MAX_CACHED_ADDRESSES {
+            *cache = Cache::default();
+        }
+        self.debug_info.touch();
         let mut raw: Vec<(String, Option<String>, u32)> = Vec::new();
         // `backtrace::resolve` treats its argument as a return address and
         // looks up the byte before it; ours already point inside the
@@ -106,6 +175,22 @@ impl Symbolizer {
             .collect();
         cache.frames.insert(addr, frames.clone());
         frames
+    }
+
+    /// Frees the parsed debug info held by the `backtrace` crate now, if
+    /// this symbolizer (or pprof-rs, at a capture start) loaded it; returns
+    /// whether it did. The janitor does this by itself after
+    /// [`DEBUG_INFO_IDLE`]. Process-wide: other users of `backtrace` in the
+    /// process re-read it when they need it.
+    pub fn release_debug_info(&self) -> bool {
+        self.debug_info.release_if_idle(std::time::Duration::ZERO)
+    }
+
+    /// Notes that debug info was used now (by this symbolizer, or by
+    /// pprof-rs when a capture starts), so the janitor frees it only after
+    /// [`DEBUG_INFO_IDLE`] without use.
+    pub(crate) fn debug_info_used(&self) {
+        self.debug_info.touch();
     }
 
     /// Number of addresses resolved so far (for tests and memory accounting).

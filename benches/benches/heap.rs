@@ -237,6 +237,10 @@ fn endpoint_child() {
     for bits in 0..(1u32 << LEVELS) {
         step(LEVELS, bits, &mut held);
     }
+    // Keep the ~10k stacks but stop sampling: at 4 KiB the agent's own
+    // allocations would otherwise be sampled (each a libgcc unwind) and add
+    // new stacks on every request, which is not what this measures.
+    HeapProfiler::set_active(false).expect("prof.active");
     let (alloc0, rss0) = (allocated(), rss_mib());
     let rt = tokio::runtime::Runtime::new().expect("rt");
     let running = rt
@@ -264,11 +268,32 @@ fn endpoint_child() {
             .expect("gzip");
         <pprof::protos::Profile as prost::Message>::decode(&raw[..]).expect("pprof")
     };
+    // PROFSCOPE_BENCH_CPU_PROFILE=FILE: profile the warm requests with the
+    // agent itself (how the figures below were investigated).
+    let profiler = std::env::var("PROFSCOPE_BENCH_CPU_PROFILE")
+        .ok()
+        .map(|out| {
+            let url = url.replace("/heap", "/profile?seconds=8");
+            std::thread::spawn(move || {
+                let r = ureq::get(&url).call().expect("cpu profile");
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut r.into_reader(), &mut body).expect("body");
+                std::fs::write(out, body).expect("write profile");
+            })
+        });
     let mut warm: Vec<f64> = Vec::new();
     for _ in 0..100 {
         warm.push(get().0.as_secs_f64() * 1000.0);
     }
+    if let Some(p) = profiler {
+        let _ = p.join();
+    }
     let (alloc2, rss2) = (allocated(), rss_mib());
+    // The janitor frees parsed debug info after it has been idle.
+    std::thread::sleep(
+        profscope_agent::symbols::DEBUG_INFO_IDLE + std::time::Duration::from_secs(3),
+    );
+    let (alloc3, rss3) = (allocated(), rss_mib());
     warm.sort_by(f64::total_cmp);
     let (p50, lo, hi) = median_spread(&warm);
     println!(
@@ -288,9 +313,15 @@ fn endpoint_child() {
         alloc2 - alloc0
     );
     println!(
-        "  RSS: +{:.1} MiB after 1 request, +{:.1} MiB after 101 (service baseline {rss0:.0} MiB)",
+        "  agent memory once idle ({:?} after the last request): +{:.1} MiB",
+        profscope_agent::symbols::DEBUG_INFO_IDLE,
+        alloc3 - alloc0
+    );
+    println!(
+        "  RSS: +{:.1} MiB after 1 request, +{:.1} MiB after 101, +{:.1} MiB once idle (service baseline {rss0:.0} MiB)",
         rss1 - rss0,
-        rss2 - rss0
+        rss2 - rss0,
+        rss3 - rss0
     );
     drop(held);
 }

@@ -95,10 +95,7 @@ pub fn parse(text: &str) -> Result<HeapDump, DumpError> {
             let addresses = addrs
                 .split_ascii_whitespace()
                 .take(MAX_FRAMES)
-                .map(|a| {
-                    let hex = a.strip_prefix("0x").unwrap_or(a);
-                    u64::from_str_radix(hex, 16).map_err(|_| err(n, "bad stack address"))
-                })
+                .map(|a| parse_hex(a).ok_or_else(|| err(n, "bad stack address")))
                 .collect::<Result<Vec<u64>, _>>()?;
             current = Some(addresses);
         } else if let Some(counts) = trimmed.strip_prefix("t*:") {
@@ -121,6 +118,26 @@ pub fn parse(text: &str) -> Result<HeapDump, DumpError> {
         return Err(err(1, "no heap totals (t*:) line"));
     }
     Ok(dump)
+}
+
+/// `0x55d0a1c0e1a2` (or without `0x`): a dump has hundreds of thousands,
+/// so a plain nibble loop rather than the generic radix parser.
+fn parse_hex(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix("0x").unwrap_or(s).as_bytes();
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut value = 0u64;
+    for &b in digits {
+        let nibble = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        value = value << 4 | u64::from(nibble);
+    }
+    Some(value)
 }
 
 /// `28: 4194304 [4: 4194304]`
@@ -302,6 +319,15 @@ MAPPED_LIBRARIES:\n\
             std::time::SystemTime::UNIX_EPOCH,
         );
         assert_eq!(snap.stacks[&vec![1]][3], i64::MAX);
+    }
+
+    #[test]
+    fn hex_addresses() {
+        assert_eq!(parse_hex("0x55d0a1c0e1a2"), Some(0x55d0_a1c0_e1a2));
+        assert_eq!(parse_hex("FFFFFFFFFFFFFFFF"), Some(u64::MAX));
+        assert_eq!(parse_hex("0x1FFFFFFFFFFFFFFFF"), None);
+        assert_eq!(parse_hex("0x"), None);
+        assert_eq!(parse_hex("0xg1"), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod backend;
 #[path = "disabled.rs"]
 mod backend;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -89,7 +89,8 @@ impl HeapSnapshot {
     /// Undoes sampling on a parsed dump (see [`dump::unsample`]).
     pub fn from_dump(dump: &HeapDump, time: SystemTime) -> Self {
         let period = dump.sample_period;
-        let mut stacks: HashMap<Vec<u64>, Values> = HashMap::with_capacity(dump.stacks.len());
+        let mut stacks: HashMap<Vec<u64>, Values> =
+            HashMap::with_capacity_and_hasher(dump.stacks.len(), Default::default());
         for s in &dump.stacks {
             let c = s.counts;
             let (alloc_objects, alloc_space) = unsample(c.alloc_objects, c.alloc_bytes, period);
@@ -145,10 +146,11 @@ impl HeapSnapshot {
         // Stable order, so equal snapshots encode equally.
         let mut stacks: Vec<(&Vec<u64>, &Values)> = self.stacks.iter().collect();
         stacks.sort_unstable();
+        let mut classes = FrameClasses::new(symbolizer);
         for (addresses, values) in stacks {
             // Dumped addresses are return addresses: look up the call.
             let lookup: Vec<u64> = addresses.iter().map(|a| a.saturating_sub(1)).collect();
-            let (skip, dropped) = trim_allocator_frames(symbolizer, &lookup);
+            let (skip, dropped) = classes.trim(&lookup);
             if skip >= lookup.len() {
                 continue;
             }
@@ -170,48 +172,105 @@ impl HeapSnapshot {
 /// `runtime.mallocgc`. Allocations that bypass Rust (C code calling
 /// `malloc`) lose only jemalloc-named frames.
 pub fn trim_allocator_frames(symbolizer: &Symbolizer, stack: &[u64]) -> (usize, usize) {
-    // (address index, frame index within it, innermost first)
-    let frames: Vec<(usize, usize, std::sync::Arc<str>)> = stack
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &addr)| {
-            let resolved = symbolizer.resolve(addr);
-            if resolved.is_empty() {
-                vec![(i, 0, std::sync::Arc::<str>::from(""))]
-            } else {
-                resolved
-                    .iter()
-                    .enumerate()
-                    .map(|(j, f)| (i, j, f.function.clone()))
-                    .collect()
-            }
-        })
-        .collect();
+    FrameClasses::new(symbolizer).trim(stack)
+}
+
+/// Classifies the frames of each address once per profile: thousands of
+/// stacks share a few hundred addresses. Per frame, innermost first:
+/// (Rust allocation glue, jemalloc).
+struct FrameClasses<'a> {
+    symbolizer: &'a Symbolizer,
+    memo: rustc_hash::FxHashMap<u64, usize>,
+    classes: Vec<Vec<(bool, bool)>>,
+    scratch: Vec<usize>,
+}
+
+impl<'a> FrameClasses<'a> {
+    fn new(symbolizer: &'a Symbolizer) -> Self {
+        FrameClasses {
+            symbolizer,
+            memo: Default::default(),
+            classes: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn index(&mut self, addr: u64) -> usize {
+        if let Some(&i) = self.memo.get(&addr) {
+            return i;
+        }
+        let resolved = self.symbolizer.resolve(addr);
+        let classes = if resolved.is_empty() {
+            // Unsymbolized: only jemalloc's stripped internals look so.
+            vec![(false, true)]
+        } else {
+            resolved
+                .iter()
+                .map(|f| {
+                    let file = f.file.as_deref().unwrap_or("");
+                    (
+                        is_rust_alloc_glue(&f.function, file),
+                        is_jemalloc_frame(&f.function, file),
+                    )
+                })
+                .collect()
+        };
+        self.classes.push(classes);
+        self.memo.insert(addr, self.classes.len() - 1);
+        self.classes.len() - 1
+    }
+
+    fn trim(&mut self, stack: &[u64]) -> (usize, usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend(stack.iter().map(|&addr| self.index(addr)));
+        let classes = &self.classes;
+        let frames = scratch.iter().enumerate().flat_map(|(i, &c)| {
+            classes[c]
+                .iter()
+                .enumerate()
+                .map(move |(j, &(glue, jemalloc))| (i, j, glue, jemalloc))
+        });
+        let found = trim_classified(frames, stack.len());
+        self.scratch = scratch;
+        found
+    }
+}
+
+/// The trimming rule over classified frames `(address index, frame index,
+/// glue, jemalloc)`, leaf first.
+fn trim_classified<I>(frames: I, stack_len: usize) -> (usize, usize)
+where
+    I: Iterator<Item = (usize, usize, bool, bool)> + Clone,
+{
     const GLUE_WINDOW: usize = 24;
-    let start = match frames
-        .iter()
-        .take(GLUE_WINDOW)
-        .position(|(_, _, name)| is_rust_alloc_glue(name))
-    {
+    // Leafward of the first glue frame is the allocator; without glue, drop
+    // jemalloc-named frames only.
+    let start = match frames.clone().take(GLUE_WINDOW).position(|f| f.2) {
         Some(first_glue) => first_glue,
-        None => frames
-            .iter()
-            .position(|(_, _, name)| !is_jemalloc_frame(name))
-            .unwrap_or(frames.len()),
+        None => frames.clone().position(|f| !f.3).unwrap_or(usize::MAX),
     };
-    let user = frames[start..]
-        .iter()
-        .position(|(_, _, name)| !is_rust_alloc_glue(name))
-        .map_or(frames.len(), |p| start + p);
-    match frames.get(user) {
-        Some(&(addr_index, frame_index, _)) => (addr_index, frame_index),
-        None => (stack.len(), 0),
+    match frames.skip(start).find(|f| !f.2) {
+        Some((addr_index, frame_index, _, _)) => (addr_index, frame_index),
+        None => (stack_len, 0),
     }
 }
 
 /// Rust's allocation glue: the allocator shims, the `alloc` crate's
 /// containers and raw vectors, `std::alloc`, and the jemalloc wrapper crate.
-pub fn is_rust_alloc_glue(name: &str) -> bool {
+/// Judged by name and, because builds with `debug = "line-tables-only"`
+/// name inlined frames without their path (`grow_impl_runtime`), by the
+/// source file too.
+pub fn is_rust_alloc_glue(name: &str, file: &str) -> bool {
+    const FILES: &[&str] = &[
+        "/library/alloc/src/",
+        "/library/core/src/alloc/",
+        "/library/std/src/alloc.rs",
+        "/tikv-jemallocator-",
+    ];
+    if FILES.iter().any(|f| file.contains(f)) {
+        return true;
+    }
     // Recent toolchains name the shims `__rustc::__rust_alloc` and the like.
     let name = name.strip_prefix("__rustc::").unwrap_or(name);
     const PREFIXES: &[&str] = &[
@@ -235,7 +294,10 @@ pub fn is_rust_alloc_glue(name: &str) -> bool {
 }
 
 /// jemalloc's own functions, for stacks that did not come through Rust.
-fn is_jemalloc_frame(name: &str) -> bool {
+fn is_jemalloc_frame(name: &str, file: &str) -> bool {
+    if file.contains("/tikv-jemalloc-sys-") || file.contains("/jemalloc/src/") {
+        return true;
+    }
     const PREFIXES: &[&str] = &[
         "je_",
         "_rjem_",
@@ -391,15 +453,20 @@ mod tests {
             "<tikv_jemallocator::Jemalloc as core::alloc::global::GlobalAlloc>::alloc",
             "std::alloc::alloc",
         ] {
-            assert!(is_rust_alloc_glue(glue), "{glue}");
+            assert!(is_rust_alloc_glue(glue, ""), "{glue}");
         }
         for user in [
             "leak_one_mib",
             "my::alloc_pool::get",
             "hashbrown::raw::RawTable::insert",
         ] {
-            assert!(!is_rust_alloc_glue(user), "{user}");
+            assert!(!is_rust_alloc_glue(user, "/src/main.rs"), "{user}");
         }
+        // Short inlined names of line-tables-only builds, judged by file.
+        assert!(is_rust_alloc_glue(
+            "grow_impl_runtime",
+            "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/alloc/src/raw_vec/mod.rs"
+        ));
     }
 
     #[test]
