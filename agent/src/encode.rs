@@ -4,7 +4,7 @@
 //! The viewer uses the same functions, so a flamegraph drawn from a live
 //! agent and one drawn from a saved snapshot come out of the same code.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::io::Write;
 
 use flate2::Compression;
@@ -85,9 +85,10 @@ pub fn default_sample_index(profile: &Profile) -> usize {
     profile.sample_type.len().saturating_sub(1)
 }
 
-/// Frame names of each location, outermost (caller) first, inlined frames
-/// expanded; a location without lines is named by its address.
-fn location_frames(profile: &Profile) -> HashMap<u64, Vec<String>> {
+/// Each location's frames as one folded segment: names outermost (caller)
+/// first, inlined frames expanded, joined by `;` and already sanitized; a
+/// location without lines is named by its address.
+fn location_segments(profile: &Profile) -> HashMap<u64, String> {
     let functions: HashMap<u64, &str> = profile
         .function
         .iter()
@@ -97,25 +98,37 @@ fn location_frames(profile: &Profile) -> HashMap<u64, Vec<String>> {
         .location
         .iter()
         .map(|loc| {
-            let mut names: Vec<String> = loc
-                .line
-                .iter()
-                .rev()
-                .map(|l| {
-                    functions
-                        .get(&l.function_id)
-                        .copied()
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .filter(|n| !n.is_empty())
-                .collect();
-            if names.is_empty() {
-                names.push(format!("0x{:x}", loc.address));
+            let mut segment = String::new();
+            for line in loc.line.iter().rev() {
+                let name = functions.get(&line.function_id).copied().unwrap_or("");
+                if name.is_empty() {
+                    continue;
+                }
+                if !segment.is_empty() {
+                    segment.push(';');
+                }
+                push_sanitized(&mut segment, name);
             }
-            (loc.id, names)
+            if segment.is_empty() {
+                segment = format!("0x{:x}", loc.address);
+            }
+            (loc.id, segment)
         })
         .collect()
+}
+
+/// `;` separates frames and a trailing space precedes the count: neither
+/// may appear inside a frame name.
+fn push_sanitized(out: &mut String, name: &str) {
+    if !name.contains([';', '\n', '\r']) {
+        out.push_str(name);
+        return;
+    }
+    out.extend(name.chars().map(|c| match c {
+        ';' => ':',
+        '\n' | '\r' => ' ',
+        c => c,
+    }));
 }
 
 /// Folds the samples of `profile` for sample type `sample_index` into
@@ -123,43 +136,45 @@ fn location_frames(profile: &Profile) -> HashMap<u64, Vec<String>> {
 /// stacks merged, zero values dropped, sorted by stack. The values add up to
 /// the profile's total for that sample type.
 pub fn fold(profile: &Profile, sample_index: usize) -> Vec<(String, i64)> {
-    let frames = location_frames(profile);
-    let mut stacks: HashMap<String, i64> = HashMap::new();
-    let mut stack = String::new();
+    // Samples repeat stacks (labels, unaggregated producers): sum by
+    // location ids first, and build each distinct stack's text once.
+    let mut by_ids: HashMap<&[u64], i64> = HashMap::default();
     for sample in &profile.sample {
         let Some(&value) = sample.value.get(sample_index) else {
             continue;
         };
-        if value == 0 {
-            continue;
+        if value != 0 {
+            let v = by_ids.entry(sample.location_id.as_slice()).or_default();
+            *v = v.saturating_add(value);
         }
+    }
+    let segments = location_segments(profile);
+    let mut stacks: HashMap<String, i64> = HashMap::default();
+    let mut stack = String::new();
+    for (ids, value) in by_ids {
         stack.clear();
-        for id in sample.location_id.iter().rev() {
-            let unknown;
-            let names = match frames.get(id) {
-                Some(names) => names.as_slice(),
+        for id in ids.iter().rev() {
+            if !stack.is_empty() {
+                stack.push(';');
+            }
+            match segments.get(id) {
+                Some(segment) => stack.push_str(segment),
                 None => {
-                    unknown = [format!("location#{id}")];
-                    &unknown[..]
+                    use std::fmt::Write;
+                    let _ = write!(stack, "location#{id}");
                 }
-            };
-            for name in names {
-                if !stack.is_empty() {
-                    stack.push(';');
-                }
-                // `;` separates frames and a trailing space precedes the
-                // count: neither may appear inside a frame name.
-                stack.extend(name.chars().map(|c| match c {
-                    ';' => ':',
-                    '\n' | '\r' => ' ',
-                    c => c,
-                }));
             }
         }
         if stack.is_empty() {
             stack.push_str("[no stack]");
         }
-        *stacks.entry(stack.clone()).or_default() += value;
+        // Different locations can name the same frames: merge by text.
+        match stacks.get_mut(stack.as_str()) {
+            Some(v) => *v = v.saturating_add(value),
+            None => {
+                stacks.insert(stack.clone(), value);
+            }
+        }
     }
     let mut folded: Vec<(String, i64)> = stacks.into_iter().filter(|(_, v)| *v != 0).collect();
     folded.sort_unstable();

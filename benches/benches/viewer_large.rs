@@ -1,0 +1,225 @@
+//! The viewer on a large profile: ≈1M samples over ≈100k distinct stacks,
+//! 8–47 frames deep. Times load (gunzip + decode + validate), fold and SVG
+//! render, each in a fresh child process so its peak RSS is its own, and
+//! `go tool pprof -raw` on the same file when `go` is installed.
+//!
+//! ```text
+//! cargo bench -p profscope-benches --bench viewer_large
+//! PROFSCOPE_BENCH_STACKS=100000 PROFSCOPE_BENCH_SAMPLES=1000000 cargo bench -p profscope-benches --bench viewer_large
+//! ```
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Instant;
+
+use pprof::protos::{Function, Line, Location, Profile, Sample, ValueType};
+use profscope_agent::encode;
+use profscope_benches::{SERVE_ENV, env_or, median_spread};
+
+fn main() {
+    match std::env::var(SERVE_ENV).as_deref() {
+        Ok("viewer") => viewer_child(),
+        _ => parent(),
+    }
+}
+
+fn parent() {
+    let stacks: usize = env_or("PROFSCOPE_BENCH_STACKS", 100_000);
+    let samples: usize = env_or("PROFSCOPE_BENCH_SAMPLES", 1_000_000);
+    // Two shapes of "1M samples": aggregated (one record per distinct stack,
+    // counts summing to 1M, as Go and the agent write them) and one record
+    // per sample (as unaggregating producers write them).
+    println!("== aggregated: {stacks} records, values summing to {samples}");
+    measure(stacks, stacks, samples / stacks.max(1));
+    println!("\n== unaggregated: {samples} records of value 1");
+    measure(stacks, samples, 1);
+}
+
+fn measure(stacks: usize, records: usize, weight: usize) {
+    let runs: usize = env_or("PROFSCOPE_BENCH_RUNS", 3);
+    let dir = std::env::temp_dir().join(format!("profscope-bench-large-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("large.pb.gz");
+    let profile = generate(stacks, records, weight as i64);
+    let gz = encode::pprof_gz(&profile).expect("encode");
+    std::fs::write(&file, &gz).expect("write");
+    println!(
+        "profile: {} sample records (total {}), {stacks} distinct stacks, {} locations, {:.1} MiB gzipped",
+        profile.sample.len(),
+        records * weight,
+        profile.location.len(),
+        gz.len() as f64 / 1048576.0
+    );
+    drop(profile);
+
+    let exe = std::env::current_exe().expect("exe");
+    let mut ours = Vec::new();
+    let mut rss_ours = 0.0f64;
+    for _ in 0..runs {
+        let mut cmd = Command::new(&exe);
+        cmd.env(SERVE_ENV, "viewer").arg(&file);
+        let (wall, rss, stdout) = run_measured(&mut cmd);
+        print!("{stdout}");
+        ours.push(wall);
+        rss_ours = rss_ours.max(rss);
+    }
+    let (ours_med, ours_lo, ours_hi) = median_spread(&ours);
+    println!("profscope load+fold+svg, whole process: median {ours_med:.3} s (spread {ours_lo:.3}..{ours_hi:.3}), peak RSS {rss_ours:.0} MiB");
+
+    let go_ok = Command::new("go")
+        .arg("version")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if go_ok {
+        let go_cmd = || {
+            let mut cmd = Command::new("go");
+            cmd.args(["tool", "pprof", "-raw"]).arg(&file).env("GOTOOLCHAIN", "local");
+            cmd
+        };
+        // Warm the go tool build cache first.
+        let _ = run_measured(&mut go_cmd());
+        let mut go = Vec::new();
+        let mut rss_go = 0.0f64;
+        for _ in 0..runs {
+            let (wall, rss, _) = run_measured(&mut go_cmd());
+            go.push(wall);
+            rss_go = rss_go.max(rss);
+        }
+        let (go_med, go_lo, go_hi) = median_spread(&go);
+        println!("go tool pprof -raw: median {go_med:.3} s (spread {go_lo:.3}..{go_hi:.3}), peak RSS {rss_go:.0} MiB");
+        println!("  ratio profscope / go: {:.2}", ours_med / go_med);
+    } else {
+        println!("go tool pprof: skipped (`go` not installed)");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `cmd` to completion: wall seconds, its own peak RSS (MiB, from
+/// `wait4`), and its stdout.
+#[allow(clippy::zombie_processes, reason = "reaped by wait4, which also gives its rusage")]
+fn run_measured(cmd: &mut Command) -> (f64, f64, String) {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut stdout);
+    }
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into locals we own; `child`
+    // is not waited on again (dropping a Child does not wait).
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed");
+    (t.elapsed().as_secs_f64(), usage.ru_maxrss as f64 / 1024.0, stdout)
+}
+
+/// Child: load, fold, render; prints phase times.
+fn viewer_child() {
+    let path = std::env::args().nth(1).expect("profile path");
+    if std::env::var_os("PROFSCOPE_BENCH_PHASES").is_some() {
+        // Where load's time goes: gunzip, protobuf decode.
+        use std::io::Read;
+        let bytes = std::fs::read(&path).expect("read");
+        let t = Instant::now();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut raw).expect("gunzip");
+        let gunzip = t.elapsed();
+        let t = Instant::now();
+        let p = <Profile as prost::Message>::decode(&raw[..]).expect("decode");
+        println!("  (gunzip {:.3} s, decode {:.3} s, {} MiB raw)", gunzip.as_secs_f64(), t.elapsed().as_secs_f64(), raw.len() >> 20);
+        drop(p);
+    }
+    let t0 = Instant::now();
+    let profile = profscope::load::load(&path, None).expect("load");
+    let t1 = Instant::now();
+    let st = profscope::model::select_sample_type(&profile, None).expect("sample type");
+    let folded = encode::fold(&profile, st.index);
+    let t2 = Instant::now();
+    let svg = encode::flamegraph_svg(&folded, &encode::FlamegraphOptions::new("large", "samples")).expect("svg");
+    let t3 = Instant::now();
+    let mut sink = std::io::sink();
+    sink.write_all(&svg).expect("sink");
+    println!(
+        "  load {:.3} s, fold {:.3} s ({} stacks), svg {:.3} s ({:.1} MiB); total {:.3} s",
+        (t1 - t0).as_secs_f64(),
+        (t2 - t1).as_secs_f64(),
+        folded.len(),
+        (t3 - t2).as_secs_f64(),
+        svg.len() as f64 / 1048576.0,
+        (t3 - t0).as_secs_f64()
+    );
+}
+
+/// A deterministic profile: a call tree of 2,000 functions, `stacks`
+/// distinct paths 8–47 frames deep, `samples` samples spread over them.
+fn generate(stacks: usize, samples: usize, weight: i64) -> Profile {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    const FUNCTIONS: u64 = 2_000;
+    let mut strings = vec![String::new(), "samples".into(), "count".into(), "cpu".into(), "nanoseconds".into()];
+    let function: Vec<Function> = (1..=FUNCTIONS)
+        .map(|id| {
+            strings.push(format!("service::module{}::function_{id}", id % 37));
+            Function {
+                id,
+                name: strings.len() as i64 - 1,
+                system_name: strings.len() as i64 - 1,
+                filename: 0,
+                start_line: 0,
+            }
+        })
+        .collect();
+    let location: Vec<Location> = (1..=FUNCTIONS)
+        .map(|id| Location {
+            id,
+            mapping_id: 0,
+            address: 0x1000 + id * 16,
+            line: vec![Line { function_id: id, line: id as i64 }],
+            is_folded: false,
+        })
+        .collect();
+    let paths: Vec<Vec<u64>> = (0..stacks)
+        .map(|_| {
+            let depth = 8 + (next() % 40) as usize;
+            // Shared roots, varied leaves: like a real service's call tree.
+            (0..depth)
+                .map(|level| {
+                    let spread = 4u64.pow(level.min(6) as u32).min(FUNCTIONS);
+                    1 + (next() % spread + level as u64 * 50) % FUNCTIONS
+                })
+                .rev()
+                .collect()
+        })
+        .collect();
+    let sample = (0..samples)
+        .map(|i| Sample {
+            location_id: paths[i % stacks].clone(),
+            value: vec![weight, weight * 10_101_010],
+            label: vec![],
+        })
+        .collect();
+    Profile {
+        sample_type: vec![ValueType { ty: 1, unit: 2 }, ValueType { ty: 3, unit: 4 }],
+        sample,
+        function,
+        location,
+        string_table: strings,
+        period_type: Some(ValueType { ty: 3, unit: 4 }),
+        period: 10_101_010,
+        ..Default::default()
+    }
+}
