@@ -12,7 +12,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use profscope_benches::{SERVE_ENV, Service, Trial, env_or, median_spread, run_load};
+use profscope_benches::{AbOutcome, SERVE_ENV, Service, Trial, ab_pairs, env_or, run_load};
 
 fn main() {
     if std::env::var_os(SERVE_ENV).is_some() {
@@ -22,7 +22,9 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let secs: u64 = env_or("PROFSCOPE_BENCH_SECS", 5);
     let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS", 5);
-    println!("cpu_overhead: {pairs} A/B pairs of {secs} s, 2 load connections on /work?n=50");
+    println!(
+        "cpu_overhead: {pairs} A/B pairs of {secs} s, {CONNECTIONS} load connections on /work?n=50"
+    );
 
     let rust = Service::spawn_self("rust", &[]);
     let rust_result = measure(
@@ -90,9 +92,14 @@ fn go_service() -> Option<Service> {
     service
 }
 
-/// Drives the load: two connections on `/work?n=50`.
+/// Load connections. With 2, throughput was bimodal (≈24k or ≈44k req/s per
+/// trial, whichever way the connections fell on the two runtime workers),
+/// which drowned any profiling effect; 8 spread evenly.
+const CONNECTIONS: usize = 8;
+
+/// Drives the load: `CONNECTIONS` keep-alive connections on `/work?n=50`.
 fn load(svc: &Service, secs: u64) -> Trial {
-    run_load(svc, "/work?n=50", 2, secs as f64)
+    run_load(svc, "/work?n=50", CONNECTIONS, secs as f64)
 }
 
 /// Starts a CPU capture on its own connection; dropping the returned
@@ -117,82 +124,21 @@ fn start_capture(svc: &Service, secs: u64, frequency: u32) -> std::net::TcpStrea
     conn
 }
 
-struct Outcome {
-    name: String,
-    a: Vec<Trial>,
-    b: Vec<Trial>,
-}
-
-fn measure(name: &str, svc: &Service, secs: u64, pairs: usize, frequency: u32) -> Outcome {
+fn measure(name: &str, svc: &Service, secs: u64, pairs: usize, frequency: u32) -> AbOutcome {
     // Warm up: load, and one short capture (symbol caches, JIT-free but
     // page-cache and branch predictors all the same).
     let _ = load(svc, 2);
     drop(start_capture(svc, 1, frequency));
     std::thread::sleep(Duration::from_millis(500));
-    let mut out = Outcome {
-        name: name.to_string(),
-        a: Vec::new(),
-        b: Vec::new(),
-    };
-    for pair in 0..pairs {
-        // Alternate the order inside pairs (A B, B A, …) against drift.
-        let order = if pair % 2 == 0 {
-            [false, true]
+    ab_pairs(name, pairs, |profiled| {
+        if profiled {
+            let capture = start_capture(svc, secs, frequency);
+            let t = load(svc, secs);
+            drop(capture);
+            std::thread::sleep(Duration::from_millis(300));
+            t
         } else {
-            [true, false]
-        };
-        for profiled in order {
-            let trial = if profiled {
-                let capture = start_capture(svc, secs, frequency);
-                let t = load(svc, secs);
-                drop(capture);
-                std::thread::sleep(Duration::from_millis(300));
-                t
-            } else {
-                load(svc, secs)
-            };
-            eprintln!(
-                "{name} pair {pair} {}: {:.0} req/s, {:.1} CPU-ms/1k req",
-                if profiled { "B (profiling)" } else { "A (off)" },
-                trial.rps,
-                trial.cpu_ms_per_1k
-            );
-            if profiled {
-                out.b.push(trial);
-            } else {
-                out.a.push(trial);
-            }
+            load(svc, secs)
         }
-    }
-    out
-}
-
-impl Outcome {
-    fn print(&self) {
-        let col =
-            |v: &[Trial], f: fn(&Trial) -> f64| median_spread(&v.iter().map(f).collect::<Vec<_>>());
-        let (ra, ra_lo, ra_hi) = col(&self.a, |t| t.rps);
-        let (rb, rb_lo, rb_hi) = col(&self.b, |t| t.rps);
-        let (ca, ca_lo, ca_hi) = col(&self.a, |t| t.cpu_ms_per_1k);
-        let (cb, cb_lo, cb_hi) = col(&self.b, |t| t.cpu_ms_per_1k);
-        let ratios: Vec<f64> = self
-            .a
-            .iter()
-            .zip(&self.b)
-            .map(|(a, b)| b.rps / a.rps)
-            .collect();
-        let (rr, rr_lo, rr_hi) = median_spread(&ratios);
-        println!("{}:", self.name);
-        println!("  throughput off  {ra:8.0} req/s  (spread {ra_lo:.0}..{ra_hi:.0})");
-        println!("  throughput on   {rb:8.0} req/s  (spread {rb_lo:.0}..{rb_hi:.0})");
-        println!(
-            "  on/off ratio    {rr:8.4}        (per-pair spread {rr_lo:.4}..{rr_hi:.4}); loss {:.2}%",
-            (1.0 - rr) * 100.0
-        );
-        println!("  CPU-ms/1k off   {ca:8.1}        (spread {ca_lo:.1}..{ca_hi:.1})");
-        println!(
-            "  CPU-ms/1k on    {cb:8.1}        (spread {cb_lo:.1}..{cb_hi:.1}); ratio {:.4}",
-            cb / ca
-        );
-    }
+    })
 }

@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! cargo bench -p profscope-benches --bench heap
-//! PROFSCOPE_BENCH_PAIRS=7 PROFSCOPE_BENCH_RUNS=40 cargo bench -p profscope-benches --bench heap
+//! PROFSCOPE_BENCH_PAIRS=7 PROFSCOPE_BENCH_RUNS=200 cargo bench -p profscope-benches --bench heap
 //! ```
 
 use std::hint::black_box;
@@ -22,7 +22,7 @@ use std::time::{Instant, SystemTime};
 use profscope_agent::heap::{HeapProfiler, HeapSnapshot};
 use profscope_agent::symbols::Symbolizer;
 use profscope_agent::{Agent, encode};
-use profscope_benches::{SERVE_ENV, Service, env_or, median_spread, run_load};
+use profscope_benches::{SERVE_ENV, Service, ab_pairs, env_or, median_spread, run_load};
 
 profscope_agent::jemalloc_profiling!();
 
@@ -36,52 +36,24 @@ fn main() {
 }
 
 fn parent() {
-    let runs: usize = env_or("PROFSCOPE_BENCH_RUNS", 30);
+    let runs: usize = env_or("PROFSCOPE_BENCH_RUNS", 2000);
     let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS", 5);
     let secs: f64 = env_or("PROFSCOPE_BENCH_SECS", 3.0);
 
     println!("== accuracy: {runs} runs of 64 MiB retained, default 512 KiB sampling");
     run_child("accuracy", &[("PROFSCOPE_BENCH_RUNS", &runs.to_string())]);
 
-    println!("\n== overhead: /alloc route, {pairs} A/B pairs of {secs} s, 2 connections");
+    println!("\n== overhead: /alloc route, {pairs} A/B pairs of {secs} s, 8 connections");
     let off = Service::spawn_self("alloc-service", &[("_RJEM_MALLOC_CONF", "prof:false")]);
     let on = Service::spawn_self("alloc-service", &[]);
-    let _ = run_load(&off, "/alloc", 2, 1.0);
-    let _ = run_load(&on, "/alloc", 2, 1.0);
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for pair in 0..pairs {
-        let order = if pair % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for profiled in order {
-            let t = run_load(if profiled { &on } else { &off }, "/alloc", 2, secs);
-            eprintln!(
-                "pair {pair} {}: {:.0} req/s, {:.1} CPU-ms/1k",
-                if profiled {
-                    "B (prof on)"
-                } else {
-                    "A (prof off)"
-                },
-                t.rps,
-                t.cpu_ms_per_1k
-            );
-            if profiled { b.push(t) } else { a.push(t) }
-        }
-    }
-    let (ra, ra_lo, ra_hi) = median_spread(&a.iter().map(|t| t.rps).collect::<Vec<_>>());
-    let (rb, rb_lo, rb_hi) = median_spread(&b.iter().map(|t| t.rps).collect::<Vec<_>>());
-    let ratios: Vec<f64> = a.iter().zip(&b).map(|(a, b)| b.rps / a.rps).collect();
-    let (rr, rr_lo, rr_hi) = median_spread(&ratios);
-    let (ca, _, _) = median_spread(&a.iter().map(|t| t.cpu_ms_per_1k).collect::<Vec<_>>());
-    let (cb, _, _) = median_spread(&b.iter().map(|t| t.cpu_ms_per_1k).collect::<Vec<_>>());
-    println!("  prof off  {ra:8.0} req/s (spread {ra_lo:.0}..{ra_hi:.0}), {ca:.1} CPU-ms/1k");
-    println!("  prof on   {rb:8.0} req/s (spread {rb_lo:.0}..{rb_hi:.0}), {cb:.1} CPU-ms/1k");
-    println!(
-        "  on/off    {rr:.4} (per-pair spread {rr_lo:.4}..{rr_hi:.4}); loss {:.2}%",
-        (1.0 - rr) * 100.0
+    let _ = run_load(&off, "/alloc", 8, 1.0);
+    let _ = run_load(&on, "/alloc", 8, 1.0);
+    let outcome = ab_pairs(
+        "/alloc, jemalloc prof off (A) vs on at 512 KiB (B)",
+        pairs,
+        |profiled| run_load(if profiled { &on } else { &off }, "/alloc", 8, secs),
     );
+    outcome.print();
     drop((off, on));
 
     println!("\n== endpoint: ~10k distinct sampled stacks (sampling every 4 KiB)");
@@ -130,7 +102,7 @@ fn flat_inuse(snapshot: &HeapSnapshot, symbolizer: &Symbolizer, name: &str) -> i
 }
 
 fn accuracy_child() {
-    let runs: usize = env_or("PROFSCOPE_BENCH_RUNS", 30);
+    let runs: usize = env_or("PROFSCOPE_BENCH_RUNS", 2000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

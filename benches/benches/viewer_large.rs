@@ -64,7 +64,9 @@ fn measure(stacks: usize, records: usize, weight: usize) {
         rss_ours = rss_ours.max(rss);
     }
     let (ours_med, ours_lo, ours_hi) = median_spread(&ours);
-    println!("profscope load+fold+svg, whole process: median {ours_med:.3} s (spread {ours_lo:.3}..{ours_hi:.3}), peak RSS {rss_ours:.0} MiB");
+    println!(
+        "profscope load+fold+svg, whole process: median {ours_med:.3} s (spread {ours_lo:.3}..{ours_hi:.3}), peak RSS {rss_ours:.0} MiB"
+    );
 
     let go_ok = Command::new("go")
         .arg("version")
@@ -74,7 +76,9 @@ fn measure(stacks: usize, records: usize, weight: usize) {
     if go_ok {
         let go_cmd = || {
             let mut cmd = Command::new("go");
-            cmd.args(["tool", "pprof", "-raw"]).arg(&file).env("GOTOOLCHAIN", "local");
+            cmd.args(["tool", "pprof", "-raw"])
+                .arg(&file)
+                .env("GOTOOLCHAIN", "local");
             cmd
         };
         // Warm the go tool build cache first.
@@ -87,7 +91,9 @@ fn measure(stacks: usize, records: usize, weight: usize) {
             rss_go = rss_go.max(rss);
         }
         let (go_med, go_lo, go_hi) = median_spread(&go);
-        println!("go tool pprof -raw: median {go_med:.3} s (spread {go_lo:.3}..{go_hi:.3}), peak RSS {rss_go:.0} MiB");
+        println!(
+            "go tool pprof -raw: median {go_med:.3} s (spread {go_lo:.3}..{go_hi:.3}), peak RSS {rss_go:.0} MiB"
+        );
         println!("  ratio profscope / go: {:.2}", ours_med / go_med);
     } else {
         println!("go tool pprof: skipped (`go` not installed)");
@@ -97,7 +103,10 @@ fn measure(stacks: usize, records: usize, weight: usize) {
 
 /// Runs `cmd` to completion: wall seconds, its own peak RSS (MiB, from
 /// `wait4`), and its stdout.
-#[allow(clippy::zombie_processes, reason = "reaped by wait4, which also gives its rusage")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also gives its rusage"
+)]
 fn run_measured(cmd: &mut Command) -> (f64, f64, String) {
     use std::io::Read;
     let t = Instant::now();
@@ -118,8 +127,15 @@ fn run_measured(cmd: &mut Command) -> (f64, f64, String) {
     // is not waited on again (dropping a Child does not wait).
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(waited, pid, "wait4");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed");
-    (t.elapsed().as_secs_f64(), usage.ru_maxrss as f64 / 1024.0, stdout)
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed"
+    );
+    (
+        t.elapsed().as_secs_f64(),
+        usage.ru_maxrss as f64 / 1024.0,
+        stdout,
+    )
 }
 
 /// Child: load, fold, render; prints phase times.
@@ -131,11 +147,18 @@ fn viewer_child() {
         let bytes = std::fs::read(&path).expect("read");
         let t = Instant::now();
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut raw).expect("gunzip");
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut raw)
+            .expect("gunzip");
         let gunzip = t.elapsed();
         let t = Instant::now();
         let p = <Profile as prost::Message>::decode(&raw[..]).expect("decode");
-        println!("  (gunzip {:.3} s, decode {:.3} s, {} MiB raw)", gunzip.as_secs_f64(), t.elapsed().as_secs_f64(), raw.len() >> 20);
+        println!(
+            "  (gunzip {:.3} s, decode {:.3} s, {} MiB raw)",
+            gunzip.as_secs_f64(),
+            t.elapsed().as_secs_f64(),
+            raw.len() >> 20
+        );
         drop(p);
     }
     let t0 = Instant::now();
@@ -144,7 +167,8 @@ fn viewer_child() {
     let st = profscope::model::select_sample_type(&profile, None).expect("sample type");
     let folded = encode::fold(&profile, st.index);
     let t2 = Instant::now();
-    let svg = encode::flamegraph_svg(&folded, &encode::FlamegraphOptions::new("large", "samples")).expect("svg");
+    let svg = encode::flamegraph_svg(&folded, &encode::FlamegraphOptions::new("large", "samples"))
+        .expect("svg");
     let t3 = Instant::now();
     let mut sink = std::io::sink();
     sink.write_all(&svg).expect("sink");
@@ -170,7 +194,13 @@ fn generate(stacks: usize, samples: usize, weight: i64) -> Profile {
         rng
     };
     const FUNCTIONS: u64 = 2_000;
-    let mut strings = vec![String::new(), "samples".into(), "count".into(), "cpu".into(), "nanoseconds".into()];
+    let mut strings = vec![
+        String::new(),
+        "samples".into(),
+        "count".into(),
+        "cpu".into(),
+        "nanoseconds".into(),
+    ];
     let function: Vec<Function> = (1..=FUNCTIONS)
         .map(|id| {
             strings.push(format!("service::module{}::function_{id}", id % 37));
@@ -188,7 +218,10 @@ fn generate(stacks: usize, samples: usize, weight: i64) -> Profile {
             id,
             mapping_id: 0,
             address: 0x1000 + id * 16,
-            line: vec![Line { function_id: id, line: id as i64 }],
+            line: vec![Line {
+                function_id: id,
+                line: id as i64,
+            }],
             is_folded: false,
         })
         .collect();

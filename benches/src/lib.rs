@@ -113,6 +113,80 @@ pub fn run_load(svc: &Service, path: &str, connections: usize, secs: f64) -> Tri
     }
 }
 
+/// A/B trials of one service: A without the profiler, B with it.
+#[derive(Debug, Clone, Default)]
+pub struct AbOutcome {
+    /// What was measured, for the report.
+    pub name: String,
+    /// Trials without profiling.
+    pub a: Vec<Trial>,
+    /// Trials with profiling.
+    pub b: Vec<Trial>,
+}
+
+/// Runs `pairs` A/B pairs, alternating the order inside pairs (A B, B A, …)
+/// against drift; `trial(profiled)` runs one window.
+pub fn ab_pairs(name: &str, pairs: usize, mut trial: impl FnMut(bool) -> Trial) -> AbOutcome {
+    let mut out = AbOutcome {
+        name: name.to_string(),
+        ..AbOutcome::default()
+    };
+    for pair in 0..pairs {
+        let order = if pair % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for profiled in order {
+            let t = trial(profiled);
+            eprintln!(
+                "{name} pair {pair} {}: {:.0} req/s, {:.1} CPU-ms/1k req",
+                if profiled { "B (on)" } else { "A (off)" },
+                t.rps,
+                t.cpu_ms_per_1k
+            );
+            if profiled {
+                out.b.push(t);
+            } else {
+                out.a.push(t);
+            }
+        }
+    }
+    out
+}
+
+impl AbOutcome {
+    /// Prints medians with spreads, the per-pair throughput ratio and the
+    /// CPU-per-request ratio.
+    pub fn print(&self) {
+        let col =
+            |v: &[Trial], f: fn(&Trial) -> f64| median_spread(&v.iter().map(f).collect::<Vec<_>>());
+        let (ra, ra_lo, ra_hi) = col(&self.a, |t| t.rps);
+        let (rb, rb_lo, rb_hi) = col(&self.b, |t| t.rps);
+        let (ca, ca_lo, ca_hi) = col(&self.a, |t| t.cpu_ms_per_1k);
+        let (cb, cb_lo, cb_hi) = col(&self.b, |t| t.cpu_ms_per_1k);
+        let ratios: Vec<f64> = self
+            .a
+            .iter()
+            .zip(&self.b)
+            .map(|(a, b)| b.rps / a.rps)
+            .collect();
+        let (rr, rr_lo, rr_hi) = median_spread(&ratios);
+        println!("{}:", self.name);
+        println!("  throughput off  {ra:8.0} req/s  (spread {ra_lo:.0}..{ra_hi:.0})");
+        println!("  throughput on   {rb:8.0} req/s  (spread {rb_lo:.0}..{rb_hi:.0})");
+        println!(
+            "  on/off ratio    {rr:8.4}        (per-pair spread {rr_lo:.4}..{rr_hi:.4}); loss {:.2}%",
+            (1.0 - rr) * 100.0
+        );
+        println!("  CPU-ms/1k off   {ca:8.1}        (spread {ca_lo:.1}..{ca_hi:.1})");
+        println!(
+            "  CPU-ms/1k on    {cb:8.1}        (spread {cb_lo:.1}..{cb_hi:.1}); ratio {:.4}",
+            cb / ca
+        );
+    }
+}
+
 /// Reads an environment variable, or `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
