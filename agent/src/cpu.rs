@@ -161,12 +161,15 @@ fn run_capture(
     stop: &mpsc::Receiver<()>,
 ) -> Result<CpuCapture, Error> {
     warm_up();
-    let start = SystemTime::now();
-    let started = Instant::now();
+    // Starting the profiler first resolves a backtrace (pprof-rs loads its
+    // lazies so), which can parse this binary's debug info: hundreds of ms
+    // of CPU before the timer runs. The window starts once sampling does.
     let guard = pprof::ProfilerGuardBuilder::default()
         .frequency(frequency as i32)
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the CPU profiler: {e}")))?;
+    let start = SystemTime::now();
+    let started = Instant::now();
     match stop.recv_timeout(duration) {
         Err(RecvTimeoutError::Timeout) => {}
         // Client gone (or explicit stop): release the profiler right away.

@@ -119,8 +119,10 @@ fn start_capture(svc: &Service, secs: u64, frequency: u32) -> std::net::TcpStrea
         svc.host
     )
     .expect("send");
-    // Let the capture start before the load window opens.
-    std::thread::sleep(Duration::from_millis(300));
+    // Let the capture start before the load window opens: starting it can
+    // parse debug info (pprof-rs resolves a backtrace), which is not what
+    // this measures.
+    std::thread::sleep(Duration::from_millis(1500));
     conn
 }
 

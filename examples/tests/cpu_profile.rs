@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Load, Service, decode, get, go_pprof, have_go, process_cpu};
+use common::{Load, Service, decode, get, go_pprof, have_go, process_cpu, serial};
 use profscope_agent::encode;
 
 fn function_names(p: &pprof::protos::Profile) -> Vec<String> {
@@ -20,6 +20,7 @@ fn function_names(p: &pprof::protos::Profile) -> Vec<String> {
 
 #[test]
 fn cpu_profile_in_every_format() {
+    let _serial = serial();
     let svc = Service::start("axum-service");
     let load = Load::start(svc.url("/work?n=50"), 2);
 
@@ -143,24 +144,41 @@ fn bad_parameters_get_400_naming_the_parameter() {
 
 #[test]
 fn one_capture_at_a_time_and_disconnect_releases_the_profiler() {
+    let _serial = serial();
     let svc = Service::start("axum-service");
     let addr = svc.base.trim_start_matches("http://").to_string();
 
-    // A long capture from a raw connection we can drop.
-    let mut conn = TcpStream::connect(&addr).unwrap();
-    write!(
-        conn,
-        "GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
-    )
-    .unwrap();
-    // Wait until it holds the profiler: a second capture gets 409.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // A long capture from a raw connection we can drop. A probe capture
+    // can win the race for the profiler; then the long one got a 409 and is
+    // sent again, until the long one holds it and the probe gets the 409.
+    let start_long = || {
+        let mut conn = TcpStream::connect(&addr).unwrap();
+        write!(
+            conn,
+            "GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        )
+        .unwrap();
+        conn
+    };
+    let answered = |conn: &TcpStream| {
+        conn.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let got = matches!(conn.peek(&mut byte), Ok(n) if n > 0);
+        conn.set_nonblocking(false).unwrap();
+        got
+    };
+    let mut conn = start_long();
+    let deadline = Instant::now() + Duration::from_secs(30);
     let busy = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if answered(&conn) {
+            conn = start_long();
+            continue;
+        }
         let reply = get(&svc.url("/debug/pprof/profile?seconds=1"));
-        if reply.status == 409 || Instant::now() > deadline {
+        if reply.status == 409 && !answered(&conn) || Instant::now() > deadline {
             break reply;
         }
-        std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(busy.status, 409, "{}", busy.text());
     assert!(busy.text().contains("already running"));
@@ -229,7 +247,11 @@ impl CpuTrace {
 
 #[test]
 fn profile_accounts_for_the_process_cpu_time() {
+    let _serial = serial();
     let svc = Service::start("axum-service");
+    // The window is the profile's own (`time_nanos`, `duration_nanos`),
+    // which starts when sampling does: before it, pprof-rs resolves a
+    // backtrace and may parse debug info (unsampled CPU).
     let load = Load::start(svc.url("/work?n=50"), 2);
     let trace = CpuTrace::start(svc.pid());
     let reply = get(&svc.url("/debug/pprof/profile?seconds=3&format=pprof"));

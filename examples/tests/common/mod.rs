@@ -8,6 +8,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Tests of one binary run on parallel threads; CPU-sensitive ones (CPU time
+/// accounting, capture races) hold this so they do not share two cores
+/// with another test's load.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A running example service, killed when dropped.
 pub struct Service {
     child: Child,
