@@ -203,15 +203,18 @@ pub struct FlamegraphOptions {
     pub count_name: String,
     /// Draw an icicle graph (roots at the top) instead of a flame graph.
     pub icicle: bool,
+    /// Leave out frames narrower than this percentage of the total
+    /// (default: inferno's 0.01 %). Larger values keep huge profiles light.
+    pub min_width_pct: Option<f64>,
+    /// Embed inferno's own script (search, zoom) so the SVG works standalone
+    /// (default). Off for SVGs inlined into a page whose script drives them;
+    /// frames are then coloured by name hash, stable across redraws.
+    pub standalone: bool,
 }
 
 impl Default for FlamegraphOptions {
     fn default() -> Self {
-        FlamegraphOptions {
-            title: "Flame Graph".to_string(),
-            count_name: "samples".to_string(),
-            icicle: false,
-        }
+        FlamegraphOptions::new("Flame Graph", "samples")
     }
 }
 
@@ -222,6 +225,8 @@ impl FlamegraphOptions {
             title: title.into(),
             count_name: count_name.into(),
             icicle: false,
+            min_width_pct: None,
+            standalone: true,
         }
     }
 
@@ -231,12 +236,31 @@ impl FlamegraphOptions {
         self
     }
 
+    /// Leaves out frames narrower than `pct` % of the total.
+    pub fn min_width_pct(mut self, pct: f64) -> Self {
+        self.min_width_pct = Some(pct);
+        self
+    }
+
+    /// Whether the SVG carries its own script (see the field).
+    pub fn standalone(mut self, standalone: bool) -> Self {
+        self.standalone = standalone;
+        self
+    }
+
     fn inferno(&self) -> inferno::flamegraph::Options<'static> {
         let mut opts = inferno::flamegraph::Options::default();
         opts.title = self.title.clone();
         opts.count_name = self.count_name.clone();
         if self.icicle {
             opts.direction = inferno::flamegraph::Direction::Inverted;
+        }
+        if let Some(pct) = self.min_width_pct {
+            opts.min_width = pct;
+        }
+        if !self.standalone {
+            opts.no_javascript = true;
+            opts.hash = true;
         }
         opts
     }
@@ -256,6 +280,26 @@ pub fn flamegraph_svg(
         .filter(|(_, v)| *v > 0)
         .map(|(s, v)| format!("{s} {v}"))
         .collect();
+    render(&lines, opts)
+}
+
+/// Renders a differential flamegraph from `(stack, base, new)` values, the
+/// way inferno's differential mode does: widths from NEW, red where a stack
+/// grew, blue where it shrank, both values on hover. Stacks absent from NEW
+/// have no width to draw and are left out; negative values count as zero.
+pub fn differential_svg(
+    stacks: &[(String, i64, i64)],
+    opts: &FlamegraphOptions,
+) -> Result<Vec<u8>, Error> {
+    let lines: Vec<String> = stacks
+        .iter()
+        .filter(|(_, _, new)| *new > 0)
+        .map(|(s, base, new)| format!("{s} {} {new}", (*base).max(0)))
+        .collect();
+    render(&lines, opts)
+}
+
+fn render(lines: &[String], opts: &FlamegraphOptions) -> Result<Vec<u8>, Error> {
     if lines.is_empty() {
         return Ok(empty_svg(&opts.title));
     }
@@ -386,6 +430,22 @@ mod tests {
         let svg = flamegraph_svg(&folded, &FlamegraphOptions::new("t", "samples")).unwrap();
         let svg = String::from_utf8(svg).unwrap();
         assert!(svg.contains("inner"), "{svg}");
+    }
+
+    #[test]
+    fn differential_svg_colours_growth() {
+        let stacks = vec![
+            ("main;grew".to_string(), 1, 9),
+            ("main;shrank".to_string(), 9, 1),
+            ("main;gone".to_string(), 5, 0),
+        ];
+        let svg =
+            String::from_utf8(differential_svg(&stacks, &FlamegraphOptions::default()).unwrap())
+                .unwrap();
+        assert!(svg.contains("grew") && svg.contains("shrank"));
+        assert!(!svg.contains("gone"), "no width in NEW, nothing to draw");
+        let empty = differential_svg(&stacks[2..], &FlamegraphOptions::default()).unwrap();
+        assert!(String::from_utf8(empty).unwrap().contains("No samples"));
     }
 
     #[test]

@@ -216,25 +216,12 @@ pub fn diff_flamegraph(
         || format!("{}: NEW vs BASE (red grew, blue shrank)", pairing.new.name),
         str::to_string,
     );
-    let deltas = stack_deltas(base, new, pairing);
-    // Three-column folded lines `stack base new`, what inferno's
-    // differential mode writes and its flamegraph reads. Values below zero
-    // (possible only in hand-made profiles) cannot be widths.
-    let lines: Vec<String> = deltas
-        .iter()
-        .filter(|d| d.new > 0 || d.base > 0)
-        .map(|d| format!("{} {} {}", d.stack, d.base.max(0), d.new.max(0)))
+    let stacks: Vec<(String, i64, i64)> = stack_deltas(base, new, pairing)
+        .into_iter()
+        .map(|d| (d.stack, d.base, d.new))
         .collect();
-    if !deltas.iter().any(|d| d.new > 0) {
-        return Ok(encode::empty_svg(&title));
-    }
-    let mut opts = inferno::flamegraph::Options::default();
-    opts.title = title;
-    opts.count_name = count_name(&pairing.new.unit);
-    let mut out = Vec::new();
-    inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut out)
-        .map_err(|e| Error::Render(format!("differential flamegraph: {e}")))?;
-    Ok(out)
+    let opts = encode::FlamegraphOptions::new(title, count_name(&pairing.new.unit));
+    Ok(encode::differential_svg(&stacks, &opts)?)
 }
 
 #[cfg(test)]

@@ -17,14 +17,10 @@ use crate::render::flame::count_name;
 /// full view, and a 100k-stack profile stays at a few thousand elements.
 pub(crate) const MIN_WIDTH_PCT: f64 = 0.05;
 
-fn options(title: String, count_name: String) -> inferno::flamegraph::Options<'static> {
-    let mut opts = inferno::flamegraph::Options::default();
-    opts.title = title;
-    opts.count_name = count_name;
-    opts.min_width = MIN_WIDTH_PCT;
-    opts.no_javascript = true;
-    opts.hash = true;
-    opts
+fn options(title: &str, count_name: String) -> encode::FlamegraphOptions {
+    encode::FlamegraphOptions::new(title, count_name)
+        .min_width_pct(MIN_WIDTH_PCT)
+        .standalone(false)
 }
 
 /// The flamegraph of one sample type, as an `<svg>` element. With
@@ -43,47 +39,24 @@ pub(crate) fn profile_svg(
             stack == f || (stack.starts_with(f) && stack.as_bytes().get(f.len()) == Some(&b';'))
         }
     };
-    let lines: Vec<String> = folded
-        .iter()
-        .filter(|(s, v)| *v > 0 && under(s))
-        .map(|(s, v)| format!("{s} {v}"))
-        .collect();
-    draw(
-        &lines,
-        options(title.to_string(), count_name(&st.unit)),
-        title,
-    )
+    let folded: Vec<(String, i64)> = folded.into_iter().filter(|(s, _)| under(s)).collect();
+    let opts = options(title, count_name(&st.unit));
+    inline_svg(encode::flamegraph_svg(&folded, &opts)?)
 }
 
 /// The differential flamegraph of BASE → NEW: widths from NEW, red grew,
 /// blue shrank (what `profscope diff -o` draws).
 pub(crate) fn diff_svg(base: &Profile, new: &Profile, pairing: &Pairing) -> Result<String> {
     let title = format!("{}: NEW vs BASE (red grew, blue shrank)", pairing.new.name);
-    let lines: Vec<String> = diff::stack_deltas(base, new, pairing)
-        .iter()
-        .filter(|d| d.new > 0)
-        .map(|d| format!("{} {} {}", d.stack, d.base.max(0), d.new))
+    let stacks: Vec<(String, i64, i64)> = diff::stack_deltas(base, new, pairing)
+        .into_iter()
+        .map(|d| (d.stack, d.base, d.new))
         .collect();
-    draw(
-        &lines,
-        options(title.clone(), count_name(&pairing.new.unit)),
-        &title,
-    )
+    let opts = options(&title, count_name(&pairing.new.unit));
+    inline_svg(encode::differential_svg(&stacks, &opts)?)
 }
 
-fn draw(
-    lines: &[String],
-    mut opts: inferno::flamegraph::Options<'static>,
-    title: &str,
-) -> Result<String> {
-    let svg = if lines.is_empty() {
-        encode::empty_svg(title)
-    } else {
-        let mut out = Vec::new();
-        inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut out)
-            .map_err(|e| Error::Render(format!("flamegraph: {e}")))?;
-        out
-    };
+fn inline_svg(svg: Vec<u8>) -> Result<String> {
     let svg = String::from_utf8(svg).map_err(|e| Error::Render(format!("flamegraph: {e}")))?;
     Ok(inline(&svg))
 }
