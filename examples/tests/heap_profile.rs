@@ -280,3 +280,29 @@ fn cpu_captures_back_to_back_while_allocating_with_heap_sampling_on() {
     assert!(made > 1000);
     drop(rt);
 }
+
+#[test]
+fn heap_requests_past_the_limit_get_429() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let running = rt
+        .block_on(
+            Agent::builder()
+                .addr("127.0.0.1:0".parse().unwrap())
+                .max_concurrent_requests(1)
+                .build()
+                .unwrap()
+                .spawn(),
+        )
+        .unwrap();
+    let base = format!("http://{}", running.local_addr());
+    // A delta profile holds its permit for its 2 seconds.
+    let url = format!("{base}/debug/pprof/heap?seconds=2");
+    let first = std::thread::spawn(move || get(&url));
+    std::thread::sleep(Duration::from_millis(500));
+    let second = get(&format!("{base}/debug/pprof/allocs"));
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert!(second.text().contains("limit 1"), "{}", second.text());
+    assert_eq!(first.join().unwrap().status, 200);
+    // The permit is back.
+    assert_eq!(get(&format!("{base}/debug/pprof/allocs")).status, 200);
+}
