@@ -50,13 +50,10 @@ pub struct DemoReport {
 /// Runs the demo against the default store; see the module docs.
 pub fn run(opts: &DemoOptions) -> Result<()> {
     let store = Store::open_default()?;
-    let report = capture(&store)?;
-    let _ = report;
+    capture(&store)?;
     if opts.serve {
-        println!(
-            "\nBrowse the snapshots: http://{}/   (Ctrl-C to stop)",
-            opts.addr
-        );
+        println!();
+        // Prints the page's address and serves until Ctrl-C.
         crate::serve::run(store, opts.addr, false)?;
     }
     Ok(())
