@@ -60,7 +60,7 @@ pub fn validate(p: &Profile) -> Result<()> {
         check_str("function system_name", f.system_name)?;
         check_str("function filename", f.filename)?;
     }
-    let mut locations = HashSet::with_capacity(p.location.len());
+    let mut locations = IdSet::for_ids(p.location.iter().map(|l| l.id));
     for l in &p.location {
         if l.id == 0 || !locations.insert(l.id) {
             return bad(format!("location id {} is zero or repeated", l.id));
@@ -104,6 +104,52 @@ pub fn validate(p: &Profile) -> Result<()> {
     Ok(())
 }
 
+/// Location ids, checked once per frame of every sample (tens of millions
+/// in a large profile): a bitmap when the ids are dense, as producers number
+/// them 1..=N, a hash set otherwise.
+enum IdSet {
+    Dense(Vec<bool>),
+    Sparse(rustc_hash::FxHashSet<u64>),
+}
+
+impl IdSet {
+    fn for_ids(ids: impl Iterator<Item = u64> + Clone) -> Self {
+        let count = ids.clone().count();
+        let max = ids.max().unwrap_or(0);
+        match usize::try_from(max) {
+            Ok(max) if max <= count.saturating_mul(4).saturating_add(1024) => {
+                IdSet::Dense(vec![false; max + 1])
+            }
+            _ => IdSet::Sparse(rustc_hash::FxHashSet::default()),
+        }
+    }
+
+    /// Adds `id`; false if it was there already.
+    fn insert(&mut self, id: u64) -> bool {
+        match self {
+            IdSet::Dense(v) => match v.get_mut(id as usize) {
+                Some(slot) if !*slot => {
+                    *slot = true;
+                    true
+                }
+                _ => false,
+            },
+            IdSet::Sparse(set) => set.insert(id),
+        }
+    }
+
+    fn contains(&self, id: &u64) -> bool {
+        match self {
+            IdSet::Dense(v) => usize::try_from(*id)
+                .ok()
+                .and_then(|i| v.get(i))
+                .copied()
+                .unwrap_or(false),
+            IdSet::Sparse(set) => set.contains(id),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +161,18 @@ mod tests {
             sample_type: vec![ValueType { ty: 1, unit: 2 }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn id_sets_dense_and_sparse() {
+        let mut dense = IdSet::for_ids([1u64, 2, 3].into_iter());
+        assert!(matches!(dense, IdSet::Dense(_)));
+        assert!(dense.insert(1) && !dense.insert(1) && dense.insert(3));
+        assert!(dense.contains(&3) && !dense.contains(&2) && !dense.contains(&u64::MAX));
+        let mut sparse = IdSet::for_ids([1u64, u64::MAX].into_iter());
+        assert!(matches!(sparse, IdSet::Sparse(_)));
+        assert!(sparse.insert(u64::MAX) && !sparse.insert(u64::MAX));
+        assert!(sparse.contains(&u64::MAX) && !sparse.contains(&2));
     }
 
     #[test]
