@@ -224,32 +224,30 @@ fn thread_name(name: &[u8], id: u64) -> String {
 static WARM_UP: Once = Once::new();
 static WARM_UP_MICROS: AtomicU64 = AtomicU64::new(0);
 
-/// Builds pprof-rs's framehop unwinder before any real capture: it is a lazy
-/// global created inside the first SIGPROF handler, and creating it
-/// allocates, which must not happen while a service thread is interrupted
-/// inside the allocator. Here the only busy thread is the calling one,
-/// spinning in plain arithmetic. Runs once per process; later calls return
-/// at once.
+/// Builds pprof-rs's framehop unwinder before any real capture.
+///
+/// The unwinder is a lazy global created inside the first SIGPROF handler,
+/// and creating it allocates. If that first signal lands on a thread that
+/// is inside the allocator holding one of its locks, the handler deadlocks
+/// on that lock (seen: a jemalloc extent mutex, with heap sampling on and
+/// two threads allocating). A timer-driven signal can land on any busy
+/// thread, so the warm-up does not wait for one: it starts the profiler at
+/// 1 Hz (the first expiry is a whole CPU-second away) and raises SIGPROF on
+/// the calling thread, which holds no allocator lock, so the lazy unwinder is
+/// built there. Runs once per process; later calls return at once.
 pub fn warm_up() {
     WARM_UP.call_once(|| {
         let started = Instant::now();
-        if let Ok(guard) = pprof::ProfilerGuardBuilder::default()
-            .frequency(1000)
-            .build()
-        {
-            let mut x = 0u64;
-            while started.elapsed() < Duration::from_secs(2) {
-                for i in 0..100_000u64 {
-                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
-                }
-                let sampled = guard
-                    .report()
-                    .build_unresolved()
-                    .is_ok_and(|r| !r.data.is_empty());
-                if sampled {
-                    break;
-                }
+        if let Ok(guard) = pprof::ProfilerGuardBuilder::default().frequency(1).build() {
+            // SAFETY: `raise` sends SIGPROF to this thread and returns after
+            // its handler ran. pprof-rs's handler is installed while `guard`
+            // lives, and this thread is in plain Rust code, not inside the
+            // allocator or any lock the handler takes, so the allocation the
+            // handler makes on first use is safe here.
+            unsafe {
+                libc::raise(libc::SIGPROF);
             }
+            drop(guard);
         }
         // Starting the profiler made pprof-rs resolve a backtrace, which
         // parsed this binary's debug info (tens of MB): free it until needed.
