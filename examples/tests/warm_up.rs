@@ -28,7 +28,7 @@ fn first_agent_build_while_every_core_allocates() {
                     x ^= x << 17;
                     // Mostly large sizes: extent allocation and coalescing
                     // take jemalloc's extent locks, where the deadlock was.
-                    let size = if x % 4 == 0 {
+                    let size = if x.is_multiple_of(4) {
                         (x % 8192) as usize + 1
                     } else {
                         (1 << 19) + (x % (1 << 21)) as usize
