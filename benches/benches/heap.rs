@@ -23,6 +23,7 @@ use profscope_agent::heap::{HeapProfiler, HeapSnapshot};
 use profscope_agent::symbols::Symbolizer;
 use profscope_agent::{Agent, encode};
 use profscope_benches::{SERVE_ENV, Service, ab_pairs, env_or, median_spread, run_load};
+use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 
 profscope_agent::jemalloc_profiling!();
 
@@ -71,20 +72,6 @@ fn run_child(mode: &str, env: &[(&str, &str)]) {
 }
 
 // ---- accuracy -------------------------------------------------------------
-
-#[inline(never)]
-fn retain_mib_blocks(out: &mut Vec<Vec<u8>>) {
-    for i in 0..64 {
-        out.push(vec![i as u8 | 1; 1 << 20]);
-    }
-}
-
-#[inline(never)]
-fn retain_kib_blocks(out: &mut Vec<Vec<u8>>) {
-    for i in 0..65_536 {
-        out.push(vec![i as u8 | 1; 1024]);
-    }
-}
 
 /// In-use bytes whose leaf frame is function `name`.
 fn flat_inuse(snapshot: &HeapSnapshot, symbolizer: &Symbolizer, name: &str) -> i64 {

@@ -69,6 +69,23 @@ pub fn leak_one_mib() -> usize {
     leaked.len()
 }
 
+/// Retains 64 MiB as 64 objects of 1 MiB, in a function of its own: heap
+/// accuracy tests and benchmarks find it by name as the leaf.
+#[inline(never)]
+pub fn retain_mib_blocks(out: &mut Vec<Vec<u8>>) {
+    for i in 0..64 {
+        out.push(vec![i as u8 | 1; 1 << 20]);
+    }
+}
+
+/// Retains 64 MiB as 65,536 objects of 1 KiB (see [`retain_mib_blocks`]).
+#[inline(never)]
+pub fn retain_kib_blocks(out: &mut Vec<Vec<u8>>) {
+    for i in 0..65_536 {
+        out.push(vec![i as u8 | 1; 1024]);
+    }
+}
+
 /// Reads `--addr HOST:PORT` from the command line, or returns `default`.
 pub fn addr_from_args(default: &str) -> Result<SocketAddr, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();

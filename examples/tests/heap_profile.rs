@@ -10,26 +10,13 @@ use std::time::Duration;
 
 use common::{Service, decode, get, go_pprof, have_go};
 use profscope_agent::{Agent, encode};
+use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 
 // Sample every 16 KiB on average: 64 MiB of 1 KiB objects is then ~4096
 // samples (σ ≈ 1.6 %), so ±10 % holds in practice.
 profscope_agent::jemalloc_profiling!(lg_prof_sample = 14);
 
 const MIB: i64 = 1 << 20;
-
-#[inline(never)]
-fn retain_mib_blocks(out: &mut Vec<Vec<u8>>) {
-    for i in 0..64 {
-        out.push(vec![i as u8 | 1; 1 << 20]);
-    }
-}
-
-#[inline(never)]
-fn retain_kib_blocks(out: &mut Vec<Vec<u8>>) {
-    for i in 0..65_536 {
-        out.push(vec![i as u8 | 1; 1024]);
-    }
-}
 
 /// Flat values of sample type `index` by leaf function name.
 fn flat_by_function(
