@@ -94,6 +94,11 @@ fn location_segments(profile: &Profile) -> HashMap<u64, String> {
         .iter()
         .map(|f| (f.id, string(profile, f.name)))
         .collect();
+    let mappings: HashMap<u64, &str> = profile
+        .mapping
+        .iter()
+        .map(|m| (m.id, string(profile, m.filename)))
+        .collect();
     profile
         .location
         .iter()
@@ -110,11 +115,22 @@ fn location_segments(profile: &Profile) -> HashMap<u64, String> {
                 push_sanitized(&mut segment, name);
             }
             if segment.is_empty() {
-                segment = format!("0x{:x}", loc.address);
+                let file = mappings.get(&loc.mapping_id).copied().unwrap_or("");
+                push_sanitized(&mut segment, &unsymbolized_name(file));
             }
             (loc.id, segment)
         })
         .collect()
+}
+
+/// The name `go tool pprof` gives a location without symbols: the base name
+/// of its mapping's file in brackets (`[libc.so.6]`), or `<unknown>`.
+pub fn unsymbolized_name(mapping_file: &str) -> String {
+    if mapping_file.is_empty() {
+        return "<unknown>".to_string();
+    }
+    let base = mapping_file.rsplit('/').next().unwrap_or(mapping_file);
+    format!("[{base}]")
 }
 
 /// `;` separates frames and a trailing space precedes the count: neither
@@ -405,6 +421,44 @@ mod tests {
             vec![("main".to_string(), 4), ("main;work;inner".to_string(), 5)]
         );
         assert_eq!(folded_text(&folded), "main 4\nmain;work;inner 5\n");
+    }
+
+    #[test]
+    fn unsymbolized_locations_are_named_like_go() {
+        let mut p = sample_profile();
+        p.string_table.push("/usr/lib/libc.so.6".into());
+        p.mapping.push(pprof::protos::Mapping {
+            id: 1,
+            filename: p.string_table.len() as i64 - 1,
+            ..Default::default()
+        });
+        p.location.push(Location {
+            id: 3,
+            mapping_id: 1,
+            address: 0x10,
+            ..Default::default()
+        });
+        p.location.push(Location {
+            id: 4,
+            address: 0x20,
+            ..Default::default()
+        });
+        p.sample.push(Sample {
+            location_id: vec![3, 1],
+            value: vec![1],
+            label: vec![],
+        });
+        p.sample.push(Sample {
+            location_id: vec![4],
+            value: vec![1],
+            label: vec![],
+        });
+        let folded = fold(&p, 0);
+        assert!(
+            folded.contains(&("main;[libc.so.6]".to_string(), 1)),
+            "{folded:?}"
+        );
+        assert!(folded.contains(&("<unknown>".to_string(), 1)), "{folded:?}");
     }
 
     #[test]

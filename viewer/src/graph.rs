@@ -14,10 +14,9 @@
 //!   for the kept nodes' cum, but a dropped leaf's flat is not moved up.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 
 use pprof::protos::Profile;
-use profscope_agent::encode::string;
+use profscope_agent::encode::{self, string};
 
 /// One profile's contribution to a graph: which sample value to read and
 /// how to scale it (`-1` for a diff base, a ratio when normalizing).
@@ -122,15 +121,7 @@ impl Frames {
                 .map(|m| (m.id, string(p, m.filename)))
                 .collect();
             let objfile = |mapping_id: u64| -> String {
-                match mappings.get(&mapping_id) {
-                    Some(f) if !f.is_empty() => {
-                        let base = Path::new(f)
-                            .file_name()
-                            .map_or_else(|| f.to_string(), |b| b.to_string_lossy().into_owned());
-                        format!("[{base}]")
-                    }
-                    _ => "<unknown>".to_string(),
-                }
+                encode::unsymbolized_name(mappings.get(&mapping_id).copied().unwrap_or(""))
             };
             let mut locs = HashMap::with_capacity(p.location.len());
             for loc in &p.location {
