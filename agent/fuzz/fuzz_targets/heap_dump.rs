@@ -10,6 +10,6 @@ use profscope_agent::heap::dump::parse;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     if let Ok(dump) = parse(&text) {
-        let _ = HeapSnapshot::from_dump(&dump, std::time::SystemTime::UNIX_EPOCH);
+        let _ = HeapSnapshot::from_dump(dump, std::time::SystemTime::UNIX_EPOCH);
     }
 });

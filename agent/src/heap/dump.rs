@@ -309,13 +309,13 @@ MAPPED_LIBRARIES:\n\
             let text = String::from_utf8_lossy(&bytes);
             if let Ok(dump) = parse(&text) {
                 let _ =
-                    crate::heap::HeapSnapshot::from_dump(&dump, std::time::SystemTime::UNIX_EPOCH);
+                    crate::heap::HeapSnapshot::from_dump(dump, std::time::SystemTime::UNIX_EPOCH);
             }
         }
         // Extreme counts saturate instead of overflowing.
         let huge = "heap_v2/1\n  t*: 1: 1 [1: 1]\n@ 0x1\n  t*: 18446744073709551615: 18446744073709551615 [1: 1]\n@ 0x1\n  t*: 18446744073709551615: 18446744073709551615 [1: 1]\n";
         let snap = crate::heap::HeapSnapshot::from_dump(
-            &parse(huge).unwrap(),
+            parse(huge).unwrap(),
             std::time::SystemTime::UNIX_EPOCH,
         );
         assert_eq!(snap.stacks[&vec![1]][3], i64::MAX);

@@ -86,16 +86,17 @@ pub struct HeapSnapshot {
 }
 
 impl HeapSnapshot {
-    /// Undoes sampling on a parsed dump (see [`dump::unsample`]).
-    pub fn from_dump(dump: &HeapDump, time: SystemTime) -> Self {
+    /// Undoes sampling on a parsed dump (see [`dump::unsample`]), taking its
+    /// stacks over rather than copying them.
+    pub fn from_dump(dump: HeapDump, time: SystemTime) -> Self {
         let period = dump.sample_period;
         let mut stacks: HashMap<Vec<u64>, Values> =
             HashMap::with_capacity_and_hasher(dump.stacks.len(), Default::default());
-        for s in &dump.stacks {
+        for s in dump.stacks {
             let c = s.counts;
             let (alloc_objects, alloc_space) = unsample(c.alloc_objects, c.alloc_bytes, period);
             let (inuse_objects, inuse_space) = unsample(c.inuse_objects, c.inuse_bytes, period);
-            let v = stacks.entry(s.addresses.clone()).or_default();
+            let v = stacks.entry(s.addresses).or_default();
             for (slot, add) in
                 v.iter_mut()
                     .zip([alloc_objects, alloc_space, inuse_objects, inuse_space])
@@ -391,7 +392,7 @@ impl HeapProfiler {
             .await
             .map_err(|e| Error::Internal(format!("heap dump thread failed: {e}")))??;
         drop(counter);
-        Ok(HeapSnapshot::from_dump(&dump, time))
+        Ok(HeapSnapshot::from_dump(dump, time))
     }
 }
 
