@@ -12,7 +12,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use profscope_benches::{AbOutcome, SERVE_ENV, Service, Trial, ab_pairs, env_or, run_load};
+use profscope_benches::{
+    AbOutcome, SERVE_ENV, Service, Trial, ab_pairs, env_or, run_load, serve_child,
+};
 
 fn main() {
     if std::env::var_os(SERVE_ENV).is_some() {
@@ -53,22 +55,14 @@ fn main() {
 
 /// Child mode: the axum-service example's app, on an ephemeral port.
 fn serve() {
-    let started = Instant::now();
-    let agent = profscope_agent::Agent::builder().build().expect("agent");
-    let warm = started.elapsed();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        println!(
-            "listening on http://{}",
-            listener.local_addr().expect("addr")
+    serve_child(|| {
+        let started = Instant::now();
+        let agent = profscope_agent::Agent::builder().build().expect("agent");
+        eprintln!(
+            "agent build (incl. unwinder warm-up): {:?}",
+            started.elapsed()
         );
-        eprintln!("agent build (incl. unwinder warm-up): {warm:?}");
-        axum::serve(listener, profscope_examples::app(&agent))
-            .await
-            .expect("serve");
+        profscope_examples::app(&agent)
     });
 }
 

@@ -22,7 +22,9 @@ use std::time::{Instant, SystemTime};
 use profscope_agent::heap::{HeapProfiler, HeapSnapshot};
 use profscope_agent::symbols::Symbolizer;
 use profscope_agent::{Agent, encode};
-use profscope_benches::{SERVE_ENV, Service, ab_pairs, env_or, median_spread, run_load};
+use profscope_benches::{
+    SERVE_ENV, Service, ab_pairs, env_or, median_spread, run_load, serve_child,
+};
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 
 profscope_agent::jemalloc_profiling!();
@@ -132,20 +134,11 @@ async fn alloc_route() -> String {
 }
 
 fn alloc_service() {
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    rt.block_on(async {
+    serve_child(|| {
         let agent = Agent::builder().build().expect("agent");
-        let app = axum::Router::new()
+        axum::Router::new()
             .route("/alloc", axum::routing::get(alloc_route))
-            .merge(agent.router());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        println!(
-            "listening on http://{}",
-            listener.local_addr().expect("addr")
-        );
-        axum::serve(listener, app).await.expect("serve");
+            .merge(agent.router())
     });
 }
 

@@ -64,6 +64,24 @@ impl Drop for Service {
     }
 }
 
+/// Child mode of a harness: builds the app inside a fresh runtime, serves it
+/// on an ephemeral loopback port and announces it with the `listening on`
+/// line [`Service::start`] reads. Never returns.
+pub fn serve_child(app: impl FnOnce() -> axum::Router) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let app = app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!(
+            "listening on http://{}",
+            listener.local_addr().expect("addr")
+        );
+        axum::serve(listener, app).await.expect("serve");
+    });
+}
+
 /// Throughput and CPU cost of one load window.
 #[derive(Debug, Clone, Copy)]
 pub struct Trial {
