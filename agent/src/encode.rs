@@ -94,11 +94,7 @@ fn location_segments(profile: &Profile) -> HashMap<u64, String> {
         .iter()
         .map(|f| (f.id, string(profile, f.name)))
         .collect();
-    let mappings: HashMap<u64, &str> = profile
-        .mapping
-        .iter()
-        .map(|m| (m.id, string(profile, m.filename)))
-        .collect();
+    let mappings = mapping_files(profile);
     profile
         .location
         .iter()
@@ -120,6 +116,15 @@ fn location_segments(profile: &Profile) -> HashMap<u64, String> {
             }
             (loc.id, segment)
         })
+        .collect()
+}
+
+/// Each mapping's file name by mapping id.
+pub fn mapping_files(profile: &Profile) -> HashMap<u64, &str> {
+    profile
+        .mapping
+        .iter()
+        .map(|m| (m.id, string(profile, m.filename)))
         .collect()
 }
 

@@ -115,11 +115,7 @@ impl Frames {
                 .iter()
                 .map(|f| (f.id, string(p, f.name)))
                 .collect();
-            let mappings: HashMap<u64, &str> = p
-                .mapping
-                .iter()
-                .map(|m| (m.id, string(p, m.filename)))
-                .collect();
+            let mappings = encode::mapping_files(p);
             let objfile = |mapping_id: u64| -> String {
                 encode::unsymbolized_name(mappings.get(&mapping_id).copied().unwrap_or(""))
             };

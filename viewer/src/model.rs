@@ -6,7 +6,7 @@ use pprof::protos::Profile;
 use regex::Regex;
 
 use crate::error::{Error, Result};
-use profscope_agent::encode::{default_sample_index, string};
+use profscope_agent::encode::{self, default_sample_index, string};
 
 /// A sample type's name and unit, e.g. `inuse_space` / `bytes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,11 +130,7 @@ impl Filter {
             .iter()
             .map(|f| (f.id, (string(p, f.name), string(p, f.filename))))
             .collect();
-        let mappings: HashMap<u64, &str> = p
-            .mapping
-            .iter()
-            .map(|m| (m.id, string(p, m.filename)))
-            .collect();
+        let mappings = encode::mapping_files(p);
         let matches = |re: &Regex, loc: &pprof::protos::Location| {
             loc.line.iter().any(|l| {
                 functions
