@@ -115,9 +115,10 @@ impl AgentBuilder {
 
     /// Checks the configuration and readies the profilers.
     ///
-    /// This runs a short warm-up CPU capture on the calling thread (tens of
-    /// milliseconds, once per process) so that the unwinder is built before
-    /// any request arrives; see [`crate::cpu::warm_up`].
+    /// Nothing of the CPU profiler is set up here: the first capture runs
+    /// its warm-up ([`crate::cpu::warm_up`], ~0.1 s, once per process), so
+    /// a service that never takes a CPU profile never holds pprof-rs's
+    /// sample buffers (18 MiB).
     pub fn build(self) -> Result<Agent, Error> {
         let c = &self.config;
         if c.max_seconds == 0 {
@@ -139,7 +140,6 @@ impl AgentBuilder {
                 "max_concurrent_requests must be at least 1".into(),
             ));
         }
-        crate::cpu::warm_up();
         let process = prometheus::Registry::new();
         // The process collector only fails to register on a name clash,
         // impossible in a registry of its own.

@@ -5,7 +5,7 @@
 //! Unwinding uses pprof-rs's framehop unwinder, which keeps the interrupted
 //! (leaf) function; its unwinder is built lazily inside the first SIGPROF
 //! handler call, where it allocates, so [`warm_up`] runs one short capture
-//! before the agent serves anything. See BENCHMARKS.md for the measurements
+//! before the first real one. See BENCHMARKS.md for the measurements
 //! behind this choice.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,8 +59,10 @@ impl CpuCapture {
     /// `samples/count` and `cpu/nanoseconds`, period type `cpu/nanoseconds`.
     pub fn to_profile(&self, symbolizer: &Symbolizer) -> Profile {
         // Starting the profiler resolved a backtrace (pprof-rs does, to load
-        // its lazies), which loaded debug info: let the janitor free it.
-        symbolizer.debug_info_used();
+        // its lazies), which left the `backtrace` crate's parsed DWARF of the
+        // whole binary cached: the symbolizer's janitor frees it once idle.
+        symbolizer.backtrace_cache_used();
+        symbolizer.resolve_all(self.stacks.iter().flat_map(|s| s.addresses.iter().copied()));
         let period = 1_000_000_000 / i64::from(self.frequency.max(1));
         let mut builder =
             ProfileBuilder::new(symbolizer, &[("samples", "count"), ("cpu", "nanoseconds")])

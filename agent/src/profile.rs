@@ -112,8 +112,20 @@ impl<'a> ProfileBuilder<'a> {
         let location_id = stack
             .iter()
             .enumerate()
-            .map(|(i, &addr)| self.location(addr, if i == 0 { leaf_frames_dropped } else { 0 }))
+            .map(|(i, &addr)| self.location_id(addr, if i == 0 { leaf_frames_dropped } else { 0 }))
             .collect();
+        self.add_sample_at(location_id, values, labels);
+    }
+
+    /// Adds a sample over locations already made by
+    /// [`location_id`](Self::location_id), leaf first: for producers that
+    /// look each address up once for many stacks.
+    pub fn add_sample_at(
+        &mut self,
+        location_id: Vec<u64>,
+        values: Vec<i64>,
+        labels: &[(&str, &str)],
+    ) {
         let label = labels
             .iter()
             .map(|(k, v)| Label {
@@ -160,7 +172,9 @@ impl<'a> ProfileBuilder<'a> {
         self.profile
     }
 
-    fn location(&mut self, addr: u64, dropped: usize) -> u64 {
+    /// The id of the location for lookup address `addr` with its innermost
+    /// `dropped` inlined frames left out, made on first use.
+    pub fn location_id(&mut self, addr: u64, dropped: usize) -> u64 {
         if let Some(&id) = self.locations.get(&(addr, dropped)) {
             return id;
         }

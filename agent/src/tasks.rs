@@ -89,7 +89,7 @@ cfg_taskdump! {
             })?;
         // Resolving backtraces reads debug info: not on the runtime's threads.
         tokio::task::spawn_blocking(move || {
-            TaskStacks::from_backtraces(dump.tasks().iter().map(|task| {
+            let stacks = TaskStacks::from_backtraces(dump.tasks().iter().map(|task| {
                 let mut frames: Vec<String> = Vec::new();
                 for bt in task.trace().resolve_backtraces() {
                     for frame in bt.frames() {
@@ -101,7 +101,11 @@ cfg_taskdump! {
                     }
                 }
                 trim_dump_machinery(frames)
-            }))
+            }));
+            // tokio resolves through the `backtrace` crate, whose parsed DWARF
+            // of the whole binary (tens of MB) would stay cached: free it.
+            backtrace::clear_symbol_cache();
+            stacks
         })
         .await
         .map_err(|e| Error::Internal(format!("task dump thread failed: {e}")))

@@ -212,6 +212,19 @@ fn endpoint_child() {
         std::io::Read::read_to_end(&mut r.into_reader(), &mut body).expect("body");
         (t.elapsed(), body)
     };
+    // The highest jemalloc `allocated` seen while requests run, every 5 ms.
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let peak = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0f64;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(allocated());
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        })
+    };
     let (cold, body) = get();
     let (alloc1, rss1) = (allocated(), rss_mib());
     let profile = {
@@ -241,6 +254,8 @@ fn endpoint_child() {
         let _ = p.join();
     }
     let (alloc2, rss2) = (allocated(), rss_mib());
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = peak.join().expect("peak sampler");
     // The janitor frees parsed debug info after it has been idle.
     std::thread::sleep(
         profscope_agent::symbols::DEBUG_INFO_IDLE + std::time::Duration::from_secs(3),
@@ -263,6 +278,10 @@ fn endpoint_child() {
         "  agent memory (jemalloc allocated): +{:.1} MiB after agent start and 1 request, +{:.1} MiB after 101 requests",
         alloc1 - alloc0,
         alloc2 - alloc0
+    );
+    println!(
+        "  agent memory at its peak while requests ran: +{:.1} MiB",
+        peak - alloc0
     );
     println!(
         "  agent memory once idle ({:?} after the last request): +{:.1} MiB",

@@ -5,11 +5,15 @@
 
 use libfuzzer_sys::fuzz_target;
 use profscope_agent::heap::HeapSnapshot;
-use profscope_agent::heap::dump::parse;
+use profscope_agent::heap::dump::{parse, parse_bytes};
 
 fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    if let Ok(dump) = parse(&text) {
+    let parsed = parse_bytes(data);
+    // The text entry point agrees wherever the bytes are text.
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert_eq!(parse(text), parsed);
+    }
+    if let Ok(dump) = parsed {
         let _ = HeapSnapshot::from_dump(dump, std::time::SystemTime::UNIX_EPOCH);
     }
 });

@@ -63,19 +63,26 @@ const MAX_FRAMES: usize = 1024;
 /// Parses a `heap_v2` dump. Unknown trailing sections (the mapped libraries)
 /// are ignored: the agent reads `/proc/self/maps` itself.
 pub fn parse(text: &str) -> Result<HeapDump, DumpError> {
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    parse_bytes(text.as_bytes())
+}
+
+/// [`parse`] on the dump's bytes as read from the file: no UTF-8 pass over
+/// megabytes of hex. A dump of 10k stacks holds ~650k addresses, so stack
+/// lines are scanned byte by byte once, without splitting them into words.
+pub fn parse_bytes(bytes: &[u8]) -> Result<HeapDump, DumpError> {
     let err = |line: usize, problem: &str| DumpError {
         line,
         problem: problem.to_string(),
     };
+    let mut lines = Lines { rest: bytes, n: 0 };
     let (n, header) = lines.next().ok_or_else(|| err(1, "empty dump"))?;
     let period = header
-        .strip_prefix("heap_v2/")
+        .strip_prefix(b"heap_v2/")
         .ok_or_else(|| err(n, "expected a heap_v2/<period> header"))?;
-    let sample_period: u64 = period
-        .trim()
-        .parse()
-        .map_err(|_| err(n, "sampling period is not a number"))?;
+    let sample_period: u64 = std::str::from_utf8(period)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| err(n, "sampling period is not a number"))?;
     let mut dump = HeapDump {
         sample_period,
         total: Counts::default(),
@@ -84,22 +91,22 @@ pub fn parse(text: &str) -> Result<HeapDump, DumpError> {
     let mut current: Option<Vec<u64>> = None;
     let mut seen_total = false;
     for (n, line) in lines {
-        if line.starts_with("MAPPED_LIBRARIES") {
+        if line.starts_with(b"MAPPED_LIBRARIES") {
             break;
         }
-        let trimmed = line.trim();
+        let trimmed = line.trim_ascii();
         if trimmed.is_empty() {
             continue;
         }
-        if let Some(addrs) = trimmed.strip_prefix('@') {
-            let addresses = addrs
-                .split_ascii_whitespace()
-                .take(MAX_FRAMES)
-                .map(|a| parse_hex(a).ok_or_else(|| err(n, "bad stack address")))
-                .collect::<Result<Vec<u64>, _>>()?;
+        if let Some(addrs) = trimmed.strip_prefix(b"@") {
+            let mut addresses = Vec::with_capacity(64);
+            parse_addresses(addrs, &mut addresses).ok_or_else(|| err(n, "bad stack address"))?;
             current = Some(addresses);
-        } else if let Some(counts) = trimmed.strip_prefix("t*:") {
-            let counts = parse_counts(counts).ok_or_else(|| err(n, "bad t*: counts"))?;
+        } else if let Some(counts) = trimmed.strip_prefix(b"t*:") {
+            let counts = std::str::from_utf8(counts)
+                .ok()
+                .and_then(parse_counts)
+                .ok_or_else(|| err(n, "bad t*: counts"))?;
             match current.take() {
                 Some(addresses) => dump.stacks.push(DumpStack { addresses, counts }),
                 None if !seen_total => {
@@ -108,7 +115,7 @@ pub fn parse(text: &str) -> Result<HeapDump, DumpError> {
                 }
                 None => return Err(err(n, "t*: counts without a stack")),
             }
-        } else if trimmed.starts_with('t') {
+        } else if trimmed.starts_with(b"t") {
             // Per-thread counts: the `t*` line already sums them.
         } else {
             return Err(err(n, "unexpected line"));
@@ -120,24 +127,78 @@ pub fn parse(text: &str) -> Result<HeapDump, DumpError> {
     Ok(dump)
 }
 
-/// `0x55d0a1c0e1a2` (or without `0x`): a dump has hundreds of thousands,
-/// so a plain nibble loop rather than the generic radix parser.
-fn parse_hex(s: &str) -> Option<u64> {
-    let digits = s.strip_prefix("0x").unwrap_or(s).as_bytes();
-    if digits.is_empty() || digits.len() > 16 {
-        return None;
-    }
-    let mut value = 0u64;
-    for &b in digits {
-        let nibble = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
+/// Lines with their 1-based numbers, found with `memchr`.
+struct Lines<'a> {
+    rest: &'a [u8],
+    n: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (usize, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        self.n += 1;
+        let (line, rest) = match memchr::memchr(b'\n', self.rest) {
+            Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+            None => (self.rest, &self.rest[self.rest.len()..]),
         };
-        value = value << 4 | u64::from(nibble);
+        self.rest = rest;
+        Some((self.n, line))
     }
-    Some(value)
+}
+
+/// Value of each byte as a hex digit; 0xff for any other byte.
+const HEX: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// `0x55d0a1c0e1a2 0x55d0a1c0d0f3 …` (the `0x` is optional), at most
+/// [`MAX_FRAMES`] of them; `None` on any other word.
+fn parse_addresses(line: &[u8], out: &mut Vec<u64>) -> Option<()> {
+    let n = line.len();
+    let mut i = 0;
+    while out.len() < MAX_FRAMES {
+        while i < n && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == n {
+            break;
+        }
+        if line[i..].starts_with(b"0x") {
+            i += 2;
+        }
+        let start = i;
+        let mut value = 0u64;
+        while i < n {
+            let digit = HEX[line[i] as usize];
+            if digit == 0xff {
+                break;
+            }
+            value = value << 4 | u64::from(digit);
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || digits > 16 || (i < n && !line[i].is_ascii_whitespace()) {
+            return None;
+        }
+        out.push(value);
+    }
+    Some(())
 }
 
 /// `28: 4194304 [4: 4194304]`
@@ -306,8 +367,7 @@ MAPPED_LIBRARIES:\n\
                     }
                 }
             }
-            let text = String::from_utf8_lossy(&bytes);
-            if let Ok(dump) = parse(&text) {
+            if let Ok(dump) = parse_bytes(&bytes) {
                 let _ =
                     crate::heap::HeapSnapshot::from_dump(dump, std::time::SystemTime::UNIX_EPOCH);
             }
@@ -323,11 +383,35 @@ MAPPED_LIBRARIES:\n\
 
     #[test]
     fn hex_addresses() {
-        assert_eq!(parse_hex("0x55d0a1c0e1a2"), Some(0x55d0_a1c0_e1a2));
-        assert_eq!(parse_hex("FFFFFFFFFFFFFFFF"), Some(u64::MAX));
-        assert_eq!(parse_hex("0x1FFFFFFFFFFFFFFFF"), None);
-        assert_eq!(parse_hex("0x"), None);
-        assert_eq!(parse_hex("0xg1"), None);
+        let parse_one = |s: &str| {
+            let mut out = Vec::new();
+            parse_addresses(s.as_bytes(), &mut out).and_then(|()| out.first().copied())
+        };
+        assert_eq!(parse_one("0x55d0a1c0e1a2"), Some(0x55d0_a1c0_e1a2));
+        assert_eq!(parse_one("FFFFFFFFFFFFFFFF"), Some(u64::MAX));
+        assert_eq!(parse_one("0x1FFFFFFFFFFFFFFFF"), None);
+        assert_eq!(parse_one("0x"), None);
+        assert_eq!(parse_one("0xg1"), None);
+        assert_eq!(parse_one("0x1g"), None);
+        let mut out = Vec::new();
+        assert_eq!(parse_addresses(b" 0x1\t0x2  3 \r", &mut out), Some(()));
+        assert_eq!(out, [1, 2, 3]);
+        let many = " 0x1".repeat(MAX_FRAMES + 10);
+        out.clear();
+        assert_eq!(parse_addresses(many.as_bytes(), &mut out), Some(()));
+        assert_eq!(out.len(), MAX_FRAMES);
+    }
+
+    #[test]
+    fn bytes_and_text_parse_alike() {
+        assert_eq!(parse_bytes(REAL.as_bytes()), parse(REAL));
+        assert_eq!(
+            parse_bytes(DUMP.replace('\n', "\r\n").as_bytes()),
+            parse(DUMP)
+        );
+        // Invalid UTF-8 in a stack line is a bad address, not a panic.
+        let e = parse_bytes(b"heap_v2/512\n  t*: 1: 2 [3: 4]\n@ 0x1 \xff\n").unwrap_err();
+        assert_eq!((e.line, e.problem.as_str()), (3, "bad stack address"));
     }
 
     #[test]

@@ -144,18 +144,76 @@ impl HeapSnapshot {
             .period("space", "bytes", self.sample_period as i64)
             .default_sample_type(default_type)
             .time(start, end.duration_since(start).unwrap_or(Duration::ZERO));
-        // Stable order, so equal snapshots encode equally.
-        let mut stacks: Vec<(&Vec<u64>, &Values)> = self.stacks.iter().collect();
-        stacks.sort_unstable();
-        let mut classes = FrameClasses::new(symbolizer);
-        for (addresses, values) in stacks {
-            // Dumped addresses are return addresses: look up the call.
-            let lookup: Vec<u64> = addresses.iter().map(|a| a.saturating_sub(1)).collect();
-            let (skip, dropped) = classes.trim(&lookup);
-            if skip >= lookup.len() {
+        // Each distinct address once: stacks become indices into `addrs`, so
+        // the symbolizer, the frame classes and the locations are looked up
+        // once per address rather than once per frame of every stack (a
+        // dump of 10k stacks holds ~650k frames over a few thousand
+        // addresses). Stacks go in a stable order, so equal snapshots encode
+        // equally: by a hash of their addresses, then by the addresses.
+        let mut order: Vec<(u64, &Vec<u64>, &Values)> = self
+            .stacks
+            .iter()
+            .map(|(addresses, values)| {
+                use std::hash::BuildHasher;
+                let hash = rustc_hash::FxBuildHasher.hash_one(addresses);
+                (hash, addresses, values)
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let mut index: HashMap<u64, u32> = HashMap::default();
+        let mut addrs: Vec<u64> = Vec::new();
+        let stacks: Vec<(Vec<u32>, &Values)> = order
+            .into_iter()
+            .map(|(_, addresses, values)| {
+                let ids = addresses
+                    .iter()
+                    .map(|&a| {
+                        // Dumped addresses are return addresses: look up the call.
+                        let lookup = a.saturating_sub(1);
+                        *index.entry(lookup).or_insert_with(|| {
+                            addrs.push(lookup);
+                            addrs.len() as u32 - 1
+                        })
+                    })
+                    .collect();
+                (ids, values)
+            })
+            .collect();
+        symbolizer.resolve_all(addrs.iter().copied());
+        let classes: Vec<Vec<(bool, bool)>> = addrs
+            .iter()
+            .map(|&addr| classify(&symbolizer.resolve(addr)))
+            .collect();
+        // Location per address index, made on first use (0: not yet).
+        let mut locations: Vec<u64> = vec![0; addrs.len()];
+        for (ids, values) in stacks {
+            let frames = ids.iter().enumerate().flat_map(|(i, &id)| {
+                classes[id as usize]
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, &(glue, jemalloc))| (i, j, glue, jemalloc))
+            });
+            let (skip, dropped) = trim_classified(frames, ids.len());
+            if skip >= ids.len() {
                 continue;
             }
-            builder.add_trimmed_sample(&lookup[skip..], dropped, values.to_vec(), &[]);
+            let location_ids = ids[skip..]
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| {
+                    let addr = addrs[id as usize];
+                    if i == 0 && dropped > 0 {
+                        // The trimmed leaf has a location of its own.
+                        return builder.location_id(addr, dropped);
+                    }
+                    let slot = &mut locations[id as usize];
+                    if *slot == 0 {
+                        *slot = builder.location_id(addr, 0);
+                    }
+                    *slot
+                })
+                .collect();
+            builder.add_sample_at(location_ids, values.to_vec(), &[]);
         }
         builder.build()
     }
@@ -173,69 +231,36 @@ impl HeapSnapshot {
 /// `runtime.mallocgc`. Allocations that bypass Rust (C code calling
 /// `malloc`) lose only jemalloc-named frames.
 pub fn trim_allocator_frames(symbolizer: &Symbolizer, stack: &[u64]) -> (usize, usize) {
-    FrameClasses::new(symbolizer).trim(stack)
+    symbolizer.resolve_all(stack.iter().copied());
+    let classes: Vec<Vec<(bool, bool)>> = stack
+        .iter()
+        .map(|&addr| classify(&symbolizer.resolve(addr)))
+        .collect();
+    let frames = classes.iter().enumerate().flat_map(|(i, c)| {
+        c.iter()
+            .enumerate()
+            .map(move |(j, &(glue, jemalloc))| (i, j, glue, jemalloc))
+    });
+    trim_classified(frames, stack.len())
 }
 
-/// Classifies the frames of each address once per profile: thousands of
-/// stacks share a few hundred addresses. Per frame, innermost first:
-/// (Rust allocation glue, jemalloc).
-struct FrameClasses<'a> {
-    symbolizer: &'a Symbolizer,
-    memo: rustc_hash::FxHashMap<u64, usize>,
-    classes: Vec<Vec<(bool, bool)>>,
-    scratch: Vec<usize>,
-}
-
-impl<'a> FrameClasses<'a> {
-    fn new(symbolizer: &'a Symbolizer) -> Self {
-        FrameClasses {
-            symbolizer,
-            memo: Default::default(),
-            classes: Vec::new(),
-            scratch: Vec::new(),
-        }
+/// Per frame of an address's symbolization, innermost first: (Rust
+/// allocation glue, jemalloc).
+fn classify(frames: &[crate::symbols::Frame]) -> Vec<(bool, bool)> {
+    if frames.is_empty() {
+        // Unsymbolized: only jemalloc's stripped internals look so.
+        return vec![(false, true)];
     }
-
-    fn index(&mut self, addr: u64) -> usize {
-        if let Some(&i) = self.memo.get(&addr) {
-            return i;
-        }
-        let resolved = self.symbolizer.resolve(addr);
-        let classes = if resolved.is_empty() {
-            // Unsymbolized: only jemalloc's stripped internals look so.
-            vec![(false, true)]
-        } else {
-            resolved
-                .iter()
-                .map(|f| {
-                    let file = f.file.as_deref().unwrap_or("");
-                    (
-                        is_rust_alloc_glue(&f.function, file),
-                        is_jemalloc_frame(&f.function, file),
-                    )
-                })
-                .collect()
-        };
-        self.classes.push(classes);
-        self.memo.insert(addr, self.classes.len() - 1);
-        self.classes.len() - 1
-    }
-
-    fn trim(&mut self, stack: &[u64]) -> (usize, usize) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        scratch.extend(stack.iter().map(|&addr| self.index(addr)));
-        let classes = &self.classes;
-        let frames = scratch.iter().enumerate().flat_map(|(i, &c)| {
-            classes[c]
-                .iter()
-                .enumerate()
-                .map(move |(j, &(glue, jemalloc))| (i, j, glue, jemalloc))
-        });
-        let found = trim_classified(frames, stack.len());
-        self.scratch = scratch;
-        found
-    }
+    frames
+        .iter()
+        .map(|f| {
+            let file = f.file.as_deref().unwrap_or("");
+            (
+                is_rust_alloc_glue(&f.function, file),
+                is_jemalloc_frame(&f.function, file),
+            )
+        })
+        .collect()
 }
 
 /// The trimming rule over classified frames `(address index, frame index,
@@ -432,9 +457,9 @@ impl Drop for RemoveOnDrop<'_> {
 fn dump_and_parse(path: &std::path::Path) -> Result<HeapDump, Error> {
     let _remove = RemoveOnDrop(path);
     backend::dump(path)?;
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| Error::Internal(format!("cannot read heap dump {}: {e}", path.display())))?;
-    dump::parse(&text).map_err(|e| Error::Internal(e.to_string()))
+    dump::parse_bytes(&bytes).map_err(|e| Error::Internal(e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,370 @@
+//! Address → function, file and line, in-process, cached across requests;
+//! and the process's executable mappings (path, range, offset, build id) so
+//! offline tools can re-symbolize what the agent serves.
+//!
+//! One symbolizer serves every profile kind (CPU, heap, tasks). Its memory
+//! stays small by construction:
+//! - answers are cached per address, with function and file names
+//!   interned, so a warm cache costs one copy of each distinct name;
+//! - debug info is read from the mapped file one compilation unit at a
+//!   time (`dwarf.rs`), so a lookup never holds a whole binary's parsed DWARF
+//!   (tens of MB for a large service, the cost that addr2line-based
+//!   symbolizers carry);
+//! - the per-object indexes (symbols, unit ranges: a few MB) are dropped
+//!   after [`DEBUG_INFO_IDLE`] without use, and so is the whole-binary DWARF
+//!   that pprof-rs (at each capture start) and tokio (for task dumps) load
+//!   into the `backtrace` crate's cache.
+
+mod dwarf;
+mod maps;
+mod object;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap as HashMap;
+
+pub use maps::{Mapping, parse_maps};
+
+use dwarf::RawFrame;
+use object::ObjectFile;
+
+/// One frame of an address's symbolization. An address inside inlined code
+/// yields several, innermost first (pprof's `Line` order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Demangled function name, without the Rust hash suffix.
+    pub function: Arc<str>,
+    /// Source file, when debug info has it.
+    pub file: Option<Arc<str>>,
+    /// Source line, 0 when unknown.
+    pub line: u32,
+}
+
+#[derive(Default)]
+struct Cache {
+    frames: HashMap<u64, Arc<[Frame]>>,
+    names: HashSet<Arc<str>>,
+    build_ids: HashMap<String, String>,
+}
+
+impl Cache {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.names.get(s) {
+            return found.clone();
+        }
+        let new: Arc<str> = Arc::from(s);
+        self.names.insert(new.clone());
+        new
+    }
+
+    fn insert(&mut self, addr: u64, raw: Vec<RawFrame>) {
+        let frames: Arc<[Frame]> = raw
+            .into_iter()
+            .map(|f| Frame {
+                function: self.intern(&f.function),
+                file: f.file.map(|file| self.intern(&file)),
+                line: f.line,
+            })
+            .collect();
+        self.frames.insert(addr, frames);
+    }
+}
+
+/// How long an object's symbol and unit indexes are kept after their last
+/// use.
+pub const DEBUG_INFO_IDLE: Duration = Duration::from_secs(10);
+
+/// Past this many cached addresses the cache starts over, so it stays
+/// bounded in a process that keeps loading new code.
+const MAX_CACHED_ADDRESSES: usize = 1 << 20;
+
+/// Resolves addresses of this process to frames, remembering every answer.
+///
+/// ```
+/// use profscope_agent::symbols::Symbolizer;
+///
+/// #[inline(never)]
+/// fn answer() -> u32 { 42 }
+///
+/// let symbolizer = Symbolizer::new();
+/// let frames = symbolizer.resolve(answer as *const () as usize as u64);
+/// assert!(frames.last().unwrap().function.ends_with("answer"));
+/// ```
+#[derive(Default)]
+pub struct Symbolizer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: Mutex<State>,
+    /// Last use of the indexes, as milliseconds since `EPOCH`.
+    last_use_ms: AtomicU64,
+    /// Indexes are loaded and not yet released.
+    loaded: AtomicBool,
+    /// The `backtrace` crate's cache holds parsed DWARF that pprof-rs or
+    /// tokio loaded through it, not yet released.
+    backtrace_loaded: AtomicBool,
+    janitor: OnceLock<()>,
+}
+
+#[derive(Default)]
+struct State {
+    cache: Cache,
+    /// Mapped objects by path; `None` for one that cannot be read.
+    objects: HashMap<String, Option<ObjectFile>>,
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn touch(self: &Arc<Self>) {
+        self.last_use_ms
+            .store(EPOCH.elapsed().as_millis() as u64, Ordering::Release);
+        self.janitor.get_or_init(|| {
+            let weak: Weak<Inner> = Arc::downgrade(self);
+            // A thread, not a task: the symbolizer does not require a runtime.
+            let _ = std::thread::Builder::new()
+                .name("profscope-symbols".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(DEBUG_INFO_IDLE / 4);
+                        let Some(inner) = weak.upgrade() else { break };
+                        inner.release_if_idle(DEBUG_INFO_IDLE);
+                    }
+                });
+        });
+    }
+
+    fn release_if_idle(&self, idle: Duration) -> bool {
+        let last = self.last_use_ms.load(Ordering::Acquire);
+        let now = EPOCH.elapsed().as_millis() as u64;
+        if now.saturating_sub(last) < idle.as_millis() as u64 {
+            return false;
+        }
+        let mut released = false;
+        if self.loaded.swap(false, Ordering::AcqRel) {
+            self.lock().objects = HashMap::default();
+            released = true;
+        }
+        if self.backtrace_loaded.swap(false, Ordering::AcqRel) {
+            backtrace::clear_symbol_cache();
+            released = true;
+        }
+        released
+    }
+}
+
+impl std::fmt::Debug for Symbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.inner.lock();
+        f.debug_struct("Symbolizer")
+            .field("addresses", &state.cache.frames.len())
+            .field("names", &state.cache.names.len())
+            .field("objects", &state.objects.len())
+            .finish()
+    }
+}
+
+impl Symbolizer {
+    /// An empty symbolizer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The frames at `addr`, innermost first; empty when nothing is known
+    /// of it. `addr` must point inside the instruction of interest: callers
+    /// pass return addresses minus one. Resolve many addresses with
+    /// [`Symbolizer::resolve_all`] first: it reads each compilation unit
+    /// once for all of them.
+    pub fn resolve(&self, addr: u64) -> Arc<[Frame]> {
+        self.resolve_all([addr]);
+        let state = self.inner.lock();
+        state
+            .cache
+            .frames
+            .get(&addr)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]))
+    }
+
+    /// Resolves every address not yet cached, in one pass over the debug
+    /// info; [`Symbolizer::resolve`] then answers from the cache.
+    pub fn resolve_all(&self, addrs: impl IntoIterator<Item = u64>) {
+        let mut state = self.inner.lock();
+        let mut missing: Vec<u64> = addrs
+            .into_iter()
+            .filter(|a| !state.cache.frames.contains_key(a))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if state.cache.frames.len() + missing.len() > MAX_CACHED_ADDRESSES {
+            state.cache = Cache {
+                build_ids: std::mem::take(&mut state.cache.build_ids),
+                ..Cache::default()
+            };
+        }
+        self.inner.loaded.store(true, Ordering::Release);
+        self.inner.touch();
+        let mut found: Vec<Vec<RawFrame>> = vec![Vec::new(); missing.len()];
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let mut mappings = maps::parse_maps(&maps);
+        mappings.sort_unstable_by_key(|m| m.start);
+        // Probes per object: (the object's own address, slot in `found`).
+        let mut probes: HashMap<&str, Vec<(u64, usize)>> = HashMap::default();
+        let mut objects = std::mem::take(&mut state.objects);
+        for (slot, &addr) in missing.iter().enumerate() {
+            let i = mappings.partition_point(|m| m.start <= addr);
+            let Some(m) = i.checked_sub(1).map(|i| &mappings[i]) else {
+                continue;
+            };
+            if addr >= m.end || !m.path.starts_with('/') {
+                continue;
+            }
+            let object = objects
+                .entry(m.path.clone())
+                .or_insert_with(|| ObjectFile::open(&m.path));
+            if let Some(address) = object
+                .as_ref()
+                .and_then(|o| o.address_of_offset(addr - m.start + m.offset))
+            {
+                probes.entry(&m.path).or_default().push((address, slot));
+            }
+        }
+        for (path, mut probes) in probes {
+            if let Some(Some(object)) = objects.get(path) {
+                object.resolve(&mut probes, &mut found);
+            }
+        }
+        state.objects = objects;
+        for (addr, raw) in missing.into_iter().zip(found) {
+            state.cache.insert(addr, raw);
+        }
+    }
+
+    /// Drops the per-object indexes, and the `backtrace` crate's cache if
+    /// pprof-rs or tokio filled it, now; returns whether anything was
+    /// loaded. The janitor thread does this by itself after
+    /// [`DEBUG_INFO_IDLE`] without use; the answers cached so far stay.
+    pub fn release_debug_info(&self) -> bool {
+        self.inner.release_if_idle(Duration::ZERO)
+    }
+
+    /// Notes that the `backtrace` crate parsed this binary's DWARF into its
+    /// own process-wide cache (pprof-rs does at every capture start, tokio
+    /// for task dumps): the janitor clears it with the indexes, so a burst
+    /// of captures parses it once and an idle service holds none of it.
+    pub(crate) fn backtrace_cache_used(&self) {
+        self.inner.backtrace_loaded.store(true, Ordering::Release);
+        self.inner.touch();
+    }
+
+    /// Number of addresses resolved so far (for tests and memory accounting).
+    pub fn cached_addresses(&self) -> usize {
+        self.inner.lock().cache.frames.len()
+    }
+
+    /// Heap bytes held by the loaded per-object indexes (0 once released).
+    pub fn index_bytes(&self) -> usize {
+        self.inner
+            .lock()
+            .objects
+            .values()
+            .flatten()
+            .map(ObjectFile::heap_bytes)
+            .sum()
+    }
+
+    /// The executable mappings of this process, read now (libraries come and
+    /// go), with build ids read once per object and cached.
+    pub fn mappings(&self) -> Vec<Mapping> {
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return Vec::new();
+        };
+        let mut mappings = parse_maps(&maps);
+        let mut state = self.inner.lock();
+        for m in &mut mappings {
+            if !m.path.starts_with('/') {
+                continue;
+            }
+            let id = state
+                .cache
+                .build_ids
+                .entry(m.path.clone())
+                .or_insert_with(|| maps::read_build_id(&m.path).unwrap_or_default());
+            m.build_id = id.clone();
+        }
+        mappings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker_function_for_symbols() -> u64 {
+        marker_function_for_symbols as *const () as usize as u64
+    }
+
+    #[test]
+    fn resolves_a_known_function_with_file_and_line() {
+        let s = Symbolizer::new();
+        // The very first instruction must resolve to the function itself.
+        let frames = s.resolve(marker_function_for_symbols());
+        let f = frames.last().expect("symbolized");
+        assert!(
+            f.function.ends_with("marker_function_for_symbols"),
+            "{frames:?}"
+        );
+        assert!(f.file.as_deref().unwrap_or("").ends_with("symbols/mod.rs"));
+        assert!(f.line > 0);
+        // Cached: the same allocation comes back.
+        assert!(Arc::ptr_eq(
+            &frames,
+            &s.resolve(marker_function_for_symbols())
+        ));
+        assert_eq!(s.cached_addresses(), 1);
+    }
+
+    #[test]
+    fn indexes_are_released_and_answers_stay() {
+        let s = Symbolizer::new();
+        let addr = marker_function_for_symbols();
+        let before = s.resolve(addr);
+        assert!(s.index_bytes() > 0);
+        assert!(s.release_debug_info());
+        assert_eq!(s.index_bytes(), 0);
+        assert!(!s.release_debug_info(), "nothing left to release");
+        assert!(Arc::ptr_eq(&before, &s.resolve(addr)));
+        assert_eq!(s.index_bytes(), 0, "a cached answer reads no debug info");
+    }
+
+    #[test]
+    fn unmapped_addresses_resolve_to_nothing() {
+        let s = Symbolizer::new();
+        assert!(s.resolve(8).is_empty());
+        assert!(s.resolve(u64::MAX - 8).is_empty());
+    }
+
+    #[test]
+    fn maps_put_the_main_binary_first_with_a_build_id() {
+        let s = Symbolizer::new();
+        let maps = s.mappings();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(maps[0].path, exe.to_string_lossy());
+        assert!(!maps[0].build_id.is_empty(), "{:?}", maps[0]);
+        let addr = marker_function_for_symbols();
+        assert!(maps[0].start <= addr && addr < maps[0].end);
+    }
+}

@@ -1,0 +1,355 @@
+//! One mapped object (the executable or a shared library) as the symbolizer
+//! reads it: the file mapped read-only, its loadable segments, its function
+//! symbols, and an index from addresses to DWARF compilation units.
+//!
+//! Only the indexes live on the heap, a few MB for a large binary. The DWARF
+//! itself is read from the mapped file at each lookup, one compilation unit
+//! at a time, and dropped after it (see `dwarf.rs`): parsed DWARF kept
+//! for a whole binary, as addr2line-based symbolizers do, costs tens of MB.
+
+use std::borrow::Cow;
+
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+
+use super::dwarf::{self, RawFrame};
+
+/// Reader over the mapped file's bytes.
+pub(super) type Reader<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
+
+/// A function symbol: `[start, end)` in the object's own addresses, name as
+/// an offset and length into the mapped file (the string table is there).
+#[derive(Clone, Copy)]
+struct Symbol {
+    start: u64,
+    end: u64,
+    name_at: u32,
+    name_len: u32,
+}
+
+/// `[start, end)` belongs to the compilation unit at `units[unit]`.
+#[derive(Clone, Copy)]
+struct UnitRange {
+    start: u64,
+    end: u64,
+    unit: u32,
+}
+
+pub(super) struct ObjectFile {
+    map: memmap2::Mmap,
+    /// (file offset, file size, address) of each loadable segment.
+    segments: Vec<(u64, u64, u64)>,
+    /// Function symbols by start address.
+    symbols: Vec<Symbol>,
+    /// Unit ranges by start address, adjacent ranges of one unit merged.
+    ranges: Vec<UnitRange>,
+    /// `.debug_info` offsets of the compilation units, ascending.
+    units: Vec<usize>,
+}
+
+impl std::fmt::Debug for ObjectFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectFile")
+            .field("symbols", &self.symbols.len())
+            .field("unit_ranges", &self.ranges.len())
+            .field("units", &self.units.len())
+            .finish()
+    }
+}
+
+impl ObjectFile {
+    /// Maps and indexes the object at `path`; `None` when it cannot be read
+    /// or is not an object file (addresses in it then stay unsymbolized).
+    pub(super) fn open(path: &str) -> Option<ObjectFile> {
+        let file = std::fs::File::open(path).ok()?;
+        // SAFETY: the mapping is read-only and only read while `map` lives;
+        // a concurrent truncation of a loaded object would already break the
+        // process itself, which has it mapped too.
+        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let (segments, symbols, ranges, units) = {
+            let object = object::File::parse(&*map).ok()?;
+            let segments = object
+                .segments()
+                .map(|s| {
+                    let (offset, size) = s.file_range();
+                    (offset, size, s.address())
+                })
+                .collect();
+            let symbols = index_symbols(&object, map.as_ptr() as usize);
+            let (ranges, units) = match load_dwarf(&object) {
+                Some(sections) => {
+                    let dwarf = borrow_dwarf(&sections, &object);
+                    index_units(&dwarf).unwrap_or_default()
+                }
+                None => Default::default(),
+            };
+            (segments, symbols, ranges, units)
+        };
+        Some(ObjectFile {
+            map,
+            segments,
+            symbols,
+            ranges,
+            units,
+        })
+    }
+
+    /// The object's own address (as its symbols and DWARF use) for an offset
+    /// in the file, through the loadable segment that maps it.
+    pub(super) fn address_of_offset(&self, offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|&&(start, size, _)| start <= offset && offset < start + size)
+            .map(|&(start, _, address)| address + (offset - start))
+    }
+
+    /// Frames, innermost first, for each `(address, slot)` probe, written
+    /// to `out[slot]`. Addresses are the object's own; probes are sorted by
+    /// address on return. Any DWARF error leaves the affected probes to the
+    /// symbol table.
+    pub(super) fn resolve(&self, probes: &mut [(u64, usize)], out: &mut [Vec<RawFrame>]) {
+        probes.sort_unstable();
+        let mut locations: Vec<Option<(String, u32)>> = vec![None; probes.len()];
+        let mut qualified = vec![false; probes.len()];
+        if !self.ranges.is_empty()
+            && let Ok(object) = object::File::parse(&*self.map)
+            && let Some(sections) = load_dwarf(&object)
+        {
+            let dwarf = borrow_dwarf(&sections, &object);
+            // Probes by unit, each group in address order.
+            let mut by_unit: rustc_hash::FxHashMap<u32, Vec<usize>> = Default::default();
+            for (i, &(addr, _)) in probes.iter().enumerate() {
+                if let Some(unit) = self.unit_of(addr) {
+                    by_unit.entry(unit).or_default().push(i);
+                }
+            }
+            let mut units: Vec<(u32, Vec<usize>)> = by_unit.into_iter().collect();
+            units.sort_unstable_by_key(|(unit, _)| *unit);
+            for (unit, members) in units {
+                let offset = self.units[unit as usize];
+                let addrs: Vec<u64> = members.iter().map(|&i| probes[i].0).collect();
+                let Ok(answers) = dwarf::resolve_in_unit(&dwarf, offset, &self.units, &addrs)
+                else {
+                    continue;
+                };
+                for (&i, answer) in members.iter().zip(answers) {
+                    out[probes[i].1] = answer.frames;
+                    locations[i] = answer.location;
+                    qualified[i] = answer.qualified;
+                }
+            }
+        }
+        // The symbol table names what DWARF does not, and qualifies the
+        // outermost frame of builds whose DWARF has bare names only
+        // (`debug = "line-tables-only"`).
+        for (i, &(addr, slot)) in probes.iter().enumerate() {
+            let frames = &mut out[slot];
+            if !frames.is_empty() && qualified[i] {
+                continue;
+            }
+            let Some(name) = self.symbol_name(addr) else {
+                continue;
+            };
+            match frames.last_mut() {
+                // Only when the symbol is the same function, qualified.
+                Some(outer) => {
+                    if name.len() > outer.function.len()
+                        && name.ends_with(outer.function.as_str())
+                        && name[..name.len() - outer.function.len()].ends_with("::")
+                    {
+                        outer.function = name;
+                    }
+                }
+                None => {
+                    let (file, line) = locations[i].take().map_or((None, 0), |(f, l)| (Some(f), l));
+                    frames.push(RawFrame {
+                        function: name,
+                        file,
+                        line,
+                    });
+                }
+            }
+        }
+    }
+
+    fn unit_of(&self, addr: u64) -> Option<u32> {
+        let i = self.ranges.partition_point(|r| r.start <= addr);
+        let range = self.ranges.get(i.checked_sub(1)?)?;
+        (addr < range.end).then_some(range.unit)
+    }
+
+    fn symbol_name(&self, addr: u64) -> Option<String> {
+        let i = self.symbols.partition_point(|s| s.start <= addr);
+        let symbol = self.symbols.get(i.checked_sub(1)?)?;
+        // The end itself counts, as in the `backtrace` crate: a call that
+        // ends a function (to a `!` function) returns there.
+        if addr > symbol.end {
+            return None;
+        }
+        let at = symbol.name_at as usize;
+        let bytes = self.map.get(at..at + symbol.name_len as usize)?;
+        Some(demangle(&String::from_utf8_lossy(bytes)))
+    }
+
+    /// Heap bytes held by the indexes (the mapped file is not counted: it
+    /// is page cache, shared and reclaimable).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.segments.capacity() * std::mem::size_of::<(u64, u64, u64)>()
+            + self.symbols.capacity() * std::mem::size_of::<Symbol>()
+            + self.ranges.capacity() * std::mem::size_of::<UnitRange>()
+            + self.units.capacity() * std::mem::size_of::<usize>()
+    }
+}
+
+/// A Rust symbol demangled without its hash; other names as they are.
+pub(super) fn demangle(name: &str) -> String {
+    match rustc_demangle::try_demangle(name) {
+        Ok(demangled) => format!("{demangled:#}"),
+        Err(_) => name.to_string(),
+    }
+}
+
+/// Function symbols from `.symtab`, or `.dynsym` when the object is stripped,
+/// sorted; a symbol without a size ends where the next one starts.
+fn index_symbols(object: &object::File<'_>, base: usize) -> Vec<Symbol> {
+    let mut symbols: Vec<Symbol> = Vec::new();
+    collect_symbols(object.symbols(), base, &mut symbols);
+    if symbols.is_empty() {
+        collect_symbols(object.dynamic_symbols(), base, &mut symbols);
+    }
+    // Aliases share an address: keep the one with a size.
+    symbols.sort_unstable_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
+    symbols.dedup_by_key(|s| s.start);
+    for i in 0..symbols.len() {
+        if symbols[i].end == symbols[i].start {
+            symbols[i].end = symbols.get(i + 1).map_or(u64::MAX, |next| next.start);
+        }
+    }
+    symbols.shrink_to_fit();
+    symbols
+}
+
+fn collect_symbols<'data: 'file, 'file>(
+    iter: impl Iterator<Item = object::Symbol<'data, 'file>>,
+    base: usize,
+    out: &mut Vec<Symbol>,
+) {
+    for s in iter {
+        if s.kind() != SymbolKind::Text || s.address() == 0 || s.is_undefined() {
+            continue;
+        }
+        let Ok(name) = s.name_bytes() else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        let (Ok(name_at), Ok(name_len)) = (
+            u32::try_from(name.as_ptr() as usize - base),
+            u32::try_from(name.len()),
+        ) else {
+            continue;
+        };
+        out.push(Symbol {
+            start: s.address(),
+            end: s.address() + s.size(),
+            name_at,
+            name_len,
+        });
+    }
+}
+
+/// The DWARF sections of `object`, decompressed when they are compressed;
+/// `None` when it has no `.debug_info`.
+fn load_dwarf<'a>(object: &object::File<'a>) -> Option<gimli::DwarfSections<Cow<'a, [u8]>>> {
+    object.section_by_name(".debug_info")?;
+    gimli::DwarfSections::load(|id| -> Result<Cow<'a, [u8]>, gimli::Error> {
+        Ok(object
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[])))
+    })
+    .ok()
+}
+
+fn borrow_dwarf<'a>(
+    sections: &'a gimli::DwarfSections<Cow<'_, [u8]>>,
+    object: &object::File<'_>,
+) -> gimli::Dwarf<Reader<'a>> {
+    let endian = if object.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    };
+    sections.borrow(|section| gimli::EndianSlice::new(section, endian))
+}
+
+/// Address ranges of every compilation unit, from `.debug_aranges` where it
+/// covers a unit and from the unit's own root entry otherwise.
+fn index_units(dwarf: &gimli::Dwarf<Reader<'_>>) -> gimli::Result<(Vec<UnitRange>, Vec<usize>)> {
+    let mut units: Vec<usize> = Vec::new();
+    let mut headers = dwarf.units();
+    while let Some(header) = headers.next()? {
+        if let Some(offset) = header.offset().as_debug_info_offset() {
+            units.push(offset.0);
+        }
+    }
+    let mut covered = vec![false; units.len()];
+    let mut ranges: Vec<UnitRange> = Vec::new();
+    let mut aranges = dwarf.debug_aranges.headers();
+    while let Some(header) = aranges.next()? {
+        let Ok(unit) = units.binary_search(&header.debug_info_offset().0) else {
+            continue;
+        };
+        covered[unit] = true;
+        let mut entries = header.entries();
+        while let Some(entry) = entries.next()? {
+            let range = entry.range();
+            if range.begin < range.end {
+                ranges.push(UnitRange {
+                    start: range.begin,
+                    end: range.end,
+                    unit: unit as u32,
+                });
+            }
+        }
+    }
+    for (unit, &offset) in units.iter().enumerate() {
+        if covered[unit] {
+            continue;
+        }
+        // Parsed for its root entry only, then dropped.
+        let Ok(header) = dwarf
+            .debug_info
+            .header_from_offset(gimli::DebugInfoOffset(offset))
+        else {
+            continue;
+        };
+        let Ok(parsed) = dwarf.unit(header) else {
+            continue;
+        };
+        let mut entries = parsed.entries();
+        let Some((_, root)) = entries.next_dfs()? else {
+            continue;
+        };
+        let mut iter = dwarf.die_ranges(&parsed, root)?;
+        while let Some(range) = iter.next()? {
+            if range.begin < range.end {
+                ranges.push(UnitRange {
+                    start: range.begin,
+                    end: range.end,
+                    unit: unit as u32,
+                });
+            }
+        }
+    }
+    ranges.sort_unstable_by_key(|r| (r.start, r.end));
+    let mut merged: Vec<UnitRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if last.unit == r.unit && r.start <= last.end => {
+                last.end = last.end.max(r.end);
+            }
+            _ => merged.push(r),
+        }
+    }
+    merged.shrink_to_fit();
+    Ok((merged, units))
+}
