@@ -5,10 +5,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use profscope_agent::heap::HeapSnapshot;
-use profscope_agent::heap::dump::{parse, parse_bytes};
+use profscope_agent::heap::dump::{parse, parse_bytes, parse_bytes_in_halves_from};
 
 fuzz_target!(|data: &[u8]| {
     let parsed = parse_bytes(data);
+    // Split in two halves at any size, the answer is the same.
+    assert_eq!(parse_bytes_in_halves_from(data, 0), parsed);
     // The text entry point agrees wherever the bytes are text.
     if let Ok(text) = std::str::from_utf8(data) {
         assert_eq!(parse(text), parsed);

@@ -68,8 +68,69 @@ pub fn parse(text: &str) -> Result<HeapDump, DumpError> {
 
 /// [`parse`] on the dump's bytes as read from the file: no UTF-8 pass over
 /// megabytes of hex. A dump of 10k stacks holds ~650k addresses, so stack
-/// lines are scanned byte by byte once, without splitting them into words.
+/// lines are scanned byte by byte once, without splitting them into words,
+/// and a dump of a megabyte or more is parsed in two halves at once.
 pub fn parse_bytes(bytes: &[u8]) -> Result<HeapDump, DumpError> {
+    parse_bytes_in_halves_from(bytes, PARALLEL_BYTES)
+}
+
+/// Dumps this large are parsed in two halves on two threads.
+const PARALLEL_BYTES: usize = 1 << 20;
+
+/// [`parse_bytes`] with the size from which it splits the work (for tests
+/// and fuzzing, which check that both ways give the same answer).
+#[doc(hidden)]
+pub fn parse_bytes_in_halves_from(bytes: &[u8], min_len: usize) -> Result<HeapDump, DumpError> {
+    if bytes.len() >= min_len
+        && let Some(at) = memchr::memmem::find(&bytes[bytes.len() / 2..], b"\n@")
+        && let Some(dump) = parse_in_halves(bytes, bytes.len() / 2 + at + 1)
+    {
+        return Ok(dump);
+    }
+    parse_whole(bytes)
+}
+
+/// The header and the stacks up to `at` on this thread, the stacks from
+/// `at` (the start of a stack line) on another. `None` whenever the halves
+/// do not simply add up (any error, the mapped libraries before `at`): the
+/// caller then parses the whole, which also numbers an error's line.
+fn parse_in_halves(bytes: &[u8], at: usize) -> Option<HeapDump> {
+    let (head, tail) = bytes.split_at(at);
+    let (head, tail) = std::thread::scope(|scope| {
+        let tail = std::thread::Builder::new()
+            .name("profscope-heap-parse".into())
+            .spawn_scoped(scope, || scan_body(Lines { rest: tail, n: 0 }, true))
+            .ok()?;
+        let head = parse_header(head).and_then(|(mut dump, lines)| {
+            let body = scan_body(lines, false)?;
+            dump.stacks = body.stacks;
+            Ok((dump, body.total, body.ended))
+        });
+        Some((head, tail.join().ok()?))
+    })?;
+    match (head, tail) {
+        (Ok((mut dump, Some(total), false)), Ok(tail)) => {
+            dump.total = total;
+            dump.stacks.extend(tail.stacks);
+            Some(dump)
+        }
+        _ => None,
+    }
+}
+
+fn parse_whole(bytes: &[u8]) -> Result<HeapDump, DumpError> {
+    let (mut dump, lines) = parse_header(bytes)?;
+    let body = scan_body(lines, false)?;
+    dump.stacks = body.stacks;
+    dump.total = body.total.ok_or_else(|| DumpError {
+        line: 1,
+        problem: "no heap totals (t*:) line".into(),
+    })?;
+    Ok(dump)
+}
+
+/// `heap_v2/<period>`: the dump so far, and the lines after the header.
+fn parse_header(bytes: &[u8]) -> Result<(HeapDump, Lines<'_>), DumpError> {
     let err = |line: usize, problem: &str| DumpError {
         line,
         problem: problem.to_string(),
@@ -83,15 +144,39 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<HeapDump, DumpError> {
         .ok()
         .and_then(|p| p.trim().parse().ok())
         .ok_or_else(|| err(n, "sampling period is not a number"))?;
-    let mut dump = HeapDump {
+    let dump = HeapDump {
         sample_period,
         total: Counts::default(),
         stacks: Vec::new(),
     };
+    Ok((dump, lines))
+}
+
+/// What the lines after the header hold.
+struct Body {
+    stacks: Vec<DumpStack>,
+    /// The heap totals: the first `t*` line outside a stack.
+    total: Option<Counts>,
+    /// The mapped libraries section was reached.
+    ended: bool,
+}
+
+/// Stack lines with their counts, until the mapped libraries. With
+/// `seen_total`, a `t*` line outside a stack is an error.
+fn scan_body(lines: Lines<'_>, mut seen_total: bool) -> Result<Body, DumpError> {
+    let err = |line: usize, problem: &str| DumpError {
+        line,
+        problem: problem.to_string(),
+    };
+    let mut body = Body {
+        stacks: Vec::new(),
+        total: None,
+        ended: false,
+    };
     let mut current: Option<Vec<u64>> = None;
-    let mut seen_total = false;
     for (n, line) in lines {
         if line.starts_with(b"MAPPED_LIBRARIES") {
+            body.ended = true;
             break;
         }
         let trimmed = line.trim_ascii();
@@ -108,9 +193,9 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<HeapDump, DumpError> {
                 .and_then(parse_counts)
                 .ok_or_else(|| err(n, "bad t*: counts"))?;
             match current.take() {
-                Some(addresses) => dump.stacks.push(DumpStack { addresses, counts }),
+                Some(addresses) => body.stacks.push(DumpStack { addresses, counts }),
                 None if !seen_total => {
-                    dump.total = counts;
+                    body.total = Some(counts);
                     seen_total = true;
                 }
                 None => return Err(err(n, "t*: counts without a stack")),
@@ -121,10 +206,7 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<HeapDump, DumpError> {
             return Err(err(n, "unexpected line"));
         }
     }
-    if !seen_total {
-        return Err(err(1, "no heap totals (t*:) line"));
-    }
-    Ok(dump)
+    Ok(body)
 }
 
 /// Lines with their 1-based numbers, found with `memchr`.
@@ -367,7 +449,9 @@ MAPPED_LIBRARIES:\n\
                     }
                 }
             }
-            if let Ok(dump) = parse_bytes(&bytes) {
+            let parsed = parse_bytes(&bytes);
+            assert_eq!(parse_bytes_in_halves_from(&bytes, 0), parsed);
+            if let Ok(dump) = parsed {
                 let _ =
                     crate::heap::HeapSnapshot::from_dump(dump, std::time::SystemTime::UNIX_EPOCH);
             }
@@ -400,6 +484,112 @@ MAPPED_LIBRARIES:\n\
         out.clear();
         assert_eq!(parse_addresses(many.as_bytes(), &mut out), Some(()));
         assert_eq!(out.len(), MAX_FRAMES);
+    }
+
+    /// The one-pass scanner against a split-then-parse reference, on
+    /// seeded random words of every length and alphabet.
+    #[test]
+    fn fast_hex_matches_the_reference() {
+        fn reference(line: &[u8]) -> Option<Vec<u64>> {
+            let words: Vec<&[u8]> = line
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|w| !w.is_empty())
+                .collect();
+            words
+                .iter()
+                .take(MAX_FRAMES)
+                .map(|w| {
+                    let d = w.strip_prefix(b"0x").unwrap_or(w);
+                    if d.is_empty() || d.len() > 16 {
+                        return None;
+                    }
+                    d.iter().try_fold(0u64, |v, &b| {
+                        (HEX[b as usize] != 0xff).then(|| v << 4 | u64::from(HEX[b as usize]))
+                    })
+                })
+                .collect()
+        }
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let alphabet = b"0123456789abcdefABCDEFxg \t\xff";
+        for _ in 0..20_000 {
+            let mut line = Vec::new();
+            for _ in 0..(next() % 6) {
+                line.push(b' ');
+                if next() % 2 == 0 {
+                    line.extend_from_slice(b"0x");
+                }
+                let len = next() % 20;
+                for _ in 0..len {
+                    // Mostly lowercase hex, sometimes anything.
+                    let pick = if next() % 16 == 0 {
+                        next() % alphabet.len() as u64
+                    } else {
+                        next() % 16
+                    };
+                    line.push(alphabet[pick as usize]);
+                }
+            }
+            let mut out = Vec::new();
+            let fast = parse_addresses(&line, &mut out).map(|()| out);
+            assert_eq!(
+                fast,
+                reference(&line),
+                "{:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+    }
+
+    /// A dump of `copies` times the real dump's stacks.
+    fn big_dump(copies: usize) -> String {
+        let (head, rest) = REAL.split_once("\n@").unwrap();
+        let (stacks, maps) = rest.split_once("\nMAPPED_LIBRARIES").unwrap();
+        let mut text = format!("{head}\n");
+        for _ in 0..copies {
+            text.push('@');
+            text.push_str(stacks);
+            text.push('\n');
+        }
+        text.push_str("MAPPED_LIBRARIES");
+        text.push_str(maps);
+        text
+    }
+
+    #[test]
+    fn halves_add_up_to_the_whole() {
+        let big = big_dump(1000);
+        assert!(big.len() > PARALLEL_BYTES, "{} bytes", big.len());
+        let whole = parse_whole(big.as_bytes()).unwrap();
+        assert_eq!(whole.stacks.len(), 1000 * 5);
+        assert!(parse_in_halves(big.as_bytes(), big.find("\n@").unwrap() + 1).is_some());
+        assert_eq!(parse_bytes(big.as_bytes()), Ok(whole));
+        // The mapped libraries early in the first half end the stacks there.
+        let cut = big.find("\n@").unwrap() + 1;
+        let early = format!("{}MAPPED_LIBRARIES:\n{}", &big[..cut], &big[cut..]);
+        let whole_early = parse_whole(early.as_bytes()).unwrap();
+        assert_eq!(whole_early.stacks.len(), 0);
+        assert_eq!(parse_bytes(early.as_bytes()), Ok(whole_early));
+        // Broken anywhere, in either half: the same error, same line.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..40 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let mut bytes = big.clone().into_bytes();
+            let at = (rng as usize) % bytes.len();
+            bytes[at] = b"@tz\n 0"[(rng >> 40) as usize % 6];
+            assert_eq!(
+                parse_bytes_in_halves_from(&bytes, 0),
+                parse_whole(&bytes),
+                "byte {at}"
+            );
+        }
     }
 
     #[test]

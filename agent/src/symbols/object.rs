@@ -152,10 +152,7 @@ impl ObjectFile {
             match frames.last_mut() {
                 // Only when the symbol is the same function, qualified.
                 Some(outer) => {
-                    if name.len() > outer.function.len()
-                        && name.ends_with(outer.function.as_str())
-                        && name[..name.len() - outer.function.len()].ends_with("::")
-                    {
+                    if qualifies(&name, &outer.function) {
                         outer.function = name;
                     }
                 }
@@ -198,6 +195,14 @@ impl ObjectFile {
             + self.ranges.capacity() * std::mem::size_of::<UnitRange>()
             + self.units.capacity() * std::mem::size_of::<usize>()
     }
+}
+
+/// Whether `symbol` (demangled) is bare DWARF name `name` with its path:
+/// `app::handler::{closure#0}` for `{closure#0}`, never another function.
+fn qualifies(symbol: &str, name: &str) -> bool {
+    symbol
+        .strip_suffix(name)
+        .is_some_and(|path| path.ends_with("::"))
 }
 
 /// A Rust symbol demangled without its hash; other names as they are.
@@ -352,4 +357,27 @@ fn index_units(dwarf: &gimli::Dwarf<Reader<'_>>) -> gimli::Result<(Vec<UnitRange
     }
     merged.shrink_to_fit();
     Ok((merged, units))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_names_take_their_symbol_path_only() {
+        assert!(qualifies("app::handler::{closure#0}", "{closure#0}"));
+        assert!(qualifies("<app::Svc as tower::Service<R>>::call", "call"));
+        assert!(!qualifies("app::recall", "call"));
+        assert!(!qualifies("call", "call"));
+        assert!(!qualifies("_rjem_je_malloc_default", "je_malloc_default"));
+    }
+
+    #[test]
+    fn demangles_rust_without_hash_and_leaves_c_alone() {
+        assert_eq!(
+            demangle("_ZN3app7handler17h0123456789abcdefE"),
+            "app::handler"
+        );
+        assert_eq!(demangle("malloc"), "malloc");
+    }
 }
