@@ -233,6 +233,9 @@ fn endpoint_child() {
             .expect("gzip");
         <pprof::protos::Profile as prost::Message>::decode(&raw[..]).expect("pprof")
     };
+    // Keep only the figures, so the memory readings below are the agent's.
+    let shape = (profile.sample.len(), profile.location.len(), body.len() / 1024);
+    drop((profile, body));
     // PROFSCOPE_BENCH_CPU_PROFILE=FILE: profile the warm requests with the
     // agent itself (how the figures below were investigated).
     let profiler = std::env::var("PROFSCOPE_BENCH_CPU_PROFILE")
@@ -265,9 +268,7 @@ fn endpoint_child() {
     let (p50, lo, hi) = median_spread(&warm);
     println!(
         "  profile: {} samples, {} locations, {} KiB gzipped",
-        profile.sample.len(),
-        profile.location.len(),
-        body.len() / 1024
+        shape.0, shape.1, shape.2
     );
     println!(
         "  latency: cold {:.1} ms; warm p50 {p50:.1} ms, p90 {:.1} ms, range {lo:.1}..{hi:.1} ms (100 requests)",
