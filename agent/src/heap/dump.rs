@@ -325,6 +325,16 @@ pub fn unsample(objects: u64, bytes: u64, period: u64) -> (i64, i64) {
 mod tests {
     use super::*;
 
+    /// A seeded xorshift generator: the same inputs on every run.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     /// Shape of a real jemalloc 5.3.1 dump (addresses shortened).
     const DUMP: &str = "heap_v2/524288\n\
   t*: 66: 68157440 [70: 69206016]\n\
@@ -414,13 +424,7 @@ MAPPED_LIBRARIES:\n\
     /// never overflows. The cargo-fuzz target in `agent/fuzz` goes further.
     #[test]
     fn mutated_dumps_never_panic() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let base = REAL.as_bytes();
         let tokens: [&[u8]; 8] = [
             b"@",
@@ -509,13 +513,7 @@ MAPPED_LIBRARIES:\n\
                 })
                 .collect()
         }
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let alphabet = b"0123456789abcdefABCDEFxg \t\xff";
         for _ in 0..20_000 {
             let mut line = Vec::new();
@@ -576,11 +574,9 @@ MAPPED_LIBRARIES:\n\
         assert_eq!(whole_early.stacks.len(), 0);
         assert_eq!(parse_bytes(early.as_bytes()), Ok(whole_early));
         // Broken anywhere, in either half: the same error, same line.
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         for _ in 0..40 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
+            let rng = next();
             let mut bytes = big.clone().into_bytes();
             let at = (rng as usize) % bytes.len();
             bytes[at] = b"@tz\n 0"[(rng >> 40) as usize % 6];

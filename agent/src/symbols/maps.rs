@@ -31,6 +31,18 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
     out
 }
 
+/// Where to read a mapped object from. The executable is read through
+/// `/proc/self/exe`, which stays the running binary even after a deploy
+/// replaced or deleted the file at its path (maps then say `… (deleted)`).
+/// Other objects are read by path.
+pub(super) fn object_file(path: &str) -> std::borrow::Cow<'_, str> {
+    let exe = std::fs::read_link("/proc/self/exe");
+    match exe {
+        Ok(exe) if exe.as_os_str() == path => "/proc/self/exe".into(),
+        _ => path.into(),
+    }
+}
+
 fn parse_maps_line(line: &str) -> Option<Mapping> {
     let mut fields = line.split_ascii_whitespace();
     let range = fields.next()?;
@@ -67,6 +79,13 @@ pub(super) fn read_build_id(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_executable_is_read_through_proc_self_exe() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(object_file(exe.to_str().unwrap()), "/proc/self/exe");
+        assert_eq!(object_file("/usr/lib/libc.so.6"), "/usr/lib/libc.so.6");
+    }
 
     #[test]
     fn parses_maps_lines() {

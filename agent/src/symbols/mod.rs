@@ -233,7 +233,7 @@ impl Symbolizer {
             }
             let object = objects
                 .entry(m.path.clone())
-                .or_insert_with(|| ObjectFile::open(&m.path));
+                .or_insert_with(|| ObjectFile::open(&maps::object_file(&m.path)));
             if let Some(address) = object
                 .as_ref()
                 .and_then(|o| o.address_of_offset(addr - m.start + m.offset))
@@ -301,7 +301,9 @@ impl Symbolizer {
                 .cache
                 .build_ids
                 .entry(m.path.clone())
-                .or_insert_with(|| maps::read_build_id(&m.path).unwrap_or_default());
+                .or_insert_with(|| {
+                    maps::read_build_id(&maps::object_file(&m.path)).unwrap_or_default()
+                });
             m.build_id = id.clone();
         }
         mappings

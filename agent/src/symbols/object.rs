@@ -198,11 +198,15 @@ impl ObjectFile {
 }
 
 /// Whether `symbol` (demangled) is bare DWARF name `name` with its path:
-/// `app::handler::{closure#0}` for `{closure#0}`, never another function.
+/// `app::handler::{closure#0}` for `{closure#0}`, `<S as Future>::poll` for
+/// `poll<T>` (such names carry generic arguments where symbols carry the
+/// path), never another function.
 fn qualifies(symbol: &str, name: &str) -> bool {
-    symbol
-        .strip_suffix(name)
-        .is_some_and(|path| path.ends_with("::"))
+    let base = name.split('<').next().unwrap_or(name);
+    !base.is_empty()
+        && symbol
+            .strip_suffix(base)
+            .is_some_and(|path| path.ends_with("::"))
 }
 
 /// A Rust symbol demangled without its hash; other names as they are.
@@ -367,7 +371,12 @@ mod tests {
     fn bare_names_take_their_symbol_path_only() {
         assert!(qualifies("app::handler::{closure#0}", "{closure#0}"));
         assert!(qualifies("<app::Svc as tower::Service<R>>::call", "call"));
+        assert!(qualifies(
+            "<hyper::server::Connection<I> as core::future::Future>::poll",
+            "poll<core::result::Result<(), hyper::Error>>"
+        ));
         assert!(!qualifies("app::recall", "call"));
+        assert!(!qualifies("app::<", "<"));
         assert!(!qualifies("call", "call"));
         assert!(!qualifies("_rjem_je_malloc_default", "je_malloc_default"));
     }
