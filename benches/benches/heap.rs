@@ -234,7 +234,11 @@ fn endpoint_child() {
         <pprof::protos::Profile as prost::Message>::decode(&raw[..]).expect("pprof")
     };
     // Keep only the figures, so the memory readings below are the agent's.
-    let shape = (profile.sample.len(), profile.location.len(), body.len() / 1024);
+    let shape = (
+        profile.sample.len(),
+        profile.location.len(),
+        body.len() / 1024,
+    );
     drop((profile, body));
     // PROFSCOPE_BENCH_CPU_PROFILE=FILE: profile the warm requests with the
     // agent itself (how the figures below were investigated).
