@@ -49,16 +49,15 @@ fn leaf_function_is_the_top_flat_entry() {
         std::thread::spawn(move || leaf_spin(&stop))
     };
     let rt = runtime();
-    // Keep one-offs out of the window: the unwinder warm-up spins, and a
-    // capture start parses debug info (pprof-rs resolves a backtrace) until
-    // it is cached.
-    rt.block_on(CpuProfiler::new().capture(Duration::from_millis(100), 99))
-        .expect("warm capture");
-    let cpu_before = process_cpu();
+    // The window is the capture's own (`start`, `duration`): it opens once
+    // sampling runs. Before that, each capture start parses debug info
+    // (pprof-rs resolves a backtrace), and the first one warms the unwinder
+    // up: CPU the profile rightly does not hold.
+    let trace = CpuTrace::start();
     let capture = rt
         .block_on(CpuProfiler::new().capture(Duration::from_secs(2), 99))
         .expect("capture");
-    let used = process_cpu() - cpu_before;
+    let used = trace.used_between(capture.start, capture.start + capture.duration);
     stop.store(true, Ordering::Relaxed);
     spinner.join().unwrap();
 
@@ -97,6 +96,51 @@ fn leaf_function_is_the_top_flat_entry() {
         (0.95..=1.05).contains(&ratio),
         "profiled {profiled} s, used {used:?}"
     );
+}
+
+/// This process's CPU time, read every 5 ms while it lives, so the CPU
+/// used in any window can be read off afterwards.
+struct CpuTrace {
+    readings: Arc<Mutex<Vec<(std::time::SystemTime, Duration)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CpuTrace {
+    fn start() -> Self {
+        let readings = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (readings.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                r.lock()
+                    .unwrap()
+                    .push((std::time::SystemTime::now(), process_cpu()));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        CpuTrace { readings, stop }
+    }
+
+    /// CPU used between `from` and `to`, interpolated between readings.
+    fn used_between(&self, from: std::time::SystemTime, to: std::time::SystemTime) -> Duration {
+        std::thread::sleep(Duration::from_millis(20));
+        let readings = self.readings.lock().unwrap();
+        let at = |t: std::time::SystemTime| {
+            let i = readings.partition_point(|(when, _)| *when <= t);
+            assert!(i > 0 && i < readings.len(), "window outside the trace");
+            let ((t0, c0), (t1, c1)) = (readings[i - 1], readings[i]);
+            let span = t1.duration_since(t0).unwrap_or_default().as_secs_f64();
+            let part = t.duration_since(t0).unwrap_or_default().as_secs_f64();
+            c0.as_secs_f64() + (c1.as_secs_f64() - c0.as_secs_f64()) * part / span.max(1e-9)
+        };
+        Duration::from_secs_f64(at(to) - at(from))
+    }
+}
+
+impl Drop for CpuTrace {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// CPU time of this process (user + system).

@@ -12,9 +12,6 @@ pub(crate) async fn profile(
     Frequency(hz): Frequency,
     ProfileFormat(format): ProfileFormat,
 ) -> Result<Response, Error> {
-    // The capture's start fills the `backtrace` crate's cache (pprof-rs);
-    // marked now so the janitor frees it even if the client goes away.
-    agent.symbolizer().backtrace_cache_used();
     let capture = agent.cpu().capture(duration, hz).await?;
     // Symbolizing and encoding are CPU work: keep them off the runtime.
     tokio::task::spawn_blocking(move || {

@@ -11,9 +11,11 @@
 //!   (tens of MB for a large service, the cost that addr2line-based
 //!   symbolizers carry);
 //! - the per-object indexes (symbols, unit ranges: a few MB) are dropped
-//!   after [`DEBUG_INFO_IDLE`] without use, and so is the whole-binary DWARF
-//!   that pprof-rs (at each capture start) and tokio (for task dumps) load
-//!   into the `backtrace` crate's cache.
+//!   after [`DEBUG_INFO_IDLE`] without use.
+//!
+//! pprof-rs (at each capture start) and tokio (for task dumps) still resolve
+//! through the `backtrace` crate, which parses the whole binary's DWARF into
+//! its own cache; the agent clears that cache right after each such use.
 
 mod dwarf;
 mod maps;
@@ -105,9 +107,6 @@ struct Inner {
     last_use_ms: AtomicU64,
     /// Indexes are loaded and not yet released.
     loaded: AtomicBool,
-    /// The `backtrace` crate's cache holds parsed DWARF that pprof-rs or
-    /// tokio loaded through it, not yet released.
-    backtrace_loaded: AtomicBool,
     janitor: OnceLock<()>,
 }
 
@@ -146,19 +145,13 @@ impl Inner {
     fn release_if_idle(&self, idle: Duration) -> bool {
         let last = self.last_use_ms.load(Ordering::Acquire);
         let now = EPOCH.elapsed().as_millis() as u64;
-        if now.saturating_sub(last) < idle.as_millis() as u64 {
-            return false;
-        }
-        let mut released = false;
-        if self.loaded.swap(false, Ordering::AcqRel) {
+        if now.saturating_sub(last) >= idle.as_millis() as u64
+            && self.loaded.swap(false, Ordering::AcqRel)
+        {
             self.lock().objects = HashMap::default();
-            released = true;
+            return true;
         }
-        if self.backtrace_loaded.swap(false, Ordering::AcqRel) {
-            backtrace::clear_symbol_cache();
-            released = true;
-        }
-        released
+        false
     }
 }
 
@@ -252,21 +245,11 @@ impl Symbolizer {
         }
     }
 
-    /// Drops the per-object indexes, and the `backtrace` crate's cache if
-    /// pprof-rs or tokio filled it, now; returns whether anything was
-    /// loaded. The janitor thread does this by itself after
-    /// [`DEBUG_INFO_IDLE`] without use; the answers cached so far stay.
+    /// Drops the per-object indexes now; returns whether any were loaded.
+    /// The janitor thread does this by itself after [`DEBUG_INFO_IDLE`]
+    /// without use; the answers cached so far stay.
     pub fn release_debug_info(&self) -> bool {
         self.inner.release_if_idle(Duration::ZERO)
-    }
-
-    /// Notes that the `backtrace` crate parsed this binary's DWARF into its
-    /// own process-wide cache (pprof-rs does at every capture start, tokio
-    /// for task dumps): the janitor clears it with the indexes, so a burst
-    /// of captures parses it once and an idle service holds none of it.
-    pub(crate) fn backtrace_cache_used(&self) {
-        self.inner.backtrace_loaded.store(true, Ordering::Release);
-        self.inner.touch();
     }
 
     /// Number of addresses resolved so far (for tests and memory accounting).
