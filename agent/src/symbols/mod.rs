@@ -80,8 +80,10 @@ impl Cache {
 pub const DEBUG_INFO_IDLE: Duration = Duration::from_secs(10);
 
 /// Past this many cached addresses the cache starts over, so it stays
-/// bounded in a process that keeps loading new code.
-const MAX_CACHED_ADDRESSES: usize = 1 << 20;
+/// bounded (~125 bytes an address with two frames: 16 MB at most) in a
+/// process that keeps meeting new code. A busy service's CPU profile holds
+/// some 10–30k distinct addresses, a heap profile a few thousand.
+const MAX_CACHED_ADDRESSES: usize = 1 << 17;
 
 /// Resolves addresses of this process to frames, remembering every answer.
 ///
@@ -333,6 +335,16 @@ mod tests {
         assert!(!s.release_debug_info(), "nothing left to release");
         assert!(Arc::ptr_eq(&before, &s.resolve(addr)));
         assert_eq!(s.index_bytes(), 0, "a cached answer reads no debug info");
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let s = Symbolizer::new();
+        // Unmapped low addresses: cached as "nothing known", cheaply.
+        s.resolve_all((1..=MAX_CACHED_ADDRESSES as u64).map(|i| i * 16));
+        assert_eq!(s.cached_addresses(), MAX_CACHED_ADDRESSES);
+        s.resolve_all((1..=10u64).map(|i| (MAX_CACHED_ADDRESSES as u64 + i) * 16));
+        assert_eq!(s.cached_addresses(), 10, "started over");
     }
 
     #[test]
