@@ -180,7 +180,7 @@ impl HeapSnapshot {
             })
             .collect();
         symbolizer.resolve_all(addrs.iter().copied());
-        let classes: Vec<Vec<(bool, bool)>> = addrs
+        let classes: Vec<Vec<Class>> = addrs
             .iter()
             .map(|&addr| classify(&symbolizer.resolve(addr)))
             .collect();
@@ -191,7 +191,7 @@ impl HeapSnapshot {
                 classes[id as usize]
                     .iter()
                     .enumerate()
-                    .map(move |(j, &(glue, jemalloc))| (i, j, glue, jemalloc))
+                    .map(move |(j, &class)| (i, j, class))
             });
             let (skip, dropped) = trim_classified(frames, ids.len());
             if skip >= ids.len() {
@@ -232,52 +232,72 @@ impl HeapSnapshot {
 /// `malloc`) lose only jemalloc-named frames.
 pub fn trim_allocator_frames(symbolizer: &Symbolizer, stack: &[u64]) -> (usize, usize) {
     symbolizer.resolve_all(stack.iter().copied());
-    let classes: Vec<Vec<(bool, bool)>> = stack
+    let classes: Vec<Vec<Class>> = stack
         .iter()
         .map(|&addr| classify(&symbolizer.resolve(addr)))
         .collect();
-    let frames = classes.iter().enumerate().flat_map(|(i, c)| {
-        c.iter()
-            .enumerate()
-            .map(move |(j, &(glue, jemalloc))| (i, j, glue, jemalloc))
-    });
+    let frames = classes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| c.iter().enumerate().map(move |(j, &class)| (i, j, class)));
     trim_classified(frames, stack.len())
 }
 
-/// Per frame of an address's symbolization, innermost first: (Rust
-/// allocation glue, jemalloc).
-fn classify(frames: &[crate::symbols::Frame]) -> Vec<(bool, bool)> {
+/// What a frame is to the trimming rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Class {
+    /// Rust's allocation glue.
+    glue: bool,
+    /// Named as jemalloc's.
+    jemalloc: bool,
+    /// Nothing could name it (a stripped object, or jemalloc's internals).
+    unknown: bool,
+}
+
+/// Per frame of an address's symbolization, innermost first.
+fn classify(frames: &[crate::symbols::Frame]) -> Vec<Class> {
     if frames.is_empty() {
-        // Unsymbolized: only jemalloc's stripped internals look so.
-        return vec![(false, true)];
+        return vec![Class {
+            unknown: true,
+            ..Class::default()
+        }];
     }
     frames
         .iter()
         .map(|f| {
             let file = f.file.as_deref().unwrap_or("");
-            (
-                is_rust_alloc_glue(&f.function, file),
-                is_jemalloc_frame(&f.function, file),
-            )
+            Class {
+                glue: is_rust_alloc_glue(&f.function, file),
+                jemalloc: is_jemalloc_frame(&f.function, file),
+                unknown: false,
+            }
         })
         .collect()
 }
 
 /// The trimming rule over classified frames `(address index, frame index,
-/// glue, jemalloc)`, leaf first.
+/// class)`, leaf first.
 fn trim_classified<I>(frames: I, stack_len: usize) -> (usize, usize)
 where
-    I: Iterator<Item = (usize, usize, bool, bool)> + Clone,
+    I: Iterator<Item = (usize, usize, Class)> + Clone,
 {
     const GLUE_WINDOW: usize = 24;
-    // Leafward of the first glue frame is the allocator; without glue, drop
-    // jemalloc-named frames only.
-    let start = match frames.clone().take(GLUE_WINDOW).position(|f| f.2) {
+    // Leafward of the first glue frame is the allocator. Without glue, the
+    // allocator is the leading run of jemalloc-named and unnamed frames, up
+    // to its last jemalloc-named one: unnamed frames alone (a stripped
+    // build) say nothing, and the whole stack is kept.
+    let start = match frames.clone().take(GLUE_WINDOW).position(|f| f.2.glue) {
         Some(first_glue) => first_glue,
-        None => frames.clone().position(|f| !f.3).unwrap_or(usize::MAX),
+        None => frames
+            .clone()
+            .take_while(|f| f.2.jemalloc || f.2.unknown)
+            .enumerate()
+            .filter(|(_, f)| f.2.jemalloc)
+            .last()
+            .map_or(0, |(i, _)| i + 1),
     };
-    match frames.skip(start).find(|f| !f.2) {
-        Some((addr_index, frame_index, _, _)) => (addr_index, frame_index),
+    match frames.skip(start).find(|f| !f.2.glue) {
+        Some((addr_index, frame_index, _)) => (addr_index, frame_index),
         None => (stack_len, 0),
     }
 }
@@ -476,6 +496,39 @@ fn dump_and_parse(path: &std::path::Path) -> Result<HeapDump, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One frame per address, leaf first.
+    fn trim(classes: &[Class]) -> (usize, usize) {
+        let frames = classes.iter().enumerate().map(|(i, &c)| (i, 0, c));
+        trim_classified(frames, classes.len())
+    }
+
+    #[test]
+    fn trimming_rule() {
+        let glue = Class {
+            glue: true,
+            ..Class::default()
+        };
+        let jemalloc = Class {
+            jemalloc: true,
+            ..Class::default()
+        };
+        let unknown = Class {
+            unknown: true,
+            ..Class::default()
+        };
+        let user = Class::default();
+        // Rust allocations: everything up to the glue's end goes.
+        assert_eq!(trim(&[unknown, jemalloc, glue, glue, user, user]), (4, 0));
+        // C code calling malloc: jemalloc's frames go, with the unnamed
+        // internals among them.
+        assert_eq!(trim(&[unknown, jemalloc, unknown, jemalloc, user]), (4, 0));
+        // A stripped build names nothing: the whole stack stays.
+        assert_eq!(trim(&[unknown, unknown, unknown]), (0, 0));
+        assert_eq!(trim(&[unknown, unknown, user]), (0, 0));
+        // Unnamed frames past jemalloc's last named one are the caller's.
+        assert_eq!(trim(&[jemalloc, unknown, unknown]), (1, 0));
+    }
 
     #[test]
     fn glue_names() {

@@ -29,9 +29,9 @@ pub(super) struct RawFrame {
 pub(super) struct Answer {
     /// Innermost first; empty when no function entry covers the address.
     pub frames: Vec<RawFrame>,
-    /// The line table's location, for the symbol table's frame when there
-    /// is no function entry.
-    pub location: Option<(String, u32)>,
+    /// The line table's location (file when known, line), for the symbol
+    /// table's frame when there is no function entry.
+    pub location: Option<(Option<String>, u32)>,
     /// Whether the outermost name is a linkage name (fully qualified).
     pub qualified: bool,
 }
@@ -70,12 +70,16 @@ pub(super) fn resolve_in_unit(
     walk(dwarf, &unit, tree.root()?, &[], addrs, &mut chains)?;
 
     let mut names: HashMap<UnitOffset, Option<(String, bool)>> = HashMap::default();
+    let mut others = OtherUnits {
+        units,
+        parsed: HashMap::default(),
+    };
     let mut answers = Vec::with_capacity(addrs.len());
     for (row, chain) in rows.into_iter().zip(chains) {
-        let location = row.and_then(|(file, line)| {
-            files
-                .path(dwarf, &unit, file)
-                .map(|path| (path.to_string(), line))
+        // A line is kept even when its file cannot be named.
+        let location = row.map(|(file, line)| {
+            let path = files.path(dwarf, &unit, file).map(str::to_string);
+            (path, line)
         });
         let mut answer = Answer::default();
         // Innermost first: the line table's location, then call sites.
@@ -83,23 +87,26 @@ pub(super) fn resolve_in_unit(
         for (depth, link) in chain.iter().enumerate().rev() {
             let name = names
                 .entry(link.entry)
-                .or_insert_with(|| entry_name(dwarf, &unit, units, link.entry, NAME_DEPTH))
+                .or_insert_with(|| entry_name(dwarf, &unit, &mut others, link.entry, NAME_DEPTH))
                 .clone();
-            if let Some((function, qualified)) = name {
-                let (file, line) = at.take().map_or((None, 0), |(f, l)| (Some(f), l));
+            // An unnamed inlined frame is left out, as the `backtrace` crate
+            // does; an unnamed outermost one keeps its place and location
+            // for the symbol table to name.
+            if name.is_some() || depth == 0 {
+                let (function, qualified) = name.unwrap_or_default();
+                let (file, line) = at.take().unwrap_or((None, 0));
                 answer.frames.push(RawFrame {
                     function,
                     file,
                     line,
                 });
-                if depth == 0 {
-                    answer.qualified = qualified;
-                }
+                answer.qualified = depth == 0 && qualified;
             }
-            at = link
+            let call_file = link
                 .call_file
-                .and_then(|file| files.path(dwarf, &unit, file))
-                .map(|path| (path.to_string(), link.call_line));
+                .and_then(|file| files.path(dwarf, &unit, file));
+            at = (link.call_line > 0 || call_file.is_some())
+                .then(|| (call_file.map(str::to_string), link.call_line));
         }
         answer.location = location;
         answers.push(answer);
@@ -213,10 +220,9 @@ fn covered(
     take: impl Fn(usize) -> bool,
 ) -> gimli::Result<Vec<usize>> {
     let mut hits = Vec::new();
-    let mut ranges = dwarf.die_ranges(unit, entry)?;
-    while let Some(range) = ranges.next()? {
-        let lo = addrs.partition_point(|&a| a < range.begin);
-        let hi = addrs.partition_point(|&a| a < range.end);
+    for (begin, end) in entry_ranges(dwarf, unit, entry)? {
+        let lo = addrs.partition_point(|&a| a < begin);
+        let hi = addrs.partition_point(|&a| a < end);
         hits.extend((lo..hi).filter(|&i| take(i)));
     }
     if hits.len() > 1 {
@@ -226,11 +232,61 @@ fn covered(
     Ok(hits)
 }
 
-/// The entry's name and whether it is a (qualified) linkage name.
-fn entry_name(
+/// The entry's non-empty address ranges, from `DW_AT_low_pc` with
+/// `DW_AT_high_pc`, or `DW_AT_ranges`. Unlike gimli's `die_ranges`, a size
+/// past the end of the address space (a tombstoned `low_pc`) wraps and is
+/// left out instead of overflowing, as in addr2line.
+pub(super) fn entry_ranges(
     dwarf: &Dwarf<'_>,
     unit: &Unit<'_>,
-    units: &[usize],
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'_>>,
+) -> gimli::Result<Vec<(u64, u64)>> {
+    let mut ranges = Vec::new();
+    let (mut low, mut high, mut size) = (None, None, None);
+    let mut attrs = entry.attrs();
+    while let Some(attr) = attrs.next()? {
+        match attr.name() {
+            gimli::DW_AT_low_pc => low = dwarf.attr_address(unit, attr.value())?,
+            gimli::DW_AT_high_pc => match attr.value() {
+                AttributeValue::Udata(s) => size = Some(s),
+                value => high = dwarf.attr_address(unit, value)?,
+            },
+            gimli::DW_AT_ranges => {
+                if let Some(offset) = dwarf.attr_ranges_offset(unit, attr.value())? {
+                    let mut list = dwarf.ranges(unit, offset)?;
+                    while let Some(r) = list.next()? {
+                        if r.begin < r.end {
+                            ranges.push((r.begin, r.end));
+                        }
+                    }
+                    return Ok(ranges);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(begin) = low
+        && let Some(end) = size.map(|s| begin.wrapping_add(s)).or(high)
+        && begin < end
+    {
+        ranges.push((begin, end));
+    }
+    Ok(ranges)
+}
+
+/// Units that names refer into (`DW_FORM_ref_addr`, common with LTO),
+/// parsed once per lookup.
+struct OtherUnits<'u, 'a> {
+    /// `.debug_info` offsets of all units, ascending.
+    units: &'u [usize],
+    parsed: HashMap<usize, std::rc::Rc<Unit<'a>>>,
+}
+
+/// The entry's name and whether it is a (qualified) linkage name.
+fn entry_name<'a>(
+    dwarf: &Dwarf<'a>,
+    unit: &Unit<'a>,
+    others: &mut OtherUnits<'_, 'a>,
     offset: UnitOffset,
     depth: u8,
 ) -> Option<(String, bool)> {
@@ -259,17 +315,27 @@ fn entry_name(
         return Some((name, false));
     }
     match next? {
-        AttributeValue::UnitRef(offset) => entry_name(dwarf, unit, units, offset, depth),
+        AttributeValue::UnitRef(offset) => entry_name(dwarf, unit, others, offset, depth),
         AttributeValue::DebugInfoRef(target) => {
-            // Another unit: parse it for this one name (rare outside LTO).
-            let i = units.partition_point(|&u| u <= target.0).checked_sub(1)?;
-            let header = dwarf
-                .debug_info
-                .header_from_offset(DebugInfoOffset(units[i]))
-                .ok()?;
-            let other = dwarf.unit(header).ok()?;
+            let i = others
+                .units
+                .partition_point(|&u| u <= target.0)
+                .checked_sub(1)?;
+            let start = others.units[i];
+            let other = match others.parsed.get(&start) {
+                Some(parsed) => parsed.clone(),
+                None => {
+                    let header = dwarf
+                        .debug_info
+                        .header_from_offset(DebugInfoOffset(start))
+                        .ok()?;
+                    let parsed = std::rc::Rc::new(dwarf.unit(header).ok()?);
+                    others.parsed.insert(start, parsed.clone());
+                    parsed
+                }
+            };
             let offset = target.to_unit_offset(&other.header)?;
-            entry_name(dwarf, &other, units, offset, depth)
+            entry_name(dwarf, &other, others, offset, depth)
         }
         _ => None,
     }

@@ -44,13 +44,21 @@ pub(super) fn object_file(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn parse_maps_line(line: &str) -> Option<Mapping> {
-    let mut fields = line.split_ascii_whitespace();
-    let range = fields.next()?;
-    let perms = fields.next()?;
-    let offset = fields.next()?;
-    let _dev = fields.next()?;
-    let _inode = fields.next()?;
-    let path = fields.collect::<Vec<_>>().join(" ");
+    let mut rest = line;
+    let mut field = || {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(end);
+        rest = tail;
+        (!word.is_empty()).then_some(word)
+    };
+    let range = field()?;
+    let perms = field()?;
+    let offset = field()?;
+    let _dev = field()?;
+    let _inode = field()?;
+    // The path is the rest of the line, inner spaces and all.
+    let path = rest.trim().to_string();
     if !perms.contains('x') || path.is_empty() {
         return None;
     }
@@ -89,13 +97,13 @@ mod tests {
 
     #[test]
     fn parses_maps_lines() {
-        let text = "55d0a0000000-55d0a0100000 r-xp 00002000 08:01 123 /usr/bin/my service\n\
+        let text = "55d0a0000000-55d0a0100000 r-xp 00002000 08:01 123     /usr/bin/my  service\n\
                     7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]\n\
                     7ffd10000000-7ffd10002000 rw-p 00000000 00:00 0 [stack]\n\
                     garbage\n";
         let maps: Vec<Mapping> = text.lines().filter_map(parse_maps_line).collect();
         assert_eq!(maps.len(), 2);
-        assert_eq!(maps[0].path, "/usr/bin/my service");
+        assert_eq!(maps[0].path, "/usr/bin/my  service");
         assert_eq!(maps[0].offset, 0x2000);
         assert_eq!(maps[1].path, "[vdso]");
     }

@@ -98,7 +98,7 @@ impl ObjectFile {
     pub(super) fn address_of_offset(&self, offset: u64) -> Option<u64> {
         self.segments
             .iter()
-            .find(|&&(start, size, _)| start <= offset && offset < start + size)
+            .find(|&&(start, size, _)| offset >= start && offset - start < size)
             .map(|&(start, _, address)| address + (offset - start))
     }
 
@@ -108,7 +108,7 @@ impl ObjectFile {
     /// symbol table.
     pub(super) fn resolve(&self, probes: &mut [(u64, usize)], out: &mut [Vec<RawFrame>]) {
         probes.sort_unstable();
-        let mut locations: Vec<Option<(String, u32)>> = vec![None; probes.len()];
+        let mut locations: Vec<Option<(Option<String>, u32)>> = vec![None; probes.len()];
         let mut qualified = vec![false; probes.len()];
         if !self.ranges.is_empty()
             && let Ok(object) = object::File::parse(&*self.map)
@@ -150,14 +150,15 @@ impl ObjectFile {
                 continue;
             };
             match frames.last_mut() {
-                // Only when the symbol is the same function, qualified.
+                // Only when the symbol is the same function, qualified, or
+                // DWARF could not name it at all.
                 Some(outer) => {
-                    if qualifies(&name, &outer.function) {
+                    if outer.function.is_empty() || qualifies(&name, &outer.function) {
                         outer.function = name;
                     }
                 }
                 None => {
-                    let (file, line) = locations[i].take().map_or((None, 0), |(f, l)| (Some(f), l));
+                    let (file, line) = locations[i].take().unwrap_or((None, 0));
                     frames.push(RawFrame {
                         function: name,
                         file,
@@ -165,6 +166,10 @@ impl ObjectFile {
                     });
                 }
             }
+        }
+        // Frames nothing could name carry no information a tool can use.
+        for &(_, slot) in probes.iter() {
+            out[slot].retain(|f| !f.function.is_empty());
         }
     }
 
@@ -258,7 +263,7 @@ fn collect_symbols<'data: 'file, 'file>(
         };
         out.push(Symbol {
             start: s.address(),
-            end: s.address() + s.size(),
+            end: s.address().saturating_add(s.size()),
             name_at,
             name_len,
         });
@@ -303,15 +308,18 @@ fn index_units(dwarf: &gimli::Dwarf<Reader<'_>>) -> gimli::Result<(Vec<UnitRange
     let mut covered = vec![false; units.len()];
     let mut ranges: Vec<UnitRange> = Vec::new();
     let mut aranges = dwarf.debug_aranges.headers();
-    while let Some(header) = aranges.next()? {
+    // A bad entry (rustc has written aranges whose end overflows) costs
+    // that entry, not the object's debug info.
+    while let Ok(Some(header)) = aranges.next() {
         let Ok(unit) = units.binary_search(&header.debug_info_offset().0) else {
             continue;
         };
-        covered[unit] = true;
         let mut entries = header.entries();
-        while let Some(entry) = entries.next()? {
+        while let Some(entry) = entries.next().transpose() {
+            let Ok(entry) = entry else { continue };
             let range = entry.range();
             if range.begin < range.end {
+                covered[unit] = true;
                 ranges.push(UnitRange {
                     start: range.begin,
                     end: range.end,
@@ -335,19 +343,17 @@ fn index_units(dwarf: &gimli::Dwarf<Reader<'_>>) -> gimli::Result<(Vec<UnitRange
             continue;
         };
         let mut entries = parsed.entries();
-        let Some((_, root)) = entries.next_dfs()? else {
+        let Ok(Some((_, root))) = entries.next_dfs() else {
             continue;
         };
-        let mut iter = dwarf.die_ranges(&parsed, root)?;
-        while let Some(range) = iter.next()? {
-            if range.begin < range.end {
-                ranges.push(UnitRange {
-                    start: range.begin,
-                    end: range.end,
-                    unit: unit as u32,
-                });
-            }
-        }
+        let Ok(found) = dwarf::entry_ranges(dwarf, &parsed, root) else {
+            continue;
+        };
+        ranges.extend(found.into_iter().map(|(start, end)| UnitRange {
+            start,
+            end,
+            unit: unit as u32,
+        }));
     }
     ranges.sort_unstable_by_key(|r| (r.start, r.end));
     let mut merged: Vec<UnitRange> = Vec::with_capacity(ranges.len());
