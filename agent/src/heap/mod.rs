@@ -187,13 +187,8 @@ impl HeapSnapshot {
         // Location per address index, made on first use (0: not yet).
         let mut locations: Vec<u64> = vec![0; addrs.len()];
         for (ids, values) in stacks {
-            let frames = ids.iter().enumerate().flat_map(|(i, &id)| {
-                classes[id as usize]
-                    .iter()
-                    .enumerate()
-                    .map(move |(j, &class)| (i, j, class))
-            });
-            let (skip, dropped) = trim_classified(frames, ids.len());
+            let per_address = ids.iter().map(|&id| classes[id as usize].as_slice());
+            let (skip, dropped) = trim_classified(per_address, ids.len());
             if skip >= ids.len() {
                 continue;
             }
@@ -236,11 +231,7 @@ pub fn trim_allocator_frames(symbolizer: &Symbolizer, stack: &[u64]) -> (usize, 
         .iter()
         .map(|&addr| classify(&symbolizer.resolve(addr)))
         .collect();
-    let frames = classes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| c.iter().enumerate().map(move |(j, &class)| (i, j, class)));
-    trim_classified(frames, stack.len())
+    trim_classified(classes.iter().map(Vec::as_slice), stack.len())
 }
 
 /// What a frame is to the trimming rule.
@@ -275,12 +266,15 @@ fn classify(frames: &[crate::symbols::Frame]) -> Vec<Class> {
         .collect()
 }
 
-/// The trimming rule over classified frames `(address index, frame index,
-/// class)`, leaf first.
-fn trim_classified<I>(frames: I, stack_len: usize) -> (usize, usize)
+/// The trimming rule over the classes of each address's frames, leaf first.
+fn trim_classified<'c, I>(per_address: I, stack_len: usize) -> (usize, usize)
 where
-    I: Iterator<Item = (usize, usize, Class)> + Clone,
+    I: Iterator<Item = &'c [Class]> + Clone,
 {
+    // (address index, frame index, class), leaf first.
+    let frames = per_address
+        .enumerate()
+        .flat_map(|(i, c)| c.iter().enumerate().map(move |(j, &class)| (i, j, class)));
     const GLUE_WINDOW: usize = 24;
     // Leafward of the first glue frame is the allocator. Without glue, the
     // allocator is the leading run of jemalloc-named and unnamed frames, up
@@ -499,8 +493,7 @@ mod tests {
 
     /// One frame per address, leaf first.
     fn trim(classes: &[Class]) -> (usize, usize) {
-        let frames = classes.iter().enumerate().map(|(i, &c)| (i, 0, c));
-        trim_classified(frames, classes.len())
+        trim_classified(classes.iter().map(std::slice::from_ref), classes.len())
     }
 
     #[test]
