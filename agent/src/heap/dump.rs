@@ -122,19 +122,14 @@ fn parse_whole(bytes: &[u8]) -> Result<HeapDump, DumpError> {
     let (mut dump, lines) = parse_header(bytes)?;
     let body = scan_body(lines, false)?;
     dump.stacks = body.stacks;
-    dump.total = body.total.ok_or_else(|| DumpError {
-        line: 1,
-        problem: "no heap totals (t*:) line".into(),
-    })?;
+    dump.total = body
+        .total
+        .ok_or_else(|| err(1, "no heap totals (t*:) line"))?;
     Ok(dump)
 }
 
 /// `heap_v2/<period>`: the dump so far, and the lines after the header.
 fn parse_header(bytes: &[u8]) -> Result<(HeapDump, Lines<'_>), DumpError> {
-    let err = |line: usize, problem: &str| DumpError {
-        line,
-        problem: problem.to_string(),
-    };
     let mut lines = Lines { rest: bytes, n: 0 };
     let (n, header) = lines.next().ok_or_else(|| err(1, "empty dump"))?;
     let period = header
@@ -164,10 +159,6 @@ struct Body {
 /// Stack lines with their counts, until the mapped libraries. With
 /// `seen_total`, a `t*` line outside a stack is an error.
 fn scan_body(lines: Lines<'_>, mut seen_total: bool) -> Result<Body, DumpError> {
-    let err = |line: usize, problem: &str| DumpError {
-        line,
-        problem: problem.to_string(),
-    };
     let mut body = Body {
         stacks: Vec::new(),
         total: None,
@@ -207,6 +198,14 @@ fn scan_body(lines: Lines<'_>, mut seen_total: bool) -> Result<Body, DumpError> 
         }
     }
     Ok(body)
+}
+
+/// The error for `problem` at 1-based `line`.
+fn err(line: usize, problem: &str) -> DumpError {
+    DumpError {
+        line,
+        problem: problem.to_string(),
+    }
 }
 
 /// Lines with their 1-based numbers, found with `memchr`.

@@ -180,6 +180,9 @@ impl Symbolizer {
     /// [`Symbolizer::resolve_all`] first: it reads each compilation unit
     /// once for all of them.
     pub fn resolve(&self, addr: u64) -> Arc<[Frame]> {
+        if let Some(found) = self.inner.lock().cache.frames.get(&addr) {
+            return found.clone();
+        }
         self.resolve_all([addr]);
         let state = self.inner.lock();
         state
