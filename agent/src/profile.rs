@@ -18,7 +18,8 @@ pub struct ProfileBuilder<'a> {
     symbolizer: &'a Symbolizer,
     mappings: Vec<Mapping>,
     strings: HashMap<String, i64>,
-    functions: HashMap<(i64, i64), u64>,
+    /// (name, system name, file) → function id.
+    functions: HashMap<(i64, i64, i64), u64>,
     /// (address, inlined frames dropped from its inner end) → location id.
     locations: HashMap<(u64, usize), u64>,
     profile: Profile,
@@ -147,7 +148,7 @@ impl<'a> ProfileBuilder<'a> {
         let location_id = frames
             .iter()
             .map(|name| {
-                let function_id = self.function(name, "");
+                let function_id = self.function(name, None, "");
                 let id = self.profile.location.len() as u64 + 1;
                 self.profile.location.push(Location {
                     id,
@@ -183,7 +184,11 @@ impl<'a> ProfileBuilder<'a> {
             .iter()
             .skip(dropped)
             .map(|f| Line {
-                function_id: self.function(&f.function, f.file.as_deref().unwrap_or("")),
+                function_id: self.function(
+                    &f.function,
+                    f.linkage.as_deref(),
+                    f.file.as_deref().unwrap_or(""),
+                ),
                 line: i64::from(f.line),
             })
             .collect();
@@ -204,8 +209,18 @@ impl<'a> ProfileBuilder<'a> {
         id
     }
 
-    fn function(&mut self, name: &str, file: &str) -> u64 {
-        let key = (self.string(name), self.string(file));
+    /// The function named `name` (demangled) with linkage symbol
+    /// `linkage`. `system_name` is the linkage symbol, or "" when none is
+    /// known: never a copy of `name`, because readers that follow Go's
+    /// symbolizer take `name == system_name` for a possibly mangled name and
+    /// strip every `<…>` from what looks like demangled C++, printing
+    /// `<u64 as PartialOrd>::lt` as `::lt`.
+    fn function(&mut self, name: &str, linkage: Option<&str>, file: &str) -> u64 {
+        let key = (
+            self.string(name),
+            self.string(linkage.unwrap_or("")),
+            self.string(file),
+        );
         if let Some(&id) = self.functions.get(&key) {
             return id;
         }
@@ -213,8 +228,8 @@ impl<'a> ProfileBuilder<'a> {
         self.profile.function.push(Function {
             id,
             name: key.0,
-            system_name: key.0,
-            filename: key.1,
+            system_name: key.1,
+            filename: key.2,
             start_line: 0,
         });
         self.functions.insert(key, id);
@@ -247,6 +262,108 @@ mod tests {
     #[inline(never)]
     fn profile_marker_fn() -> u64 {
         profile_marker_fn as *const () as usize as u64
+    }
+
+    struct Marker;
+
+    impl std::fmt::Display for Marker {
+        #[inline(never)]
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("marker")
+        }
+    }
+
+    #[inline(never)]
+    fn generic_marker<T: Default>() -> T {
+        std::hint::black_box(T::default())
+    }
+
+    /// The calling frame's return address as a lookup address, taken from
+    /// the frame-pointer chain (the workspace builds with frame pointers).
+    #[inline(never)]
+    fn caller_address() -> u64 {
+        let fp: *const usize;
+        // SAFETY: reads rbp, which holds this function's frame pointer.
+        unsafe { std::arch::asm!("mov {}, rbp", out(reg) fp) };
+        // SAFETY: [fp + 8] is this frame's return address (frame pointers on).
+        (unsafe { *fp.add(1) }) as u64 - 1
+    }
+
+    /// (name, system_name) of the outermost frame of `addr`'s location.
+    fn names_of(addr: u64) -> (String, String) {
+        let sym = Symbolizer::new();
+        let mut b = ProfileBuilder::new(&sym, &[("samples", "count")]);
+        b.add_sample(&[addr], vec![1], &[]);
+        let p = b.build();
+        let line = p.location[0].line.last().expect("a frame").clone();
+        let f = &p.function[line.function_id as usize - 1];
+        (
+            encode::string(&p, f.name).to_string(),
+            encode::string(&p, f.system_name).to_string(),
+        )
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn system_name_is_the_linkage_symbol_never_a_copy_of_the_name() {
+        let trait_impl = <Marker as std::fmt::Display>::fmt as *const () as u64;
+        let generic = generic_marker::<u64> as *const () as u64;
+        let in_closure = std::hint::black_box(|| std::hint::black_box(caller_address()));
+        let closure_addr = in_closure();
+        // SAFETY: dlsym with a valid NUL-terminated name; null handle means
+        // the default search order.
+        let getpid = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"getpid".as_ptr()) } as u64;
+        let cases: [(&str, u64, &str); 4] = [
+            (
+                "trait impl",
+                trait_impl,
+                "<profscope_agent::profile::tests::Marker as core::fmt::Display>::fmt",
+            ),
+            (
+                "generic",
+                generic,
+                "profscope_agent::profile::tests::generic_marker",
+            ),
+            (
+                "closure",
+                closure_addr,
+                "system_name_is_the_linkage_symbol_never_a_copy_of_the_name::{",
+            ),
+            ("libc", getpid, "getpid"),
+        ];
+        for (what, addr, expected) in cases {
+            let (name, system) = names_of(addr);
+            assert!(
+                name.contains(expected),
+                "{what}: name {name:?}, want {expected:?}"
+            );
+            assert!(!name.starts_with("::"), "{what}: {name:?}");
+            if what == "libc" {
+                // C linkage: the symbol is the name, which no Go rule rewrites.
+                assert!(system == name || system.is_empty(), "{what}: {system:?}");
+            } else {
+                assert_ne!(system, name, "{what}: system_name copies the name");
+                assert!(
+                    system.starts_with("_ZN") || system.starts_with("_R"),
+                    "{what}: system_name {system:?} is not a mangled symbol"
+                );
+                let demangled = format!("{:#}", rustc_demangle::demangle(&system));
+                assert_eq!(demangled, name, "{what}: system_name demangles to the name");
+            }
+        }
+    }
+
+    #[test]
+    fn named_frames_have_an_empty_system_name() {
+        let sym = Symbolizer::new();
+        let mut b = ProfileBuilder::new(&sym, &[("goroutine", "count")]);
+        b.add_named_sample(
+            &["<tokio::sync::mpsc::Recv<T> as core::future::Future>::poll"],
+            vec![1],
+        );
+        let p = b.build();
+        assert_eq!(p.function[0].system_name, 0, "\"\", not a copy of the name");
+        assert_ne!(p.function[0].name, 0);
     }
 
     #[test]

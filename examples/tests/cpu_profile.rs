@@ -8,7 +8,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Load, Service, decode, get, go_pprof, have_go, process_cpu, serial};
+use common::{
+    Load, Service, assert_names_whole, decode, get, go_pprof, have_go, process_cpu, serial,
+};
 use profscope_agent::encode;
 
 fn function_names(p: &pprof::protos::Profile) -> Vec<String> {
@@ -72,6 +74,7 @@ fn cpu_profile_in_every_format() {
         // Debug builds have deep, evenly shared runtime frames above it, so
         // "top" means: in the table by cum with a large share of the time.
         let (top, _) = go_pprof(&["-top", "-cum"], &file);
+        assert_names_whole(&top, true);
         let row = top
             .lines()
             .find(|r| r.ends_with("hash_work"))

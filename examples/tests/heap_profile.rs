@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Service, decode, get, go_pprof, have_go};
+use common::{Service, assert_names_whole, decode, get, go_pprof, have_go};
 use profscope_agent::{Agent, encode};
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 
@@ -119,6 +119,7 @@ fn inuse_space_is_exact_for_large_and_small_objects() {
         std::fs::write(&file, &reply.body).unwrap();
         go_pprof(&["-raw"], &file);
         let (top, _) = go_pprof(&["-top", "-sample_index=inuse_space"], &file);
+        assert_names_whole(&top, false);
         let first = top
             .lines()
             .skip_while(|l| !l.contains("flat%"))

@@ -20,6 +20,8 @@ type Unit<'a> = gimli::Unit<Reader<'a>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct RawFrame {
     pub function: String,
+    /// The linkage (mangled) symbol, when DWARF or the symbol table has one.
+    pub linkage: Option<String>,
     pub file: Option<String>,
     pub line: u32,
 }
@@ -69,7 +71,7 @@ pub(super) fn resolve_in_unit(
     let mut tree = unit.entries_tree(None)?;
     walk(dwarf, &unit, tree.root()?, &[], addrs, &mut chains)?;
 
-    let mut names: HashMap<UnitOffset, Option<(String, bool)>> = HashMap::default();
+    let mut names: HashMap<UnitOffset, Option<(String, Option<String>)>> = HashMap::default();
     let mut others = OtherUnits {
         units,
         parsed: HashMap::default(),
@@ -93,14 +95,15 @@ pub(super) fn resolve_in_unit(
             // does; an unnamed outermost one keeps its place and location
             // for the symbol table to name.
             if name.is_some() || depth == 0 {
-                let (function, qualified) = name.unwrap_or_default();
+                let (function, linkage) = name.unwrap_or_default();
                 let (file, line) = at.take().unwrap_or((None, 0));
+                answer.qualified = depth == 0 && linkage.is_some();
                 answer.frames.push(RawFrame {
                     function,
+                    linkage,
                     file,
                     line,
                 });
-                answer.qualified = depth == 0 && qualified;
             }
             let call_file = link
                 .call_file
@@ -282,14 +285,15 @@ struct OtherUnits<'u, 'a> {
     parsed: HashMap<usize, std::rc::Rc<Unit<'a>>>,
 }
 
-/// The entry's name and whether it is a (qualified) linkage name.
+/// The entry's name and, when it came from a linkage name (fully
+/// qualified), that mangled linkage name.
 fn entry_name<'a>(
     dwarf: &Dwarf<'a>,
     unit: &Unit<'a>,
     others: &mut OtherUnits<'_, 'a>,
     offset: UnitOffset,
     depth: u8,
-) -> Option<(String, bool)> {
+) -> Option<(String, Option<String>)> {
     let depth = depth.checked_sub(1)?;
     let entry = unit.entry(offset).ok()?;
     let mut name = None;
@@ -299,7 +303,8 @@ fn entry_name<'a>(
         match attr.name() {
             gimli::DW_AT_linkage_name | gimli::DW_AT_MIPS_linkage_name => {
                 if let Ok(s) = dwarf.attr_string(unit, attr.value()) {
-                    return Some((demangle(&s.to_string_lossy()), true));
+                    let linkage = s.to_string_lossy().into_owned();
+                    return Some((demangle(&linkage), Some(linkage)));
                 }
             }
             gimli::DW_AT_name => {
@@ -312,7 +317,7 @@ fn entry_name<'a>(
         }
     }
     if let Some(name) = name {
-        return Some((name, false));
+        return Some((name, None));
     }
     match next? {
         AttributeValue::UnitRef(offset) => entry_name(dwarf, unit, others, offset, depth),

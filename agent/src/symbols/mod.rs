@@ -39,6 +39,9 @@ use object::ObjectFile;
 pub struct Frame {
     /// Demangled function name, without the Rust hash suffix.
     pub function: Arc<str>,
+    /// The linkage (mangled) symbol name, when the symbol table or DWARF's
+    /// `DW_AT_linkage_name` has one (`_ZN…E` for Rust, `malloc` for C).
+    pub linkage: Option<Arc<str>>,
     /// Source file, when debug info has it.
     pub file: Option<Arc<str>>,
     /// Source line, 0 when unknown.
@@ -67,6 +70,7 @@ impl Cache {
             .into_iter()
             .map(|f| Frame {
                 function: self.intern(&f.function),
+                linkage: f.linkage.map(|l| self.intern(&l)),
                 file: f.file.map(|file| self.intern(&file)),
                 line: f.line,
             })

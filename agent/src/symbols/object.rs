@@ -146,21 +146,26 @@ impl ObjectFile {
             if !frames.is_empty() && qualified[i] {
                 continue;
             }
-            let Some(name) = self.symbol_name(addr) else {
+            let Some((name, linkage)) = self.symbol_name(addr) else {
                 continue;
             };
             match frames.last_mut() {
                 // Only when the symbol is the same function, qualified, or
                 // DWARF could not name it at all.
                 Some(outer) => {
-                    if outer.function.is_empty() || qualifies(&name, &outer.function) {
+                    if outer.function.is_empty()
+                        || outer.function == name
+                        || qualifies(&name, &outer.function)
+                    {
                         outer.function = name;
+                        outer.linkage = Some(linkage);
                     }
                 }
                 None => {
                     let (file, line) = locations[i].take().unwrap_or((None, 0));
                     frames.push(RawFrame {
                         function: name,
+                        linkage: Some(linkage),
                         file,
                         line,
                     });
@@ -179,7 +184,8 @@ impl ObjectFile {
         (addr < range.end).then_some(range.unit)
     }
 
-    fn symbol_name(&self, addr: u64) -> Option<String> {
+    /// The symbol at `addr`: demangled name and linkage name.
+    fn symbol_name(&self, addr: u64) -> Option<(String, String)> {
         let i = self.symbols.partition_point(|s| s.start <= addr);
         let symbol = self.symbols.get(i.checked_sub(1)?)?;
         // The end itself counts, as in the `backtrace` crate: a call that
@@ -189,7 +195,8 @@ impl ObjectFile {
         }
         let at = symbol.name_at as usize;
         let bytes = self.map.get(at..at + symbol.name_len as usize)?;
-        Some(demangle(&String::from_utf8_lossy(bytes)))
+        let linkage = String::from_utf8_lossy(bytes).into_owned();
+        Some((demangle(&linkage), linkage))
     }
 
     /// Heap bytes held by the indexes (the mapped file is not counted: it

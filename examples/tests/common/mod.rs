@@ -209,6 +209,54 @@ pub fn go_pprof(args: &[&str], file: &std::path::Path) -> (String, String) {
     (stdout, stderr)
 }
 
+/// The function names of a `go tool pprof -top` table, one per row, with
+/// Go's `(inline)`-style suffixes taken off.
+pub fn go_top_names(top: &str) -> Vec<String> {
+    top.lines()
+        .skip_while(|l| !l.contains("flat%"))
+        .skip(1)
+        .filter_map(|row| {
+            // Five numeric columns, then the name (which may hold spaces).
+            let mut rest = row.trim_start();
+            for _ in 0..5 {
+                let end = rest.find(char::is_whitespace)?;
+                rest = rest[end..].trim_start();
+            }
+            let name = rest
+                .strip_suffix(" (inline)")
+                .or_else(|| rest.strip_suffix(" (partial-inline)"))
+                .unwrap_or(rest);
+            Some(name.to_string())
+        })
+        .collect()
+}
+
+/// Asserts that Go's symbolizer rewrote no name (none starts with `::`,
+/// i.e. lost its `<…>` self type) and, with `trait_method`, that a trait
+/// method frame kept its `<T as Trait>` prefix whole.
+pub fn assert_names_whole(top: &str, trait_method: bool) {
+    let names = go_top_names(top);
+    assert!(
+        !names.is_empty(),
+        "no rows:
+{top}"
+    );
+    let cut: Vec<&String> = names.iter().filter(|n| n.starts_with("::")).collect();
+    assert!(
+        cut.is_empty(),
+        "names cut down by Go's rules: {cut:?}
+{top}"
+    );
+    assert!(
+        !trait_method
+            || names
+                .iter()
+                .any(|n| n.starts_with('<') && n.contains(" as ") && n.contains(">::")),
+        "no whole trait-method name (`<T as Trait>::f`):
+{top}"
+    );
+}
+
 /// Gunzips and decodes a pprof body.
 pub fn decode(body: &[u8]) -> pprof::protos::Profile {
     use prost::Message;
