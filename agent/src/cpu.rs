@@ -13,10 +13,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant, SystemTime};
 
-use pprof::protos::Profile;
+use profscope_profile::Profile;
 
 use crate::Error;
-use crate::profile::ProfileBuilder;
+use crate::builder::ProfileBuilder;
 use crate::symbols::Symbolizer;
 
 /// The lowest and highest sampling frequency accepted, in Hz. pprof-rs drops
@@ -98,24 +98,13 @@ impl CpuProfiler {
         Self::default()
     }
 
-    /// Whether a capture is running now.
-    pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::Acquire)
-    }
-
-    /// Samples the whole process for `duration` at `frequency` Hz.
+    /// Samples the whole process for `duration` at `frequency` Hz (within
+    /// [`FREQUENCY_RANGE`], which the HTTP layer checks).
     ///
     /// Fails with [`Error::CaptureRunning`] when another capture holds the
     /// profiler. Dropping the returned future stops the capture at once and
     /// releases the profiler: that is how a client disconnect cancels it.
     pub async fn capture(&self, duration: Duration, frequency: u32) -> Result<CpuCapture, Error> {
-        if !FREQUENCY_RANGE.contains(&frequency) {
-            return Err(Error::bad_parameter(
-                "frequency",
-                format!("{frequency} is out of range"),
-                "1..=1000 (Hz)",
-            ));
-        }
         if self
             .busy
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)

@@ -1,10 +1,9 @@
-//! The agent's one error type. Every variant knows its HTTP status and
-//! renders as a one-line plain-text reason, so handlers just return `Err`.
+//! The agent's one error type, for capture and configuration alike. Every
+//! variant renders as a one-line reason; which HTTP status each answers
+//! with is decided in one place, `http/error.rs`, so capture code knows
+//! nothing of HTTP.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-
-/// Everything that can go wrong in the agent, with the status it answers.
+/// Everything that can go wrong in the agent.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -48,20 +47,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status this error answers with.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Error::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::CaptureRunning { .. } => StatusCode::CONFLICT,
-            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::NotAvailable(_) => StatusCode::NOT_IMPLEMENTED,
-            Error::Internal(_) | Error::InvalidConfig(_) | Error::Io(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
-    }
-
     pub(crate) fn bad_parameter(
         name: &'static str,
         problem: impl Into<String>,
@@ -75,24 +60,9 @@ impl Error {
     }
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let mut body = self.to_string().replace('\n', " ");
-        body.push('\n');
-        let mut response = (self.status(), body).into_response();
-        let headers = response.headers_mut();
-        match self {
-            Error::CaptureRunning { retry_after_secs } => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(retry_after_secs.max(1)),
-                );
-            }
-            Error::Unauthorized => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            _ => {}
-        }
-        response
+impl From<profscope_profile::Error> for Error {
+    /// The model fails only on encoding here (gzip, flamegraph): a fault.
+    fn from(e: profscope_profile::Error) -> Self {
+        Error::Internal(e.to_string())
     }
 }

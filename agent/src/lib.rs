@@ -33,17 +33,24 @@ macro_rules! cfg_not_taskdump {
 }
 
 mod agent;
+mod builder;
 pub mod cpu;
-pub mod encode;
 mod error;
-mod extract;
 pub mod heap;
 mod http;
 mod metrics;
-pub mod profile;
 pub mod runtime;
 pub mod symbols;
 pub mod tasks;
+
+/// What the out-of-workspace fuzz crates (`agent/fuzz`) drive: the jemalloc
+/// heap dump parser and the snapshot built from it. Not part of the API;
+/// `.ci/run` checks the fuzz crates so this cannot rot.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::heap::HeapSnapshot;
+    pub use crate::heap::dump::{parse, parse_bytes, parse_bytes_in_halves_from};
+}
 
 pub use agent::{Agent, AgentBuilder, Config, RunningAgent};
 pub use error::Error;

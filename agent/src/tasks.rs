@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use pprof::protos::Profile;
+use profscope_profile::Profile;
 
 use crate::Error;
 use crate::symbols::Symbolizer;
@@ -40,7 +40,7 @@ impl TaskStacks {
     /// A pprof profile with one sample per distinct stack; `name` is the
     /// sample type (`tasks` or `goroutine`).
     pub fn to_profile(&self, symbolizer: &Symbolizer, name: &str) -> Profile {
-        let mut builder = crate::profile::ProfileBuilder::new(symbolizer, &[(name, "count")])
+        let mut builder = crate::builder::ProfileBuilder::new(symbolizer, &[(name, "count")])
             .period(name, "count", 1)
             .time(std::time::SystemTime::now(), Duration::ZERO);
         for (frames, count) in &self.stacks {
@@ -178,7 +178,7 @@ mod tests {
         assert!(text.starts_with("tokio task profile: total 3\n"));
         assert!(text.contains("\n2 @ task\n#\trecv\n#\tworker\n"), "{text}");
         let p = stacks.to_profile(&Symbolizer::new(), "goroutine");
-        let folded = crate::encode::fold(&p, 0);
+        let folded = profscope_profile::fold::fold(&p, 0);
         assert!(
             folded.contains(&("worker;recv".to_string(), 2)),
             "{folded:?}"

@@ -1,7 +1,10 @@
 //! With a bearer token configured, every agent endpoint answers 401 without
-//! it (or with another), and serves with it.
+//! it (or with another), and serves with it. The endpoints are the model's
+//! table, the same one the router serves, so a new endpoint is covered here
+//! the day it is added.
 
 use profscope_agent::Agent;
+use profscope_profile::kind::agent_endpoints;
 
 #[tokio::test]
 async fn bearer_token_guards_every_endpoint() {
@@ -14,14 +17,21 @@ async fn bearer_token_guards_every_endpoint() {
         .await
         .unwrap();
     let base = format!("http://{}", running.local_addr());
-    for path in [
-        "/debug/pprof/",
-        "/debug/pprof/profile?seconds=1",
-        "/debug/pprof/heap",
-        "/debug/pprof/cmdline",
-        "/metrics",
-        "/debug/tokio",
-    ] {
+    let mut paths: Vec<String> = agent_endpoints()
+        .map(|e| {
+            // A CPU capture as short as allowed; the others as they are.
+            let query = if e.kind == Some("cpu") {
+                "?seconds=1"
+            } else {
+                ""
+            };
+            format!("{}{query}", e.path)
+        })
+        .collect();
+    // The index also answers without its trailing slash.
+    paths.push("/debug/pprof".to_string());
+    assert!(paths.len() >= 10, "{paths:?}");
+    for path in &paths {
         let url = format!("{base}{path}");
         for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret2")] {
             let (status, body, www) = get(&url, token).await;
@@ -29,11 +39,11 @@ async fn bearer_token_guards_every_endpoint() {
             assert_eq!(www.as_deref(), Some("Bearer"));
             assert_eq!(body, "missing or wrong bearer token\n");
         }
+        // With the token, the request reaches its handler: 200, or 501 for
+        // what this test build lacks (heap and task dumps), never 401.
+        let (status, body, _) = get(&url, Some("s3cret")).await;
+        assert!(status == 200 || status == 501, "{path}: {status} {body}");
     }
-    let (status, body, _) = get(&format!("{base}/debug/pprof/cmdline"), Some("s3cret")).await;
-    assert_eq!(status, 200, "{body}");
-    let (status, _, _) = get(&format!("{base}/metrics"), Some("s3cret")).await;
-    assert_eq!(status, 200);
     running.shutdown().await.unwrap();
 }
 

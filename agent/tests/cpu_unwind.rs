@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use profscope_agent::cpu::CpuProfiler;
-use profscope_agent::encode;
 use profscope_agent::symbols::Symbolizer;
+use profscope_test_support::AllocationStorm;
 
 /// pprof-rs has one process-wide profiler: tests in this binary take turns.
 static PROFILER: Mutex<()> = Mutex::new(());
@@ -73,7 +73,7 @@ fn leaf_function_is_the_top_flat_entry() {
             .and_then(|id| profile.location.iter().find(|l| l.id == *id))
             .and_then(|l| l.line.first())
             .and_then(|line| profile.function.iter().find(|f| f.id == line.function_id))
-            .map(|f| encode::string(&profile, f.name).to_string())
+            .map(|f| profscope_profile::string(&profile, f.name).to_string())
             .unwrap_or_default();
         *flat.entry(leaf).or_default() += s.value[0];
     }
@@ -156,29 +156,7 @@ fn process_cpu() -> Duration {
 #[test]
 fn captures_back_to_back_while_every_core_allocates() {
     let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..2)
-        .map(|seed| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut held: Vec<Vec<u8>> = Vec::new();
-                let mut x = 0x1234_5678u64 + seed;
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let size = (x % 65_536) as usize + 1;
-                    held.push(vec![seed as u8; size]);
-                    if held.len() > 64 {
-                        held.swap_remove((x % 64) as usize);
-                    }
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
+    let storm = AllocationStorm::start(2, 64, |x| (x % 65_536) as usize + 1);
     let rt = runtime();
     let profiler = CpuProfiler::new();
     let symbolizer = Symbolizer::new();
@@ -197,7 +175,6 @@ fn captures_back_to_back_while_every_core_allocates() {
         let profile = capture.to_profile(&symbolizer);
         assert!(!profile.sample.is_empty());
     }
-    stop.store(true, Ordering::Relaxed);
-    let allocations: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let allocations = storm.stop();
     assert!(allocations > 1000, "workers made progress: {allocations}");
 }

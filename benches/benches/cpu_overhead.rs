@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use profscope_benches::{
-    AbOutcome, SERVE_ENV, Service, Trial, ab_pairs, env_or, run_load, serve_child,
+    AbOutcome, SERVE_ENV, Service, Trial, ab_pairs, env_or, run_load, serve_child, spawn_self,
 };
 
 fn main() {
@@ -28,7 +28,7 @@ fn main() {
         "cpu_overhead: {pairs} A/B pairs of {secs} s, {CONNECTIONS} load connections on /work?n=50"
     );
 
-    let rust = Service::spawn_self("rust", &[]);
+    let rust = spawn_self("rust", &[]);
     let rust_result = measure(
         "profscope (pprof-rs, framehop, 99 Hz)",
         &rust,
@@ -99,7 +99,7 @@ fn load(svc: &Service, secs: u64) -> Trial {
 /// connection cancels it (both agents stop on client disconnect).
 fn start_capture(svc: &Service, secs: u64, frequency: u32) -> std::net::TcpStream {
     use std::io::Write;
-    let mut conn = std::net::TcpStream::connect(&svc.host).expect("connect");
+    let mut conn = std::net::TcpStream::connect(svc.host()).expect("connect");
     let freq = if frequency > 0 {
         format!("&frequency={frequency}")
     } else {
@@ -109,7 +109,7 @@ fn start_capture(svc: &Service, secs: u64, frequency: u32) -> std::net::TcpStrea
         conn,
         "GET /debug/pprof/profile?seconds={}{freq} HTTP/1.1\r\nHost: {}\r\n\r\n",
         secs + 5,
-        svc.host
+        svc.host()
     )
     .expect("send");
     // Let the capture start before the load window opens: starting it can

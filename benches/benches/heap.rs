@@ -19,11 +19,11 @@
 use std::hint::black_box;
 use std::time::{Instant, SystemTime};
 
+use profscope_agent::Agent;
 use profscope_agent::heap::{HeapProfiler, HeapSnapshot};
 use profscope_agent::symbols::Symbolizer;
-use profscope_agent::{Agent, encode};
 use profscope_benches::{
-    SERVE_ENV, Service, ab_pairs, env_or, median_spread, run_load, serve_child,
+    SERVE_ENV, ab_pairs, env_or, median_spread, run_load, serve_child, spawn_self,
 };
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 
@@ -47,8 +47,8 @@ fn parent() {
     run_child("accuracy", &[("PROFSCOPE_BENCH_RUNS", &runs.to_string())]);
 
     println!("\n== overhead: /alloc route, {pairs} A/B pairs of {secs} s, 8 connections");
-    let off = Service::spawn_self("alloc-service", &[("_RJEM_MALLOC_CONF", "prof:false")]);
-    let on = Service::spawn_self("alloc-service", &[]);
+    let off = spawn_self("alloc-service", &[("_RJEM_MALLOC_CONF", "prof:false")]);
+    let on = spawn_self("alloc-service", &[]);
     let _ = run_load(&off, "/alloc", 8, 1.0);
     let _ = run_load(&on, "/alloc", 8, 1.0);
     let outcome = ab_pairs(
@@ -78,7 +78,7 @@ fn run_child(mode: &str, env: &[(&str, &str)]) {
 /// In-use bytes whose leaf frame is function `name`.
 fn flat_inuse(snapshot: &HeapSnapshot, symbolizer: &Symbolizer, name: &str) -> i64 {
     let profile = snapshot.to_profile(symbolizer, "inuse_space", SystemTime::now());
-    encode::fold(&profile, 3)
+    profscope_profile::fold::fold(&profile, 3)
         .iter()
         .filter(|(stack, _)| {
             stack
@@ -231,7 +231,7 @@ fn endpoint_child() {
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut raw)
             .expect("gzip");
-        <pprof::protos::Profile as prost::Message>::decode(&raw[..]).expect("pprof")
+        <profscope_profile::Profile as prost::Message>::decode(&raw[..]).expect("pprof")
     };
     // Keep only the figures, so the memory readings below are the agent's.
     let shape = (

@@ -12,8 +12,6 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use pprof::protos::{Function, Line, Location, Profile, Sample, ValueType};
-use profscope_agent::encode;
 use profscope_benches::{SERVE_ENV, env_or, median_spread};
 
 fn main() {
@@ -40,8 +38,8 @@ fn measure(stacks: usize, records: usize, weight: usize) {
     let dir = std::env::temp_dir().join(format!("profscope-bench-large-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("large.pb.gz");
-    let profile = generate(stacks, records, weight as i64);
-    let gz = encode::pprof_gz(&profile).expect("encode");
+    let profile = profscope_test_support::large_profile(stacks, records, weight as i64);
+    let gz = profscope_profile::write_gz(&profile).expect("encode");
     std::fs::write(&file, &gz).expect("write");
     println!(
         "profile: {} sample records (total {}), {stacks} distinct stacks, {} locations, {:.1} MiB gzipped",
@@ -152,7 +150,7 @@ fn viewer_child() {
             .expect("gunzip");
         let gunzip = t.elapsed();
         let t = Instant::now();
-        let p = <Profile as prost::Message>::decode(&raw[..]).expect("decode");
+        let p = <profscope_profile::Profile as prost::Message>::decode(&raw[..]).expect("decode");
         println!(
             "  (gunzip {:.3} s, decode {:.3} s, {} MiB raw)",
             gunzip.as_secs_f64(),
@@ -164,11 +162,14 @@ fn viewer_child() {
     let t0 = Instant::now();
     let profile = profscope::load::load(&path, None).expect("load");
     let t1 = Instant::now();
-    let st = profscope::model::select_sample_type(&profile, None).expect("sample type");
-    let folded = encode::fold(&profile, st.index);
+    let st = profscope_profile::select_sample_type(&profile, None).expect("sample type");
+    let folded = profscope_profile::fold::fold(&profile, st.index);
     let t2 = Instant::now();
-    let svg = encode::flamegraph_svg(&folded, &encode::FlamegraphOptions::new("large", "samples"))
-        .expect("svg");
+    let svg = profscope_profile::flamegraph::flamegraph_svg(
+        &folded,
+        &profscope_profile::flamegraph::FlamegraphOptions::new("large", "samples"),
+    )
+    .expect("svg");
     let t3 = Instant::now();
     let mut sink = std::io::sink();
     sink.write_all(&svg).expect("sink");
@@ -181,78 +182,4 @@ fn viewer_child() {
         svg.len() as f64 / 1048576.0,
         (t3 - t0).as_secs_f64()
     );
-}
-
-/// A deterministic profile: a call tree of 2,000 functions, `stacks`
-/// distinct paths 8–47 frames deep, `samples` samples spread over them.
-fn generate(stacks: usize, samples: usize, weight: i64) -> Profile {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    const FUNCTIONS: u64 = 2_000;
-    let mut strings = vec![
-        String::new(),
-        "samples".into(),
-        "count".into(),
-        "cpu".into(),
-        "nanoseconds".into(),
-    ];
-    let function: Vec<Function> = (1..=FUNCTIONS)
-        .map(|id| {
-            strings.push(format!("service::module{}::function_{id}", id % 37));
-            Function {
-                id,
-                name: strings.len() as i64 - 1,
-                system_name: strings.len() as i64 - 1,
-                filename: 0,
-                start_line: 0,
-            }
-        })
-        .collect();
-    let location: Vec<Location> = (1..=FUNCTIONS)
-        .map(|id| Location {
-            id,
-            mapping_id: 0,
-            address: 0x1000 + id * 16,
-            line: vec![Line {
-                function_id: id,
-                line: id as i64,
-            }],
-            is_folded: false,
-        })
-        .collect();
-    let paths: Vec<Vec<u64>> = (0..stacks)
-        .map(|_| {
-            let depth = 8 + (next() % 40) as usize;
-            // Shared roots, varied leaves: like a real service's call tree.
-            (0..depth)
-                .map(|level| {
-                    let spread = 4u64.pow(level.min(6) as u32).min(FUNCTIONS);
-                    1 + (next() % spread + level as u64 * 50) % FUNCTIONS
-                })
-                .rev()
-                .collect()
-        })
-        .collect();
-    let sample = (0..samples)
-        .map(|i| Sample {
-            location_id: paths[i % stacks].clone(),
-            value: vec![weight, weight * 10_101_010],
-            label: vec![],
-        })
-        .collect();
-    Profile {
-        sample_type: vec![ValueType { ty: 1, unit: 2 }, ValueType { ty: 3, unit: 4 }],
-        sample,
-        function,
-        location,
-        string_table: strings,
-        period_type: Some(ValueType { ty: 3, unit: 4 }),
-        period: 10_101_010,
-        ..Default::default()
-    }
 }

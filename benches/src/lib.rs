@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,55 +13,17 @@ use std::time::{Duration, Instant};
 /// (child mode); its value names the mode.
 pub const SERVE_ENV: &str = "PROFSCOPE_BENCH_SERVE";
 
-/// A service under test in a child process, killed when dropped.
-#[derive(Debug)]
-pub struct Service {
-    child: Child,
-    /// `host:port` it listens on.
-    pub host: String,
-}
+pub use profscope_test_support::Service;
 
-impl Service {
-    /// Re-runs this harness binary as a service in `mode` with extra `env`.
-    pub fn spawn_self(mode: &str, env: &[(&str, &str)]) -> Service {
-        let exe = std::env::current_exe().expect("exe");
-        let mut cmd = Command::new(exe);
-        cmd.env(SERVE_ENV, mode);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Service::start(&mut cmd)
+/// Re-runs this harness binary as a service in `mode` with extra `env`.
+pub fn spawn_self(mode: &str, env: &[(&str, &str)]) -> Service {
+    let exe = std::env::current_exe().expect("exe");
+    let mut cmd = Command::new(exe);
+    cmd.env(SERVE_ENV, mode);
+    for (k, v) in env {
+        cmd.env(k, v);
     }
-
-    /// Starts `cmd`, which must print `listening on http://HOST:PORT` first.
-    pub fn start(cmd: &mut Command) -> Service {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start service");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let host = line
-            .trim()
-            .trim_start_matches("listening on http://")
-            .to_string();
-        Service { child, host }
-    }
-
-    /// The child's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Service::start(&mut cmd)
 }
 
 /// Child mode of a harness: builds the app inside a fresh runtime, serves it
@@ -102,7 +64,7 @@ pub fn run_load(svc: &Service, path: &str, connections: usize, secs: f64) -> Tri
             let (stop, done, host, path) = (
                 stop.clone(),
                 done.clone(),
-                svc.host.clone(),
+                svc.host().to_string(),
                 path.to_string(),
             );
             std::thread::spawn(move || {

@@ -10,20 +10,14 @@
 //! (in `hash_work`); `/leak` retains 1 MiB per call (in `leak_one_mib`).
 
 use profscope_agent::Agent;
-use profscope_examples::{addr_from_args, app};
+use profscope_examples::{ExampleArgs, app};
 
 // jemalloc with heap profiling on, sampling every 512 KiB on average like Go.
 profscope_agent::jemalloc_profiling!();
 
 #[tokio::main]
 async fn main() {
-    let addr = match addr_from_args("127.0.0.1:3000") {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("axum-service: {e}");
-            std::process::exit(2);
-        }
-    };
+    let addr = ExampleArgs::from_env().addr_or(([127, 0, 0, 1], 3000).into());
     let agent = match Agent::builder().build() {
         Ok(agent) => agent,
         Err(e) => {

@@ -9,20 +9,14 @@
 use std::time::Duration;
 
 use profscope_agent::Agent;
-use profscope_examples::{addr_from_args, hash_work};
+use profscope_examples::{ExampleArgs, hash_work};
 
 // jemalloc with heap profiling on, sampling every 512 KiB on average like Go.
 profscope_agent::jemalloc_profiling!();
 
 #[tokio::main]
 async fn main() {
-    let addr = match addr_from_args("127.0.0.1:6060") {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("side-port: {e}");
-            std::process::exit(2);
-        }
-    };
+    let addr = ExampleArgs::from_env().addr_or(([127, 0, 0, 1], 6060).into());
     let running = match Agent::builder().addr(addr).build() {
         Ok(agent) => agent.spawn().await,
         Err(e) => Err(e),

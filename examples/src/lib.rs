@@ -1,5 +1,5 @@
 //! Shared pieces of the example services: the workloads they run and the
-//! `--addr HOST:PORT` flag they take.
+//! flags they take ([`ExampleArgs`]).
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -86,28 +86,27 @@ pub fn retain_kib_blocks(out: &mut Vec<Vec<u8>>) {
     }
 }
 
-/// Reads `--addr HOST:PORT` from the command line, or returns `default`.
-pub fn addr_from_args(default: &str) -> Result<SocketAddr, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut addr = default.to_string();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--addr" => addr = it.next().ok_or("--addr needs HOST:PORT")?.clone(),
-            s if s.starts_with("--addr=") => addr = s["--addr=".len()..].to_string(),
-            "-h" | "--help" => {
-                println!("usage: [--addr HOST:PORT] (default {default})");
-                std::process::exit(0);
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; usage: [--addr HOST:PORT]"
-                ));
-            }
-        }
+/// The flags every example takes, parsed by clap: `--addr HOST:PORT`
+/// today; later flags (`--token`, push targets, …) are added here. Unknown
+/// flags print a usage line and exit with code 2; `--help` prints the rest.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(about = "A service with the profscope agent")]
+pub struct ExampleArgs {
+    /// Address to listen on, HOST:PORT (port 0 picks a free one).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<SocketAddr>,
+}
+
+impl ExampleArgs {
+    /// Parses the process's arguments, exiting on a usage error.
+    pub fn from_env() -> Self {
+        <Self as clap::Parser>::parse()
     }
-    addr.parse()
-        .map_err(|e| format!("--addr {addr:?} is not HOST:PORT: {e}"))
+
+    /// `--addr`, else `default`.
+    pub fn addr_or(&self, default: SocketAddr) -> SocketAddr {
+        self.addr.unwrap_or(default)
+    }
 }
 
 #[cfg(test)]

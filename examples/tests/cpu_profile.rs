@@ -9,21 +9,20 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    Load, Service, assert_names_whole, decode, get, go_pprof, have_go, process_cpu, serial,
+    Load, assert_names_whole, decode, example, get, go_pprof, have_go, process_cpu, serial,
 };
-use profscope_agent::encode;
 
-fn function_names(p: &pprof::protos::Profile) -> Vec<String> {
+fn function_names(p: &profscope_profile::Profile) -> Vec<String> {
     p.function
         .iter()
-        .map(|f| encode::string(p, f.name).to_string())
+        .map(|f| profscope_profile::string(p, f.name).to_string())
         .collect()
 }
 
 #[test]
 fn cpu_profile_in_every_format() {
     let _serial = serial();
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     let load = Load::start(svc.url("/work?n=50"), 2);
 
     // pprof: gzipped protobuf Go's tools read without warnings.
@@ -58,7 +57,7 @@ fn cpu_profile_in_every_format() {
     );
     // Folded stacks of the same profile add up to its sample count.
     let samples: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
-    let folded = encode::fold(&profile, 0);
+    let folded = profscope_profile::fold::fold(&profile, 0);
     assert_eq!(folded.iter().map(|(_, v)| v).sum::<i64>(), samples);
 
     if have_go() {
@@ -121,7 +120,7 @@ fn cpu_profile_in_every_format() {
 
 #[test]
 fn bad_parameters_get_400_naming_the_parameter() {
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     for (query, name, range) in [
         ("seconds=abc", "seconds", "1..=300"),
         ("seconds=0", "seconds", "1..=300"),
@@ -148,7 +147,7 @@ fn bad_parameters_get_400_naming_the_parameter() {
 #[test]
 fn one_capture_at_a_time_and_disconnect_releases_the_profiler() {
     let _serial = serial();
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     let addr = svc.base.trim_start_matches("http://").to_string();
 
     // A long capture from a raw connection we can drop. A probe capture
@@ -251,7 +250,7 @@ impl CpuTrace {
 #[test]
 fn profile_accounts_for_the_process_cpu_time() {
     let _serial = serial();
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     // The window is the profile's own (`time_nanos`, `duration_nanos`),
     // which starts when sampling does: before it, pprof-rs resolves a
     // backtrace and may parse debug info (unsampled CPU).
@@ -279,7 +278,7 @@ fn profile_accounts_for_the_process_cpu_time() {
 
 #[test]
 fn index_and_cmdline() {
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     let reply = get(&svc.url("/debug/pprof/"));
     assert_eq!(reply.status, 200);
     let html = reply.text();
@@ -287,15 +286,16 @@ fn index_and_cmdline() {
         html.contains("href=\"/debug/pprof/profile?seconds=30\""),
         "{html}"
     );
-    assert!(html.contains("href=\"/debug/pprof/cmdline\""));
-    for link in [
-        "/debug/pprof/heap",
-        "/debug/pprof/allocs",
-        "/debug/pprof/goroutine?debug=1",
-        "/metrics",
-    ] {
-        assert!(html.contains(&format!("href=\"{link}\"")), "{link}: {html}");
+    // Every page under /debug/pprof/ in the model's endpoint table is
+    // listed with its example query, and none of Go's the agent lacks.
+    let listed = profscope_profile::kind::ENDPOINTS
+        .iter()
+        .filter(|e| e.path.starts_with("/debug/pprof/") && e.name() != "pprof");
+    for e in listed {
+        let link = format!("href=\"{}{}\"", e.path, e.example_query);
+        assert_eq!(html.contains(&link), e.agent, "{link}: {html}");
     }
+    assert!(html.contains("href=\"/metrics\""), "{html}");
     let reply = get(&svc.url("/debug/pprof/cmdline"));
     assert_eq!(reply.status, 200);
     let args: Vec<String> = reply.text().split('\0').map(str::to_string).collect();

@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Service, assert_names_whole, decode, get, go_pprof, have_go};
-use profscope_agent::{Agent, encode};
+use common::{assert_names_whole, decode, example, get, go_pprof, have_go};
+use profscope_agent::Agent;
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
+use profscope_test_support::AllocationStorm;
 
 // Sample every 16 KiB on average: 64 MiB of 1 KiB objects is then ~4096
 // samples (σ ≈ 1.6 %), so ±10 % holds in practice.
@@ -20,7 +19,7 @@ const MIB: i64 = 1 << 20;
 
 /// Flat values of sample type `index` by leaf function name.
 fn flat_by_function(
-    p: &pprof::protos::Profile,
+    p: &profscope_profile::Profile,
     index: usize,
 ) -> std::collections::HashMap<String, i64> {
     let mut flat = std::collections::HashMap::new();
@@ -31,7 +30,7 @@ fn flat_by_function(
             .and_then(|id| p.location.iter().find(|l| l.id == *id))
             .and_then(|l| l.line.first())
             .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
-            .map(|f| encode::string(p, f.name).to_string())
+            .map(|f| profscope_profile::string(p, f.name).to_string())
             .unwrap_or_default();
         *flat.entry(leaf).or_insert(0) += s.value[index];
     }
@@ -66,7 +65,7 @@ fn inuse_space_is_exact_for_large_and_small_objects() {
     let types: Vec<&str> = profile
         .sample_type
         .iter()
-        .map(|t| encode::string(&profile, t.ty))
+        .map(|t| profscope_profile::string(&profile, t.ty))
         .collect();
     assert_eq!(
         types,
@@ -78,7 +77,7 @@ fn inuse_space_is_exact_for_large_and_small_objects() {
         ]
     );
     assert_eq!(
-        encode::string(&profile, profile.default_sample_type),
+        profscope_profile::string(&profile, profile.default_sample_type),
         "inuse_space"
     );
     assert_eq!(profile.period, 1 << 14);
@@ -143,7 +142,7 @@ fn allocs_defaults_to_alloc_space() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let profile = decode(&reply.body);
     assert_eq!(
-        encode::string(&profile, profile.default_sample_type),
+        profscope_profile::string(&profile, profile.default_sample_type),
         "alloc_space"
     );
     let alloc_total: i64 = profile.sample.iter().map(|s| s.value[1]).sum();
@@ -177,7 +176,7 @@ fn unwritable_dump_directory_gives_500_and_the_agent_keeps_serving() {
 
 #[test]
 fn heap_delta_over_seconds_shows_the_leak() {
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     let url = svc.url("/debug/pprof/heap?seconds=2");
     let capture = std::thread::spawn(move || get(&url));
     std::thread::sleep(Duration::from_millis(400));
@@ -213,7 +212,7 @@ fn heap_delta_over_seconds_shows_the_leak() {
 
 #[test]
 fn no_dump_files_left_after_100_requests() {
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     for _ in 0..100 {
         assert_eq!(get(&svc.url("/debug/pprof/heap")).status, 200);
     }
@@ -230,28 +229,7 @@ fn no_dump_files_left_after_100_requests() {
 
 #[test]
 fn cpu_captures_back_to_back_while_allocating_with_heap_sampling_on() {
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..2)
-        .map(|seed| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut held: Vec<Vec<u8>> = Vec::new();
-                let mut x = 0x9e37_79b9u64 + seed;
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    held.push(vec![1u8; (x % 32_768) as usize + 1]);
-                    if held.len() > 256 {
-                        held.swap_remove((x % 256) as usize);
-                    }
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
+    let storm = AllocationStorm::start(2, 256, |x| (x % 32_768) as usize + 1);
     let (rt, running) = in_process_agent();
     let base = format!("http://{}", running.local_addr());
     for round in 0..8 {
@@ -263,9 +241,7 @@ fn cpu_captures_back_to_back_while_allocating_with_heap_sampling_on() {
         // Heap dumps interleaved with the captures.
         assert_eq!(get(&format!("{base}/debug/pprof/heap")).status, 200);
     }
-    stop.store(true, Ordering::Relaxed);
-    let made: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    assert!(made > 1000);
+    assert!(storm.stop() > 1000);
     drop(rt);
 }
 

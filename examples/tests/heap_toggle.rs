@@ -6,7 +6,7 @@
 mod common;
 
 use common::{decode, get};
-use profscope_agent::{Agent, encode};
+use profscope_agent::Agent;
 
 profscope_agent::jemalloc_profiling!(lg_prof_sample = 14);
 
@@ -48,7 +48,7 @@ fn heap_sampling_switches_off_and_on() {
     let reply = get(&url);
     assert_eq!(reply.status, 200, "{}", reply.text());
     let profile = decode(&reply.body);
-    let folded = encode::fold(&profile, 3);
+    let folded = profscope_profile::fold::fold(&profile, 3);
     let inuse = |name: &str| -> i64 {
         folded
             .iter()

@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Load, Service, example_path, get};
+use common::{Load, example, example_path, get};
 
 /// `target/<profile>/profscope`, built by `cargo test --workspace`.
 fn profscope() -> PathBuf {
@@ -65,7 +65,7 @@ fn signed_bytes(v: &str) -> f64 {
 
 #[test]
 fn heap_leak_found_by_diffing_two_snapshots() {
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     let home = tempfile::tempdir().unwrap();
     let heap = svc.url("/debug/pprof/heap");
     run(home.path(), &["fetch", &heap, "--label", "before"]);
@@ -109,7 +109,7 @@ fn heap_leak_found_by_diffing_two_snapshots() {
 
 #[test]
 fn cpu_regression_found_by_diffing_two_snapshots() {
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     let home = tempfile::tempdir().unwrap();
     let cpu = svc.url("/debug/pprof/profile?seconds=2");
     // Light load first, then the same route made 10× heavier.

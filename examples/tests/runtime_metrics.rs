@@ -8,8 +8,8 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Service, decode, get};
-use profscope_agent::{Agent, TASK_GROUP_METRICS, encode};
+use common::{decode, example, get};
+use profscope_agent::{Agent, TASK_GROUP_METRICS};
 
 /// Whether `tool` is installed: absent locally is a loud skip, absent under
 /// CI=true a failure (CI installs the `prometheus` package).
@@ -39,7 +39,7 @@ fn sample_value(page: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn metrics_page_has_runtime_task_group_jemalloc_and_process_metrics() {
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     let before = get(&svc.url("/metrics")).text();
     for _ in 0..20 {
         assert_eq!(get(&svc.url("/work?n=20")).status, 200);
@@ -157,7 +157,7 @@ fn a_real_prometheus_scrapes_the_service() {
     if !have("prometheus") {
         return;
     }
-    let svc = Service::start("axum-service");
+    let svc = example("axum-service");
     let target = svc.base.trim_start_matches("http://").to_string();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
@@ -259,8 +259,8 @@ fn task_dump_names_parked_tasks_with_their_count() {
         let reply = get(&format!("{base}/debug/pprof/{path}"));
         assert_eq!(reply.status, 200, "{}", reply.text());
         let p = decode(&reply.body);
-        assert_eq!(encode::string(&p, p.sample_type[0].ty), ty);
-        let folded = encode::fold(&p, 0);
+        assert_eq!(profscope_profile::string(&p, p.sample_type[0].ty), ty);
+        let folded = profscope_profile::fold::fold(&p, 0);
         let waiting: i64 = folded
             .iter()
             .filter(|(s, _)| s.contains("wait_for_order"))

@@ -7,40 +7,22 @@
 //! guard rather than a reproducer (the old warm-up passed it 8 times of 8);
 //! its watchdog turns a deadlock into a failure instead of a hang.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use profscope_test_support::AllocationStorm;
 use std::time::Duration;
 
 profscope_agent::jemalloc_profiling!(lg_prof_sample = 12);
 
 #[test]
 fn first_agent_build_while_every_core_allocates() {
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..4)
-        .map(|seed| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut held: Vec<Vec<u8>> = Vec::new();
-                let mut x = 0x2545_f491u64 + seed;
-                while !stop.load(Ordering::Relaxed) {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    // Mostly large sizes: extent allocation and coalescing
-                    // take jemalloc's extent locks, where the deadlock was.
-                    let size = if x.is_multiple_of(4) {
-                        (x % 8192) as usize + 1
-                    } else {
-                        (1 << 19) + (x % (1 << 21)) as usize
-                    };
-                    held.push(vec![1u8; size]);
-                    if held.len() > 16 {
-                        held.swap_remove((x % 16) as usize);
-                    }
-                }
-            })
-        })
-        .collect();
+    // Mostly large sizes: extent allocation and coalescing take jemalloc's
+    // extent locks, where the deadlock was.
+    let storm = AllocationStorm::start(4, 16, |x| {
+        if x.is_multiple_of(4) {
+            (x % 8192) as usize + 1
+        } else {
+            (1 << 19) + (x % (1 << 21)) as usize
+        }
+    });
     std::thread::sleep(Duration::from_millis(300));
 
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -56,13 +38,10 @@ fn first_agent_build_while_every_core_allocates() {
         let _ = done_tx.send(agent);
     });
     let finished = done_rx.recv_timeout(Duration::from_secs(60));
-    stop.store(true, Ordering::Relaxed);
+    storm.stop();
     assert!(
         finished.is_ok(),
         "agent start-up or capture hung (SIGPROF handler deadlock?)"
     );
-    for w in workers {
-        w.join().unwrap();
-    }
     assert!(profscope_agent::cpu::warm_up_duration().is_some());
 }

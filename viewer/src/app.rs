@@ -5,14 +5,15 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use pprof::protos::Profile;
+use profscope_profile::Profile;
 
 use crate::diff::{self, DiffOptions};
 use crate::error::{Error, Result};
-use crate::load::{Limits, Source};
-use crate::model::{self, Filter, SampleType};
+use crate::fetch::{self, FetchOptions};
+use crate::load::load;
 use crate::render::{self, FlameOptions, TopOptions};
-use crate::store::{Snapshot, Store};
+use crate::store::{NewSnapshot, Snapshot, Store};
+use profscope_profile::{self as model, Filter, SampleType};
 
 /// A PROFILE argument plus the options every single-profile command takes.
 #[derive(Debug, Clone, Default)]
@@ -62,15 +63,10 @@ pub struct Prepared {
     pub filter: Filter,
 }
 
-/// Loads a PROFILE argument (resolving snapshot references in `store`).
-pub fn open(spec: &str, store: Option<&Store>) -> Result<Profile> {
-    Source::resolve(spec, store)?.load(&Limits::default())
-}
-
 /// Loads, selects the sample type and applies the filters.
 pub fn prepare(input: &Input, store: Option<&Store>) -> Result<Prepared> {
     let filter = Filter::new(input.focus.as_deref(), input.ignore.as_deref())?;
-    let mut profile = open(&input.profile, store)?;
+    let mut profile = load(&input.profile, store)?;
     let sample_type = model::select_sample_type(&profile, input.sample_type.as_deref())?;
     filter.apply(&mut profile);
     Ok(Prepared {
@@ -139,7 +135,7 @@ pub fn diff(
 ) -> Result<DiffOutput> {
     let filter = Filter::new(new.focus.as_deref(), new.ignore.as_deref())?;
     let labeled = |spec: &str, what: &str| {
-        open(spec, store).map_err(|e| match e {
+        load(spec, store).map_err(|e| match e {
             Error::NotFound(_) | Error::In { .. } => e,
             other => Error::In {
                 origin: format!("{what} {spec}"),
@@ -222,4 +218,25 @@ pub fn list(store: &Store) -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// GETs `url`, checks that the body is a profile, and saves it in `store`
+/// with the URL as its source and the kind its path names.
+pub fn capture(store: &Store, url: &str, opts: &FetchOptions) -> Result<Snapshot> {
+    if !fetch::is_url(url) {
+        return Err(Error::Fetch {
+            url: url.to_string(),
+            reason: "not an http:// or https:// URL".to_string(),
+        });
+    }
+    let bytes = fetch::get(url, &opts.limits, opts.timeout)?;
+    store
+        .save(
+            &bytes,
+            NewSnapshot::new(Some(url.to_string()), opts.label.clone()),
+        )
+        .map_err(|e| Error::In {
+            origin: url.to_string(),
+            inner: Box::new(e),
+        })
 }

@@ -12,15 +12,14 @@
 
 use std::collections::BTreeMap;
 
-use pprof::protos::Profile;
-use profscope_agent::encode;
+use profscope_profile::Profile;
 
 use crate::error::{Error, Result};
 use crate::graph::Part;
-use crate::model::{self, SampleType};
 use crate::render::flame::count_name;
 use crate::render::top::{TopOptions, TopReport, from_parts};
-use crate::store::kind_of_profile;
+use profscope_profile::kind::kind_of_profile;
+use profscope_profile::{self as model, SampleType};
 
 /// How two profiles are compared.
 #[derive(Debug, Clone, Default)]
@@ -74,12 +73,12 @@ pub fn pair(base: &Profile, new: &Profile, opts: &DiffOptions) -> Result<Pairing
         Some(wanted) => {
             let n = model::select_sample_type(new, Some(wanted)).map_err(|e| Error::In {
                 origin: "NEW".into(),
-                inner: Box::new(e),
+                inner: Box::new(e.into()),
             })?;
             // An index picks NEW's type; BASE must have the same by name.
             let b = model::select_sample_type(base, Some(&n.name)).map_err(|e| Error::In {
                 origin: "BASE".into(),
-                inner: Box::new(e),
+                inner: Box::new(e.into()),
             })?;
             (b, n)
         }
@@ -192,10 +191,10 @@ impl StackDelta {
 /// stack.
 pub fn stack_deltas(base: &Profile, new: &Profile, pairing: &Pairing) -> Vec<StackDelta> {
     let mut map: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for (stack, v) in encode::fold(base, pairing.base.index) {
+    for (stack, v) in profscope_profile::fold::fold(base, pairing.base.index) {
         map.entry(stack).or_default().0 += (v as f64 * pairing.base_scale).round() as i64;
     }
-    for (stack, v) in encode::fold(new, pairing.new.index) {
+    for (stack, v) in profscope_profile::fold::fold(new, pairing.new.index) {
         map.entry(stack).or_default().1 += v;
     }
     map.into_iter()
@@ -220,14 +219,17 @@ pub fn diff_flamegraph(
         .into_iter()
         .map(|d| (d.stack, d.base, d.new))
         .collect();
-    let opts = encode::FlamegraphOptions::new(title, count_name(&pairing.new.unit));
-    Ok(encode::differential_svg(&stacks, &opts)?)
+    let opts =
+        profscope_profile::flamegraph::FlamegraphOptions::new(title, count_name(&pairing.new.unit));
+    Ok(profscope_profile::flamegraph::differential_svg(
+        &stacks, &opts,
+    )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::folded_to_profile;
+    use profscope_profile::folded::folded_to_profile;
 
     fn p(text: &str) -> Profile {
         folded_to_profile(text).unwrap()

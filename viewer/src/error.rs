@@ -7,6 +7,10 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The profile itself: too large, malformed, inconsistent, or a sample
+    /// type or filter it cannot satisfy (the model's error, as it words it).
+    #[error(transparent)]
+    Profile(#[from] profscope_profile::Error),
     /// Reading a file, stdin or the store failed.
     #[error("{what}: {error}")]
     Io {
@@ -15,26 +19,6 @@ pub enum Error {
         /// The underlying error.
         error: io::Error,
     },
-    /// Input exceeded a configured size limit; refused rather than buffered.
-    #[error("{what} is larger than the limit of {limit} bytes")]
-    TooLarge {
-        /// Which quantity overflowed (input, decompressed data, decoded profile).
-        what: &'static str,
-        /// The limit in bytes.
-        limit: u64,
-    },
-    /// The input is empty.
-    #[error("{0}: empty input")]
-    Empty(String),
-    /// gzip framing or deflate data is corrupt or truncated.
-    #[error("corrupt or truncated gzip data: {0}")]
-    Gzip(io::Error),
-    /// The bytes are neither a pprof protobuf nor folded stacks.
-    #[error("not a pprof profile or folded stacks ({0})")]
-    Format(String),
-    /// The protobuf decoded but is not a consistent profile.
-    #[error("invalid profile: {0}")]
-    Invalid(String),
     /// An HTTP fetch failed.
     #[error("fetch {url}: {reason}")]
     Fetch {
@@ -42,22 +26,6 @@ pub enum Error {
         url: String,
         /// Why it failed, one line (status and the server's reason).
         reason: String,
-    },
-    /// A requested sample type does not exist.
-    #[error("no sample type {wanted:?}; the profile has: {available}")]
-    SampleType {
-        /// What was asked for.
-        wanted: String,
-        /// The types present, `name/unit` by index.
-        available: String,
-    },
-    /// A focus/ignore regular expression does not compile.
-    #[error("bad --{flag} regex: {error}")]
-    Regex {
-        /// `focus` or `ignore`.
-        flag: &'static str,
-        /// The compile error.
-        error: regex::Error,
     },
     /// A PROFILE argument names no file, URL or snapshot.
     #[error("{0}: no such file or snapshot (try `profscope list`)")]
@@ -91,12 +59,6 @@ impl Error {
             what: what.into(),
             error,
         }
-    }
-}
-
-impl From<profscope_agent::Error> for Error {
-    fn from(e: profscope_agent::Error) -> Self {
-        Error::Render(e.to_string())
     }
 }
 

@@ -15,8 +15,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use pprof::protos::Profile;
-use profscope_agent::encode::{self, string};
+use profscope_profile::Profile;
+use profscope_profile::string;
 
 /// One profile's contribution to a graph: which sample value to read and
 /// how to scale it (`-1` for a diff base, a ratio when normalizing).
@@ -115,9 +115,11 @@ impl Frames {
                 .iter()
                 .map(|f| (f.id, string(p, f.name)))
                 .collect();
-            let mappings = encode::mapping_files(p);
+            let mappings = profscope_profile::fold::mapping_files(p);
             let objfile = |mapping_id: u64| -> String {
-                encode::unsymbolized_name(mappings.get(&mapping_id).copied().unwrap_or(""))
+                profscope_profile::fold::unsymbolized_name(
+                    mappings.get(&mapping_id).copied().unwrap_or(""),
+                )
             };
             let mut locs = HashMap::with_capacity(p.location.len());
             for loc in &p.location {
@@ -288,7 +290,7 @@ pub fn sort_nodes(nodes: &mut [Node], cum: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::folded_to_profile;
+    use profscope_profile::folded::folded_to_profile;
 
     #[test]
     fn recursion_counts_cum_once() {

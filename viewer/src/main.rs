@@ -8,6 +8,7 @@ mod cli;
 
 // jemalloc with heap profiling: `profscope demo` serves heap profiles of the
 // service it runs in this process.
+#[cfg(feature = "demo")]
 profscope_agent::jemalloc_profiling!();
 
 use std::process::ExitCode;

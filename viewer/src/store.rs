@@ -11,11 +11,13 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pprof::protos::Profile;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::load::{self, Limits};
+use profscope_profile::Limits;
+use profscope_profile::kind::{kind_from_url, kind_of_profile};
+
+use crate::time::{rfc3339, utc_parts};
 
 /// Metadata stored beside each snapshot's profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,13 +50,6 @@ pub struct Snapshot {
     pub meta: SnapshotMeta,
     /// The gzipped pprof file.
     pub profile_path: PathBuf,
-}
-
-impl Snapshot {
-    /// Loads the snapshot's profile.
-    pub fn load(&self) -> Result<Profile> {
-        load::Source::Snapshot(self.clone()).load(&Limits::default())
-    }
 }
 
 /// What the caller knows about a profile being saved; the rest is derived.
@@ -134,16 +129,21 @@ impl Store {
     /// already gzipped pprof is re-encoded as such, so every stored file is
     /// one `go tool pprof` reads.
     pub fn save(&self, bytes: &[u8], new: NewSnapshot) -> Result<Snapshot> {
-        let profile = load::parse(bytes, &Limits::default())?;
+        let profile = profscope_profile::parse(bytes, &Limits::default())?;
         let stored: Vec<u8> = if bytes.starts_with(&[0x1f, 0x8b]) && !is_folded_gzip(bytes) {
             bytes.to_vec()
         } else {
-            profscope_agent::encode::pprof_gz(&profile)?
+            profscope_profile::write_gz(&profile)?
         };
         let kind = new
             .kind
-            .or_else(|| new.source.as_deref().and_then(kind_from_url))
-            .unwrap_or_else(|| kind_of_profile(&profile));
+            .or_else(|| {
+                new.source
+                    .as_deref()
+                    .and_then(kind_from_url)
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| kind_of_profile(&profile).to_string());
         let kind = sanitize(&kind);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -172,8 +172,8 @@ impl Store {
                 .map(|t| {
                     format!(
                         "{}/{}",
-                        profscope_agent::encode::string(&profile, t.ty),
-                        profscope_agent::encode::string(&profile, t.unit)
+                        profscope_profile::string(&profile, t.ty),
+                        profscope_profile::string(&profile, t.unit)
                     )
                 })
                 .collect(),
@@ -335,10 +335,10 @@ impl Store {
 }
 
 fn is_folded_gzip(bytes: &[u8]) -> bool {
-    load::gunzip(bytes, 1 << 30)
+    profscope_profile::gunzip(bytes, 1 << 30)
         .ok()
         .and_then(|raw| String::from_utf8(raw).ok())
-        .is_some_and(|t| load::looks_folded(&t))
+        .is_some_and(|t| profscope_profile::folded::looks_folded(&t))
 }
 
 /// Ids are generated as `[a-z0-9_-]`; anything else (`/`, `..`, NUL) is refused.
@@ -363,88 +363,6 @@ fn sanitize(kind: &str) -> String {
     } else {
         s
     }
-}
-
-/// The kind a Go-style endpoint URL serves, from its last path segment.
-pub fn kind_from_url(url: &str) -> Option<String> {
-    let path = url.split(['?', '#']).next()?;
-    let last = path.trim_end_matches('/').rsplit('/').next()?;
-    let kind = match last {
-        "profile" => "cpu",
-        "heap" | "allocs" | "goroutine" | "tasks" | "block" | "mutex" | "threadcreate" => last,
-        _ => return None,
-    };
-    Some(kind.to_string())
-}
-
-/// The kind of a profile, guessed from its sample types.
-pub fn kind_of_profile(p: &Profile) -> String {
-    use profscope_agent::encode::string;
-    let types: Vec<&str> = p.sample_type.iter().map(|t| string(p, t.ty)).collect();
-    let has = |name: &str| types.contains(&name);
-    let default = types
-        .get(profscope_agent::encode::default_sample_index(p))
-        .copied()
-        .unwrap_or("");
-    let kind = if has("cpu") {
-        "cpu"
-    } else if has("inuse_space") && default.starts_with("alloc") {
-        "allocs"
-    } else if has("inuse_space") || has("alloc_space") {
-        "heap"
-    } else if has("goroutine") {
-        "goroutine"
-    } else if types.iter().any(|t| t.contains("task")) {
-        "tasks"
-    } else if has("delay") || has("contentions") {
-        "contention"
-    } else if has("samples")
-        && p.period_type
-            .as_ref()
-            .is_some_and(|t| string(p, t.ty) == "cpu")
-    {
-        "cpu"
-    } else {
-        "unknown"
-    };
-    kind.to_string()
-}
-
-/// Days since the epoch → (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn utc_parts(secs: u64) -> (String, String) {
-    let secs = i64::try_from(secs).unwrap_or(0);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let t = secs.rem_euclid(86_400);
-    (
-        format!("{y:04}{m:02}{d:02}"),
-        format!("{:02}{:02}{:02}", t / 3600, t / 60 % 60, t % 60),
-    )
-}
-
-/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(secs: u64) -> String {
-    let s = i64::try_from(secs).unwrap_or(0);
-    let (y, m, d) = civil_from_days(s.div_euclid(86_400));
-    let t = s.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        t / 3600,
-        t / 60 % 60,
-        t % 60
-    )
 }
 
 #[cfg(test)]
@@ -524,19 +442,5 @@ mod tests {
             assert!(store.get(id).is_err());
             assert!(store.resolve(id).unwrap().is_none());
         }
-    }
-
-    #[test]
-    fn kinds_and_dates() {
-        assert_eq!(
-            kind_from_url("http://h/debug/pprof/profile?seconds=3").as_deref(),
-            Some("cpu")
-        );
-        assert_eq!(
-            kind_from_url("http://h/debug/pprof/heap").as_deref(),
-            Some("heap")
-        );
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_566_060), "2026-11-25T00:21:00Z");
     }
 }

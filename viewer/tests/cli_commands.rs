@@ -51,14 +51,14 @@ fn every_fixture_tops_collapses_and_draws() {
         let top = ok(&["top", p], tmp.path());
         assert!(top.contains("flat  flat%"), "{name}: {top}");
         // Folded totals equal the profile's sample totals.
-        let profile = profscope::app::open(p, None).unwrap();
-        let st = profscope::model::select_sample_type(&profile, None).unwrap();
+        let profile = profscope::load::load(p, None).unwrap();
+        let st = profscope_profile::select_sample_type(&profile, None).unwrap();
         let folded = ok(&["collapse", p], tmp.path());
         let sum: i64 = folded
             .lines()
             .map(|l| l.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
             .sum();
-        assert_eq!(sum, profscope::model::total(&profile, st.index), "{name}");
+        assert_eq!(sum, profscope_profile::total(&profile, st.index), "{name}");
         let svg = tmp.path().join(format!("{name}.svg"));
         ok(
             &["flamegraph", p, "-o", svg.to_str().unwrap(), "--icicle"],
@@ -98,7 +98,7 @@ fn folded_input_and_filters() {
 fn empty_profile_gives_empty_table_and_svg() {
     let tmp = tempfile::tempdir().unwrap();
     let mut p =
-        profscope::app::open(testdata("go-goroutine.pb.gz").to_str().unwrap(), None).unwrap();
+        profscope::load::load(testdata("go-goroutine.pb.gz").to_str().unwrap(), None).unwrap();
     p.sample.clear();
     let path = tmp.path().join("empty.pb");
     std::fs::write(&path, p.encode_to_vec()).unwrap();

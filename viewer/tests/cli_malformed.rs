@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pprof::protos::{Profile, Sample, ValueType};
+use profscope_profile::{Profile, Sample, ValueType};
 use prost::Message;
 
 fn run(args: &[&str], home: &Path) -> Output {
@@ -37,17 +37,9 @@ fn assert_one_line_failure(out: &Output, what: &str) -> String {
     stderr
 }
 
-/// A deterministic xorshift stream, so failures reproduce.
+/// A deterministic stream, so failures reproduce.
 fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    profscope_test_support::XorShift::new(seed | 1).bytes(n)
 }
 
 fn dangling() -> Vec<u8> {
@@ -104,7 +96,7 @@ fn malformed_inputs_fail_with_one_line() {
 #[test]
 fn random_inputs_never_panic() {
     let tmp = tempfile::tempdir().unwrap();
-    let lib_limits = profscope::load::Limits::uniform(1 << 20);
+    let lib_limits = profscope_profile::Limits::uniform(1 << 20);
     for seed in 0..2000u64 {
         let len = (seed as usize * 37) % 700;
         let mut bytes = random_bytes(seed, len);
@@ -112,8 +104,8 @@ fn random_inputs_never_panic() {
         if seed % 3 == 0 && !bytes.is_empty() {
             bytes[0] = 0x12;
         }
-        let _ = profscope::load::parse(&bytes, &lib_limits);
-        let _ = profscope::load::parse(&gzip(&bytes), &lib_limits);
+        let _ = profscope_profile::parse(&bytes, &lib_limits);
+        let _ = profscope_profile::parse(&gzip(&bytes), &lib_limits);
     }
     let _ = tmp;
 }

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use profscope::diff::{DiffOptions, diff_top, pair};
-use profscope::load::{Limits, Source};
-use profscope::model::select_sample_type;
+use profscope::load::Source;
 use profscope::render::{TopOptions, TopReport, top};
+use profscope_profile::Limits;
+use profscope_profile::select_sample_type;
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata")
@@ -144,7 +145,7 @@ fn assert_agrees(ours: &TopReport, go: &str, what: &str) {
     assert_eq!(pct(&ours_text), pct(go), "{what}: header");
 }
 
-fn load(path: &Path) -> pprof::protos::Profile {
+fn load(path: &Path) -> profscope_profile::Profile {
     Source::Path(path.to_path_buf())
         .load(&Limits::default())
         .unwrap()

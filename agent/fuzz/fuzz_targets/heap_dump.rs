@@ -4,8 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use profscope_agent::heap::HeapSnapshot;
-use profscope_agent::heap::dump::{parse, parse_bytes, parse_bytes_in_halves_from};
+use profscope_agent::fuzzing::{HeapSnapshot, parse, parse_bytes, parse_bytes_in_halves_from};
 
 fuzz_target!(|data: &[u8]| {
     let parsed = parse_bytes(data);

@@ -324,14 +324,10 @@ pub fn unsample(objects: u64, bytes: u64, period: u64) -> (i64, i64) {
 mod tests {
     use super::*;
 
-    /// A seeded xorshift generator: the same inputs on every run.
-    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        }
+    /// A seeded generator: the same inputs on every run.
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut rng = profscope_test_support::XorShift::new(seed);
+        move || rng.next()
     }
 
     /// Shape of a real jemalloc 5.3.1 dump (addresses shortened).

@@ -3,7 +3,8 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::extract::{Frequency, ProfileFormat, Seconds};
+use super::extract::{Frequency, ProfileFormat, Seconds};
+use super::respond::respond;
 use crate::{Agent, Error};
 
 pub(crate) async fn profile(
@@ -13,12 +14,9 @@ pub(crate) async fn profile(
     ProfileFormat(format): ProfileFormat,
 ) -> Result<Response, Error> {
     let capture = agent.cpu().capture(duration, hz).await?;
-    // Symbolizing and encoding are CPU work: keep them off the runtime.
-    tokio::task::spawn_blocking(move || {
-        let profile = capture.to_profile(agent.symbolizer());
-        // Sample index 0 is `samples/count`: folded counts are samples.
-        super::respond(&profile, format, "profile", 0)
+    // Sample index 0 is `samples/count`: folded counts are samples.
+    respond(&agent, format, "profile", 0, move |symbolizer| {
+        capture.to_profile(symbolizer)
     })
     .await
-    .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
 }

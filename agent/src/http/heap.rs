@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::extract::{DeltaSeconds, ProfileFormat};
+use super::Format;
+use super::extract::{DeltaSeconds, ProfileFormat};
+use super::respond::respond;
 use crate::heap::SAMPLE_TYPES;
 use crate::{Agent, Error};
 
@@ -29,7 +31,7 @@ pub(crate) async fn allocs(
 async fn serve(
     agent: Agent,
     delta: Option<std::time::Duration>,
-    format: crate::encode::Format,
+    format: Format,
     default_type: &'static str,
     name: &'static str,
 ) -> Result<Response, Error> {
@@ -45,11 +47,8 @@ async fn serve(
         .iter()
         .position(|(t, _)| *t == default_type)
         .unwrap_or(3);
-    let encoder = agent.clone();
-    tokio::task::spawn_blocking(move || {
-        let profile = snapshot.to_profile(encoder.symbolizer(), default_type, SystemTime::now());
-        super::respond(&profile, format, name, sample_index)
+    respond(&agent, format, name, sample_index, move |symbolizer| {
+        snapshot.to_profile(symbolizer, default_type, SystemTime::now())
     })
     .await
-    .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
 }

@@ -1,48 +1,17 @@
 //! `GET /debug/pprof/`: an HTML index of the profiles, like Go's.
 
 use axum::response::Html;
-
-/// Path (relative to `/debug/pprof/`), query suffix for the link, description.
-const PROFILES: &[(&str, &str, &str)] = &[
-    (
-        "profile",
-        "?seconds=30",
-        "CPU profile. Add seconds=N (default 30) and format=pprof|folded|svg. \
-         After you get the profile file, use the go tool pprof command to investigate it.",
-    ),
-    (
-        "heap",
-        "",
-        "In-use memory by allocation stack (jemalloc sampling, unsampled to estimates of the true \
-         totals), current at the time of the request. Add seconds=N for the growth over N seconds.",
-    ),
-    (
-        "allocs",
-        "",
-        "The same data with allocated space (cumulative since start) as the default sample type.",
-    ),
-    (
-        "tasks",
-        "?debug=1",
-        "Stack traces of all tokio tasks, counted by identical await-point stacks (task dump).",
-    ),
-    (
-        "goroutine",
-        "?debug=1",
-        "The task profile under Go's name and sample type, for Pyroscope/Parca scrapers.",
-    ),
-    (
-        "cmdline",
-        "",
-        "The command line invocation of the current program, NUL separated.",
-    ),
-];
+use profscope_profile::kind::agent_endpoints;
 
 pub(crate) async fn index() -> Html<String> {
     let mut rows = String::new();
-    for (name, query, description) in PROFILES {
+    // The profiles and pages under /debug/pprof/ (the index itself aside).
+    for e in
+        agent_endpoints().filter(|e| e.path.starts_with("/debug/pprof/") && e.name() != "pprof")
+    {
+        let (path, name, query, description) = (e.path, e.name(), e.example_query, e.description);
         rows.push_str(&format!(
-            "<tr><td><a href=\"/debug/pprof/{name}{query}\">{name}</a></td><td>{description}</td></tr>\n"
+            "<tr><td><a href=\"{path}{query}\">{name}</a></td><td>{description}</td></tr>\n"
         ));
     }
     Html(format!(

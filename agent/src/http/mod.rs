@@ -1,39 +1,58 @@
-//! The agent's HTTP surface: the router, the bearer-token check, and one
-//! handler module per endpoint of the contract in DESIGN.md.
+//! The agent's HTTP surface: request → validate (extractors) → capture →
+//! model → encode ([`respond`]). The router serves the model's endpoint
+//! table (`profscope_profile::kind::ENDPOINTS`), one handler module per
+//! endpoint, behind the bearer-token check; errors become answers in
+//! `error.rs` alone.
 
 mod cmdline;
 mod cpu;
+mod error;
+mod extract;
 mod heap;
 mod index;
 mod metrics;
+mod respond;
 mod tasks;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use pprof::protos::Profile;
+use axum::routing::{MethodRouter, get};
+use profscope_profile::kind::agent_endpoints;
 
-use crate::encode::{self, FlamegraphOptions, Format};
 use crate::{Agent, Error};
 
+pub(crate) use respond::Format;
+
 pub(crate) fn router(agent: Agent) -> Router {
-    Router::new()
-        .route("/debug/pprof/", get(index::index))
-        .route("/debug/pprof", get(index::index))
-        .route("/debug/pprof/profile", get(cpu::profile))
-        .route("/debug/pprof/cmdline", get(cmdline::cmdline))
-        .route("/debug/pprof/heap", get(heap::heap))
-        .route("/debug/pprof/allocs", get(heap::allocs))
-        .route("/debug/pprof/tasks", get(tasks::tasks))
-        .route("/debug/pprof/goroutine", get(tasks::goroutine))
-        .route("/debug/tokio", get(metrics::tokio_json))
-        .route("/metrics", get(metrics::metrics))
+    let mut router = Router::new().route("/debug/pprof", get(index::index));
+    for endpoint in agent_endpoints() {
+        if let Some(handler) = handler(endpoint.path) {
+            router = router.route(endpoint.path, handler);
+        }
+    }
+    router
         .route_layer(middleware::from_fn_with_state(agent.clone(), authorize))
         .with_state(agent)
+}
+
+/// The handler of each path the endpoint table says the agent serves
+/// (a test checks that none is missing).
+fn handler(path: &str) -> Option<MethodRouter<Agent>> {
+    Some(match path {
+        "/debug/pprof/" => get(index::index),
+        "/debug/pprof/profile" => get(cpu::profile),
+        "/debug/pprof/heap" => get(heap::heap),
+        "/debug/pprof/allocs" => get(heap::allocs),
+        "/debug/pprof/tasks" => get(tasks::tasks),
+        "/debug/pprof/goroutine" => get(tasks::goroutine),
+        "/debug/pprof/cmdline" => get(cmdline::cmdline),
+        "/debug/tokio" => get(metrics::tokio_json),
+        "/metrics" => get(metrics::metrics),
+        _ => return None,
+    })
 }
 
 /// Rejects requests without the configured bearer token (when there is one).
@@ -61,48 +80,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Encodes `profile` in `format` as a response. `name` is the download's file
-/// stem (`profile`, `heap`, …); `count_name` labels flamegraph values.
-pub(crate) fn respond(
-    profile: &Profile,
-    format: Format,
-    name: &str,
-    sample_index: usize,
-) -> Result<Response, Error> {
-    let body = match format {
-        Format::Pprof => encode::pprof_gz(profile)?,
-        Format::Folded => encode::folded_text(&encode::fold(profile, sample_index)).into_bytes(),
-        Format::Svg => {
-            let unit = profile
-                .sample_type
-                .get(sample_index)
-                .map_or("samples", |t| encode::string(profile, t.ty));
-            let opts = FlamegraphOptions::new(format!("{name} profile"), unit);
-            encode::flamegraph_svg(&encode::fold(profile, sample_index), &opts)?
-        }
-    };
-    let mut response = Response::new(Body::from(body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if format == Format::Pprof {
-        let disposition = format!("attachment; filename=\"{name}.pb.gz\"");
-        if let Ok(v) = HeaderValue::from_str(&disposition) {
-            headers.insert(header::CONTENT_DISPOSITION, v);
-        }
-    }
-    Ok(response)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{agent_endpoints, constant_time_eq, handler};
+
+    #[test]
+    fn every_endpoint_in_the_table_has_a_handler() {
+        for e in agent_endpoints() {
+            assert!(handler(e.path).is_some(), "no handler for {}", e.path);
+        }
+    }
 
     #[test]
     fn token_comparison() {

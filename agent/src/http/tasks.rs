@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::extract::{Debug, ProfileFormat};
+use super::Format;
+use super::extract::{Debug, ProfileFormat};
+use super::respond::respond;
 use crate::{Agent, Error};
 
 pub(crate) async fn tasks(
@@ -27,7 +29,7 @@ pub(crate) async fn goroutine(
 async fn serve(
     agent: Agent,
     debug: bool,
-    format: crate::encode::Format,
+    format: Format,
     name: &'static str,
 ) -> Result<Response, Error> {
     let _permit = agent.request_permit()?;
@@ -43,11 +45,8 @@ async fn serve(
         )
             .into_response());
     }
-    let encoder = agent.clone();
-    tokio::task::spawn_blocking(move || {
-        let profile = stacks.to_profile(encoder.symbolizer(), name);
-        super::respond(&profile, format, name, 0)
+    respond(&agent, format, name, 0, move |symbolizer| {
+        stacks.to_profile(symbolizer, name)
     })
     .await
-    .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
 }

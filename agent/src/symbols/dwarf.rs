@@ -11,7 +11,8 @@
 use gimli::{AttributeValue, DebugInfoOffset, UnitOffset};
 use rustc_hash::FxHashMap as HashMap;
 
-use super::object::{Reader, demangle};
+use super::demangle::demangle;
+use super::reader::Reader;
 
 type Dwarf<'a> = gimli::Dwarf<Reader<'a>>;
 type Unit<'a> = gimli::Unit<Reader<'a>>;

@@ -17,9 +17,11 @@
 //! through the `backtrace` crate, which parses the whole binary's DWARF into
 //! its own cache; the agent clears that cache right after each such use.
 
+mod demangle;
 mod dwarf;
 mod maps;
 mod object;
+mod reader;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -11,10 +11,9 @@ use std::borrow::Cow;
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 
+use super::demangle::demangle;
 use super::dwarf::{self, RawFrame};
-
-/// Reader over the mapped file's bytes.
-pub(super) type Reader<'a> = gimli::EndianSlice<'a, gimli::RunTimeEndian>;
+use super::reader::Reader;
 
 /// A function symbol: `[start, end)` in the object's own addresses, name as
 /// an offset and length into the mapped file (the string table is there).
@@ -221,14 +220,6 @@ fn qualifies(symbol: &str, name: &str) -> bool {
             .is_some_and(|path| path.ends_with("::"))
 }
 
-/// A Rust symbol demangled without its hash; other names as they are.
-pub(super) fn demangle(name: &str) -> String {
-    match rustc_demangle::try_demangle(name) {
-        Ok(demangled) => format!("{demangled:#}"),
-        Err(_) => name.to_string(),
-    }
-}
-
 /// Function symbols from `.symtab`, or `.dynsym` when the object is stripped,
 /// sorted; a symbol without a size ends where the next one starts.
 fn index_symbols(object: &object::File<'_>, base: usize) -> Vec<Symbol> {
@@ -392,14 +383,5 @@ mod tests {
         assert!(!qualifies("app::<", "<"));
         assert!(!qualifies("call", "call"));
         assert!(!qualifies("_rjem_je_malloc_default", "je_malloc_default"));
-    }
-
-    #[test]
-    fn demangles_rust_without_hash_and_leaves_c_alone() {
-        assert_eq!(
-            demangle("_ZN3app7handler17h0123456789abcdefE"),
-            "app::handler"
-        );
-        assert_eq!(demangle("malloc"), "malloc");
     }
 }

@@ -3,9 +3,9 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// Tests of one binary run on parallel threads; CPU-sensitive ones (CPU time
@@ -18,50 +18,12 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A running example service, killed when dropped.
-pub struct Service {
-    child: Child,
-    pub base: String,
-}
+pub use profscope_test_support::Service;
 
-impl Service {
-    /// Starts `target/<profile>/examples/<name> --addr 127.0.0.1:0` and waits
-    /// for its "listening on" line.
-    pub fn start(name: &str) -> Service {
-        let exe = example_path(name);
-        let mut child = Command::new(&exe)
-            .args(["--addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Service { child, base }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the example `name` on an ephemeral loopback port
+/// (`--addr 127.0.0.1:0`) and waits for its "listening on" line.
+pub fn example(name: &str) -> Service {
+    Service::start(Command::new(example_path(name)).args(["--addr", "127.0.0.1:0"]))
 }
 
 /// Examples are built next to the test binaries (`target/<profile>/examples`).
@@ -258,13 +220,13 @@ pub fn assert_names_whole(top: &str, trait_method: bool) {
 }
 
 /// Gunzips and decodes a pprof body.
-pub fn decode(body: &[u8]) -> pprof::protos::Profile {
+pub fn decode(body: &[u8]) -> profscope_profile::Profile {
     use prost::Message;
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(body)
         .read_to_end(&mut raw)
         .expect("gzip body");
-    pprof::protos::Profile::decode(&raw[..]).expect("pprof protobuf")
+    profscope_profile::Profile::decode(&raw[..]).expect("pprof protobuf")
 }
 
 /// utime + stime of process `pid`, from `/proc/<pid>/stat`.

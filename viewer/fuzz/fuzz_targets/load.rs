@@ -4,14 +4,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use profscope::load::{Limits, parse};
+use profscope_profile::{Limits, parse};
 
 fuzz_target!(|data: &[u8]| {
     // Small limits keep each run's memory far below libFuzzer's cap.
     let limits = Limits::uniform(64 << 20);
     if let Ok(profile) = parse(data, &limits) {
         // A profile that loads must also survive the rest of the pipeline.
-        if let Ok(st) = profscope::model::select_sample_type(&profile, None) {
+        if let Ok(st) = profscope_profile::select_sample_type(&profile, None) {
             let _ = profscope::render::top(&profile, &st, &Default::default()).render();
             let _ = profscope::render::collapse(&profile, &st);
         }

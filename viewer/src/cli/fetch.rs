@@ -3,14 +3,17 @@
 
 use anyhow::Result;
 
-use profscope::fetch::{FetchOptions, capture_duration, fetch, with_progress};
+use profscope::app::capture;
+use profscope::fetch::{FetchOptions, capture_duration};
+
+use super::progress::with_progress;
 use profscope::store::Store;
 
 pub(super) fn run(store: &Store, url: &str, label: Option<String>) -> Result<()> {
     let opts = FetchOptions::labeled(label);
     let snapshot = match capture_duration(url) {
-        Some(d) if !d.is_zero() => with_progress(d, || fetch(store, url, &opts))?,
-        _ => fetch(store, url, &opts)?,
+        Some(d) if !d.is_zero() => with_progress(d, || capture(store, url, &opts))?,
+        _ => capture(store, url, &opts)?,
     };
     let m = &snapshot.meta;
     super::out(

@@ -12,7 +12,11 @@ use profscope::diff::DiffOptions;
 use profscope::render::{FlameOptions, TopOptions};
 use profscope::store::Store;
 
+#[cfg(feature = "demo")]
+mod demo;
 mod fetch;
+mod progress;
+mod serve;
 
 /// Load pprof profiles (Go's and profscope's), print top tables, draw
 /// flamegraphs, keep snapshots and diff them.
@@ -47,6 +51,7 @@ enum Command {
     Serve(ServeArgs),
     /// Run a demo service with the agent, drive load, capture CPU and heap
     /// snapshots, write flamegraphs, print the top table, then serve the UI.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Print a shell completion script.
     Completions {
@@ -202,11 +207,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Diff(a) => diff(a),
         Command::Fetch(a) => fetch::run(&store()?, &a.url, a.label),
         Command::List => out(app::list(&store()?)?.as_bytes()),
-        Command::Serve(a) => Ok(profscope::serve::run(store()?, a.addr, a.open)?),
-        Command::Demo(a) => Ok(profscope::demo::run(&profscope::demo::DemoOptions {
+        Command::Serve(a) => serve::run(store()?, a.addr, a.open),
+        #[cfg(feature = "demo")]
+        Command::Demo(a) => demo::run(&demo::DemoOptions {
             serve: !a.no_serve,
             addr: a.addr,
-        })?),
+        }),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();

@@ -1,11 +1,11 @@
 //! Folded stacks and SVG flamegraphs of one profile, through the agent's
 //! encoder so a snapshot and a live endpoint draw identically.
 
-use pprof::protos::Profile;
-use profscope_agent::encode::{self, FlamegraphOptions};
+use profscope_profile::Profile;
+use profscope_profile::flamegraph::FlamegraphOptions;
 
 use crate::error::Result;
-use crate::model::SampleType;
+use profscope_profile::SampleType;
 
 /// How a flamegraph is drawn.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +26,7 @@ impl FlameOptions {
 
 /// Folded text (`root;…;leaf value` lines) of one sample type.
 pub fn collapse(profile: &Profile, sample_type: &SampleType) -> String {
-    encode::folded_text(&encode::fold(profile, sample_type.index))
+    profscope_profile::fold::folded_text(&profscope_profile::fold::fold(profile, sample_type.index))
 }
 
 /// An interactive SVG flamegraph of one sample type; an empty profile gives
@@ -36,13 +36,15 @@ pub fn flamegraph(
     sample_type: &SampleType,
     opts: &FlameOptions,
 ) -> Result<Vec<u8>> {
-    let folded = encode::fold(profile, sample_type.index);
+    let folded = profscope_profile::fold::fold(profile, sample_type.index);
     let title = opts
         .title
         .clone()
         .unwrap_or_else(|| format!("{} ({})", sample_type.name, sample_type.unit));
     let options = FlamegraphOptions::new(title, count_name(&sample_type.unit)).icicle(opts.icicle);
-    Ok(encode::flamegraph_svg(&folded, &options)?)
+    Ok(profscope_profile::flamegraph::flamegraph_svg(
+        &folded, &options,
+    )?)
 }
 
 /// What inferno calls the values on hover.

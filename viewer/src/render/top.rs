@@ -5,12 +5,12 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use pprof::protos::Profile;
+use profscope_profile::Profile;
 
 use crate::graph::{self, Inline, Part};
-use crate::model::SampleType;
 use crate::units::{ValueFormat, percentage};
-use profscope_agent::encode::string;
+use profscope_profile::SampleType;
+use profscope_profile::string;
 
 /// Go's default `-nodefraction`: nodes with |cum| under 0.5% of the total
 /// are dropped (and the header says how many).
@@ -182,7 +182,7 @@ fn profile_labels(p: &Profile, st: &SampleType, total: i64, fmt: &ValueFormat) -
     out.push(format!("Type: {}", st.name));
     if p.time_nanos != 0 {
         let secs = p.time_nanos.div_euclid(1_000_000_000);
-        let t = crate::store::rfc3339(u64::try_from(secs).unwrap_or(0));
+        let t = crate::time::rfc3339(u64::try_from(secs).unwrap_or(0));
         out.push(format!(
             "Time: {} UTC",
             t.trim_end_matches('Z').replace('T', " ")
@@ -292,8 +292,8 @@ impl TopReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::folded_to_profile;
-    use crate::model::select_sample_type;
+    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::select_sample_type;
 
     #[test]
     fn table_rows_and_header() {

@@ -1,5 +1,5 @@
 //! Capturing from a live agent: the form, a background job per capture
-//! (one [`fetch::fetch`] on a blocking thread), a progress page that polls
+//! (one [`app::capture`](crate::app::capture) on a blocking thread), a progress page that polls
 //! a JSON status endpoint, and the redirect to the new snapshot.
 
 use std::collections::HashMap;
@@ -17,18 +17,14 @@ use serde::Deserialize;
 use super::html::{self, esc};
 use super::{AppState, PageError};
 use crate::fetch::{self, FetchOptions};
-use crate::load;
 
-/// The kinds the form offers, and the agent path of each.
-const KINDS: &[(&str, &str, &str)] = &[
-    ("cpu", "profile", "CPU"),
-    ("heap", "heap", "heap (in use)"),
-    ("allocs", "allocs", "allocations"),
-    ("goroutine", "goroutine", "tasks (goroutine)"),
-    ("tasks", "tasks", "tasks"),
-    ("block", "block", "block (Go)"),
-    ("mutex", "mutex", "mutex (Go)"),
-];
+use profscope_profile::kind::{ENDPOINTS, Endpoint, kind_from_url};
+
+/// The kinds the form offers: every profile endpoint of the table (Go's
+/// too, since the viewer captures from Go services as well).
+fn capture_kinds() -> impl Iterator<Item = &'static Endpoint> {
+    ENDPOINTS.iter().filter(|e| e.is_profile())
+}
 
 /// The longest capture the form accepts, in seconds.
 const MAX_SECONDS: u64 = 600;
@@ -79,11 +75,12 @@ impl Captures {
 /// The capture form (also embedded in the snapshot list).
 pub(crate) fn form_html(url: &str, kind: &str, seconds: u64, label: &str) -> String {
     let mut kinds = String::new();
-    for (k, _, name) in KINDS {
+    for e in capture_kinds() {
+        let (k, name) = (e.kind.unwrap_or(""), e.label);
         let _ = write!(
             kinds,
             "<option value=\"{k}\"{}>{name}</option>",
-            if *k == kind { " selected" } else { "" }
+            if k == kind { " selected" } else { "" }
         );
     }
     format!(
@@ -133,7 +130,7 @@ pub(crate) struct CaptureForm {
 /// base URL gets the kind's path. Only `http(s)://` is accepted.
 pub(crate) fn endpoint(url: &str, kind: &str, seconds: &str) -> Result<(String, u64), PageError> {
     let url = url.trim();
-    if !load::is_url(url) {
+    if !fetch::is_url(url) {
         return Err(PageError::BadRequest(format!(
             "{url:?} is not an http:// or https:// URL"
         )));
@@ -158,35 +155,37 @@ pub(crate) fn endpoint(url: &str, kind: &str, seconds: &str) -> Result<(String, 
             "seconds must be at most {MAX_SECONDS}"
         )));
     }
-    let (kind, path, _) = KINDS
-        .iter()
-        .find(|(k, _, _)| *k == kind.trim())
+    let endpoint = capture_kinds()
+        .find(|e| e.kind == Some(kind.trim()))
         .ok_or_else(|| {
             PageError::BadRequest(format!(
                 "unknown kind {kind:?}; one of {}",
-                KINDS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
+                capture_kinds()
+                    .filter_map(|e| e.kind)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
-    let cpu = *kind == "cpu";
+    let (path, cpu) = (endpoint.name(), endpoint.kind == Some("cpu"));
     let full = if url.contains("/debug/pprof/") {
         url.to_string()
     } else {
         let base = url.split(['?', '#']).next().unwrap_or(url);
         format!("{}/debug/pprof/{path}", base.trim_end_matches('/'))
     };
-    let is_cpu_endpoint = crate::store::kind_from_url(&full).as_deref() == Some("cpu") || cpu;
+    let is_cpu_endpoint = kind_from_url(&full) == Some("cpu") || cpu;
     let seconds = if is_cpu_endpoint && seconds == 0 {
-        load::capture_seconds(&full).unwrap_or(5)
+        fetch::capture_seconds(&full).unwrap_or(5)
     } else {
         seconds
     };
-    let full = if seconds > 0 && load::capture_seconds(&full).is_none() {
+    let full = if seconds > 0 && fetch::capture_seconds(&full).is_none() {
         let sep = if full.contains('?') { '&' } else { '?' };
         format!("{full}{sep}seconds={seconds}")
     } else {
         full
     };
-    let seconds = load::capture_seconds(&full).unwrap_or(0);
+    let seconds = fetch::capture_seconds(&full).unwrap_or(0);
     Ok((full, seconds))
 }
 
@@ -202,7 +201,7 @@ pub(crate) async fn start(
             "a label is at most 100 characters, without control characters".into(),
         ));
     }
-    let kind = crate::store::kind_from_url(&url).unwrap_or_else(|| f.kind.trim().to_string());
+    let kind = kind_from_url(&url).map_or_else(|| f.kind.trim().to_string(), String::from);
     let id = st.captures.next.fetch_add(1, Ordering::Relaxed) + 1;
     {
         let mut jobs = st
@@ -236,7 +235,7 @@ pub(crate) async fn start(
     let captures = st.captures.clone();
     tokio::task::spawn_blocking(move || {
         let label = (!label.is_empty()).then_some(label);
-        let state = match fetch::fetch(&store, &url, &FetchOptions::labeled(label)) {
+        let state = match crate::app::capture(&store, &url, &FetchOptions::labeled(label)) {
             Ok(s) => JobState::Done(s.meta.id),
             Err(e) => JobState::Failed(e.to_string()),
         };

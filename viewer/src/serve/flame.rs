@@ -3,13 +3,12 @@
 //! without its own script, XML prolog or `onload` hook. The page's
 //! `serve.js` does search, zoom and the icicle flip on this DOM.
 
-use pprof::protos::Profile;
-use profscope_agent::encode;
+use profscope_profile::Profile;
 
 use crate::diff::{self, Pairing};
 use crate::error::{Error, Result};
-use crate::model::SampleType;
 use crate::render::flame::count_name;
+use profscope_profile::SampleType;
 
 /// Frames narrower than this percentage of the total are left out of the
 /// page (inferno's `min_width`; its default is 0.01). At the page's 1180
@@ -17,8 +16,8 @@ use crate::render::flame::count_name;
 /// full view, and a 100k-stack profile stays at a few thousand elements.
 pub(crate) const MIN_WIDTH_PCT: f64 = 0.05;
 
-fn options(title: &str, count_name: String) -> encode::FlamegraphOptions {
-    encode::FlamegraphOptions::new(title, count_name)
+fn options(title: &str, count_name: String) -> profscope_profile::flamegraph::FlamegraphOptions {
+    profscope_profile::flamegraph::FlamegraphOptions::new(title, count_name)
         .min_width_pct(MIN_WIDTH_PCT)
         .standalone(false)
 }
@@ -32,7 +31,7 @@ pub(crate) fn profile_svg(
     title: &str,
     focus: Option<&str>,
 ) -> Result<String> {
-    let folded = encode::fold(profile, st.index);
+    let folded = profscope_profile::fold::fold(profile, st.index);
     let under = |stack: &str| match focus {
         None => true,
         Some(f) => {
@@ -41,7 +40,9 @@ pub(crate) fn profile_svg(
     };
     let folded: Vec<(String, i64)> = folded.into_iter().filter(|(s, _)| under(s)).collect();
     let opts = options(title, count_name(&st.unit));
-    inline_svg(encode::flamegraph_svg(&folded, &opts)?)
+    inline_svg(profscope_profile::flamegraph::flamegraph_svg(
+        &folded, &opts,
+    )?)
 }
 
 /// The differential flamegraph of BASE → NEW: widths from NEW, red grew,
@@ -53,7 +54,9 @@ pub(crate) fn diff_svg(base: &Profile, new: &Profile, pairing: &Pairing) -> Resu
         .map(|d| (d.stack, d.base, d.new))
         .collect();
     let opts = options(&title, count_name(&pairing.new.unit));
-    inline_svg(encode::differential_svg(&stacks, &opts)?)
+    inline_svg(profscope_profile::flamegraph::differential_svg(
+        &stacks, &opts,
+    )?)
 }
 
 fn inline_svg(svg: Vec<u8>) -> Result<String> {
@@ -83,8 +86,8 @@ pub(crate) fn inline(svg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::folded_to_profile;
-    use crate::model::select_sample_type;
+    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::select_sample_type;
 
     #[test]
     fn inline_svg_has_no_script() {

@@ -50,14 +50,6 @@ pub(crate) fn size(bytes: u64) -> String {
     }
 }
 
-/// `2026-05-01T12:00:03Z` as `2026-05-01 12:00:03 UTC`.
-pub(crate) fn time(rfc3339: &str) -> String {
-    match rfc3339.strip_suffix('Z') {
-        Some(t) => format!("{} UTC", t.replace('T', " ")),
-        None => rfc3339.to_string(),
-    }
-}
-
 /// A top (or diff) table as HTML: header lines, then flat, flat%, sum%,
 /// cum, cum%, name. Names are links that search the flamegraph.
 pub(crate) fn top_table(report: &TopReport, caption: &str) -> String {
@@ -127,6 +119,5 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
         assert_eq!(size(2048), "2.0 KiB");
-        assert_eq!(time("2026-05-01T12:00:03Z"), "2026-05-01 12:00:03 UTC");
     }
 }

@@ -31,7 +31,6 @@ mod html;
 mod pages;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -52,46 +51,6 @@ struct AppState {
     /// Only loopback `Host` names are accepted (the server is bound to a
     /// loopback address).
     loopback: bool,
-}
-
-/// Serves the web UI on `addr` until interrupted (Ctrl-C). With `open`,
-/// the page is also opened in the default browser.
-pub fn run(store: Store, addr: SocketAddr, open: bool) -> crate::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("profscope-serve")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Server(format!("runtime: {e}")))?;
-    let result = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::Server(format!("bind {addr}: {e}")))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| Error::Server(format!("bind {addr}: {e}")))?;
-        let url = format!("http://{local}/");
-        println!(
-            "profscope serve: {url}   (store {}; Ctrl-C to stop)",
-            store.dir().display()
-        );
-        if !local.ip().is_loopback() {
-            eprintln!(
-                "warning: {local} is not a loopback address: anyone who can reach it can read \
-                 and delete snapshots and make this machine fetch URLs"
-            );
-        }
-        if open {
-            open_browser(&url);
-        }
-        serve_until(store, listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-    });
-    // A capture still running on a blocking thread must not hold the exit.
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    result
 }
 
 /// Serves the web UI on an already bound `listener` until `shutdown`
@@ -193,11 +152,15 @@ impl PageError {
 
     /// Maps a library error from working on user input: bad ids, sample
     /// types and incompatible profiles are the request's fault.
-    fn from_input(e: Error) -> Self {
+    fn from_input(e: impl Into<Error>) -> Self {
+        let e = e.into();
         match e {
-            Error::SampleType { .. } | Error::Incompatible(_) | Error::Regex { .. } => {
-                PageError::BadRequest(e.to_string())
-            }
+            Error::Profile(
+                profscope_profile::Error::SampleType { .. }
+                | profscope_profile::Error::Regex { .. }
+                | profscope_profile::Error::Tag { .. },
+            )
+            | Error::Incompatible(_) => PageError::BadRequest(e.to_string()),
             Error::Store(ref m) if m.contains("not a valid snapshot id") => {
                 PageError::BadRequest(e.to_string())
             }
@@ -340,24 +303,6 @@ fn is_loopback_host(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn open_browser(url: &str) {
-    let cmd = if cfg!(target_os = "macos") {
-        "open"
-    } else if cfg!(windows) {
-        "explorer"
-    } else {
-        "xdg-open"
-    };
-    if let Err(e) = std::process::Command::new(cmd)
-        .arg(url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-    {
-        eprintln!("could not open a browser ({cmd}: {e}); open {url} yourself");
-    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use super::html::{self, esc};
 use super::{AppState, PageError, blocking, capture, flame};
 use crate::diff::{self, DiffOptions};
-use crate::model::{self, SampleType};
 use crate::render::{self, TopOptions};
 use crate::store::{Snapshot, Store, is_valid_id};
+use profscope_profile::{self as model, SampleType};
 
 /// Rows of the top table beside a flamegraph.
 const TOP_ROWS: usize = 40;
@@ -106,7 +106,7 @@ pub(crate) async fn list(State(st): State<AppState>) -> Result<Html<String>, Pag
                  <td>{}</td><td class=\"num\">{}</td><td><code>{id}</code></td>\
                  <td><form class=\"delete\" method=\"post\" action=\"/snapshot/{id}/delete\" data-confirm=\"Delete snapshot {id}?\">\
                  <button type=\"submit\" class=\"danger\">Delete</button></form></td></tr>",
-                esc(&html::time(&m.time)),
+                esc(&crate::time::display(&m.time)),
                 esc(m.label.as_deref().unwrap_or("")),
                 esc(&m.kind),
                 esc(&html::size(m.size)),
@@ -210,7 +210,7 @@ pub(crate) async fn snapshot(
              <a href=\"/snapshot/{}/profile.pb.gz\" download>download .pb.gz</a></p>\n",
             esc(&title_of(&snap)),
             esc(&m.kind),
-            esc(&html::time(&m.time)),
+            esc(&crate::time::display(&m.time)),
             esc(&html::size(m.size)),
             esc(m.source.as_deref().unwrap_or("-")),
             esc(&m.id)
@@ -357,7 +357,7 @@ fn snapshot_select(name: &str, all: &[Snapshot], selected: Option<&str>) -> Stri
             } else {
                 ""
             },
-            esc(&html::time(&s.meta.time)),
+            esc(&crate::time::display(&s.meta.time)),
             esc(&s.meta.kind),
             esc(s.meta.label.as_deref().unwrap_or(&s.meta.id))
         );
@@ -438,8 +438,8 @@ pub(crate) async fn diff(
             esc(&title_of(&base)),
             esc(&new.meta.id),
             esc(&title_of(&new)),
-            esc(&html::time(&base.meta.time)),
-            esc(&html::time(&new.meta.time)),
+            esc(&crate::time::display(&base.meta.time)),
+            esc(&crate::time::display(&new.meta.time)),
             esc(&pairing.new.name),
             if opts.normalize {
                 format!(" · BASE scaled by {:.4}", pairing.base_scale)

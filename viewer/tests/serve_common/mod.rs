@@ -236,29 +236,5 @@ pub fn stub_agent(rt: &tokio::runtime::Runtime) -> String {
     format!("http://{addr}")
 }
 
-/// Folded stacks of a large synthetic profile: `stacks` distinct stacks,
-/// 8 to 47 frames deep, drawn from a call tree that branches more the
-/// deeper it goes, values 1..=19 (about 10 × `stacks` samples in all).
-pub fn large_folded(stacks: usize) -> String {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    let mut seen = std::collections::HashSet::new();
-    let mut out = String::new();
-    while seen.len() < stacks {
-        let depth = 8 + (next() % 40) as usize;
-        let mut stack = String::from("main");
-        for d in 1..depth {
-            let branching = 2 + d as u64 / 2;
-            stack.push_str(&format!(";mod_{}::fn_{}", d % 7, next() % branching));
-        }
-        if seen.insert(stack.clone()) {
-            out.push_str(&format!("{stack} {}\n", 1 + next() % 19));
-        }
-    }
-    out
-}
+#[allow(unused_imports)] // not every test file that shares this module uses it
+pub use profscope_test_support::large_folded;

@@ -19,68 +19,57 @@ use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
 
-use crate::app::{self, Input};
-use crate::diff::DiffOptions;
-use crate::error::{Error, Result};
-use crate::fetch::{self, FetchOptions};
-use crate::render::{FlameOptions, TopOptions};
-use crate::store::{Snapshot, Store};
+use anyhow::{Context, Result};
+use profscope::app::{self, Input};
+use profscope::diff::DiffOptions;
+use profscope::fetch::FetchOptions;
+use profscope::render::{FlameOptions, TopOptions};
+use profscope::store::{Snapshot, Store};
+
+use super::progress::with_progress;
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// Serve the web UI after the captures (until Ctrl-C).
-    pub serve: bool,
+    pub(crate) serve: bool,
     /// Address of the web UI.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 /// Seconds of the demo's CPU capture.
 const CPU_SECONDS: u64 = 5;
 
-/// What the demo wrote, for the caller (and tests) to check.
-#[derive(Debug, Clone)]
-pub struct DemoReport {
-    /// Snapshots saved, in order.
-    pub snapshots: Vec<Snapshot>,
-    /// Files written (absolute paths).
-    pub files: Vec<PathBuf>,
-}
-
 /// Runs the demo against the default store; see the module docs.
-pub fn run(opts: &DemoOptions) -> Result<()> {
+pub(crate) fn run(opts: &DemoOptions) -> Result<()> {
     let store = Store::open_default()?;
     capture(&store)?;
     if opts.serve {
         println!();
         // Prints the page's address and serves until Ctrl-C.
-        crate::serve::run(store, opts.addr, false)?;
+        super::serve::run(store, opts.addr, false)?;
     }
     Ok(())
 }
 
 /// Starts the service, drives load, captures and renders; prints as it goes.
-pub fn capture(store: &Store) -> Result<DemoReport> {
+fn capture(store: &Store) -> Result<()> {
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("demo-service")
         .enable_all()
         .build()
-        .map_err(|e| Error::Server(format!("demo runtime: {e}")))?;
-    let agent = profscope_agent::Agent::builder()
-        .build()
-        .map_err(|e| Error::Server(e.to_string()))?;
+        .context("demo runtime")?;
+    let agent = profscope_agent::Agent::builder().build()?;
     let app = Router::new()
         .route("/checkout", get(checkout))
         .route("/session", get(session))
         .merge(agent.router());
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| Error::Server(format!("demo service bind: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Server(e.to_string()))?;
+        .context("demo service bind")?;
+    let addr = listener.local_addr()?;
     rt.spawn(async move { axum::serve(listener, app).await });
     let base = format!("http://{addr}");
     println!("demo service with the profscope agent: {base}/debug/pprof/");
@@ -97,7 +86,7 @@ pub fn capture(store: &Store) -> Result<DemoReport> {
     let load = Load::start(&base);
     println!("driving load on /checkout and /session for {CPU_SECONDS} s…");
     let cpu_url = format!("{base}/debug/pprof/profile?seconds={CPU_SECONDS}");
-    let cpu = fetch::with_progress(Duration::from_secs(CPU_SECONDS), || {
+    let cpu = with_progress(Duration::from_secs(CPU_SECONDS), || {
         save(store, &cpu_url, "demo-cpu")
     });
     let requests = load.stop();
@@ -162,11 +151,11 @@ pub fn capture(store: &Store) -> Result<DemoReport> {
     }
     println!("captures done in {:.1} s", started.elapsed().as_secs_f64());
     drop(rt);
-    Ok(DemoReport { snapshots, files })
+    Ok(())
 }
 
 fn save(store: &Store, url: &str, label: &str) -> Result<Snapshot> {
-    let snapshot = fetch::fetch(store, url, &FetchOptions::labeled(Some(label.to_string())))?;
+    let snapshot = app::capture(store, url, &FetchOptions::labeled(Some(label.to_string())))?;
     println!(
         "saved snapshot {} ({}, label {label})",
         snapshot.meta.id, snapshot.meta.kind

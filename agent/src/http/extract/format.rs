@@ -4,7 +4,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::query_param;
-use crate::encode::Format;
+use crate::http::Format;
 use crate::{Agent, Error};
 
 /// The `format` query parameter of any profile endpoint.

@@ -9,12 +9,12 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, SystemTime};
 
-use pprof::protos::{self, Function, Label, Line, Location, Profile, Sample, ValueType};
+use profscope_profile::{Function, Label, Line, Location, Profile, Sample, ValueType};
 
 use crate::symbols::{Mapping, Symbolizer};
 
 /// Accumulates samples over symbolized addresses into a [`Profile`].
-pub struct ProfileBuilder<'a> {
+pub(crate) struct ProfileBuilder<'a> {
     symbolizer: &'a Symbolizer,
     mappings: Vec<Mapping>,
     strings: HashMap<String, i64>,
@@ -36,7 +36,7 @@ impl std::fmt::Debug for ProfileBuilder<'_> {
 
 impl<'a> ProfileBuilder<'a> {
     /// A builder for samples with the given `(type, unit)` value types.
-    pub fn new(symbolizer: &'a Symbolizer, sample_types: &[(&str, &str)]) -> Self {
+    pub(crate) fn new(symbolizer: &'a Symbolizer, sample_types: &[(&str, &str)]) -> Self {
         let mappings = symbolizer.mappings();
         let mut b = ProfileBuilder {
             symbolizer,
@@ -54,7 +54,7 @@ impl<'a> ProfileBuilder<'a> {
         b.profile.mapping = mappings
             .iter()
             .enumerate()
-            .map(|(i, m)| protos::Mapping {
+            .map(|(i, m)| profscope_profile::Mapping {
                 id: i as u64 + 1,
                 memory_start: m.start,
                 memory_limit: m.end,
@@ -72,20 +72,20 @@ impl<'a> ProfileBuilder<'a> {
     }
 
     /// Sets the period type and period (e.g. `cpu`/`nanoseconds`, 10101010).
-    pub fn period(mut self, ty: &str, unit: &str, period: i64) -> Self {
+    pub(crate) fn period(mut self, ty: &str, unit: &str, period: i64) -> Self {
         self.profile.period_type = Some(self.value_type(ty, unit));
         self.profile.period = period;
         self
     }
 
     /// Names the sample type tools show by default.
-    pub fn default_sample_type(mut self, ty: &str) -> Self {
+    pub(crate) fn default_sample_type(mut self, ty: &str) -> Self {
         self.profile.default_sample_type = self.string(ty);
         self
     }
 
     /// Sets the capture's start time and duration.
-    pub fn time(mut self, start: SystemTime, duration: Duration) -> Self {
+    pub(crate) fn time(mut self, start: SystemTime, duration: Duration) -> Self {
         self.profile.time_nanos = start
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
@@ -95,7 +95,7 @@ impl<'a> ProfileBuilder<'a> {
 
     /// Adds a sample. `stack` holds lookup addresses, leaf first: the
     /// interrupted instruction for the leaf, return address − 1 for callers.
-    pub fn add_sample(&mut self, stack: &[u64], values: Vec<i64>, labels: &[(&str, &str)]) {
+    pub(crate) fn add_sample(&mut self, stack: &[u64], values: Vec<i64>, labels: &[(&str, &str)]) {
         self.add_trimmed_sample(stack, 0, values, labels);
     }
 
@@ -103,7 +103,7 @@ impl<'a> ProfileBuilder<'a> {
     /// `leaf_frames_dropped` inlined frames of the leaf address left out (they
     /// were allocator machinery inlined into user code); the leaf gets a
     /// location of its own, so other stacks through that address keep them.
-    pub fn add_trimmed_sample(
+    pub(crate) fn add_trimmed_sample(
         &mut self,
         stack: &[u64],
         leaf_frames_dropped: usize,
@@ -121,7 +121,7 @@ impl<'a> ProfileBuilder<'a> {
     /// Adds a sample over locations already made by
     /// [`location_id`](Self::location_id), leaf first: for producers that
     /// look each address up once for many stacks.
-    pub fn add_sample_at(
+    pub(crate) fn add_sample_at(
         &mut self,
         location_id: Vec<u64>,
         values: Vec<i64>,
@@ -144,7 +144,7 @@ impl<'a> ProfileBuilder<'a> {
 
     /// Adds a sample whose stack is already a list of function names, leaf
     /// first (for stacks that have no addresses, such as task dumps' text).
-    pub fn add_named_sample(&mut self, frames: &[&str], values: Vec<i64>) {
+    pub(crate) fn add_named_sample(&mut self, frames: &[&str], values: Vec<i64>) {
         let location_id = frames
             .iter()
             .map(|name| {
@@ -169,13 +169,13 @@ impl<'a> ProfileBuilder<'a> {
     }
 
     /// The finished profile.
-    pub fn build(self) -> Profile {
+    pub(crate) fn build(self) -> Profile {
         self.profile
     }
 
     /// The id of the location for lookup address `addr` with its innermost
     /// `dropped` inlined frames left out, made on first use.
-    pub fn location_id(&mut self, addr: u64, dropped: usize) -> u64 {
+    pub(crate) fn location_id(&mut self, addr: u64, dropped: usize) -> u64 {
         if let Some(&id) = self.locations.get(&(addr, dropped)) {
             return id;
         }
@@ -257,7 +257,6 @@ impl<'a> ProfileBuilder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode;
 
     #[inline(never)]
     fn profile_marker_fn() -> u64 {
@@ -295,11 +294,11 @@ mod tests {
         let mut b = ProfileBuilder::new(&sym, &[("samples", "count")]);
         b.add_sample(&[addr], vec![1], &[]);
         let p = b.build();
-        let line = p.location[0].line.last().expect("a frame").clone();
+        let line = *p.location[0].line.last().expect("a frame");
         let f = &p.function[line.function_id as usize - 1];
         (
-            encode::string(&p, f.name).to_string(),
-            encode::string(&p, f.system_name).to_string(),
+            profscope_profile::string(&p, f.name).to_string(),
+            profscope_profile::string(&p, f.system_name).to_string(),
         )
     }
 
@@ -317,12 +316,12 @@ mod tests {
             (
                 "trait impl",
                 trait_impl,
-                "<profscope_agent::profile::tests::Marker as core::fmt::Display>::fmt",
+                "<profscope_agent::builder::tests::Marker as core::fmt::Display>::fmt",
             ),
             (
                 "generic",
                 generic,
-                "profscope_agent::profile::tests::generic_marker",
+                "profscope_agent::builder::tests::generic_marker",
             ),
             (
                 "closure",
@@ -380,13 +379,13 @@ mod tests {
         assert_eq!(p.location.len(), 1, "one location per address");
         assert!(p.location[0].mapping_id >= 1);
         assert_eq!(p.location[0].address, addr);
-        let folded = encode::fold(&p, 0);
+        let folded = profscope_profile::fold::fold(&p, 0);
         assert_eq!(folded.len(), 1);
         assert!(folded[0].0.ends_with("profile_marker_fn"), "{folded:?}");
         assert_eq!(folded[0].1, 3);
         assert!(!p.mapping.is_empty());
         assert_eq!(
-            encode::string(&p, p.period_type.as_ref().unwrap().ty),
+            profscope_profile::string(&p, p.period_type.as_ref().unwrap().ty),
             "cpu"
         );
     }

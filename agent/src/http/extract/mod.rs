@@ -1,6 +1,6 @@
 //! Query-parameter extractors, one file each, in the manner of axum's
 //! `extract/`. Each one validates its parameter and rejects with
-//! [`Error::BadParameter`](crate::Error::BadParameter) naming the parameter
+//! `Error::BadParameter` naming the parameter
 //! and its accepted range, so handlers read like the endpoint table.
 
 mod debug;

@@ -1,10 +1,10 @@
 //! Folded stacks (`root;…;leaf count` lines, as written by inferno,
-//! flamegraph.pl and `profscope collapse`) turned into a pprof profile, so the
-//! rest of the viewer only ever sees one model.
+//! flamegraph.pl and `profscope collapse`) turned into a pprof profile, so
+//! readers only ever see one model. [`fold`](crate::fold::fold) is the way back.
 
 use std::collections::HashMap;
 
-use pprof::protos::{Function, Line, Location, Profile, Sample, ValueType};
+use crate::proto::{Function, Line, Location, Profile, Sample, ValueType};
 
 use crate::error::{Error, Result};
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use pprof::protos::Profile;
+use crate::proto::Profile;
 
 use crate::error::{Error, Result};
 
@@ -153,7 +153,7 @@ impl IdSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pprof::protos::{Sample, ValueType};
+    use crate::proto::{Sample, ValueType};
 
     fn base() -> Profile {
         Profile {

@@ -1,0 +1,62 @@
+//! The pprof profile model both halves of profscope stand on, in the manner
+//! of google/pprof's `profile` package: one model, everything about a
+//! profile in one place. The agent writes through it; the viewer reads
+//! through it; neither reaches into the other.
+//!
+//! * [`proto`]: the `profile.proto` types (prost derives, no `protoc`);
+//! * [`parse`] (gzip or not, bounded by [`Limits`], then [`validate`d](validate))
+//!   and [`write_gz`] (gzip at best speed, as Go writes);
+//! * [`sample_type`]: which value means what, Go's default, string lookups;
+//! * [`fold`] and [`folded`]: profile ⇄ folded stacks;
+//! * [`filter`]: `focus`/`ignore`/`hide`/`tagfocus`/`tagignore` as Go has them;
+//! * [`prune`]: Go's pruning of allocator frames from heap stacks;
+//! * [`kind`]: profile kinds and the one table of endpoints;
+//! * [`flamegraph`]: SVG flamegraphs through inferno, plain and differential.
+//!
+//! ```
+//! let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/go-cpu.pb.gz"))?;
+//! let profile = profscope_profile::parse(&bytes, &profscope_profile::Limits::default())?;
+//! let st = profscope_profile::select_sample_type(&profile, None)?;
+//! let folded = profscope_profile::fold::fold(&profile, st.index);
+//! assert_eq!(folded.iter().map(|(_, v)| v).sum::<i64>(), profscope_profile::total(&profile, st.index));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Names
+//! `Function.name` is the human-readable (demangled) name and
+//! `Function.system_name` the linkage symbol. Producers must never write a
+//! copy of `name` into `system_name`: `go tool pprof` takes equal fields for
+//! a possibly mangled name and strips every `<…>` from what looks like
+//! demangled C++.
+//!
+//! # Feature flags
+//! None yet; with default features the crate depends on no runtime, server,
+//! allocator or sampler.
+
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod error;
+pub mod filter;
+pub mod flamegraph;
+pub mod fold;
+pub mod folded;
+pub mod kind;
+pub mod parse;
+pub mod proto;
+pub mod prune;
+pub mod sample_type;
+mod validate;
+mod write;
+
+#[cfg(test)]
+mod testing;
+
+pub use error::{Error, Result};
+pub use filter::{Filter, FilterOptions};
+pub use parse::{Limits, gunzip, parse};
+pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+pub use sample_type::{
+    SampleType, default_sample_index, sample_types, select_sample_type, string, total,
+};
+pub use validate::validate;
+pub use write::write_gz;
