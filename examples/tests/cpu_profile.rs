@@ -86,6 +86,20 @@ fn cpu_profile_in_every_format() {
             .parse()
             .unwrap();
         assert!(cum_pct >= 30.0, "hash_work cum {cum_pct}%:\n{top}");
+        // The model's filters keep what Go keeps, string `thread` labels
+        // included.
+        profscope_test_support::assert_filters_agree_with_go(
+            &file,
+            "cpu",
+            &[
+                ("focus", "hash_work"),
+                ("ignore", "hash_work"),
+                ("hide", "tokio::"),
+                ("tagfocus", "thread=tokio-runtime-worker"),
+                ("tagfocus", "thread=no-such-thread"),
+                ("tagignore", "thread=tokio"),
+            ],
+        );
     }
 
     // folded: `frame;frame count` lines, root first.

@@ -132,44 +132,7 @@ impl Drop for Load {
     }
 }
 
-/// Whether `go` is installed. Absent locally: a loud skip. Absent under
-/// `CI=true`: a failure, since CI installs it.
-pub fn have_go() -> bool {
-    let ok = Command::new("go")
-        .arg("version")
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "`go` is not installed but CI=true: .ci/run must install golang-go"
-        );
-        eprintln!(
-            "\n!!!!! SKIPPING go tool pprof checks: `go` is not installed (apt-get install golang-go) !!!!!\n"
-        );
-    }
-    ok
-}
-
-/// Runs `go tool pprof ARGS FILE`, asserting success; returns (stdout, stderr).
-pub fn go_pprof(args: &[&str], file: &std::path::Path) -> (String, String) {
-    let out = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(file)
-        .env("GOTOOLCHAIN", "local")
-        .env("PPROF_TMPDIR", std::env::temp_dir())
-        .output()
-        .expect("run go tool pprof");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} failed:\n{stderr}\n{stdout}"
-    );
-    (stdout, stderr)
-}
+pub use profscope_test_support::{go_pprof, have_go};
 
 /// The function names of a `go tool pprof -top` table, one per row, with
 /// Go's `(inline)`-style suffixes taken off.
