@@ -132,6 +132,7 @@ impl Drop for Load {
     }
 }
 
+#[allow(unused_imports)] // not every test binary sharing this module uses them
 pub use profscope_test_support::{go_pprof, have_go};
 
 /// The function names of a `go tool pprof -top` table, one per row, with
