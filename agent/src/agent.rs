@@ -115,10 +115,9 @@ impl AgentBuilder {
 
     /// Checks the configuration and readies the profilers.
     ///
-    /// Nothing of the CPU profiler is set up here: the first capture runs
-    /// its warm-up ([`crate::cpu::warm_up`], ~0.1 s, once per process), so
-    /// a service that never takes a CPU profile never holds pprof-rs's
-    /// sample buffers (18 MiB).
+    /// Nothing of the CPU profiler is set up here: the sample stream starts
+    /// with the first capture and stops after the last, so a service that
+    /// never takes a CPU profile never holds its buffers or timers.
     pub fn build(self) -> Result<Agent, Error> {
         let c = &self.config;
         if c.max_seconds == 0 {

@@ -20,12 +20,17 @@ pub enum Error {
     /// A bearer token is configured and the request lacks it or has another (401).
     #[error("missing or wrong bearer token")]
     Unauthorized,
-    /// A CPU capture is already running; only one runs at a time (409).
+    /// A CPU capture is already running and the pprof-rs backend runs one
+    /// at a time (409).
     #[error("a CPU profile capture is already running; retry when it ends")]
     CaptureRunning {
         /// Seconds until the running capture is expected to end.
         retry_after_secs: u64,
     },
+    /// A capture the sample stream cannot serve, with why (409): another
+    /// profiler owns SIGPROF.
+    #[error("{0}")]
+    Conflict(String),
     /// Too many captures of other kinds at once (429).
     #[error("too many profile requests in flight (limit {limit}); retry later")]
     TooManyRequests {

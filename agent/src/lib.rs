@@ -32,6 +32,36 @@ macro_rules! cfg_not_taskdump {
     };
 }
 
+/// Items compiled where the agent's own CPU sampler runs: Linux on x86_64
+/// (and aarch64, compiled there but untested), unless the `pprof-rs`
+/// feature asks for pprof-rs instead.
+macro_rules! cfg_own_sampler {
+    ($($item:item)*) => {
+        $(
+            #[cfg(all(
+                target_os = "linux",
+                any(target_arch = "x86_64", target_arch = "aarch64"),
+                not(feature = "pprof-rs")
+            ))]
+            $item
+        )*
+    };
+}
+
+/// The complement of `cfg_own_sampler!`.
+macro_rules! cfg_not_own_sampler {
+    ($($item:item)*) => {
+        $(
+            #[cfg(not(all(
+                target_os = "linux",
+                any(target_arch = "x86_64", target_arch = "aarch64"),
+                not(feature = "pprof-rs")
+            )))]
+            $item
+        )*
+    };
+}
+
 mod agent;
 mod builder;
 pub mod cpu;
@@ -40,8 +70,27 @@ pub mod heap;
 mod http;
 mod metrics;
 pub mod runtime;
+cfg_own_sampler! {
+    mod sampler;
+}
 pub mod symbols;
 pub mod tasks;
+
+/// What tests and benchmarks observe inside the agent: not part of the API.
+#[doc(hidden)]
+pub mod probes {
+    cfg_own_sampler! {
+        /// Whether this thread is inside the sampler's SIGPROF handler now.
+        pub fn in_sampler_handler() -> bool {
+            crate::sampler::in_handler()
+        }
+
+        /// Handler runs so far by duration: (bucket width in ns, counts).
+        pub fn handler_cost_histogram() -> (u64, Vec<u64>) {
+            crate::sampler::cost_histogram()
+        }
+    }
+}
 
 /// What the out-of-workspace fuzz crates (`agent/fuzz`) drive: the jemalloc
 /// heap dump parser and the snapshot built from it. Not part of the API;

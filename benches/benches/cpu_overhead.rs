@@ -10,7 +10,7 @@
 //! ```
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use profscope_benches::{
     AbOutcome, SERVE_ENV, Service, Trial, ab_pairs, env_or, run_load, serve_child, spawn_self,
@@ -29,14 +29,18 @@ fn main() {
     );
 
     let rust = spawn_self("rust", &[]);
-    let rust_result = measure(
-        "profscope (pprof-rs, framehop, 99 Hz)",
-        &rust,
-        secs,
-        pairs,
-        99,
-    );
+    let rust_result = measure("profscope (own sampler, 99 Hz)", &rust, secs, pairs, 99);
     drop(rust);
+    // pprof-rs's sampler, from a service built with it: any binary that
+    // prints `listening on http://…` and serves `/work` and the agent
+    // (e.g. the axum-service example built with `--features
+    // profscope-agent/pprof-rs`).
+    let pprof_rs_result = std::env::var_os("PROFSCOPE_BENCH_PPROF_RS_BIN").map(|bin| {
+        let svc = Service::start(Command::new(bin).args(["--addr", "127.0.0.1:0"]));
+        let r = measure("profscope (pprof-rs sampler, 99 Hz)", &svc, secs, pairs, 99);
+        drop(svc);
+        r
+    });
     let go_result = go_service().map(|go| {
         let r = measure("Go net/http/pprof (100 Hz)", &go, secs, pairs, 0);
         drop(go);
@@ -44,12 +48,12 @@ fn main() {
     });
     println!();
     rust_result.print();
+    if let Some(r) = pprof_rs_result {
+        r.print();
+    }
     match go_result {
         Some(go) => go.print(),
         None => println!("Go: skipped (`go` not installed)"),
-    }
-    if let Some(d) = profscope_agent::cpu::warm_up_duration() {
-        println!("(warm-up in this harness process: {d:?})");
     }
 }
 
@@ -57,10 +61,6 @@ fn main() {
 fn serve() {
     serve_child(|| {
         let agent = profscope_agent::Agent::builder().build().expect("agent");
-        // What the first capture would otherwise pay before its window.
-        let started = Instant::now();
-        profscope_agent::cpu::warm_up();
-        eprintln!("unwinder warm-up: {:?}", started.elapsed());
         profscope_examples::app(&agent)
     });
 }

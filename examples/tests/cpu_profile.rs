@@ -158,62 +158,73 @@ fn bad_parameters_get_400_naming_the_parameter() {
     assert_eq!(get(&svc.url("/hello")).status, 200);
 }
 
+/// Whether process `pid` handles SIGPROF now (`SigCgt` in its status).
+fn catches_sigprof(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    mask & (1 << (libc::SIGPROF - 1)) != 0
+}
+
+/// POSIX timers of process `pid` (the sampler keeps one per thread).
+fn timers(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/timers"))
+        .map(|t| t.lines().filter(|l| l.starts_with("ID:")).count())
+        .unwrap_or(0)
+}
+
 #[test]
-fn one_capture_at_a_time_and_disconnect_releases_the_profiler() {
+fn overlapping_captures_both_succeed_and_a_disconnect_stops_sampling() {
     let _serial = serial();
     let svc = example("axum-service");
-    let addr = svc.base.trim_start_matches("http://").to_string();
+    let addr = svc.host().to_string();
+    let load = Load::start(svc.url("/work?n=50"), 2);
 
-    // A long capture from a raw connection we can drop. A probe capture
-    // can win the race for the profiler; then the long one got a 409 and is
-    // sent again, until the long one holds it and the probe gets the 409.
-    let start_long = || {
-        let mut conn = TcpStream::connect(&addr).unwrap();
-        write!(
-            conn,
-            "GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
-        )
-        .unwrap();
-        conn
-    };
-    let answered = |conn: &TcpStream| {
-        conn.set_nonblocking(true).unwrap();
-        let mut byte = [0u8; 1];
-        let got = matches!(conn.peek(&mut byte), Ok(n) if n > 0);
-        conn.set_nonblocking(false).unwrap();
-        got
-    };
-    let mut conn = start_long();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let busy = loop {
-        std::thread::sleep(Duration::from_millis(100));
-        if answered(&conn) {
-            conn = start_long();
-            continue;
-        }
-        let reply = get(&svc.url("/debug/pprof/profile?seconds=1"));
-        if reply.status == 409 && !answered(&conn) || Instant::now() > deadline {
-            break reply;
-        }
-    };
-    assert_eq!(busy.status, 409, "{}", busy.text());
-    assert!(busy.text().contains("already running"));
-    let retry: u64 = busy.retry_after.expect("Retry-After").parse().unwrap();
-    assert!((1..=61).contains(&retry), "Retry-After {retry}");
+    // A long capture from a raw connection we can drop…
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(catches_sigprof(svc.pid()) && timers(svc.pid()) > 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(catches_sigprof(svc.pid()), "sampling started");
+    // …and a short one inside it: both are served (one sample stream).
+    let reply = get(&svc.url("/debug/pprof/profile?seconds=1&frequency=19"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let profile = decode(&reply.body);
+    assert_eq!(
+        profile.period,
+        1_000_000_000 / 99,
+        "the stream's real period"
+    );
+    assert!(profile.sample.iter().map(|s| s.value[0]).sum::<i64>() > 50);
 
-    // The client goes away: the capture stops and the profiler is free at
-    // once, long before the 60 s would have passed.
+    // The client goes away: the capture stops, and with no consumer left
+    // the timers and the handler go at once, long before the 60 s.
     drop(conn);
     let dropped = Instant::now();
-    let reply = loop {
-        let reply = get(&svc.url("/debug/pprof/profile?seconds=1&format=folded"));
-        if reply.status != 409 || dropped.elapsed() > Duration::from_secs(5) {
-            break reply;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert!(dropped.elapsed() < Duration::from_secs(5));
+    while (catches_sigprof(svc.pid()) || timers(svc.pid()) > 0)
+        && dropped.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !catches_sigprof(svc.pid()),
+        "SIGPROF handler still installed"
+    );
+    assert_eq!(timers(svc.pid()), 0, "timers left behind");
+    eprintln!(
+        "sampling stopped {:?} after the disconnect",
+        dropped.elapsed()
+    );
+    drop(load);
 }
 
 /// Records the process's CPU time every few milliseconds, so the CPU used

@@ -227,6 +227,40 @@ fn no_dump_files_left_after_100_requests() {
     assert!(left.is_empty(), "files left behind: {left:?}");
 }
 
+/// Frames of the CPU sampler and of any unwinder or sample collector: what
+/// must not hold memory once a capture is over. (The symbolizer's cache,
+/// which the capture's symbolization fills, is bounded and kept by design;
+/// it is not matched here.)
+const SAMPLER_FRAMES: &str = r"^(profscope_agent::sampler::|<profscope_agent::sampler::|framehop::|<framehop::|pprof::|<pprof::|backtrace::|<backtrace::)";
+
+#[test]
+fn a_cpu_capture_leaves_nothing_in_the_heap_profile() {
+    let (rt, running) = in_process_agent();
+    let base = format!("http://{}", running.local_addr());
+    for _ in 0..2 {
+        let reply = get(&format!("{base}/debug/pprof/profile?seconds=1"));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // The sample stream stops ~10 ms after its last consumer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while profscope_agent::cpu::CpuProfiler::is_sampling() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reply = get(&format!("{base}/debug/pprof/heap"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let mut profile = decode(&reply.body);
+    let inuse = profscope_profile::select_sample_type(&profile, Some("inuse_space")).unwrap();
+    let all = profscope_profile::total(&profile, inuse.index);
+    profscope_profile::Filter::new(Some(SAMPLER_FRAMES), None)
+        .unwrap()
+        .apply(&mut profile);
+    let sampler = profscope_profile::total(&profile, inuse.index);
+    eprintln!("after two captures: {sampler} of {all} bytes in use under {SAMPLER_FRAMES}");
+    assert!(all > 0);
+    assert!(sampler < MIB, "{sampler} bytes held by the sampler");
+    drop(rt);
+}
+
 #[test]
 fn cpu_captures_back_to_back_while_allocating_with_heap_sampling_on() {
     let storm = AllocationStorm::start(2, 256, |x| (x % 32_768) as usize + 1);

@@ -12,7 +12,7 @@ pub(crate) fn status(error: &Error) -> StatusCode {
     match error {
         Error::BadParameter { .. } => StatusCode::BAD_REQUEST,
         Error::Unauthorized => StatusCode::UNAUTHORIZED,
-        Error::CaptureRunning { .. } => StatusCode::CONFLICT,
+        Error::CaptureRunning { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::NotAvailable(_) => StatusCode::NOT_IMPLEMENTED,
         Error::Internal(_) | Error::InvalidConfig(_) | Error::Io(_) => {

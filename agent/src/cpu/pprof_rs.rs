@@ -1,83 +1,19 @@
-//! CPU profile capture through pprof-rs: one capture at a time, stopped as
-//! soon as the requester goes away, turned into a pprof profile by the
-//! project's own builder (one location per address, real mappings).
-//!
-//! Unwinding uses pprof-rs's framehop unwinder, which keeps the interrupted
-//! (leaf) function; its unwinder is built lazily inside the first SIGPROF
-//! handler call, where it allocates, so [`warm_up`] runs one short capture
-//! before the first real one. See BENCHMARKS.md for the measurements
-//! behind this choice.
+//! The pprof-rs backend, for targets where the agent's own sampler does not
+//! run (and on Linux with the `pprof-rs` feature): one capture at a time
+//! (pprof-rs has one global profiler), framehop unwinding, a warm-up that
+//! builds framehop's lazy unwinder outside any allocator lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant, SystemTime};
 
-use profscope_profile::Profile;
-
+use super::{CapturedStack, CpuCapture};
 use crate::Error;
-use crate::builder::ProfileBuilder;
-use crate::symbols::Symbolizer;
-
-/// The lowest and highest sampling frequency accepted, in Hz. pprof-rs drops
-/// samples silently when its collector is busy, more so above ~250 Hz, so the
-/// default stays at 99 Hz.
-pub const FREQUENCY_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
-
-/// One distinct stack seen during a capture.
-#[derive(Debug, Clone)]
-pub struct CapturedStack {
-    /// Lookup addresses, leaf first: the interrupted instruction, then each
-    /// return address minus one (so it points inside the call).
-    pub addresses: Vec<u64>,
-    /// Name (or id) of the sampled thread.
-    pub thread: String,
-    /// Number of samples with this stack.
-    pub count: i64,
-}
-
-/// The raw result of a CPU capture, not yet symbolized.
-#[derive(Debug, Clone)]
-pub struct CpuCapture {
-    /// Distinct stacks with their sample counts.
-    pub stacks: Vec<CapturedStack>,
-    /// Sampling frequency in Hz.
-    pub frequency: u32,
-    /// Wall-clock start of the capture.
-    pub start: SystemTime,
-    /// How long the capture ran.
-    pub duration: Duration,
-}
-
-impl CpuCapture {
-    /// Total samples in the capture.
-    pub fn sample_count(&self) -> i64 {
-        self.stacks.iter().map(|s| s.count).sum()
-    }
-
-    /// Symbolizes the capture into a Go-style CPU profile: sample types
-    /// `samples/count` and `cpu/nanoseconds`, period type `cpu/nanoseconds`.
-    pub fn to_profile(&self, symbolizer: &Symbolizer) -> Profile {
-        symbolizer.resolve_all(self.stacks.iter().flat_map(|s| s.addresses.iter().copied()));
-        let period = 1_000_000_000 / i64::from(self.frequency.max(1));
-        let mut builder =
-            ProfileBuilder::new(symbolizer, &[("samples", "count"), ("cpu", "nanoseconds")])
-                .period("cpu", "nanoseconds", period)
-                .time(self.start, self.duration);
-        for stack in &self.stacks {
-            builder.add_sample(
-                &stack.addresses,
-                vec![stack.count, stack.count * period],
-                &[("thread", &stack.thread)],
-            );
-        }
-        builder.build()
-    }
-}
 
 /// The process-wide CPU profiler slot: pprof-rs has one global profiler.
 #[derive(Debug, Default)]
-pub struct CpuProfiler {
+pub(super) struct Backend {
     busy: Arc<AtomicBool>,
     /// Unix seconds at which the running capture is due to end.
     ends_at: AtomicU64,
@@ -92,19 +28,10 @@ impl Drop for SlotGuard {
     }
 }
 
-impl CpuProfiler {
-    /// A free profiler slot.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Samples the whole process for `duration` at `frequency` Hz (within
-    /// [`FREQUENCY_RANGE`], which the HTTP layer checks).
-    ///
-    /// Fails with [`Error::CaptureRunning`] when another capture holds the
-    /// profiler. Dropping the returned future stops the capture at once and
-    /// releases the profiler: that is how a client disconnect cancels it.
-    pub async fn capture(&self, duration: Duration, frequency: u32) -> Result<CpuCapture, Error> {
+impl Backend {
+    /// See [`CpuProfiler::capture`](super::CpuProfiler::capture); fails
+    /// with [`Error::CaptureRunning`] when another capture holds pprof-rs.
+    pub(super) async fn capture(&self, duration: Duration, frequency: u32) -> Result<CpuCapture, Error> {
         if self
             .busy
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -124,7 +51,10 @@ impl CpuProfiler {
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let task = tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            run_capture(duration, frequency, &stop_rx)
+            SAMPLING.store(true, Ordering::Release);
+            let result = run_capture(duration, frequency, &stop_rx);
+            SAMPLING.store(false, Ordering::Release);
+            result
         });
         let result = task
             .await
@@ -178,6 +108,7 @@ fn run_capture(
     let elapsed = started.elapsed();
     drop(guard);
     let report = report?;
+    let period_ns = 1_000_000_000 / i64::from(frequency.max(1));
     let stacks = report
         .data
         .iter()
@@ -191,6 +122,8 @@ fn run_capture(
                     if i == 0 { ip } else { ip.saturating_sub(1) }
                 })
                 .collect(),
+            labels: 0,
+            cpu_ns: count as i64 * period_ns,
             thread: thread_name(
                 &frames.thread_name[..frames.thread_name_length],
                 frames.thread_id,
@@ -201,8 +134,10 @@ fn run_capture(
     Ok(CpuCapture {
         stacks,
         frequency,
+        period: Duration::from_nanos(period_ns as u64),
         start,
         duration: elapsed,
+        lost: 0,
     })
 }
 
@@ -228,7 +163,7 @@ static WARM_UP_MICROS: AtomicU64 = AtomicU64::new(0);
 /// 1 Hz (the first expiry is a whole CPU-second away) and raises SIGPROF on
 /// the calling thread, which holds no allocator lock, so the lazy unwinder is
 /// built there. Runs once per process; later calls return at once.
-pub fn warm_up() {
+pub(super) fn warm_up() {
     WARM_UP.call_once(|| {
         let started = Instant::now();
         if let Ok(guard) = pprof::ProfilerGuardBuilder::default().frequency(1).build() {
@@ -250,8 +185,15 @@ pub fn warm_up() {
 }
 
 /// How long [`warm_up`] took, once it has run.
-pub fn warm_up_duration() -> Option<Duration> {
+pub(super) fn warm_up_duration() -> Option<Duration> {
     WARM_UP
         .is_completed()
         .then(|| Duration::from_micros(WARM_UP_MICROS.load(Ordering::Acquire)))
+}
+
+/// Set while pprof-rs samples.
+static SAMPLING: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn is_sampling() -> bool {
+    SAMPLING.load(Ordering::Acquire)
 }

@@ -1,0 +1,178 @@
+//! The threads being sampled: one CPU-time timer each (`timer_create` on
+//! the thread's own CPU clock, delivering SIGPROF to that thread with its
+//! slot index as the signal's value), found and retired by rescanning
+//! `/proc/self/task`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::region::{MAX_THREADS, Region};
+
+/// One sampled thread.
+#[derive(Debug)]
+pub(super) struct Thread {
+    pub(super) slot: usize,
+    timer: libc::timer_t,
+}
+
+/// Every thread of the process with a timer, by tid.
+#[derive(Debug)]
+pub(super) struct Threads {
+    by_tid: HashMap<i32, Thread>,
+    /// Each slot's last thread name (`comm`, else the tid), kept after the
+    /// thread exits so its last records still have a name.
+    names: Vec<Option<Arc<str>>>,
+    /// Threads seen without a free slot at the last scan.
+    pub(super) unsampled: usize,
+}
+
+impl Default for Threads {
+    fn default() -> Self {
+        Threads {
+            by_tid: HashMap::new(),
+            names: vec![None; MAX_THREADS],
+            unsampled: 0,
+        }
+    }
+}
+
+// SAFETY: `timer_t` is an opaque id the kernel hands out; any thread of the
+// process may set or delete it.
+unsafe impl Send for Thread {}
+
+/// The CPU clock of thread `tid` (Linux's `MAKE_THREAD_CPUCLOCK(tid,
+/// CPUCLOCK_SCHED)`).
+fn thread_cpu_clock(tid: i32) -> libc::clockid_t {
+    ((!tid) << 3) | 6
+}
+
+fn timerspec(period: Duration) -> libc::itimerspec {
+    let ts = libc::timespec {
+        tv_sec: period.as_secs() as libc::time_t,
+        tv_nsec: period.subsec_nanos() as libc::c_long,
+    };
+    libc::itimerspec {
+        it_interval: ts,
+        it_value: ts,
+    }
+}
+
+impl Threads {
+    /// Adds timers for threads that appeared and deletes those of threads
+    /// that exited. `region` must be the published region.
+    pub(super) fn rescan(&mut self, region: &Region, period: Duration) {
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        let live: Vec<i32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        let gone: Vec<i32> = self
+            .by_tid
+            .keys()
+            .filter(|tid| !live.contains(tid))
+            .copied()
+            .collect();
+        for tid in gone {
+            if let Some(thread) = self.by_tid.remove(&tid) {
+                self.retire(region, thread);
+            }
+        }
+        self.unsampled = 0;
+        for tid in live {
+            if !self.by_tid.contains_key(&tid) && !self.add(region, tid, period) {
+                self.unsampled += 1;
+            }
+        }
+    }
+
+    fn add(&mut self, region: &Region, tid: i32, period: Duration) -> bool {
+        let Some(slot) =
+            (0..MAX_THREADS).find(|&i| region.slots[i].tid.load(Ordering::Acquire) == 0)
+        else {
+            return false;
+        };
+        region.slots[slot].tid.store(tid, Ordering::Release);
+        // SAFETY: a zeroed sigevent is valid; the fields set are the ones
+        // SIGEV_THREAD_ID reads.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = libc::SIGPROF;
+        event.sigev_notify_thread_id = tid;
+        event.sigev_value = libc::sigval {
+            sival_ptr: slot as *mut libc::c_void,
+        };
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: valid pointers to a sigevent and a timer id.
+        let created =
+            unsafe { libc::timer_create(thread_cpu_clock(tid), &mut event, &mut timer) } == 0;
+        if !created {
+            // The thread exited between the scan and now.
+            region.slots[slot].tid.store(0, Ordering::Release);
+            return true;
+        }
+        let spec = timerspec(period);
+        // SAFETY: `timer` was just created; `spec` is valid.
+        unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) };
+        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+            .map(|n| n.trim_end().to_string())
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| tid.to_string());
+        self.names[slot] = Some(name.into());
+        self.by_tid.insert(tid, Thread { slot, timer });
+        true
+    }
+
+    fn retire(&mut self, region: &Region, thread: Thread) {
+        // SAFETY: the timer is ours and deleted once.
+        unsafe { libc::timer_delete(thread.timer) };
+        // Its slot's records stay readable; the slot is free for a new
+        // thread once the aggregator has drained it (it drains every slot
+        // before each rescan).
+        region.slots[thread.slot].tid.store(0, Ordering::Release);
+    }
+
+    /// Re-arms every timer at `period` (restarting each countdown).
+    pub(super) fn retime(&self, period: Duration) {
+        let spec = timerspec(period);
+        for thread in self.by_tid.values() {
+            // SAFETY: a live timer of ours.
+            unsafe { libc::timer_settime(thread.timer, 0, &spec, std::ptr::null_mut()) };
+        }
+    }
+
+    /// For each thread, the CPU it ran since its timer last expired (its
+    /// timer runs at `period`).
+    pub(super) fn since_last_expiry(&self, period: Duration) -> Vec<(i32, Duration)> {
+        self.by_tid
+            .iter()
+            .filter_map(|(&tid, thread)| {
+                // SAFETY: a zeroed itimerspec to fill.
+                let mut current: libc::itimerspec = unsafe { std::mem::zeroed() };
+                // SAFETY: a live timer of ours and a valid out pointer.
+                let ok = unsafe { libc::timer_gettime(thread.timer, &mut current) } == 0;
+                let left = Duration::new(
+                    current.it_value.tv_sec as u64,
+                    current.it_value.tv_nsec as u32,
+                );
+                ok.then(|| (tid, period.saturating_sub(left)))
+            })
+            .collect()
+    }
+
+    /// Deletes every timer and frees every slot.
+    pub(super) fn clear(&mut self, region: &Region) {
+        for (_, thread) in std::mem::take(&mut self.by_tid) {
+            self.retire(region, thread);
+        }
+    }
+
+    /// The name of the thread last sampled into `slot`.
+    pub(super) fn name_of_slot(&self, slot: usize) -> Option<&Arc<str>> {
+        self.names.get(slot)?.as_ref()
+    }
+
+}
