@@ -230,7 +230,9 @@ impl Agent {
 
     /// The task monitor of group `name` (created on first use): instrument
     /// futures with it and the group's poll, idle and schedule times appear
-    /// on `/metrics` and `/debug/tokio`, labelled `group="name"`.
+    /// on `/metrics` and `/debug/tokio`, labelled `group="name"`. (This is
+    /// tokio-metrics' own monitor, which does not label CPU samples; use
+    /// [`task_group`](Self::task_group) for both.)
     ///
     /// ```no_run
     /// # async fn run(agent: profscope_agent::Agent) {
@@ -242,8 +244,23 @@ impl Agent {
         self.inner.task_groups.monitor(name)
     }
 
+    /// Task group `name`: futures it instruments are monitored (like
+    /// [`task_monitor`](Self::task_monitor)) and their CPU samples labelled
+    /// `task_group=<name>`.
+    ///
+    /// ```no_run
+    /// # async fn run(agent: profscope_agent::Agent) {
+    /// let ingest = agent.task_group("ingest");
+    /// tokio::spawn(ingest.instrument(async { /* … */ }));
+    /// # }
+    /// ```
+    pub fn task_group(&self, name: &str) -> crate::runtime::TaskGroup {
+        self.inner.task_groups.group(name)
+    }
+
     /// A tower layer monitoring each axum route as a task group named by its
-    /// matched path; add it with `Router::route_layer`.
+    /// matched path, and labelling the CPU samples of its requests
+    /// `route=<matched path>`; add it with `Router::route_layer`.
     pub fn route_metrics_layer(&self) -> RouteMetricsLayer {
         RouteMetricsLayer::new(self.inner.task_groups.clone())
     }

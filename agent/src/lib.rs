@@ -62,12 +62,23 @@ macro_rules! cfg_not_own_sampler {
     };
 }
 
+/// Items compiled with the `tracing` feature.
+macro_rules! cfg_tracing {
+    ($($item:item)*) => {
+        $(
+            #[cfg(feature = "tracing")]
+            $item
+        )*
+    };
+}
+
 mod agent;
 mod builder;
 pub mod cpu;
 mod error;
 pub mod heap;
 mod http;
+pub mod labels;
 mod metrics;
 pub mod runtime;
 cfg_own_sampler! {

@@ -335,6 +335,21 @@ fn jemalloc_families(page: &mut Page) {
     }
 }
 
+/// The label-set table: how full it is and how many sets overflowed.
+fn label_families(page: &mut Page) {
+    let (sets, overflow) = crate::labels::table_size();
+    page.gauge(
+        "profscope_label_sets",
+        "Label sets interned for CPU samples (route, task group, tracing fields, scopes).",
+        sets as f64,
+    );
+    page.counter(
+        "profscope_label_sets_overflow_total",
+        "Label sets that found the table full (labels::MAX_SETS) and were recorded as labels=other.",
+        overflow as f64,
+    );
+}
+
 /// Gathers every family and encodes the page.
 pub(crate) fn render(
     user: Option<&prometheus::Registry>,
@@ -347,6 +362,7 @@ pub(crate) fn render(
     }
     task_group_families(&mut page, tokio);
     jemalloc_families(&mut page);
+    label_families(&mut page);
     let mut families = process.gather();
     families.extend(page.families);
     if let Some(user) = user {

@@ -228,6 +228,8 @@ fn runtime_unstable(_: &tokio::runtime::RuntimeMetrics) -> Option<RuntimeUnstabl
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TaskGroups {
     groups: Arc<Mutex<BTreeMap<String, TaskMonitor>>>,
+    /// Each route's `route=<path>` label set.
+    routes: Arc<Mutex<BTreeMap<String, crate::labels::LabelSet>>>,
 }
 
 /// Route groups beyond this many share one `other` group, so a scanner
@@ -248,6 +250,29 @@ impl TaskGroups {
             name
         };
         groups.entry(key.to_string()).or_default().clone()
+    }
+
+    /// The group of route `path`, with its `route=<path>` label set
+    /// (interned once per route).
+    pub(crate) fn route(&self, path: &str) -> (TaskMonitor, crate::labels::LabelSet) {
+        let monitor = self.monitor(path);
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(labels) = routes.get(path) {
+            return (monitor, labels.clone());
+        }
+        let labels = crate::labels::LabelSet::new([("route", path)]);
+        if routes.len() < MAX_GROUPS {
+            routes.insert(path.to_string(), labels.clone());
+        }
+        (monitor, labels)
+    }
+
+    /// Task group `name`: its monitor and its `task_group=<name>` labels.
+    pub(crate) fn group(&self, name: &str) -> TaskGroup {
+        TaskGroup {
+            monitor: self.monitor(name),
+            labels: crate::labels::LabelSet::new([("task_group", name)]),
+        }
     }
 
     pub(crate) fn snapshot(&self) -> BTreeMap<String, TaskGroupSnapshot> {
@@ -318,7 +343,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = tokio_metrics::Instrumented<S::Future>;
+    type Future = crate::labels::Scoped<tokio_metrics::Instrumented<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -329,7 +354,34 @@ where
             .extensions()
             .get::<MatchedPath>()
             .map_or("unmatched", MatchedPath::as_str);
-        let monitor = self.groups.monitor(group);
-        monitor.instrument(self.inner.call(request))
+        let (monitor, labels) = self.groups.route(group);
+        // Every poll of the request's future runs under `route=<path>`.
+        crate::labels::Scoped::new(labels, monitor.instrument(self.inner.call(request)))
+    }
+}
+
+/// A named task group whose futures are both monitored (task-group metrics
+/// on `/metrics` and `/debug/tokio`) and labelled `task_group=<name>` in
+/// CPU profiles. From [`Agent::task_group`](crate::Agent::task_group).
+#[derive(Debug, Clone)]
+pub struct TaskGroup {
+    monitor: TaskMonitor,
+    labels: crate::labels::LabelSet,
+}
+
+impl TaskGroup {
+    /// `fut`, monitored as this group and polled under `task_group=<name>`
+    /// (added to the labels current where `instrument` is called).
+    pub fn instrument<F: std::future::Future>(
+        &self,
+        fut: F,
+    ) -> crate::labels::Scoped<tokio_metrics::Instrumented<F>> {
+        let labels = crate::labels::current().with(self.labels.pairs().iter().cloned());
+        crate::labels::Scoped::new(labels, self.monitor.instrument(fut))
+    }
+
+    /// The group's tokio-metrics monitor.
+    pub fn monitor(&self) -> &TaskMonitor {
+        &self.monitor
     }
 }

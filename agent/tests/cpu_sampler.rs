@@ -117,8 +117,9 @@ impl Busy {
                     .spawn(move || {
                         // SAFETY: gettid has no preconditions.
                         let tid = unsafe { libc::gettid() };
-                        tids.lock().unwrap().push((name, tid));
-                        spin_for(&stop);
+                        tids.lock().unwrap().push((name.clone(), tid));
+                        // Labelled, so the handler reads the label slot too.
+                        profscope_agent::labels::with([("busy", name)], || spin_for(&stop));
                     })
                     .unwrap()
             })
@@ -388,6 +389,10 @@ fn the_handler_never_allocates() {
         let before = process_cpu();
         let c = capture(1.0, 997);
         let used = (process_cpu() - before).as_secs_f64();
+        assert!(
+            c.stacks.iter().any(|s| s.labels != 0),
+            "samples of the labelled busy threads carry their label set"
+        );
         // Per-thread CPU timers fire at scheduler ticks: above the tick
         // rate a signal stands for several periods (`si_overrun`), and the
         // CPU time stays right.

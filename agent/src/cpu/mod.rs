@@ -81,11 +81,12 @@ impl CpuCapture {
                 .period("cpu", "nanoseconds", period)
                 .time(self.start, self.duration);
         for stack in &self.stacks {
-            builder.add_sample(
-                &stack.addresses,
-                vec![stack.count, stack.cpu_ns],
-                &[("thread", &stack.thread)],
-            );
+            let set = crate::labels::pairs_of(stack.labels);
+            let mut labels: Vec<(&str, &str)> = vec![("thread", &stack.thread)];
+            if let Some(set) = &set {
+                labels.extend(set.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            builder.add_sample(&stack.addresses, vec![stack.count, stack.cpu_ns], &labels);
         }
         builder.build()
     }
