@@ -36,6 +36,9 @@ pub struct Config {
     /// Where jemalloc heap dumps are written (and removed right after
     /// parsing). Default: a private directory under the system temp dir.
     pub heap_dump_dir: Option<std::path::PathBuf>,
+    /// Where the cgroup v2 hierarchy is mounted, for `/debug/memory`.
+    /// Default `/sys/fs/cgroup`.
+    pub cgroup_root: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             bearer_token: None,
             max_concurrent_requests: 4,
             heap_dump_dir: None,
+            cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
         }
     }
 }
@@ -96,6 +100,13 @@ impl AgentBuilder {
     /// removed when the agent is dropped.
     pub fn heap_dump_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.config.heap_dump_dir = Some(dir.into());
+        self
+    }
+
+    /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` by
+    /// default), for the cgroup lines of `/debug/memory`.
+    pub fn cgroup_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
+        self.config.cgroup_root = root.into();
         self
     }
 
@@ -279,7 +290,27 @@ impl Agent {
             self.inner.registry.as_ref(),
             &self.inner.process,
             &self.tokio_snapshot(),
+            &self.memory_report(),
         )
+    }
+
+    /// Where the resident memory goes now (what `/debug/memory` serves):
+    /// reads `/proc` and jemalloc's statistics; the heap line is the most
+    /// recent heap profile's, never a new dump.
+    pub fn memory_report(&self) -> crate::memory::MemoryReport {
+        let sources = crate::memory::Sources {
+            cgroup_root: self.inner.config.cgroup_root.clone(),
+            ..Default::default()
+        };
+        let heap = self
+            .inner
+            .heap
+            .last_in_use()
+            .map(|(bytes, age)| crate::memory::HeapEstimate {
+                in_use_bytes: bytes,
+                age_seconds: age.as_secs_f64(),
+            });
+        crate::memory::report(&sources, crate::heap::jemalloc_stats(), heap)
     }
 
     pub(crate) fn runtime_handle(&self) -> Option<&Handle> {

@@ -79,6 +79,7 @@ mod error;
 pub mod heap;
 mod http;
 pub mod labels;
+pub mod memory;
 mod metrics;
 pub mod runtime;
 cfg_own_sampler! {

@@ -350,11 +350,73 @@ fn label_families(page: &mut Page) {
     );
 }
 
+/// `/debug/memory`'s figures as gauges.
+fn memory_families(page: &mut Page, m: &crate::memory::MemoryReport) {
+    for (name, help, value) in [
+        (
+            "profscope_memory_rss_bytes",
+            "Resident set size (smaps_rollup Rss).",
+            m.rss_bytes as f64,
+        ),
+        (
+            "profscope_memory_anonymous_bytes",
+            "Anonymous resident memory.",
+            m.anonymous_bytes as f64,
+        ),
+        (
+            "profscope_memory_file_backed_bytes",
+            "File-backed resident memory.",
+            m.file_backed_bytes as f64,
+        ),
+        (
+            "profscope_memory_thread_stacks_bytes",
+            "Resident pages of thread stacks.",
+            m.thread_stacks_bytes as f64,
+        ),
+        (
+            "profscope_memory_unexplained_bytes",
+            "Resident memory that neither jemalloc, thread stacks nor mapped files explain (see /debug/memory).",
+            m.unexplained_bytes as f64,
+        ),
+    ] {
+        page.gauge(name, help, value);
+    }
+    if let Some(c) = &m.cgroup {
+        page.gauge(
+            "profscope_memory_cgroup_current_bytes",
+            "The cgroup's memory.current.",
+            c.current_bytes as f64,
+        );
+        if let Some(max) = c.max_bytes {
+            page.gauge(
+                "profscope_memory_cgroup_max_bytes",
+                "The cgroup's memory.max.",
+                max as f64,
+            );
+        }
+    }
+    if let Some(h) = &m.heap_profile {
+        page.gauge(
+            "profscope_memory_heap_profile_inuse_bytes",
+            "In-use bytes estimated by the most recent heap profile.",
+            h.in_use_bytes as f64,
+        );
+    }
+    if let Some(j) = &m.jemalloc {
+        page.gauge(
+            "profscope_memory_fragmentation_ratio",
+            "jemalloc stats.active / stats.allocated (1 is no fragmentation).",
+            j.fragmentation,
+        );
+    }
+}
+
 /// Gathers every family and encodes the page.
 pub(crate) fn render(
     user: Option<&prometheus::Registry>,
     process: &prometheus::Registry,
     tokio: &TokioSnapshot,
+    memory: &crate::memory::MemoryReport,
 ) -> Result<String, crate::Error> {
     let mut page = Page::default();
     if let Some(rt) = &tokio.runtime {
@@ -363,6 +425,7 @@ pub(crate) fn render(
     task_group_families(&mut page, tokio);
     jemalloc_families(&mut page);
     label_families(&mut page);
+    memory_families(&mut page, memory);
     let mut families = process.gather();
     families.extend(page.families);
     if let Some(user) = user {

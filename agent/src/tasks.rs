@@ -77,9 +77,112 @@ impl TaskStacks {
     }
 }
 
+/// One dump's tasks: (tokio task id, frames leaf first).
+pub type TaskList = Vec<(u64, Vec<String>)>;
+
+/// Tasks that sat at the same await point through every dump: what a
+/// `taskleak` profile shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskLeaks {
+    /// Stuck tasks grouped by stack: (frames leaf first, tasks), most first.
+    pub stacks: Vec<(Vec<String>, i64)>,
+    /// Dumps taken.
+    pub dumps: usize,
+    /// Time from the first dump to the last: every task reported sat still
+    /// at least this long.
+    pub window: Duration,
+    /// Tasks in the last dump.
+    pub tasks: usize,
+}
+
+impl TaskLeaks {
+    /// Tasks present in every dump (matched by task id) with an identical
+    /// stack in each, grouped by stack.
+    pub fn find(dumps: &[TaskList], window: Duration) -> TaskLeaks {
+        let Some((first, rest)) = dumps.split_first() else {
+            return TaskLeaks::default();
+        };
+        let later: Vec<std::collections::HashMap<u64, &Vec<String>>> = rest
+            .iter()
+            .map(|d| d.iter().map(|(id, frames)| (*id, frames)).collect())
+            .collect();
+        let stuck = first.iter().filter(|(id, frames)| {
+            later
+                .iter()
+                .all(|d| d.get(id).is_some_and(|other| *other == frames))
+        });
+        let grouped = TaskStacks::from_backtraces(stuck.map(|(_, frames)| frames.clone()));
+        TaskLeaks {
+            stacks: grouped.stacks,
+            dumps: dumps.len(),
+            window,
+            tasks: dumps.last().map_or(0, Vec::len),
+        }
+    }
+
+    /// A pprof profile (`taskleak/count`), one sample per stuck stack.
+    pub fn to_profile(&self, symbolizer: &Symbolizer) -> Profile {
+        TaskStacks {
+            stacks: self.stacks.clone(),
+        }
+        .to_profile(symbolizer, "taskleak")
+    }
+
+    /// Readable text like `goroutine?debug=1`.
+    pub fn to_text(&self) -> String {
+        let stuck: i64 = self.stacks.iter().map(|(_, n)| n).sum();
+        let mut out = format!(
+            "tokio taskleak profile: {stuck} of {} tasks at the same await point in all {} dumps over {:.1} s\n",
+            self.tasks,
+            self.dumps,
+            self.window.as_secs_f64()
+        );
+        for (frames, count) in &self.stacks {
+            out.push_str(&format!(
+                "\n{count} @ task, stuck for at least {:.1} s\n",
+                self.window.as_secs_f64()
+            ));
+            for f in frames {
+                out.push_str("#\t");
+                out.push_str(f);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Takes `dumps` (≥ 2) task dumps spread evenly over `window` and finds the
+/// tasks that never moved. Dropping the future stops it.
+pub async fn find_leaks(
+    handle: &tokio::runtime::Handle,
+    window: Duration,
+    dumps: usize,
+) -> Result<TaskLeaks, Error> {
+    let dumps = dumps.max(2);
+    let gap = window / (dumps as u32 - 1);
+    let started = std::time::Instant::now();
+    let mut lists = Vec::with_capacity(dumps);
+    for i in 0..dumps {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        lists.push(dump_tasks(handle).await?);
+    }
+    Ok(TaskLeaks::find(&lists, started.elapsed()))
+}
+
+/// Dumps the tasks of the runtime behind `handle`, counted by stack.
+pub async fn dump(handle: &tokio::runtime::Handle) -> Result<TaskStacks, Error> {
+    let tasks = dump_tasks(handle).await?;
+    Ok(TaskStacks::from_backtraces(
+        tasks.into_iter().map(|(_, frames)| frames),
+    ))
+}
+
 cfg_taskdump! {
-    /// Dumps the tasks of the runtime behind `handle`.
-    pub async fn dump(handle: &tokio::runtime::Handle) -> Result<TaskStacks, Error> {
+    /// Dumps the tasks of the runtime behind `handle`, with their ids.
+    pub async fn dump_tasks(handle: &tokio::runtime::Handle) -> Result<TaskList, Error> {
         let dump = tokio::time::timeout(DUMP_TIMEOUT, handle.dump())
             .await
             .map_err(|_| {
@@ -89,7 +192,8 @@ cfg_taskdump! {
             })?;
         // Resolving backtraces reads debug info: not on the runtime's threads.
         tokio::task::spawn_blocking(move || {
-            let stacks = TaskStacks::from_backtraces(dump.tasks().iter().map(|task| {
+            let stacks: TaskList = dump.tasks().iter().map(|task| {
+                let id: u64 = task.id().to_string().parse().unwrap_or(0);
                 let mut frames: Vec<String> = Vec::new();
                 for bt in task.trace().resolve_backtraces() {
                     for frame in bt.frames() {
@@ -100,8 +204,8 @@ cfg_taskdump! {
                         }
                     }
                 }
-                trim_dump_machinery(frames)
-            }));
+                (id, trim_dump_machinery(frames))
+            }).collect();
             // tokio resolves through the `backtrace` crate, whose parsed DWARF
             // of the whole binary (tens of MB) would stay cached: free it.
             backtrace::clear_symbol_cache();
@@ -154,7 +258,7 @@ cfg_taskdump! {
 
 cfg_not_taskdump! {
     /// Dumps the tasks of the runtime behind `handle` (not in this build).
-    pub async fn dump(handle: &tokio::runtime::Handle) -> Result<TaskStacks, Error> {
+    pub async fn dump_tasks(handle: &tokio::runtime::Handle) -> Result<TaskList, Error> {
         let _ = handle;
         Err(Error::NotAvailable(NOT_ENABLED.into()))
     }
@@ -182,6 +286,36 @@ mod tests {
         assert!(
             folded.contains(&("worker;recv".to_string(), 2)),
             "{folded:?}"
+        );
+    }
+
+    #[test]
+    fn leaks_are_tasks_that_never_moved() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let stuck = t(&["recv", "stuck_worker"]);
+        let d1 = vec![
+            (1, stuck.clone()),
+            (2, stuck.clone()),
+            (3, t(&["sleep", "ticker"])),
+        ];
+        // Task 3 moved; task 4 is new; task 2 is gone.
+        let d2 = vec![
+            (1, stuck.clone()),
+            (2, stuck.clone()),
+            (3, t(&["work", "ticker"])),
+        ];
+        let d3 = vec![
+            (1, stuck.clone()),
+            (3, t(&["sleep", "ticker"])),
+            (4, stuck.clone()),
+        ];
+        let leaks = TaskLeaks::find(&[d1, d2, d3], Duration::from_secs(2));
+        assert_eq!(leaks.stacks, vec![(stuck, 1)]);
+        assert_eq!((leaks.dumps, leaks.tasks), (3, 3));
+        assert!(
+            leaks
+                .to_text()
+                .contains("1 @ task, stuck for at least 2.0 s\n#\trecv")
         );
     }
 

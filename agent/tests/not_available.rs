@@ -25,6 +25,31 @@ async fn heap_endpoints_answer_501_with_how_to_enable() {
     running.shutdown().await.unwrap();
 }
 
+/// Without jemalloc, `/debug/memory` still answers with what it can read
+/// (RSS, smaps, thread stacks) and says jemalloc is absent.
+#[tokio::test]
+async fn memory_without_jemalloc_answers_with_what_it_can_read() {
+    let running = Agent::builder()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .build()
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.local_addr());
+    let (status, body) = get(&format!("{base}/debug/memory")).await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(json["rss_bytes"].as_u64().unwrap() > 0, "{body}");
+    assert!(json["thread_stacks_bytes"].as_u64().unwrap() > 0, "{body}");
+    assert!(json["jemalloc"].is_null(), "{body}");
+    let (status, text) = get(&format!("{base}/debug/memory?debug=1")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("jemalloc is not the allocator"), "{text}");
+    assert!(text.contains("unexplained"), "{text}");
+    running.shutdown().await.unwrap();
+}
+
 async fn get(url: &str) -> (u16, String) {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || match ureq::get(&url).call() {

@@ -1,4 +1,4 @@
-//! The stories of DESIGN.md end to end, with the real binaries: snapshot the
+//! The README's leak and regression stories end to end, with the real binaries: snapshot the
 //! `axum-service` example's heap, leak, snapshot again, and `profscope diff`
 //! names the leaking function and by how much; the CPU variant shows a route
 //! made heavier between snapshots.
@@ -138,4 +138,45 @@ fn cpu_regression_found_by_diffing_two_snapshots() {
     // cum delta (4th column) is positive: the work function grew.
     let cum = row.split_whitespace().nth(3).unwrap();
     assert!(cum.starts_with('+'), "{row}\n{table}");
+}
+
+#[test]
+fn memory_page_as_a_table_and_bars_over_time() {
+    let svc = example("axum-service");
+    let home = tempfile::tempdir().unwrap();
+    let table = run(home.path(), &["memory", &svc.base]);
+    for line in ["rss", "allocated", "thread stacks", "unexplained"] {
+        assert!(table.contains(line), "{line}:\n{table}");
+    }
+    // Leak while it watches: the bars grow.
+    let leak = std::thread::spawn({
+        let url = svc.url("/leak");
+        move || {
+            for _ in 0..32 {
+                get(&url);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    });
+    let out = run(
+        home.path(),
+        &["memory", &svc.base, "--every", "300ms", "--count", "3"],
+    );
+    leak.join().unwrap();
+    let last_bars: Vec<&str> = out.rsplit("\n\n").next().unwrap().lines().collect();
+    assert_eq!(last_bars.len(), 4, "three bars and a legend:\n{out}");
+    assert!(last_bars[3].contains("# heap (allocated)"), "{out}");
+    let hashes = |l: &str| l.chars().filter(|&c| c == '#').count();
+    assert!(
+        hashes(last_bars[2]) > hashes(last_bars[0]),
+        "the heap grew:\n{out}"
+    );
+    // Bad input: a clear error and a non-zero exit.
+    let bad = Command::new(profscope())
+        .args(["memory", "http://127.0.0.1:1"])
+        .env("PROFSCOPE_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("profscope: "));
 }

@@ -107,6 +107,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         agent: true,
     },
     Endpoint {
+        path: "/debug/pprof/taskleak",
+        kind: Some("taskleak"),
+        default_sample_type: Some("taskleak"),
+        label: "stuck tasks (taskleak)",
+        description: "Tokio tasks at the same await point in three dumps spread over seconds=N \
+                      (default 30), grouped by stack: candidates for leaked or stuck tasks.",
+        example_query: "?seconds=10&debug=1",
+        agent: true,
+    },
+    Endpoint {
         path: "/debug/pprof/block",
         kind: Some("block"),
         default_sample_type: Some("delay"),
@@ -152,6 +162,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         agent: true,
     },
     Endpoint {
+        path: "/debug/memory",
+        kind: None,
+        default_sample_type: None,
+        label: "memory",
+        description: "Where the resident memory goes: RSS, cgroup, jemalloc, heap profile, thread \
+                      stacks, mapped files, and what none of them explains (JSON; debug=1 for text).",
+        example_query: "?debug=1",
+        agent: true,
+    },
+    Endpoint {
         path: "/metrics",
         kind: None,
         default_sample_type: None,
@@ -194,6 +214,8 @@ pub fn kind_of_profile(p: &Profile) -> &'static str {
         "allocs"
     } else if has("inuse_space") || has("alloc_space") {
         "heap"
+    } else if has("taskleak") {
+        "taskleak"
     } else if has("goroutine") {
         "goroutine"
     } else if types.iter().any(|t| t.contains("task")) {

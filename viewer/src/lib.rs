@@ -34,6 +34,7 @@ mod error;
 pub mod fetch;
 pub mod graph;
 pub mod load;
+pub mod memory;
 pub mod render;
 pub mod serve;
 pub mod store;

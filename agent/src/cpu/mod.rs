@@ -119,7 +119,7 @@ impl CpuProfiler {
     }
 
     /// Whether the process's sample stream is running now (some capture is
-    /// in progress, or the last one ended less than ~10 ms ago).
+    /// in progress, or the last one ended less than ~100 ms ago).
     pub fn is_sampling() -> bool {
         backend::is_sampling()
     }

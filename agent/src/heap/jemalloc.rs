@@ -91,15 +91,31 @@ pub(super) fn dump(path: &std::path::Path) -> Result<(), Error> {
     })
 }
 
+/// Whether jemalloc serves the global allocator: a 64 KiB allocation
+/// through it shows in this thread's `thread.allocated`. (Linked is not
+/// enough: a build with the `heap` feature may run on another allocator.)
+fn is_global_allocator() -> bool {
+    static GLOBAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GLOBAL.get_or_init(|| {
+        // SAFETY: `thread.allocated` is a uint64_t.
+        let read = || unsafe { tikv_jemalloc_ctl::raw::read::<u64>(b"thread.allocated\0") };
+        let Ok(before) = read() else { return false };
+        let block = std::hint::black_box(vec![1u8; 64 << 10]);
+        let after = read().unwrap_or(before);
+        drop(block);
+        after.wrapping_sub(before) >= 64 << 10
+    })
+}
+
 pub(super) fn stats() -> Option<super::JemallocStats> {
     use tikv_jemalloc_ctl::{epoch, stats};
+    // Linked but not the global allocator: nothing to report.
+    if !is_global_allocator() {
+        return None;
+    }
     // Statistics are cached until the epoch advances.
     epoch::advance().ok()?;
     let allocated = stats::allocated::read().ok()? as u64;
-    // Linked but not the global allocator: nothing to report.
-    if allocated == 0 {
-        return None;
-    }
     Some(super::JemallocStats {
         allocated,
         active: stats::active::read().ok()? as u64,

@@ -235,6 +235,8 @@ pub struct HeapProfiler {
     /// Serializes dumps: jemalloc writes one file per call and the dump
     /// itself holds jemalloc's profiling locks.
     lock: tokio::sync::Mutex<u64>,
+    /// In-use bytes and time of the most recent snapshot (for `/debug/memory`).
+    last: std::sync::Mutex<Option<(i64, std::time::Instant)>>,
 }
 
 #[derive(Debug)]
@@ -255,6 +257,7 @@ impl HeapProfiler {
                 None => DumpDir::Private(std::sync::OnceLock::new()),
             },
             lock: tokio::sync::Mutex::new(0),
+            last: std::sync::Mutex::new(None),
         }
     }
 
@@ -298,7 +301,25 @@ impl HeapProfiler {
             .await
             .map_err(|e| Error::Internal(format!("heap dump thread failed: {e}")))??;
         drop(counter);
-        Ok(HeapSnapshot::from_dump(dump, time))
+        let snapshot = HeapSnapshot::from_dump(dump, time);
+        let in_use = snapshot
+            .stacks
+            .values()
+            .fold(0i64, |sum, v| sum.saturating_add(v[3]));
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((in_use, std::time::Instant::now()));
+        Ok(snapshot)
+    }
+
+    /// The most recent snapshot's estimated in-use bytes and its age.
+    pub fn last_in_use(&self) -> Option<(i64, Duration)> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|(bytes, at)| (bytes, at.elapsed()))
     }
 }
 

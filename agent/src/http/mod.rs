@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod heap;
 mod index;
+mod memory;
 mod metrics;
 mod respond;
 mod tasks;
@@ -48,8 +49,10 @@ fn handler(path: &str) -> Option<MethodRouter<Agent>> {
         "/debug/pprof/allocs" => get(heap::allocs),
         "/debug/pprof/tasks" => get(tasks::tasks),
         "/debug/pprof/goroutine" => get(tasks::goroutine),
+        "/debug/pprof/taskleak" => get(tasks::taskleak),
         "/debug/pprof/cmdline" => get(cmdline::cmdline),
         "/debug/tokio" => get(metrics::tokio_json),
+        "/debug/memory" => get(memory::memory),
         "/metrics" => get(metrics::metrics),
         _ => return None,
     })

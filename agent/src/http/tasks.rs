@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::Format;
-use super::extract::{Debug, ProfileFormat};
+use super::extract::{Debug, ProfileFormat, Seconds};
 use super::respond::respond;
 use crate::{Agent, Error};
 
@@ -47,6 +47,34 @@ async fn serve(
     }
     respond(&agent, format, name, 0, move |symbolizer| {
         stacks.to_profile(symbolizer, name)
+    })
+    .await
+}
+
+/// `GET /debug/pprof/taskleak?seconds=N`: tasks at the same await point in
+/// each of three dumps spread over N seconds, grouped by stack.
+pub(crate) async fn taskleak(
+    State(agent): State<Agent>,
+    Seconds(window): Seconds,
+    Debug(debug): Debug,
+    ProfileFormat(format): ProfileFormat,
+) -> Result<Response, Error> {
+    let _permit = agent.request_permit()?;
+    let handle = agent
+        .runtime_handle()
+        .cloned()
+        .ok_or_else(|| Error::NotAvailable("the agent was built outside a tokio runtime".into()))?;
+    // Dropped with the request when the client goes away.
+    let leaks = crate::tasks::find_leaks(&handle, window, 3).await?;
+    if debug {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            leaks.to_text(),
+        )
+            .into_response());
+    }
+    respond(&agent, format, "taskleak", 0, move |symbolizer| {
+        leaks.to_profile(symbolizer)
     })
     .await
 }

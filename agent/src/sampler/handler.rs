@@ -30,7 +30,7 @@ pub(super) static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 pub(crate) const COST_BUCKET_NS: u64 = 25;
 /// Handler runs by duration, in [`COST_BUCKET_NS`] buckets (the last one
 /// holds everything longer). Read by the benchmark.
-pub(crate) static COST: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+pub(crate) static COST: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
 
 thread_local! {
     /// Set while this thread runs the handler (the allocation test reads it).
@@ -57,7 +57,7 @@ pub(super) extern "C" fn on_sigprof(_signal: i32, info: *mut libc::siginfo_t, co
     }
     IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     IN_HANDLER.with(|h| h.set(false));
-    let bucket = (now_ns().saturating_sub(began) / COST_BUCKET_NS).min(255) as usize;
+    let bucket = (now_ns().saturating_sub(began) / COST_BUCKET_NS).min(1023) as usize;
     COST[bucket].fetch_add(1, Ordering::Relaxed);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
@@ -133,6 +133,9 @@ unsafe fn sample(region: &Region, info: &libc::siginfo_t, context: *mut c_void) 
     // SAFETY: `context` is the interrupted thread's.
     let (pc, sp, fp) = unsafe { registers(context) };
     let snapshot = &region.snapshots[region.current.load(Ordering::Acquire) & 1];
+    if snapshot.stacks.find(sp).is_none() {
+        region.misses.fetch_add(1, Ordering::Relaxed);
+    }
     // SAFETY: this thread is the ring's only producer and the record at
     // `head` is not the aggregator's until `head` is released below.
     unsafe {

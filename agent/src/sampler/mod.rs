@@ -9,7 +9,7 @@
 //! frame-pointer chain (every read validated against a snapshot of the
 //! mappings, without a syscall) and label-set id, into the thread's ring in
 //! a mapped region (`region.rs`). An aggregator thread drains the rings
-//! every 10 ms into each consumer's counts, rescans `/proc/self/task` and
+//! every 32–100 ms (half a ring at the stream's rate) into each consumer's counts, rescans `/proc/self/task` and
 //! `/proc/self/maps` every 100 ms, and tears everything down (timers,
 //! handler, mapping) when the last consumer leaves.
 //!
@@ -39,10 +39,21 @@ use handler::{IN_FLIGHT, REGION, on_sigprof};
 use region::{KIND_TIMER, MAX_THREADS, Mapping, fill_snapshot};
 use threads::Threads;
 
-/// How often the aggregator drains the rings.
-const DRAIN_EVERY: Duration = Duration::from_millis(10);
-/// How often it looks for new threads and refreshes the mapping snapshot.
+/// How often the aggregator drains the rings at most: each wake-up costs
+/// tens of microseconds in a VM, so no more often than the rings need
+/// (half a ring at the stream's rate; see [`drain_every`]).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// The wait between drains at `period`: half a ring's worth of samples,
+/// at most [`DRAIN_EVERY`] (100 ms at 99 Hz, 32 ms at 1000 Hz).
+fn drain_every(period: Duration) -> Duration {
+    (period * (region::RING as u32 / 2)).min(DRAIN_EVERY)
+}
+/// How often it looks for new threads.
 const RESCAN_EVERY: Duration = Duration::from_millis(100);
+/// How often it rereads the mappings when nothing asked for it sooner (a
+/// new thread, or a sample whose stack the snapshot did not know, does).
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// Why the sampler cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +120,8 @@ struct Running {
     period: Duration,
     previous: libc::sigaction,
     last_scan: Instant,
+    last_refresh: Instant,
+    misses_seen: u64,
     /// Slots ever given out since start (the only ones drained).
     used: Vec<bool>,
     lost: u64,
@@ -319,11 +332,8 @@ impl Consumer {
 /// Maps the region, publishes it, installs the handler, arms every
 /// thread's timer and starts the aggregator.
 fn start(period: Duration) -> Result<Running, SamplerError> {
+    // The snapshot is filled by the first rescan, before any timer exists.
     let mapping = Mapping::new()?;
-    let region = mapping.region();
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    fill_snapshot(&region.snapshots[0], &maps);
-    region.current.store(0, Ordering::Release);
     // SAFETY: a zeroed sigaction is valid (empty mask, no flags).
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
     action.sa_sigaction = on_sigprof as *const () as usize;
@@ -350,6 +360,8 @@ fn start(period: Duration) -> Result<Running, SamplerError> {
         period,
         previous,
         last_scan: Instant::now(),
+        last_refresh: Instant::now(),
+        misses_seen: 0,
         used: vec![false; MAX_THREADS],
         lost: 0,
         directed: 0,
@@ -368,8 +380,9 @@ fn start(period: Duration) -> Result<Running, SamplerError> {
 /// The aggregator: drains, rescans, and stops the stream when no consumer
 /// is left.
 fn aggregate() {
+    let mut wait = DRAIN_EVERY;
     loop {
-        std::thread::sleep(DRAIN_EVERY);
+        std::thread::sleep(wait);
         let mut state = lock();
         let State {
             running, consumers, ..
@@ -382,15 +395,30 @@ fn aggregate() {
             }
             return;
         }
-        if r.last_scan.elapsed() >= RESCAN_EVERY {
-            refresh_snapshot(r);
+        // A millisecond early counts: drains and scans share wake-ups.
+        if r.last_scan.elapsed() + Duration::from_millis(1) >= RESCAN_EVERY {
             rescan(r);
         }
+        wait = drain_every(r.period);
     }
 }
 
+/// Finds new and exited threads; rereads the mappings first when a new
+/// thread (with a new stack) appeared, a sample missed the snapshot, or it
+/// is [`REFRESH_EVERY`] old. Reading `/proc/self/maps` is most of the
+/// aggregator's cost, so it is not done at every scan.
 fn rescan(r: &mut Running) {
-    r.threads.rescan(r.mapping.region(), r.period);
+    let live = threads::live_threads();
+    let misses = r.mapping.region().misses.load(Ordering::Relaxed);
+    if r.threads.has_new(&live)
+        || misses != r.misses_seen
+        || r.last_refresh.elapsed() >= REFRESH_EVERY
+    {
+        refresh_snapshot(r);
+        r.misses_seen = misses;
+        r.last_refresh = Instant::now();
+    }
+    r.threads.rescan(r.mapping.region(), &live, r.period);
     for slot in 0..MAX_THREADS {
         if r.threads.name_of_slot(slot).is_some() {
             r.used[slot] = true;

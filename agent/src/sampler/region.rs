@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Frames kept per sample (async Rust stacks run 40–70 frames deep).
 pub(super) const MAX_DEPTH: usize = 128;
-/// Records per thread between two drains (every 10 ms): 64 ms of samples
-/// at the top rate of 1000 Hz.
+/// Records per thread between two drains; the aggregator drains when half
+/// a ring's worth of periods has passed (and a thread's CPU timer fires at
+/// most once per period, or per scheduler tick above the tick rate).
 pub(super) const RING: usize = 64;
 /// Threads sampled at once; threads past it are counted, not sampled.
 pub(super) const MAX_THREADS: usize = 1024;
@@ -100,6 +101,9 @@ pub(super) struct Region {
     pub(super) current: AtomicUsize,
     /// Samples whose thread had no slot (past [`MAX_THREADS`]).
     pub(super) unslotted: AtomicU64,
+    /// Samples whose stack pointer the snapshot did not know (a new
+    /// mapping): the aggregator refreshes the snapshot when this moves.
+    pub(super) misses: AtomicU64,
     pub(super) snapshots: [Snapshot; 2],
     pub(super) slots: [Slot; MAX_THREADS],
 }
@@ -171,6 +175,20 @@ impl Slot {
                 .get()
                 .cast::<Record>()
                 .add(index as usize % RING)
+        }
+    }
+
+    /// Touches every page of the ring, so the handler never takes a page
+    /// fault writing a record (faults cost tens of microseconds in a VM).
+    /// Only while no handler writes this slot (before it is assigned).
+    pub(super) fn prefault(&self) {
+        let base = self.records.get().cast::<u8>();
+        let len = std::mem::size_of::<[Record; RING]>();
+        for offset in (0..len).step_by(4096) {
+            // SAFETY: inside the records array; no handler writes an
+            // unassigned slot, and a record's contents are only read after
+            // the handler rewrote it.
+            unsafe { std::ptr::write_volatile(base.add(offset), 0) };
         }
     }
 

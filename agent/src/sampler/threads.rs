@@ -59,16 +59,20 @@ fn timerspec(period: Duration) -> libc::itimerspec {
     }
 }
 
+/// The process's thread ids now.
+pub(super) fn live_threads() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Threads {
-    /// Adds timers for threads that appeared and deletes those of threads
-    /// that exited. `region` must be the published region.
-    pub(super) fn rescan(&mut self, region: &Region, period: Duration) {
-        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-            return;
-        };
-        let live: Vec<i32> = dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
+    /// Adds timers for threads of `live` that appeared and deletes those of
+    /// threads that exited. `region` must be the published region.
+    pub(super) fn rescan(&mut self, region: &Region, live: &[i32], period: Duration) {
         let gone: Vec<i32> = self
             .by_tid
             .keys()
@@ -81,11 +85,16 @@ impl Threads {
             }
         }
         self.unsampled = 0;
-        for tid in live {
+        for &tid in live {
             if !self.by_tid.contains_key(&tid) && !self.add(region, tid, period) {
                 self.unsampled += 1;
             }
         }
+    }
+
+    /// Whether `live` holds a thread without a timer yet.
+    pub(super) fn has_new(&self, live: &[i32]) -> bool {
+        live.iter().any(|tid| !self.by_tid.contains_key(tid))
     }
 
     fn add(&mut self, region: &Region, tid: i32, period: Duration) -> bool {
@@ -94,6 +103,7 @@ impl Threads {
         else {
             return false;
         };
+        region.slots[slot].prefault();
         region.slots[slot].tid.store(tid, Ordering::Release);
         // SAFETY: a zeroed sigevent is valid; the fields set are the ones
         // SIGEV_THREAD_ID reads.

@@ -47,6 +47,9 @@ enum Command {
     Fetch(FetchArgs),
     /// List the snapshots in the store, oldest first.
     List,
+    /// Print an agent's /debug/memory page (where the resident memory goes);
+    /// with --every, keep reading and draw a stacked bar per reading.
+    Memory(MemoryArgs),
     /// Serve the web UI over the snapshot store and live agents.
     Serve(ServeArgs),
     /// Run a demo service with the agent, drive load, capture CPU and heap
@@ -167,6 +170,36 @@ struct DiffArgs {
 }
 
 #[derive(Debug, Args)]
+struct MemoryArgs {
+    /// The agent's base URL (http://host:port) or its /debug/memory URL.
+    url: String,
+    /// Read again every DURATION (e.g. 5s, 1m) until Ctrl-C or --count.
+    #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+    every: Option<std::time::Duration>,
+    /// Stop after this many readings.
+    #[arg(long, value_name = "N")]
+    count: Option<usize>,
+}
+
+/// `5s`, `500ms`, `2m` or plain seconds.
+fn parse_every(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 5s"))?;
+    let d = match unit {
+        "" | "s" => std::time::Duration::from_secs(n),
+        "ms" => std::time::Duration::from_millis(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        _ => return Err(format!("{s:?}: use ms, s or m")),
+    };
+    if d < std::time::Duration::from_millis(100) {
+        return Err("the interval must be at least 100ms".into());
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Args)]
 struct FetchArgs {
     /// Full endpoint URL, e.g. http://127.0.0.1:6060/debug/pprof/heap or
     /// …/debug/pprof/profile?seconds=5.
@@ -207,6 +240,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Diff(a) => diff(a),
         Command::Fetch(a) => fetch::run(&store()?, &a.url, a.label),
         Command::List => out(app::list(&store()?)?.as_bytes()),
+        Command::Memory(a) => memory(a),
         Command::Serve(a) => serve::run(store()?, a.addr, a.open),
         #[cfg(feature = "demo")]
         Command::Demo(a) => demo::run(&demo::DemoOptions {
@@ -220,6 +254,28 @@ pub fn run(cli: Cli) -> Result<()> {
             out(&buf)
         }
     }
+}
+
+fn memory(a: MemoryArgs) -> Result<()> {
+    use profscope::memory;
+    let first = memory::read(&a.url)?;
+    out(memory::table(&first).as_bytes())?;
+    let Some(every) = a.every else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let mut readings = vec![("0s".to_string(), first)];
+    while a.count.is_none_or(|n| readings.len() < n) {
+        std::thread::sleep(every);
+        let page = memory::read(&a.url)?;
+        readings.push((format!("{}s", started.elapsed().as_secs()), page));
+        // Keep the last screenful.
+        if readings.len() > 40 {
+            readings.remove(0);
+        }
+        out(format!("\n{}", memory::bars(&readings, 60)).as_bytes())?;
+    }
+    Ok(())
 }
 
 fn diff(a: DiffArgs) -> Result<()> {
