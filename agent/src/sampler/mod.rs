@@ -120,6 +120,7 @@ struct Running {
     period: Duration,
     previous: libc::sigaction,
     last_scan: Instant,
+    task_dir: threads::TaskDir,
     last_refresh: Instant,
     misses_seen: u64,
     /// Slots ever given out since start (the only ones drained).
@@ -360,6 +361,7 @@ fn start(period: Duration) -> Result<Running, SamplerError> {
         period,
         previous,
         last_scan: Instant::now(),
+        task_dir: threads::TaskDir::open(),
         last_refresh: Instant::now(),
         misses_seen: 0,
         used: vec![false; MAX_THREADS],
@@ -408,7 +410,7 @@ fn aggregate() {
 /// is [`REFRESH_EVERY`] old. Reading `/proc/self/maps` is most of the
 /// aggregator's cost, so it is not done at every scan.
 fn rescan(r: &mut Running) {
-    let live = threads::live_threads();
+    let live = threads::live_threads(&mut r.task_dir);
     let misses = r.mapping.region().misses.load(Ordering::Relaxed);
     if r.threads.has_new(&live)
         || misses != r.misses_seen
