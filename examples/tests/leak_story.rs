@@ -5,26 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Load, example, example_path, get};
-
-/// `target/<profile>/profscope`, built by `cargo test --workspace`.
-fn profscope() -> PathBuf {
-    let examples = example_path("axum-service");
-    let bin = examples
-        .parent()
-        .and_then(|e| e.parent())
-        .expect("target/<profile>")
-        .join("profscope");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace`",
-        bin.display()
-    );
-    bin
-}
+use common::{Load, example, get, profscope};
 
 fn run(home: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(profscope())

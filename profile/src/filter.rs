@@ -21,6 +21,8 @@ pub struct FilterOptions<'a> {
     pub ignore: Option<&'a str>,
     /// Remove frames matching this regex from stacks (values stay).
     pub hide: Option<&'a str>,
+    /// Keep only frames matching this regex in stacks (values stay).
+    pub show: Option<&'a str>,
     /// Keep samples whose labels match (`KEY=VALUE`, see the module docs).
     pub tagfocus: Option<&'a str>,
     /// Drop samples whose labels match.
@@ -33,6 +35,7 @@ pub struct Filter {
     focus: Option<Regex>,
     ignore: Option<Regex>,
     hide: Option<Regex>,
+    show: Option<Regex>,
     tagfocus: Option<TagFilter>,
     tagignore: Option<TagFilter>,
 }
@@ -58,6 +61,7 @@ impl Filter {
             focus: compile("focus", opts.focus)?,
             ignore: compile("ignore", opts.ignore)?,
             hide: compile("hide", opts.hide)?,
+            show: compile("show", opts.show)?,
             tagfocus: opts
                 .tagfocus
                 .filter(|e| !e.is_empty())
@@ -76,6 +80,7 @@ impl Filter {
         self.focus.is_none()
             && self.ignore.is_none()
             && self.hide.is_none()
+            && self.show.is_none()
             && self.tagfocus.is_none()
             && self.tagignore.is_none()
     }
@@ -86,6 +91,7 @@ impl Filter {
             ("focus", &self.focus),
             ("ignore", &self.ignore),
             ("hide", &self.hide),
+            ("show", &self.show),
         ];
         let tags = [("tagfocus", &self.tagfocus), ("tagignore", &self.tagignore)];
         regexes
@@ -102,7 +108,11 @@ impl Filter {
     /// first (a frame matches when the regex matches its function name or
     /// file, or its location's mapping file), then by label.
     pub fn apply(&self, p: &mut Profile) {
-        if self.focus.is_some() || self.ignore.is_some() || self.hide.is_some() {
+        if self.focus.is_some()
+            || self.ignore.is_some()
+            || self.hide.is_some()
+            || self.show.is_some()
+        {
             self.apply_names(p);
         }
         if self.tagfocus.is_some() || self.tagignore.is_some() {
@@ -166,6 +176,14 @@ impl Filter {
                     loc.line.clear();
                 } else {
                     loc.line.retain(|l| !line_matches(re, l.function_id));
+                }
+                if loc.line.is_empty() {
+                    hidden.insert(loc.id);
+                }
+            }
+            if let Some(re) = &self.show {
+                if !mapping_matches(re, loc) {
+                    loc.line.retain(|l| line_matches(re, l.function_id));
                 }
                 if loc.line.is_empty() {
                     hidden.insert(loc.id);

@@ -27,6 +27,19 @@ pub struct Input {
     pub focus: Option<String>,
     /// Drop samples with a frame matching this regex.
     pub ignore: Option<String>,
+    /// Remove frames matching this regex (added to the built-in hide-list).
+    pub hide: Option<String>,
+    /// `KEY=VALUE` label filters, all of which a sample must match (Go's
+    /// `-tagfocus` syntax: a value is a regex, or a numeric range).
+    pub tags: Vec<String>,
+    /// Keep function names as they are (default: short Rust names).
+    pub full_names: bool,
+    /// Keep the runtime and framework frames the built-in hide-list removes.
+    pub no_hide: bool,
+    /// Keep only frames whose file is under this directory ("my code").
+    pub my_code: Option<String>,
+    /// Drop samples whose labels match (Go's `-tagignore`).
+    pub tag_ignore: Option<String>,
 }
 
 impl Input {
@@ -59,28 +72,123 @@ pub struct Prepared {
     pub profile: Profile,
     /// The sample type to report.
     pub sample_type: SampleType,
-    /// The filter applied.
-    pub filter: Filter,
+    /// The filters applied, described for a report header.
+    pub filter: Vec<String>,
+}
+
+impl Input {
+    /// The filter this input asks for: focus/ignore, the hide-list (unless
+    /// `no_hide`) plus `hide`, "my code", and the label filters.
+    pub fn filters(&self) -> Result<Vec<Filter>> {
+        let hide = match (self.no_hide, self.hide.as_deref()) {
+            (true, user) => user.map(str::to_string),
+            (false, None) => Some(crate::names::HIDE.to_string()),
+            (false, Some(user)) => Some(format!("(?:{})|(?:{user})", crate::names::HIDE)),
+        };
+        let show = self
+            .my_code
+            .as_deref()
+            .map(|dir| format!("^{}", regex::escape(dir.trim_end_matches('/'))));
+        let mut filters = vec![Filter::with(&model::FilterOptions {
+            focus: self.focus.as_deref(),
+            ignore: self.ignore.as_deref(),
+            hide: hide.as_deref(),
+            show: show.as_deref(),
+            ..Default::default()
+        })?];
+        for tag in &self.tags {
+            filters.push(Filter::with(&model::FilterOptions {
+                tagfocus: Some(tag),
+                ..Default::default()
+            })?);
+        }
+        if let Some(ignore) = &self.tag_ignore {
+            filters.push(Filter::with(&model::FilterOptions {
+                tagignore: Some(ignore),
+                ..Default::default()
+            })?);
+        }
+        Ok(filters)
+    }
+
+    /// Applies this input's filters and name form to `profile`; returns the
+    /// filter descriptions for a report header.
+    pub fn apply(&self, profile: &mut Profile) -> Result<Vec<String>> {
+        let mut described = Vec::new();
+        for f in self.filters()? {
+            f.apply(profile);
+            described.extend(f.describe().into_iter().filter(|d| {
+                self.no_hide
+                    || !d.starts_with("hide=(?:^(<)?(tokio") && !d.starts_with("hide=^(<)?(tokio")
+            }));
+        }
+        if !self.no_hide && self.hide.is_none() {
+            described.push("hide=<runtime and framework frames> (--no-hide shows them)".into());
+        }
+        if !self.full_names {
+            crate::names::shorten_profile(profile);
+        }
+        Ok(described)
+    }
 }
 
 /// Loads, selects the sample type and applies the filters.
 pub fn prepare(input: &Input, store: Option<&Store>) -> Result<Prepared> {
-    let filter = Filter::new(input.focus.as_deref(), input.ignore.as_deref())?;
     let mut profile = load(&input.profile, store)?;
     let sample_type = model::select_sample_type(&profile, input.sample_type.as_deref())?;
-    filter.apply(&mut profile);
+    let described = input.apply(&mut profile)?;
     Ok(Prepared {
         profile,
         sample_type,
-        filter,
+        filter: described,
     })
 }
 
 /// `profscope top`: the table as text.
 pub fn top(input: &Input, store: Option<&Store>, opts: &TopOptions) -> Result<String> {
-    let p = prepare(input, store)?;
-    let opts = opts.clone().filters(p.filter.describe());
-    Ok(render::top(&p.profile, &p.sample_type, &opts).render())
+    view(input, store, &View::Top(opts.clone()))
+}
+
+/// A report over one prepared profile: what the one-shot commands and the
+/// shell print.
+#[derive(Debug, Clone)]
+pub enum View {
+    /// The `go tool pprof -top` table.
+    Top(TopOptions),
+    /// The table broken down by a label's values.
+    By(String),
+    /// Callers and callees of the functions matching a regex.
+    Peek(String),
+    /// Per-line cost of the functions matching a regex.
+    Source(String),
+    /// Every sample's stack.
+    Traces,
+    /// Label keys and values with their shares.
+    Tags,
+}
+
+/// Renders `view` of a prepared profile.
+pub fn render_view(p: &Prepared, view: &View, full_names: bool) -> Result<String> {
+    Ok(match view {
+        View::Top(opts) => {
+            let mut opts = opts.clone().filters(p.filter.clone());
+            if !full_names && opts.max_name == 0 {
+                // Rows stay under 160 columns: 50 for the numbers, 110 for the name.
+                opts = opts.max_name(110);
+            }
+            render::top(&p.profile, &p.sample_type, &opts).render()
+        }
+        View::By(key) => crate::views::by_label(&p.profile, &p.sample_type, key),
+        View::Peek(re) => crate::views::peek(&p.profile, &p.sample_type, re)?,
+        View::Source(re) => crate::views::source(&p.profile, &p.sample_type, re)?,
+        View::Traces => crate::views::traces(&p.profile, &p.sample_type),
+        View::Tags => crate::views::tags(&p.profile, &p.sample_type),
+    })
+}
+
+/// `profscope top|peek|source|tags|traces`: one view of one input.
+pub fn view(input: &Input, store: Option<&Store>, view: &View) -> Result<String> {
+    render_view(&prepare(input, store)?, view, input.full_names)
 }
 
 /// `profscope collapse`: folded stacks.
@@ -133,7 +241,6 @@ pub fn diff(
     top: &TopOptions,
     svg: bool,
 ) -> Result<DiffOutput> {
-    let filter = Filter::new(new.focus.as_deref(), new.ignore.as_deref())?;
     let labeled = |spec: &str, what: &str| {
         load(spec, store).map_err(|e| match e {
             Error::NotFound(_) | Error::In { .. } => e,
@@ -145,10 +252,11 @@ pub fn diff(
     };
     let mut b = labeled(&base.profile, "BASE")?;
     let mut n = labeled(&new.profile, "NEW")?;
-    filter.apply(&mut b);
-    filter.apply(&mut n);
+    // Both sides the same way (NEW's options), so names pair up.
+    new.apply(&mut b)?;
+    let described = new.apply(&mut n)?;
     let pairing = diff::pair(&b, &n, opts)?;
-    let top = top.clone().filters(filter.describe());
+    let top = top.clone().filters(described);
     let table = diff::diff_top(&b, &n, &pairing, &top).render();
     let svg = if svg {
         Some(diff::diff_flamegraph(&b, &n, &pairing, None)?)

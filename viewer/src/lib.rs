@@ -35,10 +35,12 @@ pub mod fetch;
 pub mod graph;
 pub mod load;
 pub mod memory;
+pub mod names;
 pub mod render;
 pub mod serve;
 pub mod store;
 mod time;
 pub mod units;
+pub mod views;
 
 pub use error::{Error, Result};

@@ -175,6 +175,33 @@ fn top_agrees_with_go_on_every_fixture() {
     }
 }
 
+/// The command line's defaults differ from Go's on purpose (short Rust
+/// names, runtime frames hidden); with `--full-names --no-hide` its table
+/// is the library's, which agrees with Go row for row above.
+#[test]
+fn the_command_line_with_full_names_and_no_hide_is_that_table() {
+    for path in fixtures() {
+        let p = path.to_str().unwrap();
+        let profile = load(&path);
+        let st = select_sample_type(&profile, None).unwrap();
+        let library = top(&profile, &st, &TopOptions::new(0, true)).render();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_profscope"))
+            .args(["top", "-n", "0", "--cum", "--full-names", "--no-hide", p])
+            .env(
+                "PROFSCOPE_HOME",
+                std::env::temp_dir().join("profscope-agreement-home"),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), library, "{p}");
+    }
+}
+
 #[test]
 fn diff_agrees_with_go_diff_base() {
     let before = testdata().join("go-heap-before.pb.gz");

@@ -42,6 +42,22 @@ pub fn example_path(name: &str) -> PathBuf {
     path
 }
 
+/// `target/<profile>/profscope`, built by `cargo test --workspace`.
+pub fn profscope() -> PathBuf {
+    let examples = example_path("axum-service");
+    let bin = examples
+        .parent()
+        .and_then(|e| e.parent())
+        .expect("target/<profile>")
+        .join("profscope");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
 /// A response: status, headers we care about, body.
 pub struct Reply {
     pub status: u16,

@@ -17,6 +17,7 @@ mod demo;
 mod fetch;
 mod progress;
 mod serve;
+mod shell;
 
 /// Load pprof profiles (Go's and profscope's), print top tables, draw
 /// flamegraphs, keep snapshots and diff them.
@@ -27,16 +28,36 @@ mod serve;
 /// The store is $PROFSCOPE_HOME, else $XDG_DATA_HOME/profscope, else
 /// ~/.local/share/profscope.
 #[derive(Debug, Parser)]
-#[command(name = "profscope", version, propagate_version = true)]
+#[command(
+    name = "profscope",
+    version,
+    propagate_version = true,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no subcommand: open PROFILE at an interactive prompt (top, list,
+    /// peek, traces, tags, focus=…; type help), like `go tool pprof PROFILE`.
+    profile: Option<String>,
+    #[command(flatten)]
+    filters: Filters,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the table `go tool pprof -top` prints: flat, flat%, sum%, cum, cum%.
     Top(TopArgs),
+    /// Callers and callees of the functions matching REGEX, with their shares.
+    Peek(RegexArgs),
+    /// Per-line cost of the functions matching REGEX, with the source when
+    /// the file is on disk (the shell's `list`).
+    Source(RegexArgs),
+    /// Label keys and values with their shares (as `go tool pprof -tags`).
+    Tags(ProfileArgs),
+    /// Every sample's labels and stack.
+    Traces(ProfileArgs),
     /// Write an interactive SVG flamegraph (search, zoom).
     Flamegraph(FlameArgs),
     /// Print folded stacks (`root;…;leaf value`), for inferno, flamegraph.pl, speedscope.
@@ -75,6 +96,45 @@ struct Filters {
     /// Drop samples with a frame matching this regex.
     #[arg(long, value_name = "RE")]
     ignore: Option<String>,
+    /// Remove frames matching this regex from stacks (values stay), on top
+    /// of the built-in hide-list of runtime and framework frames.
+    #[arg(long, value_name = "RE")]
+    hide: Option<String>,
+    /// Keep only samples with label KEY matching VALUE (a regex, or a
+    /// numeric range like 1MB: as go tool pprof -tagfocus). Repeatable: all
+    /// must match.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+    /// Show function names whole (default: short Rust names).
+    #[arg(long)]
+    full_names: bool,
+    /// Keep the runtime and framework frames (tokio, hyper, tower, axum,
+    /// core::future, std's wrappers) that the default view hides.
+    #[arg(long)]
+    no_hide: bool,
+    /// Keep only frames whose source file is under the current directory.
+    #[arg(long)]
+    my_code: bool,
+}
+
+impl Filters {
+    fn input(&self, profile: &str) -> Input {
+        let mut input = Input::new(profile).with(
+            self.sample_index.clone(),
+            self.focus.clone(),
+            self.ignore.clone(),
+        );
+        input.hide = self.hide.clone();
+        input.tags = self.tags.clone();
+        input.full_names = self.full_names;
+        input.no_hide = self.no_hide;
+        input.my_code = self
+            .my_code
+            .then(|| std::env::current_dir().ok())
+            .flatten()
+            .map(|d| d.display().to_string());
+        input
+    }
 }
 
 #[derive(Debug, Args)]
@@ -87,12 +147,18 @@ struct ProfileArgs {
 
 impl ProfileArgs {
     fn input(&self) -> Input {
-        Input::new(&self.profile).with(
-            self.filters.sample_index.clone(),
-            self.filters.focus.clone(),
-            self.filters.ignore.clone(),
-        )
+        self.filters.input(&self.profile)
     }
+}
+
+#[derive(Debug, Args)]
+struct RegexArgs {
+    /// File, `-`, URL, snapshot id, label, @latest or @prev.
+    profile: String,
+    /// Functions to show (a regex over function names).
+    regex: String,
+    #[command(flatten)]
+    filters: Filters,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +191,9 @@ struct TopArgs {
     /// Sort by cumulative value instead of flat.
     #[arg(long)]
     cum: bool,
+    /// Break the totals down by the values of label KEY instead.
+    #[arg(long, value_name = "KEY")]
+    by: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -221,11 +290,51 @@ fn out(text: &[u8]) -> Result<()> {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return match cli.profile {
+            // A bare word that names nothing is a mistyped command, not a
+            // missing file: a usage error, as clap gives one.
+            Some(profile)
+                if profile
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    && !std::path::Path::new(&profile).exists()
+                    && profscope::load::Source::resolve(&profile, Some(&store()?)).is_err() =>
+            {
+                eprintln!(
+                    "profscope: {profile:?} is neither a command nor a profile (file, URL, snapshot); see profscope --help"
+                );
+                std::process::exit(2);
+            }
+            Some(profile) => shell::run(&store()?, &profile, cli.filters.input(&profile)),
+            None => {
+                let _ = <Cli as clap::CommandFactory>::command().print_help();
+                std::process::exit(2);
+            }
+        };
+    };
+    match command {
         Command::Top(a) => {
             let store = store()?;
-            let opts = TopOptions::new(a.n, a.cum);
-            out(app::top(&a.profile.input(), Some(&store), &opts)?.as_bytes())
+            let view = match a.by {
+                Some(key) => app::View::By(key),
+                None => app::View::Top(TopOptions::new(a.n, a.cum)),
+            };
+            out(app::view(&a.profile.input(), Some(&store), &view)?.as_bytes())
+        }
+        Command::Peek(a) => {
+            let view = app::View::Peek(a.regex.clone());
+            out(app::view(&a.filters.input(&a.profile), Some(&store()?), &view)?.as_bytes())
+        }
+        Command::Source(a) => {
+            let view = app::View::Source(a.regex.clone());
+            out(app::view(&a.filters.input(&a.profile), Some(&store()?), &view)?.as_bytes())
+        }
+        Command::Tags(a) => {
+            out(app::view(&a.input(), Some(&store()?), &app::View::Tags)?.as_bytes())
+        }
+        Command::Traces(a) => {
+            out(app::view(&a.input(), Some(&store()?), &app::View::Traces)?.as_bytes())
         }
         Command::Collapse(a) => {
             let store = store()?;
@@ -290,9 +399,7 @@ fn diff(a: DiffArgs) -> Result<()> {
         _ => anyhow::bail!("diff needs BASE and NEW, or --since LABEL"),
     };
     let f = &a.filters;
-    let input = |spec: String| {
-        Input::new(spec).with(f.sample_index.clone(), f.focus.clone(), f.ignore.clone())
-    };
+    let input = |spec: String| f.input(&spec);
     let opts = DiffOptions::new(f.sample_index.clone(), a.normalize);
     let result = app::diff(
         &input(base),

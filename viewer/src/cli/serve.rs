@@ -46,7 +46,7 @@ pub(crate) fn run(store: Store, addr: SocketAddr, open: bool) -> Result<()> {
     result
 }
 
-fn open_browser(url: &str) {
+pub(super) fn open_browser(url: &str) {
     let cmd = if cfg!(target_os = "macos") {
         "open"
     } else if cfg!(windows) {

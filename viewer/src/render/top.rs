@@ -28,6 +28,8 @@ pub struct TopOptions {
     pub node_fraction: f64,
     /// Filter descriptions to show under "Active filters:".
     pub active_filters: Vec<String>,
+    /// Longest function name shown, cut with an ellipsis (0: no limit).
+    pub max_name: usize,
 }
 
 impl Default for TopOptions {
@@ -37,6 +39,7 @@ impl Default for TopOptions {
             cum: false,
             node_fraction: NODE_FRACTION,
             active_filters: Vec::new(),
+            max_name: 0,
         }
     }
 }
@@ -49,6 +52,12 @@ impl TopOptions {
             cum,
             ..TopOptions::default()
         }
+    }
+
+    /// Cuts names longer than `chars` (0: no limit).
+    pub fn max_name(mut self, chars: usize) -> Self {
+        self.max_name = chars;
+        self
     }
 
     /// Adds "Active filters:" header lines.
@@ -280,7 +289,11 @@ impl TopReport {
                 percentage(sum, self.total),
                 self.value(row.cum),
                 percentage(row.cum, self.total),
-                row.name,
+                if self.options.max_name > 0 {
+                    crate::names::clip(&row.name, self.options.max_name)
+                } else {
+                    row.name.clone()
+                },
                 if mark.is_empty() { "" } else { " " },
                 mark
             );

@@ -1,0 +1,180 @@
+//! `profscope PROFILE`: the prompt a `go tool pprof` user expects — `top`,
+//! `list`, `peek`, `traces`, `tags`, and `focus=`/`ignore=`/`hide=`/
+//! `tagfocus=`/`tagignore=`/`sample_index=`/`diff_base=` settings that
+//! shape every report after them. Line editing and history on a terminal;
+//! otherwise one command per line from standard input, until `quit` or the
+//! end of input.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Result;
+use profscope::app::{self, Input, Prepared, View};
+use profscope::diff::{self, DiffOptions};
+use profscope::render::TopOptions;
+use profscope::store::Store;
+use profscope_profile::Profile;
+
+const HELP: &str = "commands: top [N] [-cum] | list REGEX | peek REGEX | traces | tags | \
+focus=RE | ignore=RE | hide=RE | tagfocus=KEY=VALUE | tagignore=KEY=VALUE | \
+sample_index=NAME | diff_base=PROFILE | full_names=true|false | web | help | quit";
+
+struct Shell<'s> {
+    store: &'s Store,
+    raw: Profile,
+    input: Input,
+    base: Option<Profile>,
+}
+
+/// What a line asked for.
+enum Outcome {
+    Print(String),
+    Quit,
+}
+
+impl Shell<'_> {
+    fn prepared(&self, profile: &Profile) -> Result<Prepared> {
+        let mut profile = profile.clone();
+        let sample_type =
+            profscope_profile::select_sample_type(&profile, self.input.sample_type.as_deref())?;
+        let filter = self.input.apply(&mut profile)?;
+        Ok(Prepared {
+            profile,
+            sample_type,
+            filter,
+        })
+    }
+
+    fn report(&self, view: View) -> Result<String> {
+        let p = self.prepared(&self.raw)?;
+        if let (View::Top(opts), Some(base)) = (&view, &self.base) {
+            let b = self.prepared(base)?;
+            let pairing = diff::pair(&b.profile, &p.profile, &DiffOptions::default())?;
+            return Ok(diff::diff_top(&b.profile, &p.profile, &pairing, opts).render());
+        }
+        Ok(app::render_view(&p, &view, self.input.full_names)?)
+    }
+
+    fn handle(&mut self, line: &str) -> Result<Outcome> {
+        let line = line.trim();
+        if let Some((key, value)) = line.split_once('=') {
+            let value = value.trim();
+            let set = |v: &str| (!v.is_empty()).then(|| v.to_string());
+            match key.trim() {
+                "focus" => self.input.focus = set(value),
+                "ignore" => self.input.ignore = set(value),
+                "hide" => self.input.hide = set(value),
+                "tagfocus" => self.input.tags = set(value).into_iter().collect(),
+                "tagignore" => self.input.tag_ignore = set(value),
+                "sample_index" => self.input.sample_type = set(value),
+                "full_names" => self.input.full_names = value == "true",
+                "diff_base" => {
+                    self.base = match set(value) {
+                        Some(spec) => Some(profscope::load::load(&spec, Some(self.store))?),
+                        None => None,
+                    }
+                }
+                other => anyhow::bail!("unknown setting {other:?}; {HELP}"),
+            }
+            // Check the settings now, not at the next report.
+            self.input.filters()?;
+            return Ok(Outcome::Print(String::new()));
+        }
+        let mut words = line.split_whitespace();
+        let command = words.next().unwrap_or("");
+        let rest: Vec<&str> = words.collect();
+        let regex = || -> Result<String> {
+            rest.first()
+                .map(|r| r.to_string())
+                .ok_or_else(|| anyhow::anyhow!("{command} needs a REGEX; {HELP}"))
+        };
+        Ok(Outcome::Print(match command {
+            "top" | "topN" => {
+                let n = rest.iter().find_map(|w| w.parse().ok()).unwrap_or(10);
+                let cum = rest.contains(&"-cum");
+                self.report(View::Top(TopOptions::new(n, cum)))?
+            }
+            "list" => self.report(View::Source(regex()?))?,
+            "peek" => self.report(View::Peek(regex()?))?,
+            "traces" => self.report(View::Traces)?,
+            "tags" => self.report(View::Tags)?,
+            "web" => {
+                let p = self.prepared(&self.raw)?;
+                let svg = profscope::render::flamegraph(
+                    &p.profile,
+                    &p.sample_type,
+                    &profscope::render::FlameOptions::new(None, true),
+                )?;
+                let path = self.store.dir().join("shell").join("current.svg");
+                app::write_file(&path, &svg)?;
+                super::serve::open_browser(&format!("file://{}", path.display()));
+                format!("wrote {}\n", path.display())
+            }
+            "help" | "?" => format!("{HELP}\n"),
+            "quit" | "exit" | "q" => return Ok(Outcome::Quit),
+            other => anyhow::bail!("unknown command {other:?}; {HELP}"),
+        }))
+    }
+}
+
+/// Runs the shell on `spec` with `input`'s options as the starting settings.
+pub(super) fn run(store: &Store, spec: &str, input: Input) -> Result<()> {
+    let raw = profscope::load::load(spec, Some(store))?;
+    let mut shell = Shell {
+        store,
+        raw,
+        input,
+        base: None,
+    };
+    let emit = |outcome: Result<Outcome>| -> Result<bool> {
+        match outcome {
+            Ok(Outcome::Print(text)) => {
+                super::out(text.as_bytes())?;
+                Ok(true)
+            }
+            Ok(Outcome::Quit) => Ok(false),
+            // One line, and the prompt continues.
+            Err(e) => {
+                let msg = format!("{e:#}");
+                eprintln!(
+                    "error: {}",
+                    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+                );
+                Ok(true)
+            }
+        }
+    };
+    if std::io::stdin().is_terminal() {
+        eprintln!("profscope: {spec} (type help; quit or Ctrl-D to leave)");
+        let mut editor = rustyline::DefaultEditor::new()?;
+        let history = store.dir().join("shell_history");
+        let _ = editor.load_history(&history);
+        loop {
+            match editor.readline("(profscope) ") {
+                Ok(line) => {
+                    if !line.trim().is_empty() {
+                        let _ = editor.add_history_entry(line.as_str());
+                        if !emit(shell.handle(&line))? {
+                            break;
+                        }
+                    }
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = std::fs::create_dir_all(store.dir());
+        let _ = editor.save_history(&history);
+    } else {
+        for line in std::io::stdin().lock().lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            if !emit(shell.handle(&line))? {
+                break;
+            }
+        }
+    }
+    std::io::stdout().flush()?;
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Rust names as engineers read them, and the async plumbing folded away.
+//!
+//! **Short names.** `<core::future::poll_fn::PollFn<F> as
+//! core::future::future::Future>::poll` reads `<PollFn as Future>::poll`,
+//! `std::collections::hash::map::HashMap<K,V,S>::clone` reads
+//! `HashMap::clone`: generic arguments go, and each path keeps its last two
+//! segments (`Type::method`), or more where two distinct functions of one
+//! profile would otherwise read the same. Full names stay one flag away
+//! (`--full-names`) and on hover in the web UI.
+//!
+//! **The hide-list** ([`HIDE`]): frames of the tokio task harness and
+//! scheduler, hyper/tower/axum dispatch, `core::future` and `futures`
+//! adapters, tokio-metrics' and the agent's label wrappers, and std's panic
+//! and thread-start wrappers are removed from stacks (values stay, as
+//! with `go tool pprof -hide`), so the first frame under a thread's entry is
+//! the application's. `--no-hide` keeps them.
+
+use std::collections::HashMap;
+
+use profscope_profile::Profile;
+
+/// Frames the default view hides (a regex over function names, as
+/// `-hide`): runtime and framework plumbing between a thread's entry and
+/// the application's code.
+pub const HIDE: &str = concat!(
+    r"^(<)?(tokio::runtime::|tokio::task::|tokio::loom::|tokio::util::|",
+    r"hyper::proto::|hyper::server::|hyper_util::|tower::util::|tower_service::|",
+    r"axum::routing::|axum::serve|axum::handler::|axum::boxed::|axum_core::|",
+    r"core::future::|core::pin::|core::panic::unwind_safe::|core::ops::function::|",
+    r"std::panicking::|std::panic::|std::sys::backtrace::|std::thread::|std::sys::thread::|",
+    r"std::sys::pal::unix::thread::|__rust_try|<alloc::boxed::Box<dyn core::ops::function::)",
+    r"|^<F as axum::handler::Handler|^<axum::|^<tower::|^<hyper::|^<hyper_util::|^<tokio::",
+    r"|^<?futures_util::|^<?futures_core::|^<F as futures_core::|^<?tokio_metrics::",
+    r"|^<profscope_agent::labels::Scoped|^<core::future::|^<F as core::future::"
+);
+
+/// Short forms for every function name of a profile, distinct where the
+/// full names are.
+#[derive(Debug, Default)]
+pub struct Shortener {
+    short: HashMap<String, String>,
+}
+
+impl Shortener {
+    /// Short forms for `names`: two path segments each, more for names
+    /// that would otherwise collide.
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Shortener {
+        let mut names: Vec<&str> = names.into_iter().collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut keep: HashMap<&str, usize> = names.iter().map(|n| (*n, 2)).collect();
+        for _ in 0..8 {
+            let mut by_short: HashMap<String, Vec<&str>> = HashMap::new();
+            for n in &names {
+                by_short.entry(shorten(n, keep[n])).or_default().push(n);
+            }
+            let mut changed = false;
+            for group in by_short.values().filter(|g| g.len() > 1) {
+                for n in group {
+                    let k = keep.get_mut(n).expect("known name");
+                    *k += 1;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let mut short: HashMap<String, String> = names
+            .iter()
+            .map(|n| (n.to_string(), shorten(n, keep[n])))
+            .collect();
+        // Whatever still collides keeps its full name.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for s in short.values() {
+            *seen.entry(s.clone()).or_default() += 1;
+        }
+        for (full, s) in short.iter_mut() {
+            if seen[s.as_str()] > 1 {
+                *s = full.clone();
+            }
+        }
+        Shortener { short }
+    }
+
+    /// The short form of `name` (itself when unknown).
+    pub fn get<'a>(&'a self, name: &'a str) -> &'a str {
+        self.short.get(name).map_or(name, String::as_str)
+    }
+}
+
+/// Rewrites every function name of `p` to its short form.
+pub fn shorten_profile(p: &mut Profile) {
+    let names: Vec<String> = p
+        .function
+        .iter()
+        .map(|f| profscope_profile::string(p, f.name).to_string())
+        .collect();
+    let shortener = Shortener::new(names.iter().map(String::as_str));
+    for (f, full) in p.function.iter_mut().zip(&names) {
+        let short = shortener.get(full);
+        if short != full {
+            p.string_table.push(short.to_string());
+            f.name = p.string_table.len() as i64 - 1;
+        }
+    }
+}
+
+/// `name` with generic arguments dropped and each path cut to its last
+/// `keep` segments (a `<T as Trait>` qualifier's parts each so).
+pub fn shorten(name: &str, keep: usize) -> String {
+    // `<T as Trait>::rest`: shorten T and Trait, then the rest.
+    if let Some(body) = name.strip_prefix('<')
+        && let Some(close) = matching_angle(body)
+    {
+        let inner = &body[..close];
+        let rest = &body[close + 1..];
+        let inner = if let Some(imp) = inner.strip_prefix("impl ")
+            && let Some((tr, ty)) = imp.split_once(" for ")
+        {
+            format!("impl {} for {}", path_tail(tr, 1), path_tail(ty, 1))
+        } else {
+            match split_as(inner) {
+                Some((ty, tr)) => format!("{} as {}", path_tail(ty, 1), path_tail(tr, 1)),
+                None => path_tail(inner, 1),
+            }
+        };
+        let rest = strip_generics(rest);
+        return format!("<{inner}>{rest}");
+    }
+    path_tail(name, keep)
+}
+
+/// The index of the `>` closing the `<` just before `s` starts.
+fn matching_angle(s: &str) -> Option<usize> {
+    let mut depth = 1usize;
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Splits `T as Trait` at its top-level ` as `.
+fn split_as(s: &str) -> Option<(&str, &str)> {
+    let mut depth = 0i32;
+    let bytes = s.as_bytes();
+    for i in 0..bytes.len() {
+        match bytes[i] {
+            b'<' | b'(' | b'[' => depth += 1,
+            b'>' | b')' | b']' => depth -= 1,
+            b' ' if depth == 0 && s[i..].starts_with(" as ") => {
+                return Some((&s[..i], &s[i + 4..]));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `s` without its `<…>` groups (closures' `{…}` kept).
+fn strip_generics(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut depth = 0usize;
+    for c in s.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The last `keep` `::` segments of a path, generics dropped; `{{closure}}`
+/// and `{shim}` segments do not count towards `keep`.
+fn path_tail(s: &str, keep: usize) -> String {
+    let plain = strip_generics(s);
+    let segments: Vec<&str> = plain.split("::").collect();
+    let mut counted = 0;
+    let mut start = segments.len();
+    while start > 0 {
+        let seg = segments[start - 1];
+        if !(seg.starts_with('{') || seg.is_empty()) {
+            counted += 1;
+        }
+        start -= 1;
+        if counted >= keep {
+            break;
+        }
+    }
+    segments[start..].join("::")
+}
+
+/// Cuts `s` to `width` characters with an ellipsis.
+pub fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_rust_names_have_short_forms() {
+        for (full, short) in [
+            (
+                "<core::future::poll_fn::PollFn<F> as core::future::future::Future>::poll",
+                "<PollFn as Future>::poll",
+            ),
+            (
+                "std::collections::hash::map::HashMap<K,V,S>::clone",
+                "HashMap::clone",
+            ),
+            (
+                "<axum::routing::Router<S> as tower_service::Service<http::request::Request<B>>>::call",
+                "<Router as Service>::call",
+            ),
+            (
+                "app::handler::checkout::{{closure}}",
+                "handler::checkout::{{closure}}",
+            ),
+            (
+                "core::ops::function::FnOnce::call_once{{vtable.shim}}",
+                "FnOnce::call_once{{vtable.shim}}",
+            ),
+            (
+                "<alloc::vec::Vec<T,A> as core::ops::drop::Drop>::drop",
+                "<Vec as Drop>::drop",
+            ),
+            ("alloc::raw_vec::RawVec<T,A>::grow_one", "RawVec::grow_one"),
+            (
+                "<impl core::fmt::Debug for app::Order>::fmt",
+                "<impl Debug for Order>::fmt",
+            ),
+            ("malloc", "malloc"),
+            (
+                "profscope_examples::hash_work",
+                "profscope_examples::hash_work",
+            ),
+        ] {
+            let s = Shortener::new([full]);
+            assert_eq!(s.get(full), short, "{full}");
+        }
+    }
+
+    #[test]
+    fn distinct_names_stay_distinct() {
+        let names = [
+            "a::x::Parser::parse",
+            "b::y::Parser::parse",
+            "c::Parser::parse",
+            "<a::Foo as core::fmt::Display>::fmt",
+            "<b::Foo as core::fmt::Display>::fmt",
+        ];
+        let s = Shortener::new(names);
+        let shorts: std::collections::HashSet<&str> = names.iter().map(|n| s.get(n)).collect();
+        assert_eq!(shorts.len(), names.len(), "{shorts:?}");
+        assert_eq!(s.get("c::Parser::parse"), "c::Parser::parse");
+    }
+
+    #[test]
+    fn hide_list_matches_plumbing_not_applications() {
+        let re = regex::Regex::new(HIDE).unwrap();
+        for plumbing in [
+            "tokio::runtime::task::harness::poll_future",
+            "<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll",
+            "<core::future::poll_fn::PollFn<F> as core::future::future::Future>::poll",
+            "std::panicking::catch_unwind",
+            "hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T>::poll_loop",
+            "<F as axum::handler::Handler<(M,T1),S>>::call::{{closure}}",
+            "std::sys::backtrace::__rust_begin_short_backtrace",
+        ] {
+            assert!(re.is_match(plumbing), "{plumbing}");
+        }
+        for app in [
+            "profscope_examples::hash_work",
+            "sha2::sha256::compress256",
+            "app::checkout",
+        ] {
+            assert!(!re.is_match(app), "{app}");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The interactive shell through standard input (and once through a
+//! pseudo-terminal), and the one-shot views, on Go's fixtures.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(name)
+}
+
+fn profscope(args: &[&str], stdin: &str) -> (String, String, bool) {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_profscope"))
+        .args(args)
+        .env("PROFSCOPE_HOME", home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn top_at_the_prompt_equals_the_one_shot_top() {
+    let cpu = fixture("go-cpu.pb.gz");
+    let cpu = cpu.to_str().unwrap();
+    let (shell, _, ok) = profscope(&[cpu], "top 5\nquit\n");
+    assert!(ok);
+    let (one_shot, _, _) = profscope(&["top", "-n", "5", cpu], "");
+    assert_eq!(shell, one_shot);
+    assert!(shell.contains("crypto/sha256.block"), "{shell}");
+}
+
+#[test]
+fn settings_narrow_later_reports_and_bad_commands_do_not_end_the_session() {
+    let cpu = fixture("go-cpu.pb.gz");
+    let (out, err, ok) = profscope(
+        &[cpu.to_str().unwrap()],
+        "top 3\nbogus command\nfocus=main\\.work\ntop 3\npeek ^main\\.work$\nlist ^main\\.work$\ntraces\nquit\ntop\n",
+    );
+    assert!(ok, "{err}");
+    // One line of help for the bad command, and the session went on.
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("unknown command") && errors[0].contains("commands: top"));
+    let tops: Vec<&str> = out.split("File: goref").skip(1).collect();
+    assert_eq!(tops.len(), 2, "two tables before quit:\n{out}");
+    assert!(tops[1].contains("focus=main\\.work"), "{}", tops[1]);
+    let total = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("Showing nodes accounting for"))
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(total(tops[0]), total(tops[1]), "focus narrowed the table");
+    // peek: main.work's caller and callee.
+    assert!(out.contains("|   main.main.func1"), "{out}");
+    assert!(out.contains("|   crypto/sha256.Sum256"), "{out}");
+    // list: the source is not here, the hot lines are.
+    assert!(
+        out.contains("ROUTINE ======================== main.work"),
+        "{out}"
+    );
+    assert!(out.contains("line numbers only"), "{out}");
+    assert!(out.contains("-----------+"), "traces");
+}
+
+#[test]
+fn tags_and_tag_filters_on_numeric_labels() {
+    let heap = fixture("go-heap-after.pb.gz");
+    let heap = heap.to_str().unwrap();
+    let (tags, _, ok) = profscope(&["tags", heap, "--sample-index", "alloc_space"], "");
+    assert!(ok);
+    assert!(tags.contains("bytes: Total"), "{tags}");
+    let (by, _, _) = profscope(&["top", heap, "--by", "bytes"], "");
+    assert!(by.starts_with("By bytes, of "), "{by}");
+    let (filtered, _, ok) = profscope(&["top", heap, "--tag", "bytes=1MB", "-n", "3"], "");
+    assert!(ok);
+    assert!(filtered.contains("main.main.func3"), "{filtered}");
+}
+
+#[test]
+fn the_prompt_works_in_a_pseudo_terminal() {
+    // `script` gives the shell a real terminal: line editing and the prompt.
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "`script` (util-linux) is missing but CI=true"
+        );
+        eprintln!("\n!!!!! SKIPPING the pseudo-terminal test: no `script` !!!!!\n");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "{} {}",
+        env!("CARGO_BIN_EXE_profscope"),
+        fixture("go-heap-after.pb.gz").display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("PROFSCOPE_HOME", home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"top 2\rquit\r")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(profscope) "), "{text}");
+    assert!(text.contains("main.main.func3"), "{text}");
+    assert!(home.path().join("shell_history").exists(), "history saved");
+}
