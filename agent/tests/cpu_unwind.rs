@@ -65,8 +65,10 @@ fn leaf_function_is_the_top_flat_entry() {
     // Flat = samples whose leaf (first location, innermost line) is the function.
     let mut flat: std::collections::HashMap<String, i64> = Default::default();
     let mut total = 0;
+    let mut cpu_ns = 0;
     for s in &profile.sample {
         total += s.value[0];
+        cpu_ns += s.value[1];
         let leaf = s
             .location_id
             .first()
@@ -83,10 +85,10 @@ fn leaf_function_is_the_top_flat_entry() {
         *count * 10 >= total * 8,
         "leaf_spin has {count} of {total} samples"
     );
-    // The profile accounts for the CPU the process used: a thread that
-    // stays on the CPU is sampled at every timer expiry (request/response
-    // bursts are not; see BENCHMARKS.md).
-    let profiled = total as f64 / 99.0;
+    // The profile accounts for the CPU the process used (its
+    // `cpu/nanoseconds` values: the samples at the real period, and the
+    // part of a period each thread ran since its last sample).
+    let profiled = cpu_ns as f64 / 1e9;
     let ratio = profiled / used.as_secs_f64();
     eprintln!(
         "profiled {profiled:.3} s of {used:?} CPU ({:.1}%)",

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_names_whole, decode, example, get, go_pprof, have_go};
+use common::{assert_names_whole, decode, example, get, go_pprof, have_go, in_process_agent};
 use profscope_agent::Agent;
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 use profscope_test_support::AllocationStorm;
@@ -35,20 +35,6 @@ fn flat_by_function(
         *flat.entry(leaf).or_insert(0) += s.value[index];
     }
     flat
-}
-
-fn in_process_agent() -> (tokio::runtime::Runtime, profscope_agent::RunningAgent) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let running = rt
-        .block_on(
-            Agent::builder()
-                .addr("127.0.0.1:0".parse().unwrap())
-                .build()
-                .unwrap()
-                .spawn(),
-        )
-        .unwrap();
-    (rt, running)
 }
 
 #[test]

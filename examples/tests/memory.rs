@@ -4,30 +4,13 @@
 
 mod common;
 
-use common::get;
-use profscope_agent::Agent;
+use common::{get, in_process_agent};
 use profscope_examples::retain_mib_blocks;
 
 // Sample every 16 KiB on average: the heap line is then within ~1 %.
 profscope_agent::jemalloc_profiling!(lg_prof_sample = 14);
 
 const MIB: f64 = 1048576.0;
-
-fn in_process_agent() -> (tokio::runtime::Runtime, String) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let running = rt
-        .block_on(
-            Agent::builder()
-                .addr("127.0.0.1:0".parse().unwrap())
-                .build()
-                .unwrap()
-                .spawn(),
-        )
-        .unwrap();
-    let base = format!("http://{}", running.local_addr());
-    std::mem::forget(running);
-    (rt, base)
-}
 
 fn report(base: &str) -> serde_json::Value {
     let reply = get(&format!("{base}/debug/memory"));
@@ -37,7 +20,8 @@ fn report(base: &str) -> serde_json::Value {
 
 #[test]
 fn retained_memory_is_explained_and_freed_memory_kept_is_named() {
-    let (_rt, base) = in_process_agent();
+    let (_rt, running) = in_process_agent();
+    let base = format!("http://{}", running.local_addr());
     // Keep freed pages resident: no decay, so nothing is purged behind the
     // test's back.
     for arena in 0..tikv_jemalloc_ctl::arenas::narenas::read().unwrap() {

@@ -109,21 +109,10 @@ fn metrics_page_has_runtime_task_group_jemalloc_and_process_metrics() {
     assert!(polls(&page) > polls(&before), "polls did not grow");
 
     if have("promtool") {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(page.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = profscope_test_support::run_with_stdin(
+            Command::new("promtool").args(["check", "metrics"]),
+            &page,
+        );
         assert!(
             out.status.success(),
             "promtool check metrics:\n{}{}",

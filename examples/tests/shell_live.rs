@@ -4,27 +4,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{Load, example, get, go_pprof, have_go, profscope, serial};
 
 fn run(home: &std::path::Path, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(profscope())
-        .args(args)
-        .env("PROFSCOPE_HOME", home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = profscope_test_support::run_with_stdin(
+        Command::new(profscope())
+            .args(args)
+            .env("PROFSCOPE_HOME", home),
+        stdin,
+    );
     assert!(
         out.status.success(),
         "profscope {args:?}:\n{}",

@@ -3,6 +3,15 @@
 
 use crate::error::{Error, Result};
 
+/// What values are called on hover, for a sample type's unit: the one
+/// labelling rule of agent and viewer (`count` and no unit read `samples`).
+pub fn count_name(unit: &str) -> String {
+    match unit {
+        "" | "count" => "samples".to_string(),
+        u => u.to_string(),
+    }
+}
+
 /// How a flamegraph is drawn.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -29,6 +38,12 @@ impl Default for FlamegraphOptions {
 }
 
 impl FlamegraphOptions {
+    /// Options with the given title, values named after `unit` by
+    /// [`count_name`].
+    pub fn for_unit(title: impl Into<String>, unit: &str) -> Self {
+        FlamegraphOptions::new(title, count_name(unit))
+    }
+
     /// Options with the given title and count name.
     pub fn new(title: impl Into<String>, count_name: impl Into<String>) -> Self {
         FlamegraphOptions {

@@ -16,8 +16,8 @@ use profscope_profile::Profile;
 
 use crate::error::{Error, Result};
 use crate::graph::Part;
-use crate::render::flame::count_name;
 use crate::render::top::{TopOptions, TopReport, from_parts};
+use profscope_profile::flamegraph::count_name;
 use profscope_profile::kind::kind_of_profile;
 use profscope_profile::{self as model, SampleType};
 

@@ -1,9 +1,8 @@
 //! The interactive shell through standard input (and once through a
 //! pseudo-terminal), and the one-shot views, on Go's fixtures.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,21 +12,12 @@ fn fixture(name: &str) -> PathBuf {
 
 fn profscope(args: &[&str], stdin: &str) -> (String, String, bool) {
     let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_profscope"))
-        .args(args)
-        .env("PROFSCOPE_HOME", home.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = profscope_test_support::run_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_profscope"))
+            .args(args)
+            .env("PROFSCOPE_HOME", home.path()),
+        stdin,
+    );
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -111,23 +101,45 @@ fn the_prompt_works_in_a_pseudo_terminal() {
         env!("CARGO_BIN_EXE_profscope"),
         fixture("go-heap-after.pb.gz").display()
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("PROFSCOPE_HOME", home.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"top 2\rquit\r")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = profscope_test_support::run_with_stdin(
+        Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("PROFSCOPE_HOME", home.path()),
+        "top 2\rquit\r",
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("(profscope) "), "{text}");
     assert!(text.contains("main.main.func3"), "{text}");
     assert!(home.path().join("shell_history").exists(), "history saved");
+}
+
+#[test]
+fn web_shows_the_current_view_in_the_web_ui() {
+    use std::io::{BufRead, BufReader, Write};
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_profscope"))
+        .arg(fixture("go-cpu.pb.gz"))
+        .env("PROFSCOPE_HOME", home.path())
+        // No browser here: the opener's failure is one line on stderr.
+        .env("PATH", "/nonexistent")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"focus=main\\.work\nweb\n").unwrap();
+    stdin.flush().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("the current view: ").map(str::to_string))
+        .expect("a URL");
+    // The page is served while the prompt goes on.
+    let page = ureq::get(&url).call().unwrap().into_string().unwrap();
+    assert!(page.contains("main.work"), "{page}");
+    stdin.write_all(b"quit\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
 }

@@ -84,8 +84,8 @@ fn encode(
             let unit = profile
                 .sample_type
                 .get(sample_index)
-                .map_or("samples", |t| string(profile, t.ty));
-            let opts = FlamegraphOptions::new(format!("{name} profile"), unit);
+                .map_or("", |t| string(profile, t.unit));
+            let opts = FlamegraphOptions::for_unit(format!("{name} profile"), unit);
             flamegraph_svg(&fold(profile, sample_index), &opts)?
         }
     };

@@ -18,4 +18,4 @@ pub use alloc::AllocationStorm;
 pub use go::{assert_filters_agree_with_go, go_pprof, go_raw_total, have_go};
 pub use large::{large_folded, large_profile};
 pub use rng::XorShift;
-pub use service::Service;
+pub use service::{Service, run_with_stdin};

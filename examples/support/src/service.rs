@@ -56,3 +56,22 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `cmd` with `stdin` written to its standard input; returns its
+/// output (stdout and stderr captured).
+pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    // A child that exits without reading all of it is not an error here.
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes());
+    child.wait_with_output().expect("wait for the child")
+}

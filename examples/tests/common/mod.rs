@@ -221,3 +221,19 @@ pub fn process_cpu(pid: u32) -> Duration {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_millis(ticks * 1000 / hz.max(1))
 }
+
+/// An agent serving on an ephemeral loopback port from this process, with
+/// the runtime it runs on.
+pub fn in_process_agent() -> (tokio::runtime::Runtime, profscope_agent::RunningAgent) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let running = rt
+        .block_on(
+            profscope_agent::Agent::builder()
+                .addr("127.0.0.1:0".parse().unwrap())
+                .build()
+                .unwrap()
+                .spawn(),
+        )
+        .unwrap();
+    (rt, running)
+}

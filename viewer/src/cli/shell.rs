@@ -16,13 +16,16 @@ use profscope_profile::Profile;
 
 const HELP: &str = "commands: top [N] [-cum] | list REGEX | peek REGEX | traces | tags | \
 focus=RE | ignore=RE | hide=RE | tagfocus=KEY=VALUE | tagignore=KEY=VALUE | \
-sample_index=NAME | diff_base=PROFILE | full_names=true|false | web | help | quit";
+sample_index=NAME | diff_base=PROFILE | full_names=true|false | web (the view in the web UI) | help | quit";
 
 struct Shell<'s> {
     store: &'s Store,
+    spec: String,
     raw: Profile,
     input: Input,
     base: Option<Profile>,
+    /// The web UI's address, once `web` started it.
+    web: Option<std::net::SocketAddr>,
 }
 
 /// What a line asked for.
@@ -32,6 +35,36 @@ enum Outcome {
 }
 
 impl Shell<'_> {
+    /// Starts the web UI on a loopback port (once) on a thread of its own.
+    fn web_ui(&mut self) -> Result<std::net::SocketAddr> {
+        if let Some(addr) = self.web {
+            return Ok(addr);
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let store = self.store.clone();
+        std::thread::Builder::new()
+            .name("profscope-web".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                        let _ =
+                            profscope::serve::serve_until(store, listener, std::future::pending())
+                                .await;
+                    }
+                });
+            })?;
+        self.web = Some(addr);
+        Ok(addr)
+    }
+
     fn prepared(&self, profile: &Profile) -> Result<Prepared> {
         let mut profile = profile.clone();
         let sample_type =
@@ -98,16 +131,21 @@ impl Shell<'_> {
             "traces" => self.report(View::Traces)?,
             "tags" => self.report(View::Tags)?,
             "web" => {
+                // The current view (filters and names applied) as a snapshot,
+                // shown by the web UI, which keeps running beside the prompt.
                 let p = self.prepared(&self.raw)?;
-                let svg = profscope::render::flamegraph(
-                    &p.profile,
-                    &p.sample_type,
-                    &profscope::render::FlameOptions::new(None, true),
+                let bytes = profscope_profile::write_gz(&p.profile)?;
+                let snapshot = self.store.save(
+                    &bytes,
+                    profscope::store::NewSnapshot::new(
+                        Some(self.spec.clone()),
+                        Some("shell".to_string()),
+                    ),
                 )?;
-                let path = self.store.dir().join("shell").join("current.svg");
-                app::write_file(&path, &svg)?;
-                super::serve::open_browser(&format!("file://{}", path.display()));
-                format!("wrote {}\n", path.display())
+                let addr = self.web_ui()?;
+                let url = format!("http://{addr}/snapshot/{}", snapshot.meta.id);
+                super::serve::open_browser(&url);
+                format!("the current view: {url}\n")
             }
             "help" | "?" => format!("{HELP}\n"),
             "quit" | "exit" | "q" => return Ok(Outcome::Quit),
@@ -121,9 +159,11 @@ pub(super) fn run(store: &Store, spec: &str, input: Input) -> Result<()> {
     let raw = profscope::load::load(spec, Some(store))?;
     let mut shell = Shell {
         store,
+        spec: spec.to_string(),
         raw,
         input,
         base: None,
+        web: None,
     };
     let emit = |outcome: Result<Outcome>| -> Result<bool> {
         match outcome {

@@ -41,16 +41,8 @@ pub fn flamegraph(
         .title
         .clone()
         .unwrap_or_else(|| format!("{} ({})", sample_type.name, sample_type.unit));
-    let options = FlamegraphOptions::new(title, count_name(&sample_type.unit)).icicle(opts.icicle);
+    let options = FlamegraphOptions::for_unit(title, &sample_type.unit).icicle(opts.icicle);
     Ok(profscope_profile::flamegraph::flamegraph_svg(
         &folded, &options,
     )?)
-}
-
-/// What inferno calls the values on hover.
-pub(crate) fn count_name(unit: &str) -> String {
-    match unit {
-        "" | "count" => "samples".to_string(),
-        u => u.to_string(),
-    }
 }

@@ -7,8 +7,8 @@ use profscope_profile::Profile;
 
 use crate::diff::{self, Pairing};
 use crate::error::{Error, Result};
-use crate::render::flame::count_name;
 use profscope_profile::SampleType;
+use profscope_profile::flamegraph::count_name;
 
 /// Frames narrower than this percentage of the total are left out of the
 /// page (inferno's `min_width`; its default is 0.01). At the page's 1180
