@@ -72,16 +72,6 @@ fn thread_cpu(tid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// This process's CPU time (user + system), from `getrusage`.
-fn process_cpu() -> Duration {
-    // SAFETY: a zeroed rusage to fill.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// Work that calls nothing the optimizer could fold away.
 #[inline(never)]
 fn spin_for(stop: &AtomicBool) -> u64 {
@@ -275,9 +265,9 @@ fn each_thread_is_sampled_in_proportion_to_its_own_cpu() {
         let busy = Busy::start(n, &format!("fair{n}"));
         let tids = busy.tids();
         let before: Vec<u64> = tids.iter().map(|(_, t)| thread_cpu(*t)).collect();
-        let cpu_before = process_cpu();
+        let cpu_before = profscope_test_support::process_cpu_time();
         let capture = capture(3.0, 99);
-        let cpu_after = process_cpu();
+        let cpu_after = profscope_test_support::process_cpu_time();
         let after: Vec<u64> = tids.iter().map(|(_, t)| thread_cpu(*t)).collect();
         busy.stop();
         let by = samples_by_thread(&capture);
@@ -333,15 +323,15 @@ fn overlapping_captures_at_different_rates_are_both_right() {
     let _turn = turn();
     for (outer_hz, inner_hz) in [(99, 99), (19, 99)] {
         let busy = Busy::start(2, &format!("overlap{outer_hz}"));
-        let cpu_at_start = process_cpu();
+        let cpu_at_start = profscope_test_support::process_cpu_time();
         let inner = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(1));
-            let before = process_cpu();
+            let before = profscope_test_support::process_cpu_time();
             let c = capture(1.0, inner_hz);
-            (c, process_cpu() - before)
+            (c, profscope_test_support::process_cpu_time() - before)
         });
         let outer = capture(3.0, outer_hz);
-        let outer_used = process_cpu() - cpu_at_start;
+        let outer_used = profscope_test_support::process_cpu_time() - cpu_at_start;
         let (inner, inner_used) = inner.join().unwrap();
         busy.stop();
         for (name, c, used) in [("outer", &outer, outer_used), ("inner", &inner, inner_used)] {
@@ -386,9 +376,9 @@ fn the_handler_never_allocates() {
     let allocations_before = ALLOCATIONS.load(Ordering::Relaxed);
     let (_, before) = profscope_agent::probes::handler_cost_histogram();
     for _ in 0..3 {
-        let before = process_cpu();
+        let before = profscope_test_support::process_cpu_time();
         let c = capture(1.0, 997);
-        let used = (process_cpu() - before).as_secs_f64();
+        let used = (profscope_test_support::process_cpu_time() - before).as_secs_f64();
         assert!(
             c.stacks.iter().any(|s| s.labels != 0),
             "samples of the labelled busy threads carry their label set"

@@ -114,12 +114,18 @@ impl CpuTrace {
         let (r, s) = (readings.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                r.lock()
-                    .unwrap()
-                    .push((std::time::SystemTime::now(), process_cpu()));
+                r.lock().unwrap().push((
+                    std::time::SystemTime::now(),
+                    profscope_test_support::process_cpu_time(),
+                ));
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
+        // The capture starts within a millisecond: the trace must already
+        // hold a reading before it.
+        while readings.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         CpuTrace { readings, stop }
     }
 
@@ -143,16 +149,6 @@ impl Drop for CpuTrace {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// CPU time of this process (user + system).
-fn process_cpu() -> Duration {
-    // SAFETY: a zeroed rusage is a valid out-parameter for getrusage.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a pointer to our own struct.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 #[test]

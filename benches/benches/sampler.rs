@@ -40,12 +40,12 @@ fn main() {
             .collect();
         std::thread::sleep(Duration::from_millis(100));
         let (_, before) = profscope_agent::probes::handler_cost_histogram();
-        let cpu_before = process_cpu_ns();
+        let cpu_before = profscope_test_support::process_cpu_time().as_nanos() as u64;
         let watcher = std::thread::spawn(aggregator_cpu_ns);
         let capture = rt
             .block_on(CpuProfiler::new().capture(Duration::from_secs(secs), 99))
             .expect("capture");
-        let cpu_used = process_cpu_ns() - cpu_before;
+        let cpu_used = (profscope_test_support::process_cpu_time().as_nanos() as u64) - cpu_before;
         let aggregator = watcher.join().expect("watcher");
         let (width, after) = profscope_agent::probes::handler_cost_histogram();
         stop.store(true, Ordering::Relaxed);
@@ -160,16 +160,6 @@ fn mean(histogram: &[u64], width: u64) -> f64 {
         .map(|(i, &n)| n as f64 * (i as f64 + 0.5) * width as f64)
         .sum();
     sum / total.max(1) as f64
-}
-
-/// This process's CPU time in ns (`getrusage`).
-fn process_cpu_ns() -> u64 {
-    // SAFETY: a zeroed rusage to fill.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
 /// CPU ns the sampler's aggregator thread used during its life: found by

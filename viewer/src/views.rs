@@ -152,17 +152,21 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
     );
     for (name, e) in &entries {
         let _ = writeln!(out, "{}", "-".repeat(60));
-        let mut callers: Vec<_> = e.callers.iter().collect();
-        callers.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        for (caller, v) in callers {
-            let _ = writeln!(
-                out,
-                "{:>44}   {:>10} {:>7} |   {caller}",
-                "",
-                fmt.format(*v),
-                pct(*v, e.cum)
-            );
-        }
+        // Callers above the function, callees below, most first.
+        let edges = |out: &mut String, edges: &BTreeMap<String, i64>| {
+            let mut edges: Vec<_> = edges.iter().collect();
+            edges.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            for (other, v) in edges {
+                let _ = writeln!(
+                    out,
+                    "{:>44}   {:>10} {:>7} |   {other}",
+                    "",
+                    fmt.format(*v),
+                    pct(*v, e.cum)
+                );
+            }
+        };
+        edges(&mut out, &e.callers);
         let _ = writeln!(
             out,
             "{:>12} {:>8} {:>12} {:>8}   {:>18} | {name}",
@@ -172,17 +176,7 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
             pct(e.cum, all),
             ""
         );
-        let mut callees: Vec<_> = e.callees.iter().collect();
-        callees.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        for (callee, v) in callees {
-            let _ = writeln!(
-                out,
-                "{:>44}   {:>10} {:>7} |   {callee}",
-                "",
-                fmt.format(*v),
-                pct(*v, e.cum)
-            );
-        }
+        edges(&mut out, &e.callees);
     }
     Ok(out)
 }

@@ -33,10 +33,7 @@ async fn serve(
     name: &'static str,
 ) -> Result<Response, Error> {
     let _permit = agent.request_permit()?;
-    let handle = agent
-        .runtime_handle()
-        .cloned()
-        .ok_or_else(|| Error::NotAvailable("the agent was built outside a tokio runtime".into()))?;
+    let handle = watched_runtime(&agent)?;
     let stacks = crate::tasks::dump(&handle).await?;
     if debug {
         return Ok((
@@ -60,10 +57,7 @@ pub(crate) async fn taskleak(
     ProfileFormat(format): ProfileFormat,
 ) -> Result<Response, Error> {
     let _permit = agent.request_permit()?;
-    let handle = agent
-        .runtime_handle()
-        .cloned()
-        .ok_or_else(|| Error::NotAvailable("the agent was built outside a tokio runtime".into()))?;
+    let handle = watched_runtime(&agent)?;
     // Dropped with the request when the client goes away.
     let leaks = crate::tasks::find_leaks(&handle, window, 3).await?;
     if debug {
@@ -77,4 +71,12 @@ pub(crate) async fn taskleak(
         leaks.to_profile(symbolizer)
     })
     .await
+}
+
+/// The runtime whose tasks the agent dumps.
+fn watched_runtime(agent: &Agent) -> Result<tokio::runtime::Handle, Error> {
+    agent
+        .runtime_handle()
+        .cloned()
+        .ok_or_else(|| Error::NotAvailable("the agent was built outside a tokio runtime".into()))
 }
