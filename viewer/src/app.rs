@@ -114,15 +114,26 @@ impl Input {
     /// Applies this input's filters and name form to `profile`; returns the
     /// filter descriptions for a report header.
     pub fn apply(&self, profile: &mut Profile) -> Result<Vec<String>> {
-        let mut described = Vec::new();
         for f in self.filters()? {
             f.apply(profile);
-            described.extend(f.describe().into_iter().filter(|d| {
-                self.no_hide
-                    || !d.starts_with("hide=(?:^(<)?(tokio") && !d.starts_with("hide=^(<)?(tokio")
-            }));
         }
-        if !self.no_hide && self.hide.is_none() {
+        // Described from the options, not the compiled filters: the
+        // built-in hide-list is named, not spelled out.
+        let mut described = Vec::new();
+        let mut note = |name: &str, value: Option<&str>| {
+            if let Some(v) = value {
+                described.push(format!("{name}={v}"));
+            }
+        };
+        note("focus", self.focus.as_deref());
+        note("ignore", self.ignore.as_deref());
+        note("hide", self.hide.as_deref());
+        note("show", self.my_code.as_deref());
+        for tag in &self.tags {
+            note("tagfocus", Some(tag));
+        }
+        note("tagignore", self.tag_ignore.as_deref());
+        if !self.no_hide {
             described.push("hide=<runtime and framework frames> (--no-hide shows them)".into());
         }
         if !self.full_names {

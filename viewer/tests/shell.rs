@@ -1,6 +1,7 @@
 //! The interactive shell through standard input (and once through a
 //! pseudo-terminal), and the one-shot views, on Go's fixtures.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -101,21 +102,67 @@ fn the_prompt_works_in_a_pseudo_terminal() {
         env!("CARGO_BIN_EXE_profscope"),
         fixture("go-heap-after.pb.gz").display()
     );
-    let out = profscope_test_support::run_with_stdin(
-        Command::new("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .env("PROFSCOPE_HOME", home.path()),
-        "top 2\rquit\r",
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("(profscope) "), "{text}");
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("PROFSCOPE_HOME", home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    // Type only once the prompt is up: input typed before the line editor
+    // takes the terminal may be flushed with the mode switch.
+    let wait_for = |what: &str, count: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+            if text.matches(what).count() >= count {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what:?} in:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    wait_for("(profscope) ", 1);
+    stdin.write_all(b"top 2\r").unwrap();
+    let text = wait_for("(profscope) ", 2);
     assert!(text.contains("main.main.func3"), "{text}");
+    stdin.write_all(b"quit\r").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the shell did not quit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    let _ = reader.join();
     assert!(home.path().join("shell_history").exists(), "history saved");
 }
 
 #[test]
 fn web_shows_the_current_view_in_the_web_ui() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, BufReader};
     let home = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_profscope"))
         .arg(fixture("go-cpu.pb.gz"))
@@ -127,6 +174,12 @@ fn web_shows_the_current_view_in_the_web_ui() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // A watchdog: a shell that never answers must fail the test, not hang it.
+    let pid = child.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        let _ = Command::new("kill").arg(&pid).status();
+    });
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"focus=main\\.work\nweb\n").unwrap();
     stdin.flush().unwrap();
