@@ -290,3 +290,59 @@ fn heap_requests_past_the_limit_get_429() {
     // The permit is back.
     assert_eq!(get(&format!("{base}/debug/pprof/allocs")).status, 200);
 }
+
+/// Allocates and frees 64 MiB in 1 MiB blocks: a burst, nothing retained.
+#[inline(never)]
+fn burst_64_mib() -> usize {
+    let mut sum = 0;
+    for i in 0..64u8 {
+        let block = std::hint::black_box(vec![i | 1; 1 << 20]);
+        sum += block[0] as usize;
+    }
+    sum
+}
+
+#[test]
+fn delta_heap_shows_the_allocations_since_the_previous_request() {
+    let (rt, running) = in_process_agent();
+    let url = format!("http://{}/debug/pprof/delta_heap", running.local_addr());
+    let burst = |reply: &common::Reply| {
+        let p = decode(&reply.body);
+        let alloc = profscope_profile::select_sample_type(&p, Some("alloc_space")).unwrap();
+        let mut p = p;
+        profscope_profile::Filter::new(Some("burst_64_mib"), None)
+            .unwrap()
+            .apply(&mut p);
+        profscope_profile::total(&p, alloc.index)
+    };
+    let first = get(&url);
+    assert_eq!(first.status, 200, "{}", first.text());
+    std::hint::black_box(burst_64_mib());
+    let second = get(&url);
+    let third = get(&url);
+    let (b2, b3) = (burst(&second), burst(&third));
+    eprintln!(
+        "delta_heap: burst {:.1} MiB, then {:.1} MiB",
+        b2 as f64 / MIB as f64,
+        b3 as f64 / MIB as f64
+    );
+    assert!(
+        (64 * MIB * 7 / 10..=64 * MIB * 13 / 10).contains(&b2),
+        "second answer: {b2} bytes under the burst"
+    );
+    assert!(b3 < MIB, "third answer: {b3} bytes under the burst");
+    // Go's block and mutex paths: 501 with why, for scrape configs.
+    for path in ["block", "mutex", "delta_block", "delta_mutex"] {
+        let reply = get(&format!(
+            "http://{}/debug/pprof/{path}",
+            running.local_addr()
+        ));
+        assert_eq!(reply.status, 501, "{path}");
+        assert!(
+            reply.text().contains("Rust has no blocking or mutex"),
+            "{}",
+            reply.text()
+        );
+    }
+    drop(rt);
+}

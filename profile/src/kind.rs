@@ -87,6 +87,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         agent: true,
     },
     Endpoint {
+        path: "/debug/pprof/delta_heap",
+        kind: Some("heap"),
+        default_sample_type: Some("alloc_space"),
+        label: "heap (delta, godeltaprof)",
+        description: "alloc_* as the growth since the previous request to this path, inuse_* \
+                      current: godeltaprof's delta_heap, for Grafana Alloy's pyroscope.scrape.",
+        example_query: "",
+        agent: true,
+    },
+    Endpoint {
         path: "/debug/pprof/goroutine",
         kind: Some("goroutine"),
         default_sample_type: Some("goroutine"),
@@ -121,18 +131,36 @@ pub const ENDPOINTS: &[Endpoint] = &[
         kind: Some("block"),
         default_sample_type: Some("delay"),
         label: "block (Go)",
-        description: "Go's blocking profile.",
+        description: "Go's blocking profile; Rust has none: answers 501 with why.",
         example_query: "",
-        agent: false,
+        agent: true,
     },
     Endpoint {
         path: "/debug/pprof/mutex",
         kind: Some("mutex"),
         default_sample_type: Some("delay"),
         label: "mutex (Go)",
-        description: "Go's mutex contention profile.",
+        description: "Go's mutex contention profile; Rust has none: answers 501 with why.",
         example_query: "",
-        agent: false,
+        agent: true,
+    },
+    Endpoint {
+        path: "/debug/pprof/delta_block",
+        kind: Some("block"),
+        default_sample_type: Some("delay"),
+        label: "block (delta, Go)",
+        description: "godeltaprof's delta_block; Rust has no blocking profile: answers 501 with why.",
+        example_query: "",
+        agent: true,
+    },
+    Endpoint {
+        path: "/debug/pprof/delta_mutex",
+        kind: Some("mutex"),
+        default_sample_type: Some("delay"),
+        label: "mutex (delta, Go)",
+        description: "godeltaprof's delta_mutex; Rust has no mutex profile: answers 501 with why.",
+        example_query: "",
+        agent: true,
     },
     Endpoint {
         path: "/debug/pprof/threadcreate",
@@ -187,7 +215,8 @@ pub fn agent_endpoints() -> impl Iterator<Item = &'static Endpoint> {
     ENDPOINTS.iter().filter(|e| e.agent)
 }
 
-/// The profile endpoint of `kind` (`cpu`, `heap`, …).
+/// The main profile endpoint of `kind` (`cpu`, `heap`, …): the first in
+/// the table (`heap`, not `delta_heap`).
 pub fn endpoint_of_kind(kind: &str) -> Option<&'static Endpoint> {
     ENDPOINTS.iter().find(|e| e.kind == Some(kind))
 }
@@ -258,7 +287,7 @@ mod tests {
         for e in ENDPOINTS {
             assert_eq!(e.kind.is_some(), e.default_sample_type.is_some(), "{e:?}");
             if let Some(kind) = e.kind {
-                assert_eq!(endpoint_of_kind(kind), Some(e));
+                assert_eq!(endpoint_of_kind(kind).and_then(|k| k.kind), Some(kind));
             }
         }
     }

@@ -114,6 +114,25 @@ impl HeapSnapshot {
         }
     }
 
+    /// `alloc_*` as the growth since `base`, `inuse_*` as now: godeltaprof's
+    /// `delta_heap` (allocation counts are cumulative; what is in use is a
+    /// level, not a flow).
+    pub fn alloc_delta(&self, base: &HeapSnapshot) -> HeapSnapshot {
+        let mut stacks = self.stacks.clone();
+        for (stack, v) in stacks.iter_mut() {
+            if let Some(old) = base.stacks.get(stack) {
+                v[0] = v[0].saturating_sub(old[0]);
+                v[1] = v[1].saturating_sub(old[1]);
+            }
+        }
+        stacks.retain(|_, v| v.iter().any(|x| *x != 0));
+        HeapSnapshot {
+            sample_period: self.sample_period,
+            time: base.time,
+            stacks,
+        }
+    }
+
     /// `self − base`, per stack: Go's `?seconds=N` delta semantics.
     pub fn delta(&self, base: &HeapSnapshot) -> HeapSnapshot {
         let mut stacks = self.stacks.clone();
@@ -237,6 +256,9 @@ pub struct HeapProfiler {
     lock: tokio::sync::Mutex<u64>,
     /// In-use bytes and time of the most recent snapshot (for `/debug/memory`).
     last: std::sync::Mutex<Option<(i64, std::time::Instant)>>,
+    /// The snapshot the last `delta_heap` request answered from: one state
+    /// for the path, as godeltaprof keeps one per profile.
+    delta_base: tokio::sync::Mutex<Option<HeapSnapshot>>,
 }
 
 #[derive(Debug)]
@@ -258,6 +280,7 @@ impl HeapProfiler {
             },
             lock: tokio::sync::Mutex::new(0),
             last: std::sync::Mutex::new(None),
+            delta_base: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -312,6 +335,21 @@ impl HeapProfiler {
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((in_use, std::time::Instant::now()));
         Ok(snapshot)
+    }
+
+    /// A snapshot whose `alloc_*` values are the growth since the previous
+    /// call (everything since start at the first), `inuse_*` current:
+    /// what `/debug/pprof/delta_heap` serves.
+    pub async fn delta_snapshot(&self) -> Result<HeapSnapshot, Error> {
+        // Held across the dump, so two requests cannot take the same base.
+        let mut base = self.delta_base.lock().await;
+        let now = self.snapshot().await?;
+        let answer = match base.as_ref() {
+            Some(previous) => now.alloc_delta(previous),
+            None => now.clone(),
+        };
+        *base = Some(now);
+        Ok(answer)
     }
 
     /// The most recent snapshot's estimated in-use bytes and its age.
@@ -378,6 +416,18 @@ fn dump_and_parse(path: &std::path::Path) -> Result<HeapDump, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alloc_delta_subtracts_allocations_only() {
+        let mut a = HeapSnapshot::default();
+        a.stacks.insert(vec![1], [1, 10, 1, 10]);
+        let mut b = a.clone();
+        b.stacks.insert(vec![1], [3, 30, 1, 10]);
+        b.stacks.insert(vec![2], [2, 20, 2, 20]);
+        let d = b.alloc_delta(&a);
+        assert_eq!(d.stacks[&vec![1]], [2, 20, 1, 10]);
+        assert_eq!(d.stacks[&vec![2]], [2, 20, 2, 20]);
+    }
 
     #[test]
     fn delta_subtracts_per_stack() {

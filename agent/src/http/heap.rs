@@ -1,5 +1,7 @@
-//! `GET /debug/pprof/heap` and `GET /debug/pprof/allocs`
-//! (`?seconds=N` for a delta, `format=`, `gc=` accepted and ignored).
+//! `GET /debug/pprof/heap` and `GET /debug/pprof/allocs` (`?seconds=N` for
+//! a delta, `format=`, `gc=` accepted and ignored), `GET
+//! /debug/pprof/delta_heap` (godeltaprof's), and Go's block and mutex paths,
+//! which Rust has no profile for.
 
 use std::time::SystemTime;
 
@@ -51,4 +53,38 @@ async fn serve(
         snapshot.to_profile(symbolizer, default_type, SystemTime::now())
     })
     .await
+}
+
+/// `GET /debug/pprof/delta_heap`: `alloc_*` as the growth since the previous
+/// request to this path, `inuse_*` current (godeltaprof's semantics, for
+/// Grafana Alloy's `pyroscope.scrape` with `delta_heap` on).
+pub(crate) async fn delta_heap(
+    State(agent): State<Agent>,
+    ProfileFormat(format): ProfileFormat,
+) -> Result<Response, Error> {
+    let _permit = agent.request_permit()?;
+    let snapshot = agent.heap().delta_snapshot().await?;
+    let sample_index = SAMPLE_TYPES
+        .iter()
+        .position(|(t, _)| *t == "alloc_space")
+        .unwrap_or(1);
+    respond(
+        &agent,
+        format,
+        "delta_heap",
+        sample_index,
+        move |symbolizer| snapshot.to_profile(symbolizer, "alloc_space", SystemTime::now()),
+    )
+    .await
+}
+
+/// Go's `block`, `mutex` and their godeltaprof `delta_*` paths: 501, said
+/// plainly, so a scrape config that asks for them learns why.
+pub(crate) async fn not_in_rust() -> Error {
+    Error::NotAvailable(
+        "Rust has no blocking or mutex contention profile (Go records them in its runtime); \
+         disable block and mutex in the scrape config. This agent serves profile, heap, \
+         allocs, delta_heap, goroutine, tasks and taskleak."
+            .into(),
+    )
 }

@@ -47,6 +47,11 @@ fn handler(path: &str) -> Option<MethodRouter<Agent>> {
         "/debug/pprof/profile" => get(cpu::profile),
         "/debug/pprof/heap" => get(heap::heap),
         "/debug/pprof/allocs" => get(heap::allocs),
+        "/debug/pprof/delta_heap" => get(heap::delta_heap),
+        "/debug/pprof/block"
+        | "/debug/pprof/mutex"
+        | "/debug/pprof/delta_block"
+        | "/debug/pprof/delta_mutex" => get(heap::not_in_rust),
         "/debug/pprof/tasks" => get(tasks::tasks),
         "/debug/pprof/goroutine" => get(tasks::goroutine),
         "/debug/pprof/taskleak" => get(tasks::taskleak),

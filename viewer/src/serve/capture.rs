@@ -23,7 +23,10 @@ use profscope_profile::kind::{ENDPOINTS, Endpoint, kind_from_url};
 /// The kinds the form offers: every profile endpoint of the table (Go's
 /// too, since the viewer captures from Go services as well).
 fn capture_kinds() -> impl Iterator<Item = &'static Endpoint> {
-    ENDPOINTS.iter().filter(|e| e.is_profile())
+    // One entry a kind: the godeltaprof `delta_*` paths are for scrapers.
+    ENDPOINTS
+        .iter()
+        .filter(|e| e.is_profile() && !e.name().starts_with("delta_"))
 }
 
 /// The longest capture the form accepts, in seconds.
