@@ -214,6 +214,17 @@ async fn wait_for_order(rx: tokio::sync::oneshot::Receiver<()>) {
 
 #[test]
 fn task_dump_names_parked_tasks_with_their_count() {
+    // tokio 1.54's dump barrier can wedge a worker of the dumped runtime
+    // (tokio-rs/tokio#8370); the dump then times out with a 500 saying so.
+    // That is tokio's bug: one fresh try, loudly.
+    if !dump_scenario() {
+        eprintln!("\n!!!!! task dump timed out (tokio#8370); trying once more !!!!!\n");
+        assert!(dump_scenario(), "the dump timed out twice");
+    }
+}
+
+/// False when a dump timed out (tokio's barrier bug).
+fn dump_scenario() -> bool {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -225,9 +236,13 @@ fn task_dump_names_parked_tasks_with_their_count() {
         senders.push(tx);
         rt.spawn(wait_for_order(rx));
     }
-    let agent = rt.block_on(async {
+    // The agent on a runtime of its own, watching `rt`: a worker wedged by
+    // a dump must not take the agent's answers with it.
+    let agent_rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = agent_rt.block_on(async {
         Agent::builder()
             .addr("127.0.0.1:0".parse().unwrap())
+            .runtime(rt.handle().clone())
             .build()
             .unwrap()
             .spawn()
@@ -235,8 +250,21 @@ fn task_dump_names_parked_tasks_with_their_count() {
             .unwrap()
     });
     let base = format!("http://{}", agent.local_addr());
+    let finish = |rt: tokio::runtime::Runtime, agent_rt: tokio::runtime::Runtime| {
+        // Not a plain drop: a wedged worker would hold it forever.
+        rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        agent_rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    };
+    let timed_out =
+        |reply: &common::Reply| reply.status == 500 && reply.text().contains("task dump timed out");
 
-    let text = get(&format!("{base}/debug/pprof/tasks?debug=1")).text();
+    let reply = get(&format!("{base}/debug/pprof/tasks?debug=1"));
+    if timed_out(&reply) {
+        drop(agent);
+        finish(rt, agent_rt);
+        return false;
+    }
+    let text = reply.text();
     let block = text
         .split("\n\n")
         .find(|b| b.contains("wait_for_order"))
@@ -246,6 +274,11 @@ fn task_dump_names_parked_tasks_with_their_count() {
     // The same as pprof, under both names.
     for (path, ty) in [("tasks", "tasks"), ("goroutine", "goroutine")] {
         let reply = get(&format!("{base}/debug/pprof/{path}"));
+        if timed_out(&reply) {
+            drop(agent);
+            finish(rt, agent_rt);
+            return false;
+        }
         assert_eq!(reply.status, 200, "{}", reply.text());
         let p = decode(&reply.body);
         assert_eq!(profscope_profile::string(&p, p.sample_type[0].ty), ty);
@@ -258,9 +291,7 @@ fn task_dump_names_parked_tasks_with_their_count() {
         assert_eq!(waiting, 7, "{folded:?}");
     }
     drop(senders);
-    // Not `drop(rt)`: tokio 1.54 can leave a worker waiting in its task-dump
-    // barrier after the dumps returned (its `Barrier::wait_timeout` keeps a
-    // timed-out arrival; tokio-rs/tokio#8370), and a plain drop then waits
-    // for that worker forever (seen here, 1 run in 3 under `cargo test`).
-    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    drop(agent);
+    finish(rt, agent_rt);
+    true
 }
