@@ -8,8 +8,11 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{decode, example, get};
-use profscope_agent::{Agent, TASK_GROUP_METRICS};
+use common::{
+    decode, dump_timed_out, dumped_runtime_and_agent, example, get, retry_once_if_a_dump_timed_out,
+    shut_down,
+};
+use profscope_agent::TASK_GROUP_METRICS;
 
 /// Whether `tool` is installed: absent locally is a loud skip, absent under
 /// CI=true a failure (CI installs the `prometheus` package).
@@ -214,54 +217,23 @@ async fn wait_for_order(rx: tokio::sync::oneshot::Receiver<()>) {
 
 #[test]
 fn task_dump_names_parked_tasks_with_their_count() {
-    // tokio 1.54's dump barrier can wedge a worker of the dumped runtime
-    // (tokio-rs/tokio#8370); the dump then times out with a 500 saying so.
-    // That is tokio's bug: one fresh try, loudly.
-    if !dump_scenario() {
-        eprintln!("\n!!!!! task dump timed out (tokio#8370); trying once more !!!!!\n");
-        assert!(dump_scenario(), "the dump timed out twice");
-    }
+    retry_once_if_a_dump_timed_out(dump_scenario);
 }
 
 /// False when a dump timed out (tokio's barrier bug).
 fn dump_scenario() -> bool {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, agent_rt, agent) = dumped_runtime_and_agent();
     let mut senders = Vec::new();
     for _ in 0..7 {
         let (tx, rx) = tokio::sync::oneshot::channel();
         senders.push(tx);
         rt.spawn(wait_for_order(rx));
     }
-    // The agent on a runtime of its own, watching `rt`: a worker wedged by
-    // a dump must not take the agent's answers with it.
-    let agent_rt = tokio::runtime::Runtime::new().unwrap();
-    let agent = agent_rt.block_on(async {
-        Agent::builder()
-            .addr("127.0.0.1:0".parse().unwrap())
-            .runtime(rt.handle().clone())
-            .build()
-            .unwrap()
-            .spawn()
-            .await
-            .unwrap()
-    });
     let base = format!("http://{}", agent.local_addr());
-    let finish = |rt: tokio::runtime::Runtime, agent_rt: tokio::runtime::Runtime| {
-        // Not a plain drop: a wedged worker would hold it forever.
-        rt.shutdown_timeout(std::time::Duration::from_secs(2));
-        agent_rt.shutdown_timeout(std::time::Duration::from_secs(2));
-    };
-    let timed_out =
-        |reply: &common::Reply| reply.status == 500 && reply.text().contains("task dump timed out");
-
     let reply = get(&format!("{base}/debug/pprof/tasks?debug=1"));
-    if timed_out(&reply) {
+    if dump_timed_out(&reply) {
         drop(agent);
-        finish(rt, agent_rt);
+        shut_down(rt, agent_rt);
         return false;
     }
     let text = reply.text();
@@ -274,9 +246,9 @@ fn dump_scenario() -> bool {
     // The same as pprof, under both names.
     for (path, ty) in [("tasks", "tasks"), ("goroutine", "goroutine")] {
         let reply = get(&format!("{base}/debug/pprof/{path}"));
-        if timed_out(&reply) {
+        if dump_timed_out(&reply) {
             drop(agent);
-            finish(rt, agent_rt);
+            shut_down(rt, agent_rt);
             return false;
         }
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -292,6 +264,6 @@ fn dump_scenario() -> bool {
     }
     drop(senders);
     drop(agent);
-    finish(rt, agent_rt);
+    shut_down(rt, agent_rt);
     true
 }

@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::get;
-use profscope_agent::Agent;
+use common::{
+    dump_timed_out, dumped_runtime_and_agent, get, retry_once_if_a_dump_timed_out, shut_down,
+};
 
 #[inline(never)]
 async fn wait_for_orders(mut rx: tokio::sync::mpsc::Receiver<u32>) -> Option<u32> {
@@ -17,38 +18,13 @@ async fn wait_for_orders(mut rx: tokio::sync::mpsc::Receiver<u32>) -> Option<u32
 
 #[test]
 fn stuck_tasks_are_grouped_and_busy_ones_are_not() {
-    // tokio 1.54's dump barrier can wedge a worker (tokio-rs/tokio#8370):
-    // then the dump times out with a 500 that says so. That is tokio's bug,
-    // not this one's: one fresh try, loudly.
-    if !scenario() {
-        eprintln!("\n!!!!! taskleak: a task dump timed out (tokio#8370); trying once more !!!!!\n");
-        assert!(scenario(), "the dump timed out twice");
-    }
+    retry_once_if_a_dump_timed_out(scenario);
 }
 
 /// Runs the scenario; false when the dump timed out (tokio's barrier bug).
 fn scenario() -> bool {
-    // The service's runtime, which the agent dumps…
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    // …and the agent on a runtime of its own: tokio 1.54's dump barrier can
-    // wedge a worker of the dumped runtime (tokio-rs/tokio#8370; see the
-    // README), which must not take the agent's answers with it.
-    let agent_rt = tokio::runtime::Runtime::new().unwrap();
-    let running = agent_rt
-        .block_on(async {
-            Agent::builder()
-                .addr("127.0.0.1:0".parse().unwrap())
-                .runtime(rt.handle().clone())
-                .build()
-                .unwrap()
-                .spawn()
-                .await
-        })
-        .unwrap();
+    // The service's runtime, which the agent dumps, and the agent beside it.
+    let (rt, agent_rt, running) = dumped_runtime_and_agent();
     let base = format!("http://{}", running.local_addr());
     // 10 tasks waiting forever: their senders are kept, never used.
     let mut senders = Vec::new();
@@ -70,10 +46,9 @@ fn scenario() -> bool {
 
     // One request (three dumps): every dump risks tokio's barrier bug.
     let reply = get(&format!("{base}/debug/pprof/taskleak?seconds=2&debug=1"));
-    if reply.status == 500 && reply.text().contains("task dump timed out") {
-        rt.shutdown_timeout(Duration::from_secs(2));
+    if dump_timed_out(&reply) {
         drop(running);
-        agent_rt.shutdown_timeout(Duration::from_secs(2));
+        shut_down(rt, agent_rt);
         return false;
     }
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -107,10 +82,7 @@ fn scenario() -> bool {
         assert!(reply.text().contains("`seconds`"), "{}", reply.text());
     }
     drop(senders);
-    // Not a plain drop: a worker wedged by tokio's dump barrier would hold
-    // it forever.
-    rt.shutdown_timeout(Duration::from_secs(2));
     drop(running);
-    agent_rt.shutdown_timeout(Duration::from_secs(2));
+    shut_down(rt, agent_rt);
     true
 }
