@@ -14,23 +14,10 @@ use common::{
 };
 use profscope_agent::TASK_GROUP_METRICS;
 
-/// Whether `tool` is installed: absent locally is a loud skip, absent under
-/// CI=true a failure (CI installs the `prometheus` package).
+/// Whether `tool` (from Debian's `prometheus`) is installed: a loud skip
+/// locally, a failure under CI=true.
 fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "`{tool}` is not installed but CI=true: .ci/run must install it"
-        );
-        eprintln!(
-            "\n!!!!! SKIPPING {tool} checks: not installed (apt-get install prometheus) !!!!!\n"
-        );
-    }
-    ok
+    profscope_test_support::have_tool(Command::new(tool).arg("--version"), "prometheus")
 }
 
 fn sample_value(page: &str, series: &str) -> Option<f64> {

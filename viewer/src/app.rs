@@ -145,7 +145,12 @@ impl Input {
 
 /// Loads, selects the sample type and applies the filters.
 pub fn prepare(input: &Input, store: Option<&Store>) -> Result<Prepared> {
-    let mut profile = load(&input.profile, store)?;
+    prepare_loaded(input, load(&input.profile, store)?)
+}
+
+/// Selects the sample type and applies `input`'s filters and name form to
+/// an already loaded profile (the shell loads once, prepares per command).
+pub fn prepare_loaded(input: &Input, mut profile: Profile) -> Result<Prepared> {
     let sample_type = model::select_sample_type(&profile, input.sample_type.as_deref())?;
     let described = input.apply(&mut profile)?;
     Ok(Prepared {

@@ -5,24 +5,32 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Whether `go` is installed. Absent locally: a loud skip. Absent under
-/// `CI=true`: a failure, since CI installs it.
-pub fn have_go() -> bool {
-    let ok = Command::new("go")
-        .arg("version")
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .is_ok_and(|o| o.status.success());
+/// Whether the tool `probe` runs is installed (`probe` must succeed).
+/// Absent locally: a loud skip. Absent under `CI=true`: a failure, since
+/// `.ci/run` installs every tool the tests use (Debian `package`).
+pub fn have_tool(probe: &mut Command, package: &str) -> bool {
+    let ok = probe.output().is_ok_and(|o| o.status.success());
     if !ok {
+        let tool = probe.get_program().to_string_lossy().into_owned();
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "`go` is not installed but CI=true: .ci/run must install golang-go"
+            "`{tool}` is not installed but CI=true: .ci/run must install {package}"
         );
         eprintln!(
-            "\n!!!!! SKIPPING go tool pprof checks: `go` is not installed (apt-get install golang-go) !!!!!\n"
+            "\n!!!!! SKIPPING {tool} checks: not installed (apt-get install {package}) !!!!!\n"
         );
     }
     ok
+}
+
+/// Whether `go` is installed (see [`have_tool`]).
+pub fn have_go() -> bool {
+    have_tool(
+        Command::new("go")
+            .arg("version")
+            .env("GOTOOLCHAIN", "local"),
+        "golang-go",
+    )
 }
 
 /// Runs `go tool pprof ARGS FILE`, asserting success; returns (stdout, stderr).

@@ -66,15 +66,7 @@ impl Shell<'_> {
     }
 
     fn prepared(&self, profile: &Profile) -> Result<Prepared> {
-        let mut profile = profile.clone();
-        let sample_type =
-            profscope_profile::select_sample_type(&profile, self.input.sample_type.as_deref())?;
-        let filter = self.input.apply(&mut profile)?;
-        Ok(Prepared {
-            profile,
-            sample_type,
-            filter,
-        })
+        Ok(app::prepare_loaded(&self.input, profile.clone())?)
     }
 
     fn report(&self, view: View) -> Result<String> {
