@@ -20,7 +20,14 @@ pub enum Error {
     #[error("corrupt or truncated gzip data: {0}")]
     Gzip(std::io::Error),
     /// The bytes are neither a pprof protobuf nor folded stacks.
-    #[error("not a pprof profile or folded stacks ({0})")]
+    #[cfg_attr(
+        feature = "otlp",
+        error("not a pprof profile, OTLP profiles request or folded stacks ({0})")
+    )]
+    #[cfg_attr(
+        not(feature = "otlp"),
+        error("not a pprof profile or folded stacks ({0})")
+    )]
     Format(String),
     /// The protobuf decoded but is not a consistent profile.
     #[error("invalid profile: {0}")]

@@ -30,7 +30,10 @@
 //! demangled C++.
 //!
 //! # Feature flags
-//! None yet; with default features the crate depends on no runtime, server,
+//! * `otlp`: [`otlp`], pprof ⇄ OTLP profiles (`opentelemetry-proto`'s
+//!   types), and [`parse`] reading OTLP export requests too.
+//!
+//! With default features the crate depends on no runtime, server,
 //! allocator or sampler.
 
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
@@ -41,6 +44,8 @@ pub mod flamegraph;
 pub mod fold;
 pub mod folded;
 pub mod kind;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod parse;
 pub mod proto;
 pub mod prune;

@@ -1,5 +1,7 @@
 //! Bytes → a validated [`Profile`]: gzip (one or more members), raw pprof
-//! protobuf and folded text are told apart by their bytes, never by a name.
+//! protobuf and folded text are told apart by their bytes, never by a name
+//! (with the `otlp` feature, OTLP profiles export requests too: pprof is
+//! tried first, OTLP when pprof fails).
 //!
 //! Hostile input is expected: every size is capped ([`Limits`]), the
 //! decoded size is estimated before protobuf decoding allocates anything,
@@ -51,7 +53,7 @@ impl Limits {
     }
 }
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Parses bytes as gzip (of either form below), a raw pprof protobuf, or
 /// folded stacks, and validates the result.
@@ -84,9 +86,38 @@ fn parse_plain(bytes: &[u8], limits: &Limits) -> Result<Profile> {
             return folded_to_profile(text);
         }
     }
-    let profile = decode_protobuf(bytes, limits)?;
-    validate(&profile)?;
-    Ok(profile)
+    let pprof = decode_protobuf(bytes, limits).and_then(|profile| {
+        validate(&profile)?;
+        Ok(profile)
+    });
+    #[cfg(feature = "otlp")]
+    if let Err(pprof_error) = &pprof {
+        // Both formats open with a length-delimited field 1; pprof is tried
+        // first and wins a tie. An OTLP request with a resource cannot pass
+        // as pprof: its field 1 holds messages where pprof's `ValueType`
+        // holds integers, so prost fails on the wire type.
+        if matches!(pprof_error, Error::TooLarge { .. }) {
+            return pprof;
+        }
+        return crate::otlp::parse_request(bytes, limits).map_err(|otlp_error| match otlp_error {
+            Error::TooLarge { .. } => otlp_error,
+            _ => Error::Format(format!(
+                "as pprof: {}; as OTLP: {}",
+                reason(pprof_error),
+                reason(&otlp_error)
+            )),
+        });
+    }
+    pprof
+}
+
+/// What went wrong, without the "not a … profile" preamble.
+#[cfg(feature = "otlp")]
+fn reason(e: &Error) -> String {
+    match e {
+        Error::Format(r) => r.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Inflates a (possibly multi-member) gzip stream, refusing to grow past `limit`.
@@ -172,7 +203,7 @@ fn read_varint(buf: &mut &[u8]) -> Option<u64> {
 }
 
 /// Collapses whitespace (protobuf errors span lines) into one line.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

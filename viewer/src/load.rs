@@ -58,6 +58,24 @@ impl Source {
         }
     }
 
+    /// Whether the name says the bytes are an OTLP profiles request.
+    fn names_otlp(&self) -> bool {
+        let name = match self {
+            Source::Path(p) => p.to_string_lossy().to_ascii_lowercase(),
+            Source::Url(u) => u.split(['?', '#']).next().unwrap_or(u).to_ascii_lowercase(),
+            Source::Stdin | Source::Snapshot(_) => return false,
+        };
+        [
+            ".otlp",
+            ".otlp.pb",
+            ".otlp.gz",
+            ".otlp.pb.gz",
+            profscope_profile::otlp::HTTP_PATH,
+        ]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+    }
+
     /// Reads the raw bytes, capped by `limits.max_input`.
     pub fn read(&self, limits: &Limits) -> Result<Vec<u8>> {
         match self {
@@ -69,9 +87,19 @@ impl Source {
     }
 
     /// Reads and parses the profile; errors name the input they came from.
+    ///
+    /// pprof, folded stacks and OTLP profiles requests are told apart by
+    /// their bytes (see [`profscope_profile::parse`]); a name ending in
+    /// `.otlp`, `.otlp.pb` or `.otlp.gz`, or a URL on the OTLP path
+    /// `/v1development/profiles`, is read as OTLP without guessing.
     pub fn load(&self, limits: &Limits) -> Result<Profile> {
         let bytes = self.read(limits)?;
-        profscope_profile::parse(&bytes, limits).map_err(|e| Error::In {
+        let parsed = if self.names_otlp() {
+            profscope_profile::otlp::parse_request(&bytes, limits)
+        } else {
+            profscope_profile::parse(&bytes, limits)
+        };
+        parsed.map_err(|e| Error::In {
             origin: self.describe(),
             inner: Box::new(e.into()),
         })

@@ -245,3 +245,43 @@ fn fetch_list_top_latest_and_diff_since() {
     let out = run(&["top", "@nope"], home);
     assert!(String::from_utf8_lossy(&out.stderr).contains("@latest"));
 }
+
+/// An OTLP profiles request reads like the pprof it came from, by its bytes
+/// (any name) and by an `.otlp` name; a broken one is a one-line error.
+#[test]
+fn otlp_requests_read_like_their_pprof() {
+    use profscope_profile::otlp::{ResourceInfo, encode_request};
+    let tmp = tempfile::tempdir().unwrap();
+    let heap =
+        profscope::load::load(testdata("go-heap-after.pb.gz").to_str().unwrap(), None).unwrap();
+    let bytes = encode_request(&[&heap], &ResourceInfo::service("go-svc"));
+    for name in ["request.bin", "heap.otlp"] {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let p = path.to_str().unwrap();
+        let from_otlp = ok(&["top", "--nodecount", "5", p], tmp.path());
+        let from_pprof = ok(
+            &[
+                "top",
+                "--nodecount",
+                "5",
+                testdata("go-heap-after.pb.gz").to_str().unwrap(),
+            ],
+            tmp.path(),
+        );
+        let body = |s: &str| {
+            s.lines()
+                .skip_while(|l| !l.contains("flat  flat%"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(body(&from_otlp), body(&from_pprof), "{name}");
+    }
+    let broken = tmp.path().join("broken.otlp");
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let out = run(&["top", broken.to_str().unwrap()], tmp.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.otlp") && err.contains("OTLP"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -1,0 +1,892 @@
+//! pprof ⇄ OTLP profiles (`opentelemetry.proto.profiles.v1development`,
+//! proto 1.10.0, the types of the `opentelemetry-proto` crate 0.33.1 this
+//! module is pinned to).
+//!
+//! The two models are close: OTLP moves pprof's tables into one
+//! request-wide [`ProfilesDictionary`](otlp::ProfilesDictionary) (entry 0 of
+//! every table is the zero value, string 0 is `""`), adds a stack table,
+//! and carries **one sample type per `Profile`**. So a pprof profile with
+//! four sample types becomes four OTLP profiles sharing one dictionary;
+//! samples whose value is 0 for a type are left out of that type's profile.
+//! pprof labels become sample attributes (string labels as strings,
+//! numeric labels as integers with their unit).
+//!
+//! Reading goes the other way: every profile of every scope of every
+//! resource is merged into one pprof profile with one sample type per
+//! distinct `(type, unit)`; samples with the same stack and attributes add
+//! up; resource attributes become comments.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::profiles::v1development as otlp;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+pub use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+
+use crate::error::{Error, Result};
+use crate::parse::{GZIP_MAGIC, Limits, gunzip};
+use crate::proto::{self, Profile};
+use crate::validate::validate;
+
+/// The OTLP/HTTP path of the profiles signal, appended to a collector's base URL.
+pub const HTTP_PATH: &str = "/v1development/profiles";
+
+/// The instrumentation scope profscope writes its profiles under.
+pub const SCOPE_NAME: &str = "profscope";
+
+/// Decoding can expand small messages this many times (an empty 2-byte
+/// `Sample` becomes an ~80-byte struct); inputs are refused when their size
+/// times this exceeds [`Limits::max_decoded`].
+const MAX_EXPANSION: u64 = 40;
+
+/// Who the profiles come from: the request's `Resource`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResourceInfo {
+    /// `service.name`.
+    pub service_name: String,
+    /// `service.version`, when known.
+    pub service_version: Option<String>,
+    /// `host.name`, when known.
+    pub host_name: Option<String>,
+    /// `process.pid`, when known.
+    pub pid: Option<u32>,
+    /// Further string attributes (deployment environment, region, …).
+    pub attributes: Vec<(String, String)>,
+}
+
+impl ResourceInfo {
+    /// A resource naming the service only.
+    pub fn service(name: impl Into<String>) -> Self {
+        ResourceInfo {
+            service_name: name.into(),
+            ..ResourceInfo::default()
+        }
+    }
+
+    /// This process: `host.name` from the kernel, `process.pid`.
+    pub fn this_process(service_name: impl Into<String>, version: Option<String>) -> Self {
+        ResourceInfo {
+            service_name: service_name.into(),
+            service_version: version,
+            host_name: host_name(),
+            pid: Some(std::process::id()),
+            attributes: Vec::new(),
+        }
+    }
+
+    fn to_resource(&self) -> Resource {
+        let string = |key: &str, value: &str| KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.to_string())),
+            }),
+            ..KeyValue::default()
+        };
+        let mut attributes = vec![string("service.name", &self.service_name)];
+        if let Some(v) = &self.service_version {
+            attributes.push(string("service.version", v));
+        }
+        if let Some(h) = &self.host_name {
+            attributes.push(string("host.name", h));
+        }
+        if let Some(pid) = self.pid {
+            attributes.push(KeyValue {
+                key: "process.pid".to_string(),
+                value: Some(AnyValue {
+                    value: Some(Value::IntValue(i64::from(pid))),
+                }),
+                ..KeyValue::default()
+            });
+        }
+        attributes.extend(self.attributes.iter().map(|(k, v)| string(k, v)));
+        Resource {
+            attributes,
+            ..Resource::default()
+        }
+    }
+}
+
+/// The host's name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`).
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// One OTLP export request holding `profiles` (one OTLP `Profile` per
+/// sample type of each) under one resource and one scope, sharing one
+/// dictionary.
+pub fn to_request(profiles: &[&Profile], resource: &ResourceInfo) -> ExportProfilesServiceRequest {
+    let mut dict = Dictionary::new();
+    let mut out = Vec::new();
+    for profile in profiles {
+        dict.add_profile(profile, &mut out);
+    }
+    ExportProfilesServiceRequest {
+        resource_profiles: vec![otlp::ResourceProfiles {
+            resource: Some(resource.to_resource()),
+            scope_profiles: vec![otlp::ScopeProfiles {
+                scope: Some(InstrumentationScope {
+                    name: SCOPE_NAME.to_string(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    ..InstrumentationScope::default()
+                }),
+                profiles: out,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+        dictionary: Some(dict.finish()),
+    }
+}
+
+/// [`to_request`], protobuf-encoded.
+pub fn encode_request(profiles: &[&Profile], resource: &ResourceInfo) -> Vec<u8> {
+    to_request(profiles, resource).encode_to_vec()
+}
+
+/// Request-wide tables, each deduplicated by value, entry 0 the zero value.
+struct Dictionary {
+    dict: otlp::ProfilesDictionary,
+    strings: HashMap<String, i32>,
+    mappings: HashMap<MappingKey, i32>,
+    functions: HashMap<(i32, i32, i32, i64), i32>,
+    locations: HashMap<LocationKey, i32>,
+    stacks: HashMap<Vec<i32>, i32>,
+    attributes: HashMap<(i32, AttrValue, i32), i32>,
+}
+
+type MappingKey = (u64, u64, u64, i32, i32);
+type LocationKey = (i32, u64, Vec<(i32, i64)>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum AttrValue {
+    Str(String),
+    Int(i64),
+}
+
+/// The attribute key OTel's semantic conventions give a GNU build id.
+const BUILD_ID_KEY: &str = "process.executable.build_id.gnu";
+
+fn intern<K: Hash + Eq>(map: &mut HashMap<K, i32>, key: K, push: impl FnOnce() -> usize) -> i32 {
+    if let Some(&i) = map.get(&key) {
+        return i;
+    }
+    let i = i32::try_from(push()).unwrap_or(i32::MAX);
+    map.insert(key, i);
+    i
+}
+
+impl Dictionary {
+    fn new() -> Self {
+        let dict = otlp::ProfilesDictionary {
+            mapping_table: vec![otlp::Mapping::default()],
+            location_table: vec![otlp::Location::default()],
+            function_table: vec![otlp::Function::default()],
+            link_table: vec![otlp::Link::default()],
+            string_table: vec![String::new()],
+            attribute_table: vec![otlp::KeyValueAndUnit::default()],
+            stack_table: vec![otlp::Stack::default()],
+        };
+        let mut d = Dictionary {
+            dict,
+            strings: HashMap::new(),
+            mappings: HashMap::new(),
+            functions: HashMap::new(),
+            locations: HashMap::new(),
+            stacks: HashMap::new(),
+            attributes: HashMap::new(),
+        };
+        d.strings.insert(String::new(), 0);
+        d
+    }
+
+    fn finish(self) -> otlp::ProfilesDictionary {
+        self.dict
+    }
+
+    fn string(&mut self, s: &str) -> i32 {
+        if let Some(&i) = self.strings.get(s) {
+            return i;
+        }
+        let table = &mut self.dict.string_table;
+        intern(&mut self.strings, s.to_string(), || {
+            table.push(s.to_string());
+            table.len() - 1
+        })
+    }
+
+    fn attribute(&mut self, key: &str, value: AttrValue, unit: &str) -> i32 {
+        let key = self.string(key);
+        let unit = self.string(unit);
+        let table = &mut self.dict.attribute_table;
+        let any = match &value {
+            AttrValue::Str(s) => Value::StringValue(s.clone()),
+            AttrValue::Int(n) => Value::IntValue(*n),
+        };
+        intern(&mut self.attributes, (key, value, unit), || {
+            table.push(otlp::KeyValueAndUnit {
+                key_strindex: key,
+                value: Some(AnyValue { value: Some(any) }),
+                unit_strindex: unit,
+            });
+            table.len() - 1
+        })
+    }
+
+    fn value_type(&mut self, p: &Profile, vt: &proto::ValueType) -> otlp::ValueType {
+        otlp::ValueType {
+            type_strindex: self.string(crate::string(p, vt.ty)),
+            unit_strindex: self.string(crate::string(p, vt.unit)),
+        }
+    }
+
+    /// Adds one pprof profile's tables and its per-sample-type profiles.
+    fn add_profile(&mut self, p: &Profile, out: &mut Vec<otlp::Profile>) {
+        let s = |i: i64| crate::string(p, i);
+        let mut mapping_index = HashMap::with_capacity(p.mapping.len());
+        for m in &p.mapping {
+            let filename = self.string(s(m.filename));
+            let build_id = s(m.build_id);
+            let build_attr = if build_id.is_empty() {
+                0
+            } else {
+                self.attribute(BUILD_ID_KEY, AttrValue::Str(build_id.to_string()), "")
+            };
+            let table = &mut self.dict.mapping_table;
+            let key = (
+                m.memory_start,
+                m.memory_limit,
+                m.file_offset,
+                filename,
+                build_attr,
+            );
+            let i = intern(&mut self.mappings, key, || {
+                table.push(otlp::Mapping {
+                    memory_start: m.memory_start,
+                    memory_limit: m.memory_limit,
+                    file_offset: m.file_offset,
+                    filename_strindex: filename,
+                    attribute_indices: if build_attr == 0 {
+                        vec![]
+                    } else {
+                        vec![build_attr]
+                    },
+                });
+                table.len() - 1
+            });
+            mapping_index.insert(m.id, i);
+        }
+        let mut function_index = HashMap::with_capacity(p.function.len());
+        for f in &p.function {
+            let key = (
+                self.string(s(f.name)),
+                self.string(s(f.system_name)),
+                self.string(s(f.filename)),
+                f.start_line,
+            );
+            let table = &mut self.dict.function_table;
+            let i = intern(&mut self.functions, key, || {
+                table.push(otlp::Function {
+                    name_strindex: key.0,
+                    system_name_strindex: key.1,
+                    filename_strindex: key.2,
+                    start_line: key.3,
+                });
+                table.len() - 1
+            });
+            function_index.insert(f.id, i);
+        }
+        let mut location_index = HashMap::with_capacity(p.location.len());
+        for l in &p.location {
+            let mapping = mapping_index.get(&l.mapping_id).copied().unwrap_or(0);
+            let lines: Vec<(i32, i64)> = l
+                .line
+                .iter()
+                .map(|line| {
+                    let f = function_index.get(&line.function_id).copied().unwrap_or(0);
+                    (f, line.line)
+                })
+                .collect();
+            let table = &mut self.dict.location_table;
+            let key = (mapping, l.address, lines);
+            let lines = key.2.clone();
+            let i = intern(&mut self.locations, key, || {
+                table.push(otlp::Location {
+                    mapping_index: mapping,
+                    address: l.address,
+                    lines: lines
+                        .iter()
+                        .map(|&(function_index, line)| otlp::Line {
+                            function_index,
+                            line,
+                            column: 0,
+                        })
+                        .collect(),
+                    attribute_indices: Vec::new(),
+                });
+                table.len() - 1
+            });
+            location_index.insert(l.id, i);
+        }
+
+        // One (stack, attributes) per pprof sample, shared by every type.
+        let mut keyed = Vec::with_capacity(p.sample.len());
+        for sample in &p.sample {
+            let stack: Vec<i32> = sample
+                .location_id
+                .iter()
+                .map(|id| location_index.get(id).copied().unwrap_or(0))
+                .collect();
+            let table = &mut self.dict.stack_table;
+            let stack_index = intern(&mut self.stacks, stack.clone(), || {
+                table.push(otlp::Stack {
+                    location_indices: stack,
+                });
+                table.len() - 1
+            });
+            let mut attributes = Vec::with_capacity(sample.label.len());
+            for label in &sample.label {
+                let key = s(label.key);
+                let idx = if label.str != 0 {
+                    self.attribute(key, AttrValue::Str(s(label.str).to_string()), "")
+                } else {
+                    self.attribute(key, AttrValue::Int(label.num), s(label.num_unit))
+                };
+                // Keys stay unique within a sample, as OTLP requires.
+                if !attributes.iter().any(|&a: &i32| {
+                    self.dict.attribute_table[a as usize].key_strindex
+                        == self.dict.attribute_table[idx as usize].key_strindex
+                }) {
+                    attributes.push(idx);
+                }
+            }
+            keyed.push((stack_index, attributes));
+        }
+
+        let period_type = p.period_type.as_ref().map(|vt| self.value_type(p, vt));
+        for (type_index, vt) in p.sample_type.iter().enumerate() {
+            let sample_type = self.value_type(p, vt);
+            let samples = p
+                .sample
+                .iter()
+                .zip(&keyed)
+                .filter_map(|(sample, (stack_index, attributes))| {
+                    let v = sample.value.get(type_index).copied().unwrap_or(0);
+                    (v != 0).then(|| otlp::Sample {
+                        stack_index: *stack_index,
+                        attribute_indices: attributes.clone(),
+                        link_index: 0,
+                        values: vec![v],
+                        timestamps_unix_nano: Vec::new(),
+                    })
+                })
+                .collect();
+            out.push(otlp::Profile {
+                sample_type: Some(sample_type),
+                samples,
+                time_unix_nano: u64::try_from(p.time_nanos).unwrap_or(0),
+                duration_nano: u64::try_from(p.duration_nanos).unwrap_or(0),
+                period_type,
+                period: p.period,
+                ..otlp::Profile::default()
+            });
+        }
+    }
+}
+
+/// Decodes an `ExportProfilesServiceRequest` (gzip or not), bounded by `limits`.
+pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<ExportProfilesServiceRequest> {
+    if bytes.len() as u64 > limits.max_input {
+        return Err(Error::TooLarge {
+            what: "input",
+            limit: limits.max_input,
+        });
+    }
+    let inflated;
+    let bytes = if bytes.starts_with(&GZIP_MAGIC) {
+        inflated = gunzip(bytes, limits.max_decompressed)?;
+        &inflated[..]
+    } else {
+        bytes
+    };
+    if (bytes.len() as u64).saturating_mul(MAX_EXPANSION) > limits.max_decoded {
+        return Err(Error::TooLarge {
+            what: "decoded OTLP request (estimated)",
+            limit: limits.max_decoded,
+        });
+    }
+    ExportProfilesServiceRequest::decode(bytes).map_err(|e| {
+        Error::Format(format!(
+            "OTLP protobuf: {}",
+            crate::parse::one_line(&e.to_string())
+        ))
+    })
+}
+
+/// Parses an OTLP profiles request (gzip or not) into one validated pprof
+/// [`Profile`] (see the module documentation for how profiles merge).
+pub fn parse_request(bytes: &[u8], limits: &Limits) -> Result<Profile> {
+    from_request(&decode_request(bytes, limits)?)
+}
+
+/// One pprof profile from every profile in `request`.
+pub fn from_request(request: &ExportProfilesServiceRequest) -> Result<Profile> {
+    let dict = request
+        .dictionary
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("OTLP request has no dictionary".into()))?;
+    let profiles: Vec<&otlp::Profile> = request
+        .resource_profiles
+        .iter()
+        .flat_map(|r| &r.scope_profiles)
+        .flat_map(|s| &s.profiles)
+        .collect();
+    if profiles.is_empty() {
+        return Err(Error::Invalid("OTLP request holds no profile".into()));
+    }
+    Reader::new(dict).read(request, &profiles)
+}
+
+struct Reader<'a> {
+    dict: &'a otlp::ProfilesDictionary,
+    out: Profile,
+    strings: HashMap<&'a str, i64>,
+}
+
+fn bad(what: &str, index: i32) -> Error {
+    Error::Invalid(format!("OTLP {what} index {index} is out of range"))
+}
+
+fn at<'t, T>(table: &'t [T], index: i32, what: &str) -> Result<&'t T> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| table.get(i))
+        .ok_or_else(|| bad(what, index))
+}
+
+impl<'a> Reader<'a> {
+    fn new(dict: &'a otlp::ProfilesDictionary) -> Self {
+        let mut strings = HashMap::new();
+        strings.insert("", 0);
+        Reader {
+            dict,
+            out: Profile {
+                string_table: vec![String::new()],
+                ..Profile::default()
+            },
+            strings,
+        }
+    }
+
+    /// The pprof string index of OTLP string `index`.
+    fn string(&mut self, index: i32) -> Result<i64> {
+        let s: &'a str = at(&self.dict.string_table, index, "string")?;
+        Ok(self.own(s))
+    }
+
+    fn own(&mut self, s: &'a str) -> i64 {
+        if let Some(&i) = self.strings.get(s) {
+            return i;
+        }
+        self.out.string_table.push(s.to_string());
+        let i = self.out.string_table.len() as i64 - 1;
+        self.strings.insert(s, i);
+        i
+    }
+
+    fn value_type(&mut self, vt: Option<&otlp::ValueType>) -> Result<proto::ValueType> {
+        let vt = vt.copied().unwrap_or_default();
+        Ok(proto::ValueType {
+            ty: self.string(vt.type_strindex)?,
+            unit: self.string(vt.unit_strindex)?,
+        })
+    }
+
+    fn read(
+        mut self,
+        request: &'a ExportProfilesServiceRequest,
+        profiles: &[&'a otlp::Profile],
+    ) -> Result<Profile> {
+        let dict = self.dict;
+        // Tables keep their OTLP order; pprof ids are index + 1 (id 0 is
+        // "none" in pprof, as index 0 is the zero value in OTLP).
+        for (i, m) in dict.mapping_table.iter().enumerate().skip(1) {
+            let mut build_id = 0;
+            for &a in &m.attribute_indices {
+                let attr = at(&dict.attribute_table, a, "attribute")?;
+                if at(&dict.string_table, attr.key_strindex, "string")? == BUILD_ID_KEY {
+                    if let Some(Value::StringValue(s)) =
+                        attr.value.as_ref().and_then(|v| v.value.as_ref())
+                    {
+                        build_id = self.own(s);
+                    }
+                }
+            }
+            let filename = self.string(m.filename_strindex)?;
+            self.out.mapping.push(proto::Mapping {
+                id: i as u64,
+                memory_start: m.memory_start,
+                memory_limit: m.memory_limit,
+                file_offset: m.file_offset,
+                filename,
+                build_id,
+                has_functions: true,
+                ..proto::Mapping::default()
+            });
+        }
+        for (i, f) in dict.function_table.iter().enumerate().skip(1) {
+            let function = proto::Function {
+                id: i as u64,
+                name: self.string(f.name_strindex)?,
+                system_name: self.string(f.system_name_strindex)?,
+                filename: self.string(f.filename_strindex)?,
+                start_line: f.start_line,
+            };
+            self.out.function.push(function);
+        }
+        for (i, l) in dict.location_table.iter().enumerate().skip(1) {
+            at(&dict.mapping_table, l.mapping_index, "mapping")?;
+            let mut line = Vec::with_capacity(l.lines.len());
+            for ln in &l.lines {
+                at(&dict.function_table, ln.function_index, "function")?;
+                if ln.function_index != 0 {
+                    line.push(proto::Line {
+                        function_id: ln.function_index as u64,
+                        line: ln.line,
+                    });
+                }
+            }
+            self.out.location.push(proto::Location {
+                id: i as u64,
+                mapping_id: l.mapping_index as u64,
+                address: l.address,
+                line,
+                is_folded: false,
+            });
+        }
+
+        // Sample types: one per distinct (type, unit), in first-seen order.
+        let mut type_of = Vec::with_capacity(profiles.len());
+        for p in profiles {
+            let vt = self.value_type(p.sample_type.as_ref())?;
+            let index = match self.out.sample_type.iter().position(|t| *t == vt) {
+                Some(i) => i,
+                None => {
+                    self.out.sample_type.push(vt);
+                    self.out.sample_type.len() - 1
+                }
+            };
+            type_of.push(index);
+        }
+        let types = self.out.sample_type.len();
+        let first = profiles[0];
+        self.out.period_type = match first.period_type.as_ref() {
+            Some(vt) => Some(self.value_type(Some(vt))?),
+            None => None,
+        };
+        self.out.period = first.period;
+        self.out.time_nanos = profiles
+            .iter()
+            .map(|p| p.time_unix_nano)
+            .filter(|&t| t > 0)
+            .min()
+            .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        self.out.duration_nanos = profiles
+            .iter()
+            .map(|p| i64::try_from(p.duration_nano).unwrap_or(i64::MAX))
+            .max()
+            .unwrap_or(0);
+
+        let mut samples: HashMap<(i32, Vec<i32>), usize> = HashMap::new();
+        for (p, &type_index) in profiles.iter().zip(&type_of) {
+            for sample in &p.samples {
+                let stack = at(&dict.stack_table, sample.stack_index, "stack")?;
+                let value: i64 = if sample.values.is_empty() {
+                    // Timestamps only: each is one event.
+                    sample.timestamps_unix_nano.len() as i64
+                } else {
+                    sample.values.iter().fold(0i64, |a, &v| a.saturating_add(v))
+                };
+                let mut attributes = sample.attribute_indices.clone();
+                attributes.sort_unstable();
+                let key = (sample.stack_index, attributes);
+                let slot = match samples.get(&key) {
+                    Some(&slot) => slot,
+                    None => {
+                        let mut location_id = Vec::with_capacity(stack.location_indices.len());
+                        for &l in &stack.location_indices {
+                            at(&dict.location_table, l, "location")?;
+                            if l != 0 {
+                                location_id.push(l as u64);
+                            }
+                        }
+                        let label = self.labels(&key.1)?;
+                        self.out.sample.push(proto::Sample {
+                            location_id,
+                            value: vec![0; types],
+                            label,
+                        });
+                        samples.insert(key, self.out.sample.len() - 1);
+                        self.out.sample.len() - 1
+                    }
+                };
+                let v = &mut self.out.sample[slot].value[type_index];
+                *v = v.saturating_add(value);
+            }
+        }
+        for r in &request.resource_profiles {
+            for kv in r.resource.iter().flat_map(|r| &r.attributes) {
+                let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                if let Some(text) = value.and_then(plain_value) {
+                    let comment = self.own_string(format!("{}={text}", kv.key));
+                    if !self.out.comment.contains(&comment) {
+                        self.out.comment.push(comment);
+                    }
+                }
+            }
+        }
+        validate(&self.out)?;
+        Ok(self.out)
+    }
+
+    fn own_string(&mut self, s: String) -> i64 {
+        self.out.string_table.push(s);
+        self.out.string_table.len() as i64 - 1
+    }
+
+    fn labels(&mut self, attributes: &[i32]) -> Result<Vec<proto::Label>> {
+        let dict = self.dict;
+        let mut labels = Vec::with_capacity(attributes.len());
+        for &a in attributes {
+            let attr = at(&dict.attribute_table, a, "attribute")?;
+            if a == 0 {
+                continue;
+            }
+            let key = self.string(attr.key_strindex)?;
+            let value = attr.value.as_ref().and_then(|v| v.value.as_ref());
+            let label = match value {
+                Some(Value::IntValue(n)) => proto::Label {
+                    key,
+                    num: *n,
+                    num_unit: self.string(attr.unit_strindex)?,
+                    ..proto::Label::default()
+                },
+                Some(Value::StringValueStrindex(i)) => proto::Label {
+                    key,
+                    str: self.string(*i)?,
+                    ..proto::Label::default()
+                },
+                Some(Value::StringValue(s)) => proto::Label {
+                    key,
+                    str: self.own(s),
+                    ..proto::Label::default()
+                },
+                Some(other) => match plain_value(other) {
+                    Some(text) => proto::Label {
+                        key,
+                        str: self.own_string(text),
+                        ..proto::Label::default()
+                    },
+                    None => continue,
+                },
+                None => continue,
+            };
+            labels.push(label);
+        }
+        Ok(labels)
+    }
+}
+
+/// A scalar attribute value as text (`None` for arrays, maps and bytes).
+fn plain_value(v: &Value) -> Option<String> {
+    match v {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        Value::IntValue(n) => Some(n.to_string()),
+        Value::DoubleValue(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Label;
+    use crate::testing::sample_profile;
+
+    fn fixture(name: &str) -> Profile {
+        let path = format!("{}/../testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+        crate::parse(&std::fs::read(path).unwrap(), &Limits::default()).unwrap()
+    }
+
+    fn heap_profile() -> Profile {
+        fixture("go-heap-after.pb.gz")
+    }
+
+    /// The shared sample profile with a string and a numeric label.
+    fn labelled_cpu_profile() -> Profile {
+        let mut p = sample_profile();
+        p.string_table
+            .extend(["route", "/a", "/b", "bytes", "size"].map(String::from));
+        for (i, sample) in p.sample.iter_mut().enumerate() {
+            sample.label = vec![
+                Label {
+                    key: 6,
+                    str: 7 + (i as i64 % 2),
+                    ..Label::default()
+                },
+                Label {
+                    key: 10,
+                    num: 64 << i,
+                    num_unit: 9,
+                    ..Label::default()
+                },
+            ];
+        }
+        p
+    }
+
+    fn totals(p: &Profile) -> Vec<i64> {
+        (0..p.sample_type.len())
+            .map(|i| crate::total(p, i))
+            .collect()
+    }
+
+    #[test]
+    fn one_profile_per_sample_type_sharing_one_dictionary() {
+        let heap = heap_profile();
+        let cpu = labelled_cpu_profile();
+        let req = to_request(
+            &[&cpu, &heap],
+            &ResourceInfo::this_process("svc", Some("1.2".into())),
+        );
+        let scope = &req.resource_profiles[0].scope_profiles[0];
+        assert_eq!(
+            scope.profiles.len(),
+            cpu.sample_type.len() + heap.sample_type.len()
+        );
+        let dict = req.dictionary.as_ref().unwrap();
+        assert_eq!(dict.string_table[0], "");
+        assert_eq!(dict.location_table[0], otlp::Location::default());
+        assert_eq!(dict.stack_table[0], otlp::Stack::default());
+        assert_eq!(dict.attribute_table[0], otlp::KeyValueAndUnit::default());
+        let attrs: Vec<&str> = req.resource_profiles[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect();
+        assert!(
+            attrs.contains(&"service.name") && attrs.contains(&"process.pid"),
+            "{attrs:?}"
+        );
+        // Values per type sum to the pprof's.
+        for (i, p) in scope.profiles.iter().enumerate() {
+            let (src, t) = if i < cpu.sample_type.len() {
+                (&cpu, i)
+            } else {
+                (&heap, i - cpu.sample_type.len())
+            };
+            let sum: i64 = p.samples.iter().flat_map(|s| &s.values).sum();
+            assert_eq!(sum, crate::total(src, t), "profile {i}");
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_totals_names_and_labels() {
+        let cpu = labelled_cpu_profile();
+        let bytes = encode_request(&[&cpu], &ResourceInfo::service("svc"));
+        let back = parse_request(&bytes, &Limits::default()).unwrap();
+        assert_eq!(totals(&back), totals(&cpu));
+        assert_eq!(
+            crate::fold::fold(&back, 0),
+            crate::fold::fold(&cpu, 0),
+            "same stacks and counts"
+        );
+        let labels = |p: &Profile| {
+            let mut v: Vec<String> = p
+                .sample
+                .iter()
+                .flat_map(|s| &s.label)
+                .map(|l| {
+                    format!(
+                        "{}={}{}{}",
+                        crate::string(p, l.key),
+                        crate::string(p, l.str),
+                        l.num,
+                        crate::string(p, l.num_unit)
+                    )
+                })
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        assert_eq!(labels(&back), labels(&cpu));
+        assert!(
+            back.comment
+                .iter()
+                .any(|&c| crate::string(&back, c) == "service.name=svc")
+        );
+    }
+
+    #[test]
+    fn bad_indices_are_errors_not_panics() {
+        let cpu = labelled_cpu_profile();
+        let mut req = to_request(&[&cpu], &ResourceInfo::service("svc"));
+        req.resource_profiles[0].scope_profiles[0].profiles[0].samples[0].stack_index = 1 << 20;
+        let err = from_request(&req).unwrap_err().to_string();
+        assert!(err.contains("stack index"), "{err}");
+        let mut req = to_request(&[&cpu], &ResourceInfo::service("svc"));
+        req.dictionary.as_mut().unwrap().function_table[1].name_strindex = -3;
+        assert!(from_request(&req).is_err());
+        let mut req = to_request(&[&cpu], &ResourceInfo::service("svc"));
+        req.dictionary = None;
+        assert!(from_request(&req).is_err());
+    }
+
+    #[test]
+    fn oversized_requests_are_refused_before_decoding() {
+        let cpu = labelled_cpu_profile();
+        let bytes = encode_request(&[&cpu], &ResourceInfo::service("svc"));
+        let limits = Limits {
+            max_decoded: bytes.len() as u64,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_request(&bytes, &limits),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn parse_reads_otlp_and_pprof_still_wins() {
+        let heap = heap_profile();
+        let bytes = encode_request(&[&heap], &ResourceInfo::service("svc"));
+        let back = crate::parse(&bytes, &Limits::default()).unwrap();
+        assert_eq!(totals(&back), totals(&heap));
+        // gzip'd, as OTLP/HTTP bodies often are.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &bytes).unwrap();
+        let back = crate::parse(&gz.finish().unwrap(), &Limits::default()).unwrap();
+        assert_eq!(totals(&back), totals(&heap));
+        // A pprof profile is read as pprof.
+        let pprof = crate::proto::Profile::encode_to_vec(&heap);
+        assert_eq!(crate::parse(&pprof, &Limits::default()).unwrap(), heap);
+        // Neither: one line naming both attempts.
+        let err = crate::parse(&[0x0a, 0x02, 0x08], &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("as pprof") && err.contains("as OTLP"), "{err}");
+    }
+}
