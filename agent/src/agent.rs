@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::cpu::{CpuProfiler, FREQUENCY_RANGE};
 use crate::heap::HeapProfiler;
+use crate::push::Pusher;
 use crate::runtime::{RouteMetricsLayer, RuntimeObserver, TaskGroups, TokioSnapshot};
 use crate::symbols::Symbolizer;
 use crate::{Error, http};
@@ -61,6 +62,7 @@ pub struct AgentBuilder {
     config: Config,
     runtime: Option<Handle>,
     registry: Option<prometheus::Registry>,
+    push: Option<crate::push::PushConfig>,
 }
 
 impl AgentBuilder {
@@ -124,6 +126,15 @@ impl AgentBuilder {
         self
     }
 
+    /// Pushes profiles every period to Grafana Pyroscope and/or an OTLP
+    /// endpoint (see [`push`](crate::push)); off unless set. The push
+    /// starts with [`build`](Self::build); stop it with
+    /// [`Agent::shutdown_push`].
+    pub fn push(mut self, config: crate::push::PushConfig) -> Self {
+        self.push = Some(config);
+        self
+    }
+
     /// Checks the configuration and readies the profilers.
     ///
     /// Nothing of the CPU profiler is set up here: the sample stream starts
@@ -156,8 +167,13 @@ impl AgentBuilder {
         let _ = process.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
+        if let Some(push) = &self.push {
+            push.check().map_err(Error::InvalidConfig)?;
+        }
         let runtime = self.runtime.or_else(|| Handle::try_current().ok());
-        Ok(Agent {
+        let frequency = self.config.default_frequency;
+        let push = self.push;
+        let agent = Agent {
             inner: Arc::new(Inner {
                 runtime: runtime.clone().map(RuntimeObserver::new),
                 runtime_handle: runtime,
@@ -169,13 +185,19 @@ impl AgentBuilder {
                 config: self.config,
                 cpu: CpuProfiler::new(),
                 symbolizer: Symbolizer::new(),
+                pusher: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        if let Some(push) = push {
+            let pusher = Pusher::start(Arc::downgrade(&agent.inner), push, frequency)?;
+            let _ = agent.inner.pusher.set(pusher);
+        }
+        Ok(agent)
     }
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     runtime: Option<RuntimeObserver>,
     runtime_handle: Option<Handle>,
     task_groups: TaskGroups,
@@ -186,6 +208,7 @@ struct Inner {
     heap: HeapProfiler,
     requests: Semaphore,
     symbolizer: Symbolizer,
+    pusher: std::sync::OnceLock<Pusher>,
 }
 
 /// The profiling agent. Cheap to clone; clones share profilers and caches.
@@ -214,6 +237,24 @@ impl Agent {
     /// A builder with the defaults: `127.0.0.1:6060`, 300 s max, 99 Hz.
     pub fn builder() -> AgentBuilder {
         AgentBuilder::default()
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Agent {
+        Agent { inner }
+    }
+
+    /// What the push has done so far (`None` when it is off).
+    pub fn push_stats(&self) -> Option<crate::push::PushStats> {
+        self.inner.pusher.get().map(Pusher::stats)
+    }
+
+    /// Stops the push: the period in progress is not sent, what is queued
+    /// is delivered until `deadline` passes and the rest dropped (counted
+    /// as `shutdown`). Returns within the deadline even when the backend
+    /// hangs; `None` when the push is off. Call it as the service shuts
+    /// down.
+    pub fn shutdown_push(&self, deadline: std::time::Duration) -> Option<crate::push::PushStats> {
+        self.inner.pusher.get().map(|p| p.shutdown(deadline))
     }
 
     /// The agent's configuration.
@@ -291,6 +332,7 @@ impl Agent {
             &self.inner.process,
             &self.tokio_snapshot(),
             &self.memory_report(),
+            self.push_stats().as_ref(),
         )
     }
 

@@ -81,6 +81,7 @@ mod http;
 pub mod labels;
 pub mod memory;
 mod metrics;
+pub mod push;
 pub mod runtime;
 cfg_own_sampler! {
     mod sampler;

@@ -411,12 +411,48 @@ fn memory_families(page: &mut Page, m: &crate::memory::MemoryReport) {
     }
 }
 
+/// The push's delivery figures (only when push is on).
+fn push_families(page: &mut Page, s: &crate::push::PushStats) {
+    page.counter(
+        "profscope_push_sent_total",
+        "Profile pushes a backend accepted.",
+        s.sent as f64,
+    );
+    page.counter(
+        "profscope_push_errors_total",
+        "Failed push attempts (connection errors and non-2xx answers).",
+        s.errors as f64,
+    );
+    page.counter(
+        "profscope_push_collect_errors_total",
+        "Push periods (or profiles in them) that could not be collected.",
+        s.collect_errors as f64,
+    );
+    page.counters_by(
+        "profscope_push_dropped_total",
+        "Profile pushes dropped, by reason.",
+        "reason",
+        &crate::push::metric_values(s),
+    );
+    page.gauge(
+        "profscope_push_queue_bytes",
+        "Bytes waiting in the push queue.",
+        s.queue_bytes as f64,
+    );
+    page.gauge(
+        "profscope_push_queue_capacity_bytes",
+        "The push queue's cap in bytes.",
+        s.queue_capacity as f64,
+    );
+}
+
 /// Gathers every family and encodes the page.
 pub(crate) fn render(
     user: Option<&prometheus::Registry>,
     process: &prometheus::Registry,
     tokio: &TokioSnapshot,
     memory: &crate::memory::MemoryReport,
+    push: Option<&crate::push::PushStats>,
 ) -> Result<String, crate::Error> {
     let mut page = Page::default();
     if let Some(rt) = &tokio.runtime {
@@ -426,6 +462,9 @@ pub(crate) fn render(
     jemalloc_families(&mut page);
     label_families(&mut page);
     memory_families(&mut page, memory);
+    if let Some(push) = push {
+        push_families(&mut page, push);
+    }
     let mut families = process.gather();
     families.extend(page.families);
     if let Some(user) = user {

@@ -95,12 +95,39 @@ pub struct ExampleArgs {
     /// Address to listen on, HOST:PORT (port 0 picks a free one).
     #[arg(long, value_name = "HOST:PORT")]
     pub addr: Option<SocketAddr>,
+    /// Push profiles to Grafana Pyroscope at this base URL (`/ingest` is appended).
+    #[arg(long, value_name = "URL")]
+    pub push_pyroscope: Option<String>,
+    /// Push OTLP profiles to this base URL (`/v1development/profiles` is appended).
+    #[arg(long, value_name = "URL")]
+    pub push_otlp: Option<String>,
+    /// Seconds each pushed profile covers.
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub push_period_s: u64,
 }
 
 impl ExampleArgs {
     /// Parses the process's arguments, exiting on a usage error.
     pub fn from_env() -> Self {
         <Self as clap::Parser>::parse()
+    }
+
+    /// The push settings the `--push-*` flags ask for, for `service`
+    /// (`None` when neither backend is given).
+    pub fn push_config(&self, service: &str) -> Option<profscope_agent::push::PushConfig> {
+        if self.push_pyroscope.is_none() && self.push_otlp.is_none() {
+            return None;
+        }
+        let mut config = profscope_agent::push::PushConfig::new(service)
+            .version(env!("CARGO_PKG_VERSION"))
+            .period(std::time::Duration::from_secs(self.push_period_s));
+        if let Some(url) = &self.push_pyroscope {
+            config = config.pyroscope(url.as_str());
+        }
+        if let Some(url) = &self.push_otlp {
+            config = config.otlp(url.as_str());
+        }
+        Some(config)
     }
 
     /// `--addr`, else `default`.

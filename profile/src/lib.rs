@@ -64,4 +64,4 @@ pub use sample_type::{
     SampleType, default_sample_index, sample_types, select_sample_type, string, total,
 };
 pub use validate::validate;
-pub use write::write_gz;
+pub use write::{gzip, write_gz};

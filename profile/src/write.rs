@@ -11,11 +11,14 @@ use crate::proto::Profile;
 
 /// Serializes `profile` as gzipped protobuf, the form Go serves.
 pub fn write_gz(profile: &Profile) -> Result<Vec<u8>> {
-    let raw = profile.encode_to_vec();
-    // Go's runtime/pprof writes with gzip.BestSpeed: profiles are served
-    // often and read once.
+    gzip(&profile.encode_to_vec())
+}
+
+/// gzip at best speed: Go's runtime/pprof writes with gzip.BestSpeed, since
+/// profiles are served (and pushed) often and read once.
+pub fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
     let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 4 + 64), Compression::fast());
-    gz.write_all(&raw)
+    gz.write_all(raw)
         .and_then(|()| gz.finish())
         .map_err(|e| Error::Write {
             what: "gzip",

@@ -125,6 +125,17 @@ impl CpuProfiler {
     }
 }
 
+/// Whether captures share the process's one sample stream (the own
+/// sampler), so a periodic consumer (push) never makes an ad-hoc capture
+/// wait. With pprof-rs only one capture runs at a time.
+pub const fn shares_stream() -> bool {
+    cfg!(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        not(feature = "pprof-rs")
+    ))
+}
+
 /// How long the pprof-rs backend's warm-up took, once it has run (`None`
 /// with the own sampler, which needs none).
 pub fn warm_up_duration() -> Option<Duration> {

@@ -1,0 +1,536 @@
+//! Push, checked on loopback receivers with independent decoders (the
+//! engines themselves cannot be installed here):
+//! * a Pyroscope-ingest receiver parses the multipart body with a real
+//!   multipart parser (axum's, multer) and hands the `profile` part to
+//!   `go tool pprof`;
+//! * an OTLP receiver's bodies are decoded by the PyPI
+//!   `opentelemetry-proto` package (installed by `.ci/run` into
+//!   `target/pydeps`);
+//! * a receiver that answers 503, then hangs, then is gone, then returns:
+//!   the service's own routes never fail, the queue stays under its cap
+//!   (and jemalloc agrees), drops are counted and delivery resumes.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Multipart, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use profscope_agent::Agent;
+use profscope_agent::push::PushConfig;
+use profscope_test_support::{Service, go_pprof, go_raw_total, have_go, have_tool};
+
+mod common;
+use common::example_path;
+
+profscope_agent::jemalloc_profiling!(lg_prof_sample = 19);
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    /// Multipart parts by name (Pyroscope), or the raw body under "" (OTLP).
+    parts: HashMap<String, Vec<u8>>,
+}
+
+#[derive(Clone, Default)]
+struct Inbox(Arc<Mutex<Vec<Received>>>);
+
+impl Inbox {
+    fn all(&self) -> Vec<Received> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn ingest(
+    State(inbox): State<Inbox>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> StatusCode {
+    let mut parts = HashMap::new();
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or("").to_string();
+                match field.bytes().await {
+                    Ok(bytes) => {
+                        parts.insert(name, bytes.to_vec());
+                    }
+                    Err(_) => return StatusCode::BAD_REQUEST,
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return StatusCode::BAD_REQUEST,
+        }
+    }
+    inbox.0.lock().unwrap().push(Received {
+        path: "/ingest".into(),
+        query,
+        headers,
+        parts,
+    });
+    StatusCode::OK
+}
+
+async fn otlp(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    inbox.0.lock().unwrap().push(Received {
+        path: "/v1development/profiles".into(),
+        query: HashMap::new(),
+        headers,
+        parts: HashMap::from([(String::new(), body.to_vec())]),
+    });
+    StatusCode::OK
+}
+
+/// A receiver for both protocols on a loopback port, on a thread of its own.
+fn receiver() -> (SocketAddr, Inbox) {
+    let inbox = Inbox::default();
+    let app = Router::new()
+        .route("/ingest", post(ingest))
+        .route("/v1development/profiles", post(otlp))
+        .with_state(inbox.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (addr, inbox)
+}
+
+/// Where `.ci/run` installs the PyPI decoder.
+fn pydeps() -> PathBuf {
+    std::env::var_os("PROFSCOPE_PYDEPS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pydeps"),
+        PathBuf::from,
+    )
+}
+
+fn have_python_otlp() -> bool {
+    have_tool(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2",
+            ])
+            .env("PYTHONPATH", pydeps()),
+        "the PyPI package opentelemetry-proto==1.45.2 in target/pydeps \
+         (pip install --target target/pydeps opentelemetry-proto==1.45.2)",
+    )
+}
+
+fn python_summary(body: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/push/otlp_summary.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(body)
+        .env("PYTHONPATH", pydeps())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "the Python decoder failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The example pushes every 2 s to both protocols while it serves load.
+#[test]
+fn pyroscope_and_otlp_receive_each_periods_profiles() {
+    let (addr, inbox) = receiver();
+    let base = format!("http://{addr}");
+    let service = Service::start(Command::new(example_path("axum-service")).args([
+        "--addr",
+        "127.0.0.1:0",
+        "--push-pyroscope",
+        &base,
+        "--push-otlp",
+        &base,
+        "--push-period-s",
+        "2",
+    ]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (url, stop) = (service.url("/work?n=3000"), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                ureq::get(&url).call().expect("the service's own route");
+            }
+        })
+    };
+    // Two full periods of both kinds, and an OTLP request.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let got = loop {
+        let got = inbox.all();
+        let cpu = got
+            .iter()
+            .filter(|r| {
+                r.query
+                    .get("name")
+                    .is_some_and(|n| n.starts_with("axum-service.cpu{"))
+            })
+            .count();
+        let heap = got
+            .iter()
+            .filter(|r| {
+                r.query
+                    .get("name")
+                    .is_some_and(|n| n.starts_with("axum-service.heap{"))
+            })
+            .count();
+        let otlp = got
+            .iter()
+            .filter(|r| r.path.starts_with("/v1development"))
+            .count();
+        if cpu >= 3 && heap >= 2 && otlp >= 3 {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pushes so far: {cpu} cpu, {heap} heap, {otlp} otlp"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    // Pyroscope: the name, the window, the parts; go tool pprof reads the profile.
+    // (The first period may have started before the load; take the last.)
+    let cpu = got
+        .iter()
+        .rfind(|r| {
+            r.query
+                .get("name")
+                .is_some_and(|n| n.starts_with("axum-service.cpu{"))
+        })
+        .unwrap();
+    let name = &cpu.query["name"];
+    assert!(
+        name.contains("service_name=axum-service") && name.contains(",version="),
+        "{name}"
+    );
+    let from: u64 = cpu.query["from"].parse().unwrap();
+    let until: u64 = cpu.query["until"].parse().unwrap();
+    assert!(
+        (1..=4).contains(&(until - from)),
+        "from {from} until {until}"
+    );
+    assert_eq!(cpu.query["spyName"], "profscope");
+    assert_eq!(cpu.query["sampleRate"], "99");
+    let types: serde_json::Value =
+        serde_json::from_slice(&cpu.parts["sample_type_config"]).unwrap();
+    assert_eq!(types["samples"]["units"], "samples", "{types}");
+    let cpu_file = tmp.path().join("cpu.pb.gz");
+    std::fs::write(&cpu_file, &cpu.parts["profile"]).unwrap();
+    let heap = got
+        .iter()
+        .rfind(|r| {
+            r.query
+                .get("name")
+                .is_some_and(|n| n.starts_with("axum-service.heap{"))
+        })
+        .unwrap();
+    let heap_types: serde_json::Value =
+        serde_json::from_slice(&heap.parts["sample_type_config"]).unwrap();
+    assert_eq!(
+        heap_types["alloc_space"]["cumulative"], false,
+        "{heap_types}"
+    );
+    let heap_file = tmp.path().join("heap.pb.gz");
+    std::fs::write(&heap_file, &heap.parts["profile"]).unwrap();
+    let cpu_samples = if have_go() {
+        let (top, _) = go_pprof(&["-top", "-nodecount=1000"], &cpu_file);
+        assert!(
+            top.contains("hash_work"),
+            "the period's hot function:\n{top}"
+        );
+        let (raw, _) = go_pprof(&["-raw"], &heap_file);
+        assert!(
+            raw.contains("alloc_space/bytes") && raw.contains("inuse_space/bytes"),
+            "{raw}"
+        );
+        Some(go_raw_total(&cpu_file, &[], "samples"))
+    } else {
+        None
+    };
+
+    // OTLP: decoded by the PyPI package.
+    if !have_python_otlp() {
+        return;
+    }
+    let otlp_requests: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.path.starts_with("/v1development"))
+        .collect();
+    assert_eq!(
+        otlp_requests[0].headers["content-type"],
+        "application/x-protobuf"
+    );
+    assert_eq!(otlp_requests[0].headers["content-encoding"], "gzip");
+    let mut matched = false;
+    for request in otlp_requests {
+        let body = tmp.path().join("otlp.bin");
+        std::fs::write(&body, &request.parts[""]).unwrap();
+        let summary = python_summary(&body);
+        let resource = &summary["resource"];
+        assert_eq!(resource["service.name"], "axum-service", "{summary}");
+        assert!(
+            resource["service.version"].is_string() && resource["host.name"].is_string(),
+            "{summary}"
+        );
+        assert_eq!(resource["process.pid"], service.pid(), "{summary}");
+        let profiles = summary["profiles"].as_array().unwrap();
+        let types: Vec<String> = profiles
+            .iter()
+            .map(|p| format!("{}/{}", p["type"], p["unit"]))
+            .collect();
+        let mut distinct = types.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            types.len(),
+            "one profile per sample type: {types:?}"
+        );
+        assert!(
+            types.len() >= 6,
+            "CPU (2) and heap (4) sample types: {types:?}"
+        );
+        // The same period's CPU profile as the Pyroscope push: same sums.
+        let otlp_cpu = profiles
+            .iter()
+            .find(|p| p["type"] == "samples")
+            .expect("a CPU profile");
+        if otlp_cpu["time_unix_nano"].as_u64().unwrap() / 1_000_000_000 == from {
+            matched = true;
+            let names = summary["functions"].as_array().unwrap();
+            assert!(
+                names
+                    .iter()
+                    .any(|n| n.as_str().unwrap().contains("hash_work")),
+                "{names:?}"
+            );
+            if let Some(total) = cpu_samples {
+                assert_eq!(otlp_cpu["sum"].as_i64().unwrap(), total, "{summary}");
+            }
+        }
+    }
+    assert!(matched, "no OTLP request for the period starting at {from}");
+}
+
+/// How the misbehaving receiver answers.
+const OK: u8 = 0;
+const UNAVAILABLE: u8 = 1;
+const HANG: u8 = 2;
+
+/// A receiver whose behaviour the test switches; dropping it closes the port.
+fn unreliable_receiver(
+    addr: SocketAddr,
+    mode: Arc<AtomicU8>,
+    sent: Arc<Mutex<usize>>,
+) -> std::thread::JoinHandle<()> {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let app = Router::new().route(
+                "/v1development/profiles",
+                post(move |_body: Bytes| {
+                    let (mode, sent) = (mode.clone(), sent.clone());
+                    async move {
+                        match mode.load(Ordering::Relaxed) {
+                            UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                            HANG => {
+                                std::future::pending::<()>().await;
+                                StatusCode::OK
+                            }
+                            _ => {
+                                *sent.lock().unwrap() += 1;
+                                StatusCode::OK
+                            }
+                        }
+                    }
+                }),
+            );
+            // Serves until the stop request closes this runtime's thread.
+            let _ = tokio::time::timeout(Duration::from_secs(12), axum::serve(listener, app)).await;
+        });
+    })
+}
+
+fn allocated() -> u64 {
+    tikv_jemalloc_ctl::epoch::advance().unwrap();
+    tikv_jemalloc_ctl::stats::allocated::read().unwrap() as u64
+}
+
+/// 503, then a hang, then nothing listening, then back: the service's own
+/// routes never fail, the queue stays under its cap (jemalloc agrees),
+/// drops are counted, delivery resumes.
+#[test]
+fn a_failing_backend_never_reaches_the_service() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cap = 256 << 10;
+    let agent = rt.block_on(async {
+        Agent::builder()
+            .push(
+                PushConfig::new("victim")
+                    .otlp(format!("http://{port}"))
+                    .period(Duration::from_secs(1))
+                    .queue_bytes(cap)
+                    .request_timeout(Duration::from_secs(2))
+                    // CPU only: a heap profile's working memory (MiBs)
+                    // would drown the queue's figure in jemalloc's.
+                    .profiles(true, false, false)
+                    .gzip(false),
+            )
+            .build()
+            .unwrap()
+    });
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let service_addr = listener.local_addr().unwrap();
+    let service = profscope_examples::app(&agent);
+    rt.spawn(async move {
+        axum::serve(listener, service).await.unwrap();
+    });
+
+    let mode = Arc::new(AtomicU8::new(UNAVAILABLE));
+    let delivered = Arc::new(Mutex::new(0usize));
+    let stop = Arc::new(AtomicBool::new(false));
+    // The service's own routes, all along: every request must succeed.
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let client = ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(10))
+                .build();
+            let (mut n, mut slowest) = (0u32, Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let body = client
+                    .get(&format!("http://{service_addr}/work?n=200"))
+                    .call()
+                    .expect("the service's own route failed while the backend misbehaved")
+                    .into_string()
+                    .unwrap();
+                assert_eq!(body.len(), 9);
+                slowest = slowest.max(t.elapsed());
+                n += 1;
+            }
+            (n, slowest)
+        })
+    };
+    let metrics = |name: &str| -> f64 {
+        let page = ureq::get(&format!("http://{service_addr}/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        page.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    };
+
+    let peak_allocated = Cell::new(allocated());
+    let peak_queue = Cell::new(0.0f64);
+    let watch = |secs: u64| {
+        let until = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < until {
+            peak_queue.set(peak_queue.get().max(metrics("profscope_push_queue_bytes")));
+            peak_allocated.set(peak_allocated.get().max(allocated()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // 503s.
+    let receiver = unreliable_receiver(port, mode.clone(), delivered.clone());
+    // (The first period takes a few seconds in a debug build: the
+    // symbolizer reads the test binary's DWARF once.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics("profscope_push_errors_total") < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "503s count as errors: {:?}",
+            agent.push_stats()
+        );
+        watch(1);
+    }
+    // Warmed up now (the symbolizer's caches hold this binary's names):
+    // from here on, what jemalloc sees grow is the push's own holding.
+    let baseline = allocated();
+    peak_allocated.set(baseline);
+    // A hang: attempts time out; the queue fills and drops its oldest.
+    mode.store(HANG, Ordering::Relaxed);
+    watch(8);
+    // Gone: the receiver's runtime ends, the port refuses.
+    receiver.join().unwrap();
+    watch(4);
+    let dropped = metrics("profscope_push_dropped_total");
+    assert!(
+        dropped >= 1.0,
+        "drops are counted (queue_full or retries_exhausted)"
+    );
+    // Back.
+    mode.store(OK, Ordering::Relaxed);
+    let _receiver = unreliable_receiver(port, mode.clone(), delivered.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while *delivered.lock().unwrap() < 2 {
+        assert!(Instant::now() < deadline, "delivery did not resume");
+        watch(1);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (requests, slowest) = load.join().unwrap();
+    let (peak_allocated, peak_queue) = (peak_allocated.get(), peak_queue.get());
+    eprintln!(
+        "{requests} service requests, slowest {slowest:?}; queue peak {peak_queue} B of {cap}; \
+         jemalloc peak growth {} KiB; dropped {dropped}",
+        peak_allocated.saturating_sub(baseline) >> 10
+    );
+    assert!(requests > 10, "the service kept serving: {requests}");
+    assert!(
+        peak_queue <= cap as f64,
+        "queue {peak_queue} over its cap {cap}"
+    );
+    // Everything the push holds is under the cap; the rest is the working
+    // memory of a capture and an encode.
+    assert!(
+        peak_allocated.saturating_sub(baseline) < (cap as u64) + (1 << 20),
+        "jemalloc saw {} KiB more at the peak",
+        peak_allocated.saturating_sub(baseline) >> 10
+    );
+    assert!(metrics("profscope_push_sent_total") >= 2.0);
+}
