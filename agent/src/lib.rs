@@ -92,6 +92,12 @@ pub mod tasks;
 /// What tests and benchmarks observe inside the agent: not part of the API.
 #[doc(hidden)]
 pub mod probes {
+    /// Encodes `profile` as one period's push to both backends, the way the
+    /// push does: (Pyroscope multipart body bytes, OTLP gzip body bytes).
+    pub fn push_bodies(profile: &profscope_profile::Profile) -> (usize, usize) {
+        crate::push::encode_for_bench(profile)
+    }
+
     cfg_own_sampler! {
         /// Whether this thread is inside the sampler's SIGPROF handler now.
         pub fn in_sampler_handler() -> bool {

@@ -16,8 +16,9 @@
 //! distinct `(type, unit)`; samples with the same stack and attributes add
 //! up; resource attributes become comments.
 
-use std::collections::HashMap;
 use std::hash::Hash;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
@@ -175,6 +176,41 @@ enum AttrValue {
 /// The attribute key OTel's semantic conventions give a GNU build id.
 const BUILD_ID_KEY: &str = "process.executable.build_id.gnu";
 
+/// pprof ids → dictionary indices: a vector when the ids are dense (as
+/// every producer writes them), a map otherwise.
+enum IdMap {
+    Dense(Vec<i32>),
+    Sparse(HashMap<u64, i32>),
+}
+
+impl IdMap {
+    fn new(ids: impl Iterator<Item = u64> + Clone, len: usize) -> Self {
+        match ids.max() {
+            Some(max) if max <= (len as u64).saturating_mul(2).saturating_add(16) => {
+                IdMap::Dense(vec![0; max as usize + 1])
+            }
+            _ => IdMap::Sparse(HashMap::default()),
+        }
+    }
+
+    fn insert(&mut self, id: u64, index: i32) {
+        match self {
+            IdMap::Dense(v) => v[id as usize] = index,
+            IdMap::Sparse(m) => {
+                m.insert(id, index);
+            }
+        }
+    }
+
+    /// The index for `id`; 0 (the zero entry) when unknown.
+    fn get(&self, id: u64) -> i32 {
+        match self {
+            IdMap::Dense(v) => v.get(id as usize).copied().unwrap_or(0),
+            IdMap::Sparse(m) => m.get(&id).copied().unwrap_or(0),
+        }
+    }
+}
+
 fn intern<K: Hash + Eq>(map: &mut HashMap<K, i32>, key: K, push: impl FnOnce() -> usize) -> i32 {
     if let Some(&i) = map.get(&key) {
         return i;
@@ -197,12 +233,12 @@ impl Dictionary {
         };
         let mut d = Dictionary {
             dict,
-            strings: HashMap::new(),
-            mappings: HashMap::new(),
-            functions: HashMap::new(),
-            locations: HashMap::new(),
-            stacks: HashMap::new(),
-            attributes: HashMap::new(),
+            strings: HashMap::default(),
+            mappings: HashMap::default(),
+            functions: HashMap::default(),
+            locations: HashMap::default(),
+            stacks: HashMap::default(),
+            attributes: HashMap::default(),
         };
         d.strings.insert(String::new(), 0);
         d
@@ -251,7 +287,7 @@ impl Dictionary {
     /// Adds one pprof profile's tables and its per-sample-type profiles.
     fn add_profile(&mut self, p: &Profile, out: &mut Vec<otlp::Profile>) {
         let s = |i: i64| crate::string(p, i);
-        let mut mapping_index = HashMap::with_capacity(p.mapping.len());
+        let mut mapping_index = IdMap::new(p.mapping.iter().map(|m| m.id), p.mapping.len());
         for m in &p.mapping {
             let filename = self.string(s(m.filename));
             let build_id = s(m.build_id);
@@ -284,7 +320,7 @@ impl Dictionary {
             });
             mapping_index.insert(m.id, i);
         }
-        let mut function_index = HashMap::with_capacity(p.function.len());
+        let mut function_index = IdMap::new(p.function.iter().map(|f| f.id), p.function.len());
         for f in &p.function {
             let key = (
                 self.string(s(f.name)),
@@ -304,14 +340,14 @@ impl Dictionary {
             });
             function_index.insert(f.id, i);
         }
-        let mut location_index = HashMap::with_capacity(p.location.len());
+        let mut location_index = IdMap::new(p.location.iter().map(|l| l.id), p.location.len());
         for l in &p.location {
-            let mapping = mapping_index.get(&l.mapping_id).copied().unwrap_or(0);
+            let mapping = mapping_index.get(l.mapping_id);
             let lines: Vec<(i32, i64)> = l
                 .line
                 .iter()
                 .map(|line| {
-                    let f = function_index.get(&line.function_id).copied().unwrap_or(0);
+                    let f = function_index.get(line.function_id);
                     (f, line.line)
                 })
                 .collect();
@@ -339,19 +375,25 @@ impl Dictionary {
 
         // One (stack, attributes) per pprof sample, shared by every type.
         let mut keyed = Vec::with_capacity(p.sample.len());
+        self.stacks.reserve(p.sample.len());
+        self.dict.stack_table.reserve(p.sample.len());
+        let mut stack = Vec::new();
         for sample in &p.sample {
-            let stack: Vec<i32> = sample
-                .location_id
-                .iter()
-                .map(|id| location_index.get(id).copied().unwrap_or(0))
-                .collect();
-            let table = &mut self.dict.stack_table;
-            let stack_index = intern(&mut self.stacks, stack.clone(), || {
-                table.push(otlp::Stack {
-                    location_indices: stack,
-                });
-                table.len() - 1
-            });
+            stack.clear();
+            stack.extend(sample.location_id.iter().map(|&id| location_index.get(id)));
+            // Looked up by slice: a stack is copied only the first time.
+            let stack_index = match self.stacks.get(stack.as_slice()) {
+                Some(&i) => i,
+                None => {
+                    let table = &mut self.dict.stack_table;
+                    table.push(otlp::Stack {
+                        location_indices: stack.clone(),
+                    });
+                    let i = i32::try_from(table.len() - 1).unwrap_or(i32::MAX);
+                    self.stacks.insert(stack.clone(), i);
+                    i
+                }
+            };
             let mut attributes = Vec::with_capacity(sample.label.len());
             for label in &sample.label {
                 let key = s(label.key);
@@ -374,11 +416,9 @@ impl Dictionary {
         let period_type = p.period_type.as_ref().map(|vt| self.value_type(p, vt));
         for (type_index, vt) in p.sample_type.iter().enumerate() {
             let sample_type = self.value_type(p, vt);
-            let samples = p
-                .sample
-                .iter()
-                .zip(&keyed)
-                .filter_map(|(sample, (stack_index, attributes))| {
+            let mut samples = Vec::with_capacity(p.sample.len());
+            samples.extend(p.sample.iter().zip(&keyed).filter_map(
+                |(sample, (stack_index, attributes))| {
                     let v = sample.value.get(type_index).copied().unwrap_or(0);
                     (v != 0).then(|| otlp::Sample {
                         stack_index: *stack_index,
@@ -387,8 +427,8 @@ impl Dictionary {
                         values: vec![v],
                         timestamps_unix_nano: Vec::new(),
                     })
-                })
-                .collect();
+                },
+            ));
             out.push(otlp::Profile {
                 sample_type: Some(sample_type),
                 samples,
@@ -474,7 +514,7 @@ fn at<'t, T>(table: &'t [T], index: i32, what: &str) -> Result<&'t T> {
 
 impl<'a> Reader<'a> {
     fn new(dict: &'a otlp::ProfilesDictionary) -> Self {
-        let mut strings = HashMap::new();
+        let mut strings = HashMap::default();
         strings.insert("", 0);
         Reader {
             dict,
@@ -605,7 +645,7 @@ impl<'a> Reader<'a> {
             .max()
             .unwrap_or(0);
 
-        let mut samples: HashMap<(i32, Vec<i32>), usize> = HashMap::new();
+        let mut samples: HashMap<(i32, Vec<i32>), usize> = HashMap::default();
         for (p, &type_index) in profiles.iter().zip(&type_of) {
             for sample in &p.samples {
                 let stack = at(&dict.stack_table, sample.stack_index, "stack")?;

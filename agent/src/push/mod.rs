@@ -159,3 +159,21 @@ pub(crate) fn metric_values(stats: &PushStats) -> Vec<(String, f64)> {
         .map(|(r, n)| (r.as_str().to_string(), *n as f64))
         .collect()
 }
+
+/// One period's encodes for both backends (for the push benchmark).
+pub(crate) fn encode_for_bench(profile: &profscope_profile::Profile) -> (usize, usize) {
+    let config = PushConfig::new("bench")
+        .pyroscope("http://127.0.0.1:4040")
+        .otlp("http://127.0.0.1:4318");
+    let now = std::time::SystemTime::now();
+    let period = wire::Period {
+        from: now,
+        until: now,
+        frequency: 99,
+        profiles: vec![("cpu", profile.clone())],
+    };
+    let endpoint = Endpoint::new("http://127.0.0.1");
+    let pyroscope = wire::pyroscope(&endpoint, &config, &period, "cpu", profile).map_or(0, |d| d.body.len());
+    let otlp = wire::otlp(&endpoint, &config, &period).map_or(0, |d| d.body.len());
+    (pyroscope, otlp)
+}
