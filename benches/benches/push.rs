@@ -34,7 +34,9 @@ fn main() {
         bytes = std::hint::black_box(profscope_agent::probes::push_bodies(&profile));
         both.push((thread_cpu() - t).as_secs_f64() * 1000.0);
     }
-    let pprof = time(30, || profscope_profile::write_gz(&profile).map_or(0, |b| b.len()));
+    let pprof = time(30, || {
+        profscope_profile::write_gz(&profile).map_or(0, |b| b.len())
+    });
     let otlp = time(30, || {
         let raw = profscope_profile::otlp::encode_request(
             &[&profile],
@@ -58,15 +60,32 @@ fn main() {
         .len()
     });
     let otlp_raw = prost::Message::encode_to_vec(&request);
-    let otlp_deflate = time(30, || profscope_profile::gzip(&otlp_raw).map_or(0, |b| b.len()));
-    for (what, v) in [("pprof encode", &encode), ("pprof gzip", &deflate), ("otlp convert", &convert), ("otlp gzip", &otlp_deflate)] {
+    let otlp_deflate = time(30, || {
+        profscope_profile::gzip(&otlp_raw).map_or(0, |b| b.len())
+    });
+    for (what, v) in [
+        ("pprof encode", &encode),
+        ("pprof gzip", &deflate),
+        ("otlp convert", &convert),
+        ("otlp gzip", &otlp_deflate),
+    ] {
         let (m, lo, hi) = median_spread(v);
         println!("  {what}: median {m:.2} ms (spread {lo:.2}..{hi:.2})");
     }
-    println!("  raw pprof {} KiB, raw OTLP {} KiB", raw.len() >> 10, otlp_raw.len() >> 10);
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/go-heap-after.pb.gz");
-    let real = profscope_profile::parse(&std::fs::read(fixture).expect("fixture"), &Default::default())
-        .expect("parse fixture");
+    println!(
+        "  raw pprof {} KiB, raw OTLP {} KiB",
+        raw.len() >> 10,
+        otlp_raw.len() >> 10
+    );
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/go-heap-after.pb.gz"
+    );
+    let real = profscope_profile::parse(
+        &std::fs::read(fixture).expect("fixture"),
+        &Default::default(),
+    )
+    .expect("parse fixture");
     let real_both = time(30, || {
         let (a, b) = profscope_agent::probes::push_bodies(&real);
         a + b
@@ -91,7 +110,9 @@ fn main() {
     let (m, lo, hi) = median_spread(&pprof);
     println!("  pprof + gzip (Pyroscope): median {m:.2} ms CPU (spread {lo:.2}..{hi:.2})");
     let (m, lo, hi) = median_spread(&otlp);
-    println!("  OTLP convert + encode + gzip: median {m:.2} ms CPU (spread {lo:.2}..{hi:.2}); target < 5 ms per push");
+    println!(
+        "  OTLP convert + encode + gzip: median {m:.2} ms CPU (spread {lo:.2}..{hi:.2}); target < 5 ms per push"
+    );
 }
 
 fn time(n: usize, mut f: impl FnMut() -> usize) -> Vec<f64> {

@@ -29,7 +29,7 @@ use profscope_agent::push::PushConfig;
 use profscope_test_support::{Service, go_pprof, go_raw_total, have_go, have_tool};
 
 mod common;
-use common::example_path;
+use common::{example_path, serial};
 
 profscope_agent::jemalloc_profiling!(lg_prof_sample = 19);
 
@@ -156,6 +156,8 @@ fn python_summary(body: &Path) -> serde_json::Value {
 /// The example pushes every 2 s to both protocols while it serves load.
 #[test]
 fn pyroscope_and_otlp_receive_each_periods_profiles() {
+    // One at a time: the backpressure test reads process-wide jemalloc figures.
+    let _serial = serial();
     let (addr, inbox) = receiver();
     let base = format!("http://{addr}");
     let service = Service::start(Command::new(example_path("axum-service")).args([
@@ -393,6 +395,8 @@ fn allocated() -> u64 {
 /// drops are counted, delivery resumes.
 #[test]
 fn a_failing_backend_never_reaches_the_service() {
+    // One at a time: the backpressure test reads process-wide jemalloc figures.
+    let _serial = serial();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -533,4 +537,166 @@ fn a_failing_backend_never_reaches_the_service() {
         peak_allocated.saturating_sub(baseline) >> 10
     );
     assert!(metrics("profscope_push_sent_total") >= 2.0);
+}
+
+/// A receiver that answers 200 after `delay`, counting what it got; the
+/// bodies are kept for decoding.
+fn slow_receiver(delay: Duration) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let bodies = got.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let app = Router::new().route(
+                "/v1development/profiles",
+                post(move |body: Bytes| {
+                    let bodies = bodies.clone();
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        bodies.lock().unwrap().push(body.to_vec());
+                        StatusCode::OK
+                    }
+                }),
+            );
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (addr, got)
+}
+
+/// `shutdown_push` delivers what is queued before returning, and returns by
+/// its deadline even when the backend hangs.
+#[test]
+fn shutdown_flushes_the_queue_within_its_deadline() {
+    // One at a time: the backpressure test reads process-wide jemalloc figures.
+    let _serial = serial();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A slow backend (1.5 s per request, 1 s periods): deliveries queue up.
+    let (addr, got) = slow_receiver(Duration::from_millis(1500));
+    let agent = rt.block_on(async {
+        Agent::builder()
+            .push(
+                PushConfig::new("flusher")
+                    .otlp(format!("http://{addr}"))
+                    .period(Duration::from_secs(1))
+                    .profiles(true, false, false),
+            )
+            .build()
+            .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent.push_stats().unwrap().queue_bytes == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing queued: {:?}",
+            agent.push_stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    let stats = agent.shutdown_push(Duration::from_secs(10)).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(11), "{:?}", t.elapsed());
+    assert_eq!(stats.queue_bytes, 0, "flushed: {stats:?}");
+    assert!(stats.sent >= 1, "{stats:?}");
+    let bodies = got.lock().unwrap().clone();
+    assert_eq!(bodies.len() as u64, stats.sent);
+    let profile =
+        profscope_profile::parse(&bodies[0], &Default::default()).expect("an OTLP request");
+    assert_eq!(
+        profscope_profile::string(&profile, profile.sample_type[0].ty),
+        "samples"
+    );
+
+    // A backend that never answers: shutdown still returns by its deadline.
+    let (addr, _) = slow_receiver(Duration::from_secs(3600));
+    let agent = rt.block_on(async {
+        Agent::builder()
+            .push(
+                PushConfig::new("stuck")
+                    .otlp(format!("http://{addr}"))
+                    .period(Duration::from_secs(1))
+                    .profiles(true, false, false),
+            )
+            .build()
+            .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent.push_stats().unwrap().queue_bytes == 0 {
+        assert!(Instant::now() < deadline, "nothing queued");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    agent.shutdown_push(Duration::from_secs(1)).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
+
+/// Waits at one await point: what the task profile shows.
+#[inline(never)]
+async fn wait_for_orders(mut rx: tokio::sync::mpsc::Receiver<u32>) -> Option<u32> {
+    rx.recv().await
+}
+
+/// The task profile, when asked for, goes out each period. The service
+/// runtime has one worker: tokio 1.54's dump barrier can wedge a worker of
+/// a multi-worker runtime (tokio#8370), which would hang this test.
+#[test]
+fn task_profiles_are_pushed_when_asked() {
+    // One at a time: the backpressure test reads process-wide jemalloc figures.
+    let _serial = serial();
+    let service = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<u32>(1);
+    // A parked task for the dump to find.
+    service.spawn(wait_for_orders(rx));
+    let handle = service.handle().clone();
+    let (addr, got) = slow_receiver(Duration::ZERO);
+    let agent = Agent::builder()
+        .runtime(handle)
+        .push(
+            PushConfig::new("tasks")
+                .otlp(format!("http://{addr}"))
+                .period(Duration::from_secs(1))
+                .profiles(false, false, true),
+        )
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no task profile pushed: {:?}",
+            agent.push_stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.shutdown_push(Duration::from_secs(2));
+    drop(tx);
+    let body = got.lock().unwrap()[0].clone();
+    let profile = profscope_profile::parse(&body, &Default::default()).expect("an OTLP request");
+    assert_eq!(
+        profscope_profile::string(&profile, profile.sample_type[0].ty),
+        "tasks"
+    );
+    assert!(
+        profscope_profile::total(&profile, 0) >= 1,
+        "the parked task is counted: {profile:?}"
+    );
 }

@@ -59,6 +59,7 @@ async fn periods(
             return;
         };
         let from = SystemTime::now();
+        let start = std::time::Instant::now();
         let cpu = if config.cpu && crate::cpu::shares_stream() {
             tokio::select! {
                 capture = a.cpu().capture(config.period, frequency) => Some(capture),
@@ -113,6 +114,15 @@ async fn periods(
             }
         }
         drop(a);
+        // A capture that failed at once must not turn this into a busy loop.
+        if let Some(rest) = config.period.checked_sub(start.elapsed()) {
+            if rest > config.period / 2 {
+                tokio::select! {
+                    () = tokio::time::sleep(rest) => {}
+                    _ = stopped.wait_for(|stop| *stop) => return,
+                }
+            }
+        }
         if period.profiles.is_empty() {
             continue;
         }

@@ -151,6 +151,15 @@ impl Pusher {
     }
 }
 
+impl Drop for Pusher {
+    /// The agent is gone: the collector ends with the stop channel; the
+    /// sender drops what is queued and ends at its next wake-up.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.queue.close(Instant::now());
+    }
+}
+
 /// The `profscope_push_*` families for `/metrics`.
 pub(crate) fn metric_values(stats: &PushStats) -> Vec<(String, f64)> {
     stats
@@ -173,7 +182,8 @@ pub(crate) fn encode_for_bench(profile: &profscope_profile::Profile) -> (usize, 
         profiles: vec![("cpu", profile.clone())],
     };
     let endpoint = Endpoint::new("http://127.0.0.1");
-    let pyroscope = wire::pyroscope(&endpoint, &config, &period, "cpu", profile).map_or(0, |d| d.body.len());
+    let pyroscope =
+        wire::pyroscope(&endpoint, &config, &period, "cpu", profile).map_or(0, |d| d.body.len());
     let otlp = wire::otlp(&endpoint, &config, &period).map_or(0, |d| d.body.len());
     (pyroscope, otlp)
 }
