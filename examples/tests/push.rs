@@ -700,3 +700,98 @@ fn task_profiles_are_pushed_when_asked() {
         "the parked task is counted: {profile:?}"
     );
 }
+
+/// Credentials and the tenant reach the backend; a 4xx other than 429 is
+/// dropped at once (`rejected`), never retried.
+#[test]
+fn credentials_reach_the_backend_and_4xx_is_not_retried() {
+    let _serial = serial();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr, inbox) = receiver();
+    // Answers OTLP requests carrying the bearer token with 400 (anything
+    // else with 500, which would be retried instead).
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refusing_addr = refusing.local_addr().unwrap();
+    refusing.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(refusing).unwrap();
+            let app = Router::new().route(
+                "/v1development/profiles",
+                post(|headers: HeaderMap| async move {
+                    if headers
+                        .get("authorization")
+                        .is_some_and(|v| v == "Bearer otlp-token")
+                    {
+                        StatusCode::BAD_REQUEST
+                    } else {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                }),
+            );
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let agent = rt.block_on(async {
+        Agent::builder()
+            .push(
+                PushConfig::new("secret")
+                    .pyroscope(
+                        profscope_agent::push::Endpoint::new(format!("http://{addr}"))
+                            .basic_auth("123456", "glc_token")
+                            .tenant("team-a"),
+                    )
+                    .otlp(
+                        profscope_agent::push::Endpoint::new(format!("http://{refusing_addr}"))
+                            .bearer("otlp-token"),
+                    )
+                    .period(Duration::from_secs(1))
+                    .profiles(true, false, false),
+            )
+            .build()
+            .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats = agent.push_stats().unwrap();
+        let rejected = stats
+            .dropped
+            .iter()
+            .find(|(r, _)| r.as_str() == "rejected")
+            .unwrap()
+            .1;
+        if stats.sent >= 2 && rejected >= 2 {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "{stats:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    agent.shutdown_push(Duration::from_secs(1));
+    let rejected = stats
+        .dropped
+        .iter()
+        .find(|(r, _)| r.as_str() == "rejected")
+        .unwrap()
+        .1;
+    // Each failed attempt was the only one for its delivery.
+    assert!(stats.errors <= rejected + 1, "a 400 was retried: {stats:?}");
+    let got = inbox.all();
+    let headers = &got[0].headers;
+    // base64("123456:glc_token")
+    assert_eq!(headers["authorization"], "Basic MTIzNDU2OmdsY190b2tlbg==");
+    assert_eq!(headers["x-scope-orgid"], "team-a");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("multipart/form-data; boundary=")
+    );
+}
