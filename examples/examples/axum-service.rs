@@ -9,7 +9,6 @@
 //! Routes: `/hello`; `/work?n=N` hashes a 1 KiB buffer with SHA-256 N times
 //! (in `hash_work`); `/leak` retains 1 MiB per call (in `leak_one_mib`).
 
-use profscope_agent::Agent;
 use profscope_examples::{ExampleArgs, app};
 
 // jemalloc with heap profiling on, sampling every 512 KiB on average like Go.
@@ -17,8 +16,9 @@ profscope_agent::jemalloc_profiling!();
 
 #[tokio::main]
 async fn main() {
-    let addr = ExampleArgs::from_env().addr_or(([127, 0, 0, 1], 3000).into());
-    let agent = match Agent::builder().build() {
+    let args = ExampleArgs::from_env();
+    let addr = args.addr_or(([127, 0, 0, 1], 3000).into());
+    let agent = match args.agent_builder().build() {
         Ok(agent) => agent,
         Err(e) => {
             eprintln!("axum-service: {e}");
