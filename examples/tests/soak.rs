@@ -30,19 +30,19 @@ struct Counts {
 }
 
 const WARM_UP: Counts = Counts {
-    captures: 3,
-    heap_profiles: 12,
-    scrapes: 100,
+    captures: 2,
+    heap_profiles: 9,
+    scrapes: 60,
     task_dumps: 4,
 };
 
 #[test]
 fn soak_ci() {
     soak(Counts {
-        captures: 45,
-        heap_profiles: 150,
-        scrapes: 2500,
-        task_dumps: 40,
+        captures: 30,
+        heap_profiles: 90,
+        scrapes: 1500,
+        task_dumps: 30,
     });
 }
 
@@ -141,12 +141,13 @@ fn stream(
     count: u32,
     check: fn(&common::Reply) -> Result<(), String>,
     failed: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(u32, u32)> {
+) -> std::thread::JoinHandle<(u32, u32, Duration)> {
     std::thread::spawn(move || {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(120))
             .build();
         let (mut done, mut dump_bug) = (0, 0);
+        let start = Instant::now();
         for i in 0..count {
             if failed.load(Ordering::Relaxed) {
                 break;
@@ -164,7 +165,7 @@ fn stream(
             }
             done += 1;
         }
-        (done, dump_bug)
+        (done, dump_bug, start.elapsed())
     })
 }
 
@@ -235,13 +236,13 @@ fn round(svc: &Service, counts: Counts) -> (Duration, u32) {
     let mut dump_bug = 0;
     let mut done = Vec::new();
     for s in streams {
-        let (n, bug) = s.join().expect("a soak stream failed");
-        done.push(n);
+        let (n, bug, took) = s.join().expect("a soak stream failed");
+        done.push(format!("{n} in {:.1} s", took.as_secs_f64()));
         dump_bug += bug;
     }
     assert!(!failed.load(Ordering::Relaxed));
     eprintln!(
-        "  answered {done:?} (captures, heap profiles, scrapes, task dumps) in {:?}",
+        "  answered (captures, heap profiles, scrapes, task dumps) {done:?}, {:?} in all",
         start.elapsed()
     );
     (start.elapsed(), dump_bug)
