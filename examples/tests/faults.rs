@@ -263,7 +263,7 @@ fn the_heap_dump_directory_removed_or_replaced_while_running() {
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 let _ = std::fs::remove_dir_all(&dir);
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     let _ = std::fs::write(&dir, b"x");
                     std::thread::sleep(Duration::from_millis(3));
                     let _ = std::fs::remove_file(&dir);
