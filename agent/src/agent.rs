@@ -18,6 +18,9 @@ use crate::runtime::{RouteMetricsLayer, RuntimeObserver, TaskGroups, TokioSnapsh
 use crate::symbols::Symbolizer;
 use crate::{Error, http};
 
+/// Text pages (`/metrics`, `/debug/memory`) rendered at once; more wait.
+const PAGES_AT_ONCE: usize = 2;
+
 /// The agent's settings, fixed at [`AgentBuilder::build`]. Its `Debug`
 /// output shows whether a bearer token is set, never the token.
 #[derive(Clone)]
@@ -236,6 +239,7 @@ impl AgentBuilder {
                 heap: HeapProfiler::new(self.config.heap_dump_dir.clone()),
                 requests: Semaphore::new(self.config.max_concurrent_requests),
                 captures: Semaphore::new(self.config.max_concurrent_captures),
+                pages: Semaphore::new(PAGES_AT_ONCE),
                 config: self.config,
                 cpu: CpuProfiler::new(),
                 symbolizer: Symbolizer::new(),
@@ -256,6 +260,8 @@ struct Inner {
     heap: HeapProfiler,
     requests: Semaphore,
     captures: Semaphore,
+    /// Text pages (`/metrics`, `/debug/memory`) rendered at once.
+    pages: Semaphore,
     symbolizer: Symbolizer,
 }
 
@@ -318,6 +324,27 @@ impl Agent {
             .map_err(|_| Error::TooManyRequests {
                 limit: self.inner.config.max_concurrent_captures,
             })
+    }
+
+    /// Runs `render` (reading `/proc`, jemalloc statistics: blocking work)
+    /// on a blocking thread, never on the runtime's workers, at most
+    /// [`PAGES_AT_ONCE`] at a time: more requests wait their turn (a scrape
+    /// should not fail for being one of many), so a flood takes neither the
+    /// service's workers nor more than that many blocking threads.
+    pub(crate) async fn render_page<T: Send + 'static>(
+        &self,
+        render: impl FnOnce(&Agent) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let _permit = self
+            .inner
+            .pages
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let agent = self.clone();
+        tokio::task::spawn_blocking(move || render(&agent))
+            .await
+            .map_err(|e| Error::Internal(format!("page rendering thread failed: {e}")))
     }
 
     /// The task monitor of group `name` (created on first use): instrument

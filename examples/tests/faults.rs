@@ -35,9 +35,9 @@ struct Rig {
     side: String,
     dump_dir: tempfile::TempDir,
     running: Option<RunningAgent>,
-    /// Runs the service (kept alive with the rig).
-    _service_rt: tokio::runtime::Runtime,
-    agent_rt: tokio::runtime::Runtime,
+    /// Runs the service; both runtimes are shut down with a deadline.
+    service_rt: Option<tokio::runtime::Runtime>,
+    agent_rt: Option<tokio::runtime::Runtime>,
 }
 
 impl Rig {
@@ -74,8 +74,8 @@ impl Rig {
             side,
             dump_dir,
             running: Some(running),
-            _service_rt: service_rt,
-            agent_rt,
+            service_rt: Some(service_rt),
+            agent_rt: Some(agent_rt),
         }
     }
 
@@ -97,11 +97,19 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
+        let (Some(agent_rt), Some(service_rt)) = (self.agent_rt.take(), self.service_rt.take())
+        else {
+            return;
+        };
         if let Some(running) = self.running.take() {
-            let _ = self.agent_rt.block_on(async {
+            let _ = agent_rt.block_on(async {
                 tokio::time::timeout(Duration::from_secs(5), running.shutdown()).await
             });
         }
+        // Not a plain drop: a worker wedged by tokio's dump barrier
+        // (tokio#8370, see `common`) would hold it forever.
+        service_rt.shutdown_timeout(Duration::from_secs(2));
+        agent_rt.shutdown_timeout(Duration::from_secs(2));
     }
 }
 

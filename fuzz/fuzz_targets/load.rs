@@ -1,19 +1,26 @@
-//! The viewer's loader on arbitrary bytes (every format a PROFILE may be:
-//! gzipped or raw pprof, folded stacks): a profile or an error, never a
-//! panic, a hang or unbounded memory; a profile that loads also survives
-//! `top` and `collapse`.
+//! The profile loader on arbitrary bytes (every format a PROFILE may be:
+//! gzipped or raw pprof, folded stacks; the viewer's `load::parse` is this
+//! call): a profile or an error, never a panic, a hang or unbounded memory;
+//! a profile that loads also survives sample-type selection, filtering and
+//! folding, what every view starts with.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use profscope_profile::Limits;
+use profscope_profile::{Filter, FilterOptions, Limits, fold, parse, select_sample_type};
 
 fuzz_target!(|data: &[u8]| {
     // Small limits keep each run's memory far below libFuzzer's cap.
     let limits = Limits::uniform(64 << 20);
-    if let Ok(profile) = profscope::load::parse(data, &limits) {
-        if let Ok(st) = profscope_profile::select_sample_type(&profile, None) {
-            let _ = profscope::render::top(&profile, &st, &Default::default()).render();
-            let _ = profscope::render::collapse(&profile, &st);
+    if let Ok(mut profile) = parse(data, &limits) {
+        if let Ok(st) = select_sample_type(&profile, None) {
+            let _ = fold::folded_text(&fold::fold(&profile, st.index));
+            if let Ok(filter) = Filter::with(&FilterOptions {
+                hide: Some("^std::"),
+                ..Default::default()
+            }) {
+                filter.apply(&mut profile);
+                let _ = fold::fold(&profile, st.index);
+            }
         }
     }
 });
