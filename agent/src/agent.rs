@@ -19,8 +19,12 @@ use crate::runtime::{RouteMetricsLayer, RuntimeObserver, TaskGroups, TokioSnapsh
 use crate::symbols::Symbolizer;
 use crate::{Error, http};
 
-/// The agent's settings, fixed at [`AgentBuilder::build`].
-#[derive(Debug, Clone)]
+/// Text pages (`/metrics`, `/debug/memory`) rendered at once; more wait.
+const PAGES_AT_ONCE: usize = 2;
+
+/// The agent's settings, fixed at [`AgentBuilder::build`]. Its `Debug`
+/// output shows whether a bearer token is set, never the token.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// Address [`Agent::serve`] and [`Agent::spawn`] bind. Default `127.0.0.1:6060`.
@@ -34,12 +38,42 @@ pub struct Config {
     /// Heap (and other non-CPU) profile requests served at once; more get 429.
     /// Default 4.
     pub max_concurrent_requests: usize,
+    /// CPU profile captures running at once (each holds a blocking thread
+    /// for its `seconds`); more get 429. Default 8.
+    pub max_concurrent_captures: usize,
     /// Where jemalloc heap dumps are written (and removed right after
     /// parsing). Default: a private directory under the system temp dir.
     pub heap_dump_dir: Option<std::path::PathBuf>,
     /// Where the cgroup v2 hierarchy is mounted, for `/debug/memory`.
     /// Default `/sys/fs/cgroup`.
     pub cgroup_root: std::path::PathBuf,
+    /// Side port only: how long a connection may take to send a whole
+    /// request head (idle keep-alive connections included) before it is
+    /// closed. Default 10 s.
+    pub header_read_timeout: std::time::Duration,
+    /// Side port only: connections served at once; past it a new one gets
+    /// a 503 and is closed. Default 64.
+    pub max_connections: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("max_seconds", &self.max_seconds)
+            .field("default_frequency", &self.default_frequency)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("max_concurrent_captures", &self.max_concurrent_captures)
+            .field("heap_dump_dir", &self.heap_dump_dir)
+            .field("cgroup_root", &self.cgroup_root)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -50,8 +84,11 @@ impl Default for Config {
             default_frequency: 99,
             bearer_token: None,
             max_concurrent_requests: 4,
+            max_concurrent_captures: 8,
             heap_dump_dir: None,
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_connections: 64,
         }
     }
 }
@@ -97,6 +134,14 @@ impl AgentBuilder {
         self
     }
 
+    /// How many CPU profile captures may run at once (default 8); more get
+    /// 429. Each holds a thread of the blocking pool for its `seconds`, so
+    /// this also bounds what the agent takes from `spawn_blocking`.
+    pub fn max_concurrent_captures(mut self, n: usize) -> Self {
+        self.config.max_concurrent_captures = n;
+        self
+    }
+
     /// Where jemalloc writes heap dumps before the agent reads and removes
     /// them. Default: a private (0700) directory under the system temp dir,
     /// removed when the agent is dropped.
@@ -109,6 +154,22 @@ impl AgentBuilder {
     /// default), for the cgroup lines of `/debug/memory`.
     pub fn cgroup_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
         self.config.cgroup_root = root.into();
+        self
+    }
+
+    /// On the side port ([`Agent::spawn`], [`Agent::serve`]): how long a
+    /// connection may take to send a request head, idle keep-alive
+    /// connections included, before it is closed (default 10 s). In the
+    /// merged-router case the service's own server decides.
+    pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config.header_read_timeout = timeout;
+        self
+    }
+
+    /// On the side port: connections served at once (default 64); past
+    /// it a new connection gets a 503 and is closed.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
         self
     }
 
@@ -153,12 +214,23 @@ impl AgentBuilder {
                 c.default_frequency
             )));
         }
-        if c.bearer_token.as_deref() == Some("") {
-            return Err(Error::InvalidConfig("bearer token is empty".into()));
+        if let Some(token) = &c.bearer_token {
+            // What a client can put after `Bearer ` in a header: visible
+            // ASCII, no spaces (RFC 6750's token68 and then some).
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::InvalidConfig(
+                    "bearer token must be non-empty visible ASCII without spaces".into(),
+                ));
+            }
         }
-        if c.max_concurrent_requests == 0 {
+        if c.max_connections == 0 || c.header_read_timeout.is_zero() {
             return Err(Error::InvalidConfig(
-                "max_concurrent_requests must be at least 1".into(),
+                "max_connections and header_read_timeout must be above zero".into(),
+            ));
+        }
+        if c.max_concurrent_requests == 0 || c.max_concurrent_captures == 0 {
+            return Err(Error::InvalidConfig(
+                "max_concurrent_requests and max_concurrent_captures must be at least 1".into(),
             ));
         }
         let process = prometheus::Registry::new();
@@ -182,6 +254,8 @@ impl AgentBuilder {
                 process,
                 heap: HeapProfiler::new(self.config.heap_dump_dir.clone()),
                 requests: Semaphore::new(self.config.max_concurrent_requests),
+                captures: Semaphore::new(self.config.max_concurrent_captures),
+                pages: Semaphore::new(PAGES_AT_ONCE),
                 config: self.config,
                 cpu: CpuProfiler::new(),
                 symbolizer: Symbolizer::new(),
@@ -207,6 +281,9 @@ pub(crate) struct Inner {
     cpu: CpuProfiler,
     heap: HeapProfiler,
     requests: Semaphore,
+    captures: Semaphore,
+    /// Text pages (`/metrics`, `/debug/memory`) rendered at once.
+    pages: Semaphore,
     symbolizer: Symbolizer,
     pusher: std::sync::OnceLock<Pusher>,
 }
@@ -278,6 +355,37 @@ impl Agent {
             .map_err(|_| Error::TooManyRequests {
                 limit: self.inner.config.max_concurrent_requests,
             })
+    }
+
+    /// A permit to run one CPU capture, or 429.
+    pub(crate) fn capture_permit(&self) -> Result<SemaphorePermit<'_>, Error> {
+        self.inner
+            .captures
+            .try_acquire()
+            .map_err(|_| Error::TooManyRequests {
+                limit: self.inner.config.max_concurrent_captures,
+            })
+    }
+
+    /// Runs `render` (reading `/proc`, jemalloc statistics: blocking work)
+    /// on a blocking thread, never on the runtime's workers, at most
+    /// [`PAGES_AT_ONCE`] at a time: more requests wait their turn (a scrape
+    /// should not fail for being one of many), so a flood takes neither the
+    /// service's workers nor more than that many blocking threads.
+    pub(crate) async fn render_page<T: Send + 'static>(
+        &self,
+        render: impl FnOnce(&Agent) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let _permit = self
+            .inner
+            .pages
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let agent = self.clone();
+        tokio::task::spawn_blocking(move || render(&agent))
+            .await
+            .map_err(|e| Error::Internal(format!("page rendering thread failed: {e}")))
     }
 
     /// The task monitor of group `name` (created on first use): instrument
@@ -382,7 +490,9 @@ impl Agent {
         http::router(self.clone())
     }
 
-    /// Serves the agent on [`Config::addr`] until the task is dropped.
+    /// Serves the agent on [`Config::addr`] until the task is dropped, with
+    /// the side port's connection limits ([`Config::header_read_timeout`],
+    /// [`Config::max_connections`]).
     pub async fn serve(self) -> Result<(), Error> {
         let listener = TcpListener::bind(self.config().addr).await?;
         self.serve_on(listener, std::future::pending()).await
@@ -409,10 +519,14 @@ impl Agent {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        Ok(())
+        let c = self.config();
+        let limits = http::server::ConnectionLimits {
+            header_read_timeout: c.header_read_timeout,
+            max_connections: c.max_connections,
+            // The longest capture, its encoding and a slow download.
+            max_lifetime: std::time::Duration::from_secs(c.max_seconds.saturating_add(60)),
+        };
+        http::server::serve(listener, self.router(), limits, shutdown).await
     }
 }
 

@@ -111,13 +111,28 @@ pub mod probes {
     }
 }
 
-/// What the out-of-workspace fuzz crates (`agent/fuzz`) drive: the jemalloc
-/// heap dump parser and the snapshot built from it. Not part of the API;
-/// `.ci/run` checks the fuzz crates so this cannot rot.
+/// What the out-of-workspace fuzz crate (`fuzz/`) drives: the jemalloc
+/// heap dump parser, the snapshot built from it, and the HTTP layer's query
+/// parsing. Not part of the API; `.ci/run` builds and runs the fuzz targets
+/// so this cannot rot.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::heap::HeapSnapshot;
     pub use crate::heap::dump::{parse, parse_bytes, parse_bytes_in_halves_from};
+
+    /// Every query-parameter extractor over `query` (the part after `?`)
+    /// with `max_seconds` as the agent's limit: each parsed value in
+    /// `Debug` form, or the rejection's one-line text.
+    pub fn query(query: &str, max_seconds: u64) -> Vec<Result<String, String>> {
+        let config = crate::Config {
+            max_seconds,
+            ..Default::default()
+        };
+        crate::http::extract::check_query(query, &config)
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+    }
 }
 
 pub use agent::{Agent, AgentBuilder, Config, RunningAgent};

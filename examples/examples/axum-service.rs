@@ -13,7 +13,6 @@
 //! Routes: `/hello`; `/work?n=N` hashes a 1 KiB buffer with SHA-256 N times
 //! (in `hash_work`); `/leak` retains 1 MiB per call (in `leak_one_mib`).
 
-use profscope_agent::Agent;
 use profscope_examples::{ExampleArgs, app};
 
 // jemalloc with heap profiling on, sampling every 512 KiB on average like Go.
@@ -23,7 +22,7 @@ profscope_agent::jemalloc_profiling!();
 async fn main() {
     let args = ExampleArgs::from_env();
     let addr = args.addr_or(([127, 0, 0, 1], 3000).into());
-    let mut builder = Agent::builder();
+    let mut builder = args.agent_builder();
     if let Some(push) = args.push_config("axum-service") {
         builder = builder.push(push);
     }

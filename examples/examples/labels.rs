@@ -13,7 +13,7 @@
 use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
-use profscope_agent::{Agent, labels};
+use profscope_agent::labels;
 use profscope_examples::{ExampleArgs, hash_work};
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
@@ -27,13 +27,14 @@ struct Tenant {
 
 #[tokio::main]
 async fn main() {
-    let addr = ExampleArgs::from_env().addr_or(([127, 0, 0, 1], 3000).into());
+    let args = ExampleArgs::from_env();
+    let addr = args.addr_or(([127, 0, 0, 1], 3000).into());
     // 3. tracing: the `tenant` field of any span labels what runs inside it.
     let subscriber = tracing_subscriber::registry().with(labels::TracingLayer::new(["tenant"]));
     if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
         eprintln!("labels: {e}");
     }
-    let agent = match Agent::builder().build() {
+    let agent = match args.agent_builder().build() {
         Ok(agent) => agent,
         Err(e) => {
             eprintln!("labels: {e}");

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use profscope_agent::Agent;
 use profscope_examples::{ExampleArgs, hash_work};
 
 // jemalloc with heap profiling on, sampling every 512 KiB on average like Go.
@@ -16,8 +15,9 @@ profscope_agent::jemalloc_profiling!();
 
 #[tokio::main]
 async fn main() {
-    let addr = ExampleArgs::from_env().addr_or(([127, 0, 0, 1], 6060).into());
-    let running = match Agent::builder().addr(addr).build() {
+    let args = ExampleArgs::from_env();
+    let addr = args.addr_or(([127, 0, 0, 1], 6060).into());
+    let running = match args.agent_builder().addr(addr).build() {
         Ok(agent) => agent.spawn().await,
         Err(e) => Err(e),
     };

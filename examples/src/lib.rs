@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
-use profscope_agent::Agent;
+use profscope_agent::{Agent, AgentBuilder};
 use sha2::{Digest, Sha256};
 
 /// The `axum-service` example's routes with the agent merged in: `/hello`,
@@ -86,15 +86,25 @@ pub fn retain_kib_blocks(out: &mut Vec<Vec<u8>>) {
     }
 }
 
-/// The flags every example takes, parsed by clap: `--addr HOST:PORT`
-/// today; later flags (`--token`, push targets, …) are added here. Unknown
-/// flags print a usage line and exit with code 2; `--help` prints the rest.
+/// The flags every example takes, parsed by clap: `--addr HOST:PORT`,
+/// `--token TOKEN` (or `PROFSCOPE_TOKEN`), `--push-pyroscope URL`,
+/// `--push-otlp URL`, `--push-period-s N`; later flags are added here. Unknown flags print a usage line and exit with code 2;
+/// `--help` prints the rest.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(about = "A service with the profscope agent")]
 pub struct ExampleArgs {
     /// Address to listen on, HOST:PORT (port 0 picks a free one).
     #[arg(long, value_name = "HOST:PORT")]
     pub addr: Option<SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` on every agent request (401
+    /// without it). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PROFSCOPE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<Token>,
     /// Push profiles to Grafana Pyroscope at this base URL (`/ingest` is appended).
     #[arg(long, value_name = "URL")]
     pub push_pyroscope: Option<String>,
@@ -104,6 +114,35 @@ pub struct ExampleArgs {
     /// Seconds each pushed profile covers.
     #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub push_period_s: u64,
+}
+
+/// A bearer token from the command line or the environment: its `Debug`
+/// never shows it, and an empty one is refused when parsing.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// The token itself, for the agent's configuration.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("a token is visible ASCII without spaces".into());
+        }
+        Ok(Token(s.to_string()))
+    }
 }
 
 impl ExampleArgs {
@@ -134,11 +173,30 @@ impl ExampleArgs {
     pub fn addr_or(&self, default: SocketAddr) -> SocketAddr {
         self.addr.unwrap_or(default)
     }
+
+    /// An agent builder with these flags' agent settings (the token).
+    pub fn agent_builder(&self) -> AgentBuilder {
+        let builder = Agent::builder();
+        match &self.token {
+            Some(token) => builder.bearer_token(token.expose()),
+            None => builder,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_never_show_in_debug_output() {
+        let args = <ExampleArgs as clap::Parser>::try_parse_from(["x", "--token", "s3cret"])
+            .expect("parses");
+        assert_eq!(args.token.as_ref().map(Token::expose), Some("s3cret"));
+        assert!(!format!("{args:?}").contains("s3cret"));
+        assert!(!format!("{:?}", args.agent_builder()).contains("s3cret"));
+        assert!(<ExampleArgs as clap::Parser>::try_parse_from(["x", "--token", ""]).is_err());
+    }
 
     #[test]
     fn hash_work_is_deterministic() {

@@ -9,8 +9,9 @@ use profscope_profile::Profile;
 
 use crate::diff::{self, DiffOptions};
 use crate::error::{Error, Result};
+use crate::fetch::Token;
 use crate::fetch::{self, FetchOptions};
-use crate::load::load;
+use crate::load::load_with;
 use crate::render::{self, FlameOptions, TopOptions};
 use crate::store::{NewSnapshot, Snapshot, Store};
 use profscope_profile::{self as model, Filter, SampleType};
@@ -40,6 +41,8 @@ pub struct Input {
     pub my_code: Option<String>,
     /// Drop samples whose labels match (Go's `-tagignore`).
     pub tag_ignore: Option<String>,
+    /// The bearer token sent when the profile is an agent URL.
+    pub token: Option<Token>,
 }
 
 impl Input {
@@ -143,9 +146,26 @@ impl Input {
     }
 }
 
+impl Input {
+    /// Loads this input's profile (a URL with its token).
+    pub fn load(&self, store: Option<&Store>) -> Result<Profile> {
+        self.load_spec(&self.profile, store)
+    }
+
+    /// Loads `spec` as this input would (a URL with its token): the shell's
+    /// `diff_base=`, a diff's two sides.
+    pub fn load_spec(&self, spec: &str, store: Option<&Store>) -> Result<Profile> {
+        load_with(
+            spec,
+            store,
+            &FetchOptions::default().with_token(self.token.clone()),
+        )
+    }
+}
+
 /// Loads, selects the sample type and applies the filters.
 pub fn prepare(input: &Input, store: Option<&Store>) -> Result<Prepared> {
-    prepare_loaded(input, load(&input.profile, store)?)
+    prepare_loaded(input, input.load(store)?)
 }
 
 /// Selects the sample type and applies `input`'s filters and name form to
@@ -258,7 +278,7 @@ pub fn diff(
     svg: bool,
 ) -> Result<DiffOutput> {
     let labeled = |spec: &str, what: &str| {
-        load(spec, store).map_err(|e| match e {
+        new.load_spec(spec, store).map_err(|e| match e {
             Error::NotFound(_) | Error::In { .. } => e,
             other => Error::In {
                 origin: format!("{what} {spec}"),
@@ -353,7 +373,7 @@ pub fn capture(store: &Store, url: &str, opts: &FetchOptions) -> Result<Snapshot
             reason: "not an http:// or https:// URL".to_string(),
         });
     }
-    let bytes = fetch::get(url, &opts.limits, opts.timeout)?;
+    let bytes = fetch::get(url, opts)?;
     store
         .save(
             &bytes,

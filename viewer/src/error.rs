@@ -48,6 +48,9 @@ pub enum Error {
     /// Rendering (flamegraph, encode) failed.
     #[error("render: {0}")]
     Render(String),
+    /// A bearer token that cannot be sent (its value is never shown).
+    #[error("bad bearer token: {0}")]
+    BadToken(&'static str),
     /// Running a server (the web UI, the demo service) failed.
     #[error("server: {0}")]
     Server(String),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use profscope_profile::{Limits, Profile};
 
 use crate::error::{Error, Result};
-use crate::fetch::{self, is_url, read_capped};
+use crate::fetch::{self, FetchOptions, is_url, read_capped};
 use crate::store::{Snapshot, Store};
 
 /// Where a profile comes from, after a PROFILE argument has been resolved.
@@ -78,10 +78,20 @@ impl Source {
 
     /// Reads the raw bytes, capped by `limits.max_input`.
     pub fn read(&self, limits: &Limits) -> Result<Vec<u8>> {
+        self.read_with(&FetchOptions {
+            limits: *limits,
+            ..FetchOptions::default()
+        })
+    }
+
+    /// Reads the raw bytes, capped by `opts.limits`; a URL is fetched with
+    /// `opts` (its token, timeout).
+    pub fn read_with(&self, opts: &FetchOptions) -> Result<Vec<u8>> {
+        let limits = &opts.limits;
         match self {
             Source::Stdin => read_capped(io::stdin().lock(), "stdin", limits.max_input),
             Source::Path(p) => read_path(p, limits),
-            Source::Url(u) => fetch::get(u, limits, None),
+            Source::Url(u) => fetch::get(u, opts),
             Source::Snapshot(s) => read_path(&s.profile_path, limits),
         }
     }
@@ -93,15 +103,23 @@ impl Source {
     /// `.otlp`, `.otlp.pb` or `.otlp.gz`, or a URL on the OTLP path
     /// `/v1development/profiles`, is read as OTLP without guessing.
     pub fn load(&self, limits: &Limits) -> Result<Profile> {
-        let bytes = self.read(limits)?;
+        self.load_with(&FetchOptions {
+            limits: *limits,
+            ..FetchOptions::default()
+        })
+    }
+
+    /// Like [`load`](Self::load), fetching URLs with `opts`.
+    pub fn load_with(&self, opts: &FetchOptions) -> Result<Profile> {
+        let bytes = self.read_with(opts)?;
         let parsed = if self.names_otlp() {
-            profscope_profile::otlp::parse_request(&bytes, limits)
+            profscope_profile::otlp::parse_request(&bytes, &opts.limits).map_err(Error::from)
         } else {
-            profscope_profile::parse(&bytes, limits)
+            parse(&bytes, &opts.limits)
         };
         parsed.map_err(|e| Error::In {
             origin: self.describe(),
-            inner: Box::new(e.into()),
+            inner: Box::new(e),
         })
     }
 }
@@ -113,10 +131,22 @@ impl Snapshot {
     }
 }
 
+/// Parses bytes in any format the viewer reads (gzipped or raw pprof,
+/// folded stacks), bounded by `limits`: what every PROFILE goes through,
+/// and what the `load` fuzz target drives.
+pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Profile> {
+    Ok(profscope_profile::parse(bytes, limits)?)
+}
+
 /// Loads a PROFILE argument (see [`Source::resolve`], snapshot references
 /// resolved in `store`) with default limits: the one way to open a profile.
 pub fn load(spec: &str, store: Option<&Store>) -> Result<Profile> {
     Source::resolve(spec, store)?.load(&Limits::default())
+}
+
+/// Like [`load`], fetching a URL with `opts` (a bearer token, a timeout).
+pub fn load_with(spec: &str, store: Option<&Store>, opts: &FetchOptions) -> Result<Profile> {
+    Source::resolve(spec, store)?.load_with(opts)
 }
 
 fn read_path(path: &Path, limits: &Limits) -> Result<Vec<u8>> {

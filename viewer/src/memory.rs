@@ -45,10 +45,15 @@ pub fn page_url(url: &str) -> String {
     format!("{}/debug/memory", base.trim_end_matches('/'))
 }
 
-/// GETs and parses the page.
-pub fn read(url: &str) -> Result<MemoryPage> {
+/// GETs and parses the page, with `token` as the bearer token when set.
+pub fn read(url: &str, token: Option<&fetch::Token>) -> Result<MemoryPage> {
     let url = page_url(url);
-    let body = fetch::get(&url, &Default::default(), Some(Duration::from_secs(30)))?;
+    let opts = fetch::FetchOptions {
+        timeout: Some(Duration::from_secs(30)),
+        token: token.cloned(),
+        ..Default::default()
+    };
+    let body = fetch::get(&url, &opts)?;
     serde_json::from_slice(&body).map_err(|e| Error::Fetch {
         url,
         reason: format!("not a /debug/memory page: {e}"),

@@ -416,7 +416,7 @@ MAPPED_LIBRARIES:\n\
 
     /// Mutations of a real dump (seeded, so the run is the same every time):
     /// the parser answers a dump or an error, and unsampling what it accepts
-    /// never overflows. The cargo-fuzz target in `agent/fuzz` goes further.
+    /// never overflows. The cargo-fuzz target `heap_dump` (`fuzz/`) goes further.
     #[test]
     fn mutated_dumps_never_panic() {
         let mut next = xorshift(0x2545_f491_4f6c_dd1du64);

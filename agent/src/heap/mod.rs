@@ -263,9 +263,11 @@ pub struct HeapProfiler {
 
 #[derive(Debug)]
 enum DumpDir {
-    /// Created on first use under the system temp dir, removed on drop.
-    Private(std::sync::OnceLock<Result<PathBuf, String>>),
-    /// Given by the service; only our files in it are removed.
+    /// Created on first use under the system temp dir, removed on drop;
+    /// made anew (under a new name) when it vanished or was replaced.
+    Private(std::sync::Mutex<Option<PathBuf>>),
+    /// Given by the service; only our files in it are removed. Created
+    /// (0700) when missing.
     Configured(PathBuf),
 }
 
@@ -276,7 +278,7 @@ impl HeapProfiler {
         HeapProfiler {
             dir: match dir {
                 Some(d) => DumpDir::Configured(d),
-                None => DumpDir::Private(std::sync::OnceLock::new()),
+                None => DumpDir::Private(std::sync::Mutex::new(None)),
             },
             lock: tokio::sync::Mutex::new(0),
             last: std::sync::Mutex::new(None),
@@ -300,13 +302,50 @@ impl HeapProfiler {
         backend::is_active()
     }
 
+    /// The directory to dump into, checked before every dump: someone may
+    /// have removed it, or put a file (or a symlink) in its place, while
+    /// the service ran. A private directory is then made anew under a new
+    /// name (the old path is left alone: it may be someone else's now); a
+    /// configured one is created when missing, and anything else there is
+    /// a 500 naming it until it is fixed.
     fn dir(&self) -> Result<PathBuf, Error> {
         match &self.dir {
-            DumpDir::Configured(d) => Ok(d.clone()),
-            DumpDir::Private(cell) => cell
-                .get_or_init(create_private_dir)
-                .clone()
-                .map_err(Error::Internal),
+            DumpDir::Configured(d) => match std::fs::symlink_metadata(d) {
+                Ok(m) if m.is_dir() => Ok(d.clone()),
+                Ok(_) => Err(Error::Internal(format!(
+                    "heap dump directory {} is not a directory",
+                    d.display()
+                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(d)
+                        .map_err(|e| {
+                            Error::Internal(format!(
+                                "cannot create heap dump directory {}: {e}",
+                                d.display()
+                            ))
+                        })?;
+                    Ok(d.clone())
+                }
+                Err(e) => Err(Error::Internal(format!(
+                    "heap dump directory {}: {e}",
+                    d.display()
+                ))),
+            },
+            DumpDir::Private(current) => {
+                let mut current = current
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(dir) = current.as_ref().filter(|d| is_private_dir(d)) {
+                    return Ok(dir.clone());
+                }
+                let dir = create_private_dir().map_err(Error::Internal)?;
+                *current = Some(dir.clone());
+                Ok(dir)
+            }
         }
     }
 
@@ -363,12 +402,24 @@ impl HeapProfiler {
 
 impl Drop for HeapProfiler {
     fn drop(&mut self) {
-        if let DumpDir::Private(cell) = &self.dir
-            && let Some(Ok(dir)) = cell.get()
+        if let DumpDir::Private(current) = &self.dir
+            && let Ok(current) = current.lock()
+            && let Some(dir) = current.as_ref().filter(|d| is_private_dir(d))
         {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Whether `dir` is still the directory we made: a real directory (not a
+/// symlink), ours, readable by us alone.
+fn is_private_dir(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0
+    })
 }
 
 fn create_private_dir() -> Result<PathBuf, String> {

@@ -13,6 +13,7 @@ pub(crate) async fn profile(
     Frequency(hz): Frequency,
     ProfileFormat(format): ProfileFormat,
 ) -> Result<Response, Error> {
+    let _permit = agent.capture_permit()?;
     let capture = agent.cpu().capture(duration, hz).await?;
     // Sample index 0 is `samples/count`: folded counts are samples.
     respond(&agent, format, "profile", 0, move |symbolizer| {

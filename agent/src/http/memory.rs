@@ -13,10 +13,8 @@ pub(crate) async fn memory(
     State(agent): State<Agent>,
     Debug(debug): Debug,
 ) -> Result<Response, Error> {
-    // Reads /proc files: off the runtime.
-    let report = tokio::task::spawn_blocking(move || agent.memory_report())
-        .await
-        .map_err(|e| Error::Internal(format!("memory report thread failed: {e}")))?;
+    // Reads /proc files: off the runtime, bounded.
+    let report = agent.render_page(Agent::memory_report).await?;
     Ok(if debug {
         (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -9,7 +9,8 @@ use crate::runtime::TokioSnapshot;
 use crate::{Agent, Error};
 
 pub(crate) async fn metrics(State(agent): State<Agent>) -> Result<impl IntoResponse, Error> {
-    let text = agent.metrics_text()?;
+    // Reads /proc and jemalloc's statistics: off the runtime, bounded.
+    let text = agent.render_page(Agent::metrics_text).await??;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -7,12 +7,13 @@
 mod cmdline;
 mod cpu;
 mod error;
-mod extract;
+pub(crate) mod extract;
 mod heap;
 mod index;
 mod memory;
 mod metrics;
 mod respond;
+pub(crate) mod server;
 mod tasks;
 
 use axum::Router;
@@ -70,13 +71,22 @@ async fn authorize(State(agent): State<Agent>, request: Request, next: Next) -> 
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer)
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             return Error::Unauthorized.into_response();
         }
     }
     next.run(request).await
+}
+
+/// The credentials of an `Authorization: Bearer …` value (the scheme is
+/// case-insensitive, RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
 }
 
 /// Compares without an early exit, so timing does not leak the token.
@@ -90,13 +100,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{agent_endpoints, constant_time_eq, handler};
+    use super::{agent_endpoints, bearer, constant_time_eq, handler};
 
     #[test]
     fn every_endpoint_in_the_table_has_a_handler() {
         for e in agent_endpoints() {
             assert!(handler(e.path).is_some(), "no handler for {}", e.path);
         }
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
     }
 
     #[test]

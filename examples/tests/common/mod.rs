@@ -74,10 +74,28 @@ impl Reply {
 }
 
 pub fn get(url: &str) -> Reply {
+    get_with(url, &[])
+}
+
+/// GET with extra request headers (`Authorization`, …).
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(120))
         .build();
-    let response = match agent.get(url).call() {
+    request(&agent, url, headers)
+}
+
+/// GET through `agent` (its connection pool, its timeouts).
+pub fn get_from(agent: &ureq::Agent, url: &str) -> Reply {
+    request(agent, url, &[])
+}
+
+fn request(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = agent.get(url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let response = match request.call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("GET {url}: {e}"),
@@ -92,7 +110,7 @@ pub fn get(url: &str) -> Reply {
         .into_reader()
         .take(256 << 20)
         .read_to_end(&mut body)
-        .expect("read body");
+        .unwrap_or_else(|e| panic!("read the body of {url} ({status}): {e}"));
     Reply {
         status,
         retry_after,

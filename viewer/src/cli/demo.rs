@@ -47,7 +47,7 @@ pub(crate) fn run(opts: &DemoOptions) -> Result<()> {
     if opts.serve {
         println!();
         // Prints the page's address and serves until Ctrl-C.
-        super::serve::run(store, opts.addr, false)?;
+        super::serve::run(store, opts.addr, false, None)?;
     }
     Ok(())
 }

@@ -4,13 +4,18 @@
 use anyhow::Result;
 
 use profscope::app::capture;
-use profscope::fetch::{FetchOptions, capture_duration};
+use profscope::fetch::{FetchOptions, Token, capture_duration};
 
 use super::progress::with_progress;
 use profscope::store::Store;
 
-pub(super) fn run(store: &Store, url: &str, label: Option<String>) -> Result<()> {
-    let opts = FetchOptions::labeled(label);
+pub(super) fn run(
+    store: &Store,
+    url: &str,
+    label: Option<String>,
+    token: Option<Token>,
+) -> Result<()> {
+    let opts = FetchOptions::labeled(label).with_token(token);
     let snapshot = match capture_duration(url) {
         Some(d) if !d.is_zero() => with_progress(d, || capture(store, url, &opts))?,
         _ => capture(store, url, &opts)?,

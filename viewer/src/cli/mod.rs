@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use profscope::app::{self, Input};
 use profscope::diff::DiffOptions;
+use profscope::fetch::Token;
 use profscope::render::{FlameOptions, TopOptions};
 use profscope::store::Store;
 
@@ -38,6 +39,18 @@ mod shell;
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Bearer token for agents that require one (`Authorization: Bearer
+    /// TOKEN`), sent by every command that reads a URL, `serve`'s captures
+    /// and the shell; never printed. Prefer the environment variable: a
+    /// flag shows in `ps`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "PROFSCOPE_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<Token>,
     /// With no subcommand: open PROFILE at an interactive prompt (top, list,
     /// peek, traces, tags, focus=…; type help), like `go tool pprof PROFILE`.
     profile: Option<String>,
@@ -290,6 +303,12 @@ fn out(text: &[u8]) -> Result<()> {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<()> {
+    let token = cli.token;
+    // Every input that may be a URL carries the token.
+    let tok = |mut input: Input| {
+        input.token = token.clone();
+        input
+    };
     let Some(command) = cli.command else {
         return match cli.profile {
             // A bare word that names nothing is a mistyped command, not a
@@ -306,7 +325,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
                 std::process::exit(2);
             }
-            Some(profile) => shell::run(&store()?, &profile, cli.filters.input(&profile)),
+            Some(profile) => shell::run(&store()?, &profile, tok(cli.filters.input(&profile))),
             None => {
                 let _ = <Cli as clap::CommandFactory>::command().print_help();
                 std::process::exit(2);
@@ -320,37 +339,39 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(key) => app::View::By(key),
                 None => app::View::Top(TopOptions::new(a.n, a.cum)),
             };
-            out(app::view(&a.profile.input(), Some(&store), &view)?.as_bytes())
+            out(app::view(&tok(a.profile.input()), Some(&store), &view)?.as_bytes())
         }
         Command::Peek(a) => {
             let view = app::View::Peek(a.regex.clone());
-            out(app::view(&a.filters.input(&a.profile), Some(&store()?), &view)?.as_bytes())
+            let input = tok(a.filters.input(&a.profile));
+            out(app::view(&input, Some(&store()?), &view)?.as_bytes())
         }
         Command::Source(a) => {
             let view = app::View::Source(a.regex.clone());
-            out(app::view(&a.filters.input(&a.profile), Some(&store()?), &view)?.as_bytes())
+            let input = tok(a.filters.input(&a.profile));
+            out(app::view(&input, Some(&store()?), &view)?.as_bytes())
         }
         Command::Tags(a) => {
-            out(app::view(&a.input(), Some(&store()?), &app::View::Tags)?.as_bytes())
+            out(app::view(&tok(a.input()), Some(&store()?), &app::View::Tags)?.as_bytes())
         }
         Command::Traces(a) => {
-            out(app::view(&a.input(), Some(&store()?), &app::View::Traces)?.as_bytes())
+            out(app::view(&tok(a.input()), Some(&store()?), &app::View::Traces)?.as_bytes())
         }
         Command::Collapse(a) => {
             let store = store()?;
-            out(app::collapse(&a.input(), Some(&store))?.as_bytes())
+            out(app::collapse(&tok(a.input()), Some(&store))?.as_bytes())
         }
         Command::Flamegraph(a) => {
             let store = store()?;
             let opts = FlameOptions::new(a.title, a.icicle);
-            app::flamegraph_to_file(&a.profile.input(), Some(&store), &opts, &a.output)?;
+            app::flamegraph_to_file(&tok(a.profile.input()), Some(&store), &opts, &a.output)?;
             out(format!("wrote {}\n", a.output.display()).as_bytes())
         }
-        Command::Diff(a) => diff(a),
-        Command::Fetch(a) => fetch::run(&store()?, &a.url, a.label),
+        Command::Diff(a) => diff(a, token),
+        Command::Fetch(a) => fetch::run(&store()?, &a.url, a.label, token),
         Command::List => out(app::list(&store()?)?.as_bytes()),
-        Command::Memory(a) => memory(a),
-        Command::Serve(a) => serve::run(store()?, a.addr, a.open),
+        Command::Memory(a) => memory(a, token.as_ref()),
+        Command::Serve(a) => serve::run(store()?, a.addr, a.open, token),
         #[cfg(feature = "demo")]
         Command::Demo(a) => demo::run(&demo::DemoOptions {
             serve: !a.no_serve,
@@ -365,9 +386,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn memory(a: MemoryArgs) -> Result<()> {
+fn memory(a: MemoryArgs, token: Option<&Token>) -> Result<()> {
     use profscope::memory;
-    let first = memory::read(&a.url)?;
+    let first = memory::read(&a.url, token)?;
     out(memory::table(&first).as_bytes())?;
     let Some(every) = a.every else {
         return Ok(());
@@ -376,7 +397,7 @@ fn memory(a: MemoryArgs) -> Result<()> {
     let mut readings = vec![("0s".to_string(), first)];
     while a.count.is_none_or(|n| readings.len() < n) {
         std::thread::sleep(every);
-        let page = memory::read(&a.url)?;
+        let page = memory::read(&a.url, token)?;
         readings.push((format!("{}s", started.elapsed().as_secs()), page));
         // Keep the last screenful.
         if readings.len() > 40 {
@@ -387,7 +408,7 @@ fn memory(a: MemoryArgs) -> Result<()> {
     Ok(())
 }
 
-fn diff(a: DiffArgs) -> Result<()> {
+fn diff(a: DiffArgs, token: Option<Token>) -> Result<()> {
     let store = store()?;
     let (base, new) = match (&a.since, a.base, a.new) {
         (Some(label), _, _) => {
@@ -399,7 +420,11 @@ fn diff(a: DiffArgs) -> Result<()> {
         _ => anyhow::bail!("diff needs BASE and NEW, or --since LABEL"),
     };
     let f = &a.filters;
-    let input = |spec: String| f.input(&spec);
+    let input = |spec: String| {
+        let mut input = f.input(&spec);
+        input.token = token.clone();
+        input
+    };
     let opts = DiffOptions::new(f.sample_index.clone(), a.normalize);
     let result = app::diff(
         &input(base),

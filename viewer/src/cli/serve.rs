@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use profscope::serve::serve_until;
+use profscope::fetch::Token;
+use profscope::serve::{ServeOptions, serve_until_with};
 use profscope::store::Store;
 
 /// Serves the web UI on `addr` until interrupted (Ctrl-C). With `open`,
-/// the page is also opened in the default browser.
-pub(crate) fn run(store: Store, addr: SocketAddr, open: bool) -> Result<()> {
+/// the page is also opened in the default browser; captures send `token`.
+pub(crate) fn run(store: Store, addr: SocketAddr, open: bool, token: Option<Token>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("profscope-serve")
@@ -35,7 +36,7 @@ pub(crate) fn run(store: Store, addr: SocketAddr, open: bool) -> Result<()> {
         if open {
             open_browser(&url);
         }
-        serve_until(store, listener, async {
+        serve_until_with(store, listener, ServeOptions::with_token(token), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;

@@ -44,6 +44,7 @@ impl Shell<'_> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let store = self.store.clone();
+        let token = self.input.token.clone();
         std::thread::Builder::new()
             .name("profscope-web".into())
             .spawn(move || {
@@ -55,9 +56,14 @@ impl Shell<'_> {
                 };
                 rt.block_on(async move {
                     if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                        let _ =
-                            profscope::serve::serve_until(store, listener, std::future::pending())
-                                .await;
+                        let options = profscope::serve::ServeOptions::with_token(token);
+                        let _ = profscope::serve::serve_until_with(
+                            store,
+                            listener,
+                            options,
+                            std::future::pending(),
+                        )
+                        .await;
                     }
                 });
             })?;
@@ -94,7 +100,7 @@ impl Shell<'_> {
                 "full_names" => self.input.full_names = value == "true",
                 "diff_base" => {
                     self.base = match set(value) {
-                        Some(spec) => Some(profscope::load::load(&spec, Some(self.store))?),
+                        Some(spec) => Some(self.input.load_spec(&spec, Some(self.store))?),
                         None => None,
                     }
                 }
@@ -148,7 +154,7 @@ impl Shell<'_> {
 
 /// Runs the shell on `spec` with `input`'s options as the starting settings.
 pub(super) fn run(store: &Store, spec: &str, input: Input) -> Result<()> {
-    let raw = profscope::load::load(spec, Some(store))?;
+    let raw = input.load_spec(spec, Some(store))?;
     let mut shell = Shell {
         store,
         spec: spec.to_string(),

@@ -236,9 +236,10 @@ pub(crate) async fn start(
     }
     let store = st.store.clone();
     let captures = st.captures.clone();
+    let opts = FetchOptions::labeled((!label.is_empty()).then_some(label))
+        .with_token(st.options.token.clone());
     tokio::task::spawn_blocking(move || {
-        let label = (!label.is_empty()).then_some(label);
-        let state = match crate::app::capture(&store, &url, &FetchOptions::labeled(label)) {
+        let state = match crate::app::capture(&store, &url, &opts) {
             Ok(s) => JobState::Done(s.meta.id),
             Err(e) => JobState::Failed(e.to_string()),
         };

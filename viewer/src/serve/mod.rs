@@ -41,7 +41,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::error::Error;
+use crate::fetch::Token;
 use crate::store::Store;
+
+/// Settings of the web UI beyond its store and address.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The bearer token captures from live agents send (never shown on a page).
+    pub token: Option<Token>,
+}
+
+impl ServeOptions {
+    /// Options whose captures send `token`.
+    pub fn with_token(token: Option<Token>) -> Self {
+        ServeOptions { token }
+    }
+}
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -51,6 +67,7 @@ struct AppState {
     /// Only loopback `Host` names are accepted (the server is bound to a
     /// loopback address).
     loopback: bool,
+    options: Arc<ServeOptions>,
 }
 
 /// Serves the web UI on an already bound `listener` until `shutdown`
@@ -70,11 +87,21 @@ pub async fn serve_until(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
+    serve_until_with(store, listener, ServeOptions::default(), shutdown).await
+}
+
+/// [`serve_until`] with [`ServeOptions`] (a token for captures).
+pub async fn serve_until_with(
+    store: Store,
+    listener: tokio::net::TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
     let loopback = listener
         .local_addr()
         .map(|a| a.ip().is_loopback())
         .unwrap_or(true);
-    let app = router_with(store, loopback);
+    let app = router_with(store, loopback, options);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -84,14 +111,15 @@ pub async fn serve_until(
 /// The web UI as an axum `Router` (state included), for embedding. It
 /// assumes a loopback bind: requests must name a loopback `Host`.
 pub fn router(store: Store) -> Router {
-    router_with(store, true)
+    router_with(store, true, ServeOptions::default())
 }
 
-fn router_with(store: Store, loopback: bool) -> Router {
+fn router_with(store: Store, loopback: bool, options: ServeOptions) -> Router {
     let state = AppState {
         store,
         captures: Arc::new(capture::Captures::default()),
         loopback,
+        options: Arc::new(options),
     };
     Router::new()
         .route("/", get(pages::list))

@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::{integer_in, query_param};
-use crate::{Agent, Error};
+use crate::{Agent, Config, Error};
 
 /// The optional `seconds` query parameter of a delta profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +17,14 @@ impl FromRequestParts<Agent> for DeltaSeconds {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, agent: &Agent) -> Result<Self, Self::Rejection> {
-        let max = agent.config().max_seconds;
-        match query_param(parts, "seconds") {
+        Self::from_query(parts.uri.query().unwrap_or(""), agent.config())
+    }
+}
+
+impl DeltaSeconds {
+    pub(crate) fn from_query(query: &str, config: &Config) -> Result<Self, Error> {
+        let max = config.max_seconds;
+        match query_param(query, "seconds") {
             None => Ok(DeltaSeconds(None)),
             Some(raw) => integer_in("seconds", &raw, 1..=max, "seconds")
                 .map(|s| DeltaSeconds(Some(Duration::from_secs(s)))),

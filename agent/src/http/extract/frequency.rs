@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 
 use super::{integer_in, query_param};
 use crate::cpu::FREQUENCY_RANGE;
-use crate::{Agent, Error};
+use crate::{Agent, Config, Error};
 
 /// The `frequency` query parameter of a CPU capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,8 +16,14 @@ impl FromRequestParts<Agent> for Frequency {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, agent: &Agent) -> Result<Self, Self::Rejection> {
-        match query_param(parts, "frequency") {
-            None => Ok(Frequency(agent.config().default_frequency)),
+        Self::from_query(parts.uri.query().unwrap_or(""), agent.config())
+    }
+}
+
+impl Frequency {
+    pub(crate) fn from_query(query: &str, config: &Config) -> Result<Self, Error> {
+        match query_param(query, "frequency") {
+            None => Ok(Frequency(config.default_frequency)),
             Some(raw) => integer_in("frequency", &raw, FREQUENCY_RANGE, "Hz").map(Frequency),
         }
     }

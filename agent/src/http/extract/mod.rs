@@ -15,13 +15,29 @@ pub(crate) use format::ProfileFormat;
 pub(crate) use frequency::Frequency;
 pub(crate) use seconds::Seconds;
 
-use axum::http::request::Parts;
-
-/// The first value of query parameter `name`, as Go's `FormValue` takes it.
-pub(crate) fn query_param(parts: &Parts, name: &str) -> Option<String> {
-    form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+/// The first value of query parameter `name` in `query` (the part after
+/// `?`), as Go's `FormValue` takes it.
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+/// Every query-parameter extractor over one query string, as the handlers
+/// see it, with no request or agent around it: what the fuzz target
+/// (`fuzz/fuzz_targets/query.rs`) drives. Each result is the parsed value
+/// (in `Debug` form) or the rejection.
+pub(crate) fn check_query(
+    query: &str,
+    config: &crate::Config,
+) -> Vec<Result<String, crate::Error>> {
+    vec![
+        Seconds::from_query(query, config).map(|v| format!("{v:?}")),
+        DeltaSeconds::from_query(query, config).map(|v| format!("{v:?}")),
+        Frequency::from_query(query, config).map(|v| format!("{v:?}")),
+        ProfileFormat::from_query(query, config).map(|v| format!("{v:?}")),
+        Debug::from_query(query, config).map(|v| format!("{v:?}")),
+    ]
 }
 
 /// Parses an integer parameter within `range`, naming it in the rejection.
@@ -52,6 +68,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejections_are_one_short_line_whatever_the_query() {
+        let config = crate::Config::default();
+        let huge = "9".repeat(1 << 20);
+        for query in [
+            format!("seconds={huge}"),
+            format!("frequency=x{huge}&format={huge}"),
+            "debug=%0A%0D&seconds=%FF".to_string(),
+            "seconds=1&seconds=abc".to_string(),
+        ] {
+            for result in check_query(&query, &config) {
+                if let Err(e) = result {
+                    let text = e.to_string();
+                    assert!(text.len() < 300 && !text.contains('\n'), "{text}");
+                }
+            }
+        }
+        // The first of repeated parameters counts.
+        assert!(check_query("seconds=1&seconds=abc", &config)[0].is_ok());
+    }
 
     #[test]
     fn integer_in_names_the_parameter_and_range() {

@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::{integer_in, query_param};
-use crate::{Agent, Error};
+use crate::{Agent, Config, Error};
 
 /// The `seconds` query parameter of a capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +21,14 @@ impl FromRequestParts<Agent> for Seconds {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, agent: &Agent) -> Result<Self, Self::Rejection> {
-        let max = agent.config().max_seconds;
-        let secs = match query_param(parts, "seconds") {
+        Self::from_query(parts.uri.query().unwrap_or(""), agent.config())
+    }
+}
+
+impl Seconds {
+    pub(crate) fn from_query(query: &str, config: &Config) -> Result<Self, Error> {
+        let max = config.max_seconds;
+        let secs = match query_param(query, "seconds") {
             None => Seconds::DEFAULT.min(max),
             Some(raw) => integer_in("seconds", &raw, 1..=max, "seconds")?,
         };
