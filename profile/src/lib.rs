@@ -9,6 +9,7 @@
 //! * [`sample_type`]: which value means what, Go's default, string lookups;
 //! * [`fold`] and [`folded`]: profile ⇄ folded stacks;
 //! * [`filter`]: `focus`/`ignore`/`hide`/`tagfocus`/`tagignore` as Go has them;
+//! * [`merge`]: repeated stacks summed into one record;
 //! * [`prune`]: Go's pruning of allocator frames from heap stacks;
 //! * [`kind`]: profile kinds and the one table of endpoints;
 //! * [`flamegraph`]: SVG flamegraphs through inferno, plain and differential.
@@ -41,6 +42,7 @@ pub mod flamegraph;
 pub mod fold;
 pub mod folded;
 pub mod kind;
+pub mod merge;
 pub mod parse;
 pub mod proto;
 pub mod prune;

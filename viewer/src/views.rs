@@ -293,10 +293,8 @@ pub fn traces(p: &Profile, st: &SampleType) -> String {
     out
 }
 
-/// `tags`: each label key with its values, their totals and shares, most
-/// first (as `go tool pprof -tags`).
-pub fn tags(p: &Profile, st: &SampleType) -> String {
-    let fmt = Format::for_unit(&st.unit);
+/// Each label key's values with their totals, most first (ties by value).
+pub fn label_values(p: &Profile, st: &SampleType) -> BTreeMap<String, Vec<(String, i64)>> {
     let mut by_key: BTreeMap<String, HashMap<String, i64>> = BTreeMap::new();
     for s in &p.sample {
         let v = s.value.get(st.index).copied().unwrap_or(0);
@@ -304,15 +302,28 @@ pub fn tags(p: &Profile, st: &SampleType) -> String {
             *by_key.entry(k).or_default().entry(val).or_default() += v;
         }
     }
+    by_key
+        .into_iter()
+        .map(|(key, values)| {
+            let mut values: Vec<(String, i64)> = values.into_iter().collect();
+            values.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            (key, values)
+        })
+        .collect()
+}
+
+/// `tags`: each label key with its values, their totals and shares, most
+/// first (as `go tool pprof -tags`).
+pub fn tags(p: &Profile, st: &SampleType) -> String {
+    let fmt = Format::for_unit(&st.unit);
+    let by_key = label_values(p, st);
     let mut out = String::new();
     if by_key.is_empty() {
         out.push_str("No tags found\n");
     }
     for (key, values) in by_key {
-        let key_total: i64 = values.values().sum();
+        let key_total: i64 = values.iter().map(|v| v.1).sum();
         let _ = writeln!(out, "{key:>10}: Total {}", fmt.format(key_total));
-        let mut values: Vec<(String, i64)> = values.into_iter().collect();
-        values.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         for (value, v) in values {
             let _ = writeln!(
                 out,
@@ -327,11 +338,9 @@ pub fn tags(p: &Profile, st: &SampleType) -> String {
     out
 }
 
-/// The profile's values broken down by label `key`: one row per value
-/// (samples without the key as `(none)`), most first.
-pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
-    let fmt = Format::for_unit(&st.unit);
-    let all = total(p, st);
+/// The profile's values by label `key`: one row per value (samples without
+/// the key as `(none)`), most first.
+pub fn by_label_rows(p: &Profile, st: &SampleType, key: &str) -> Vec<(String, i64)> {
     let mut values: HashMap<String, i64> = HashMap::new();
     for s in &p.sample {
         let v = s.value.get(st.index).copied().unwrap_or(0);
@@ -343,13 +352,20 @@ pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
     }
     let mut rows: Vec<(String, i64)> = values.into_iter().collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    rows
+}
+
+/// The profile's values broken down by label `key` (see [`by_label_rows`]).
+pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
+    let fmt = Format::for_unit(&st.unit);
+    let all = total(p, st);
     let mut out = format!(
         "By {key}, of {} total\n{:>12} {:>8}  {key}\n",
         fmt.format(all),
         "value",
         "share"
     );
-    for (value, v) in rows {
+    for (value, v) in by_label_rows(p, st, key) {
         let _ = writeln!(out, "{:>12} {:>8}  {value}", fmt.format(v), pct(v, all));
     }
     out

@@ -3,7 +3,9 @@
 //! them anywhere is the caller's business.
 
 pub mod flame;
+pub mod icicle;
 pub mod top;
 
 pub use flame::{FlameOptions, collapse, flamegraph};
+pub use icicle::{Drawn, IcicleOptions, icicle_svg};
 pub use top::{TopOptions, TopReport, TopRow, top};

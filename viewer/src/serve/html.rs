@@ -63,8 +63,9 @@ pub(crate) fn top_table(report: &TopReport, caption: &str) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "<table class=\"toptable\"><caption>{}</caption>\n<thead><tr><th>flat</th><th>flat%</th>\
+        "<table class=\"toptable\" data-total=\"{}\"><caption>{}</caption>\n<thead><tr><th>flat</th><th>flat%</th>\
          <th>sum%</th><th>cum</th><th>cum%</th><th class=\"name\">function</th></tr></thead>\n<tbody>\n",
+        report.total,
         esc(caption)
     );
     let mut sum = 0i64;

@@ -11,10 +11,16 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::html::{self, esc};
+use super::view::{PageView, tag_exact};
 use super::{AppState, PageError, blocking, capture, flame};
+use crate::app::{self, Prepared};
 use crate::diff::{self, DiffOptions};
-use crate::render::{self, TopOptions};
+use crate::names::Shortener;
+use crate::render::{self, IcicleOptions, TopOptions};
 use crate::store::{Snapshot, Store, is_valid_id};
+use crate::units::percentage;
+use crate::views;
+use profscope_profile::flamegraph::count_name;
 use profscope_profile::{self as model, SampleType};
 
 /// Rows of the top table beside a flamegraph.
@@ -119,23 +125,6 @@ pub(crate) async fn list(State(st): State<AppState>) -> Result<Html<String>, Pag
     Ok(html::page("Snapshots", "", &body))
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ViewQuery {
-    /// Sample type name or index.
-    #[serde(rename = "type", default)]
-    ty: Option<String>,
-    /// Start as an icicle graph.
-    #[serde(default)]
-    icicle: Option<String>,
-    /// Initial search term.
-    #[serde(default)]
-    s: Option<String>,
-    /// Only the stacks under this frame path (`root;…;frame`), drawn in
-    /// full detail.
-    #[serde(default)]
-    focus: Option<String>,
-}
-
 fn nonempty(v: &Option<String>) -> Option<String> {
     v.as_deref()
         .map(str::trim)
@@ -143,20 +132,20 @@ fn nonempty(v: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
-fn toolbar(q: &ViewQuery) -> String {
-    let icicle = q.icicle.as_deref().is_some_and(|v| v == "1" || v == "true");
+fn toolbar(search: Option<&str>, icicle: bool) -> String {
     format!(
         "<div class=\"fg-toolbar\">\
          <input type=\"search\" id=\"fg-search\" placeholder=\"Search functions (regex; / to focus)\" \
          value=\"{}\" aria-label=\"search\" autocomplete=\"off\">\
          <span id=\"fg-matched\" aria-live=\"polite\"></span>\
          <button type=\"button\" id=\"fg-reset\" disabled>Reset zoom</button>\
-         <label><input type=\"checkbox\" id=\"fg-icicle\"{}> icicle</label>\
+         <label title=\"roots at the top; untick for a flame graph (roots at the bottom)\">\
+         <input type=\"checkbox\" id=\"fg-icicle\"{}> icicle</label>\
          <a id=\"fg-focus\" href=\"#\" hidden title=\"Frames narrower than {}% of the total are \
          left out of the page; this redraws the zoomed frame with all of its stacks\">\
          open the zoomed frame in full detail</a>\
          </div>\n",
-        esc(q.s.as_deref().unwrap_or("")),
+        esc(search.unwrap_or("")),
         if icicle { " checked" } else { "" },
         flame::MIN_WIDTH_PCT
     )
@@ -184,26 +173,240 @@ fn type_select(types: &[SampleType], current: &SampleType) -> String {
     out
 }
 
-/// `GET /snapshot/{id}`: the flamegraph, inline, beside the top table.
+/// A loaded snapshot prepared for its page: repeated stacks merged, the
+/// sample type chosen, the view's filters applied.
+struct Loaded {
+    snap: Snapshot,
+    types: Vec<SampleType>,
+    /// Every label key's values over the whole profile (before label
+    /// filters), for the dropdowns.
+    labels: BTreeMap<String, Vec<(String, i64)>>,
+    /// The whole profile's total of the sample type.
+    all: i64,
+    prepared: Prepared,
+}
+
+fn load_view(
+    store: &Store,
+    id: &str,
+    v: &PageView,
+    whole_names: bool,
+) -> Result<Loaded, PageError> {
+    let snap = find(store, id)?;
+    let mut profile = snap.load().map_err(PageError::from_input)?;
+    // Unaggregated producers repeat stacks; everything after works per
+    // distinct stack and label set.
+    model::merge::merge_samples(&mut profile);
+    let types = model::sample_types(&profile);
+    let stype =
+        model::select_sample_type(&profile, v.ty.as_deref()).map_err(PageError::from_input)?;
+    let labels = views::label_values(&profile, &stype);
+    let all = model::total(&profile, stype.index);
+    let prepared = app::prepare_loaded(&v.input(&snap.meta.id, whole_names), profile)
+        .map_err(PageError::from_input)?;
+    Ok(Loaded {
+        snap,
+        types,
+        labels,
+        all,
+        prepared,
+    })
+}
+
+/// The switches and label filters, one form that reloads on change.
+fn view_form(
+    id: &str,
+    v: &PageView,
+    types: &[SampleType],
+    stype: &SampleType,
+    labels: &BTreeMap<String, Vec<(String, i64)>>,
+    all: i64,
+) -> String {
+    let check = |on: bool| if on { " checked" } else { "" };
+    let mut out = format!(
+        "<form class=\"controls\" id=\"view-form\" method=\"get\" action=\"/snapshot/{}\">\
+         <input type=\"hidden\" name=\"v\" value=\"1\">{}",
+        esc(id),
+        type_select(types, stype)
+    );
+    if !v.icicle {
+        out.push_str("<input type=\"hidden\" name=\"icicle\" value=\"0\">");
+    }
+    let _ = write!(
+        out,
+        "<label title=\"Type::method instead of whole paths with generics (whole names on hover)\">\
+         <input type=\"checkbox\" name=\"short\" value=\"1\" id=\"sw-short\" data-autosubmit{}> short names</label>\
+         <label title=\"hide the tokio, hyper, tower, axum, futures and std frames between a thread's entry and your code\">\
+         <input type=\"checkbox\" name=\"hide\" value=\"1\" id=\"sw-hide\" data-autosubmit{}> hide runtime frames</label>\
+         <label title=\"only frames whose source file is under this directory\">\
+         <input type=\"checkbox\" name=\"my\" value=\"1\" id=\"sw-my\" data-autosubmit{}> my code under</label>\
+         <input name=\"mydir\" id=\"sw-mydir\" value=\"{}\" size=\"24\" aria-label=\"my code directory\">",
+        check(v.short),
+        check(v.hide),
+        check(v.my_code),
+        esc(&v.my_dir)
+    );
+    for (key, values) in labels {
+        let chosen = v
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix(key.as_str())?.strip_prefix('='));
+        let _ = write!(
+            out,
+            "<label>{} <select name=\"tag\" class=\"tag-select\" data-key=\"{}\" data-autosubmit>\
+             <option value=\"\">all</option>",
+            esc(key),
+            esc(key)
+        );
+        for (value, total) in values.iter().take(200) {
+            let tag = tag_exact(key, value);
+            let _ = write!(
+                out,
+                "<option value=\"{}\" data-value=\"{}\"{}>{} ({})</option>",
+                esc(&tag),
+                esc(value),
+                if chosen == tag.split_once('=').map(|t| t.1) {
+                    " selected"
+                } else {
+                    ""
+                },
+                esc(value),
+                percentage(*total, all).trim()
+            );
+        }
+        // A filter typed into the URL that is not one of the values.
+        if let Some(c) = chosen.filter(|c| {
+            !values
+                .iter()
+                .any(|(val, _)| tag_exact(key, val).ends_with(*c))
+        }) {
+            let _ = write!(
+                out,
+                "<option value=\"{}={}\" selected>{}</option>",
+                esc(key),
+                esc(c),
+                esc(c)
+            );
+        }
+        out.push_str("</select></label>");
+    }
+    for t in v.tags.iter().filter(|t| {
+        let key = t.split('=').next().unwrap_or("");
+        !labels.contains_key(key)
+    }) {
+        let _ = write!(
+            out,
+            "<input type=\"hidden\" name=\"tag\" value=\"{}\">",
+            esc(t)
+        );
+    }
+    if let Some(b) = &v.by {
+        let _ = write!(
+            out,
+            "<input type=\"hidden\" name=\"by\" value=\"{}\">",
+            esc(b)
+        );
+    }
+    out.push_str("<noscript><button type=\"submit\">Show</button></noscript></form>\n");
+    out
+}
+
+/// The by-label table: the shown samples' values per value of one key;
+/// each value links to the page filtered to it.
+fn by_label_table(id: &str, v: &PageView, p: &Prepared, keys: &[&String], all: i64) -> String {
+    let Some(key) = v.by.as_ref().or(keys.first().copied()) else {
+        return String::new();
+    };
+    let rows = views::by_label_rows(&p.profile, &p.sample_type, key);
+    let shown: i64 = rows.iter().map(|r| r.1).sum();
+    let fmt = crate::units::ValueFormat::auto(&p.sample_type.unit, shown);
+    let mut out = String::from("<table class=\"toptable bylabel\" id=\"by-label\"");
+    let _ = write!(
+        out,
+        " data-key=\"{}\" data-total=\"{shown}\"><caption>by label <select id=\"by-select\" aria-label=\"label key\">",
+        esc(key)
+    );
+    for k in keys {
+        let mut other = v.clone();
+        other.by = Some((*k).clone());
+        let _ = write!(
+            out,
+            "<option value=\"/snapshot/{}?{}\"{}>{}</option>",
+            esc(id),
+            esc(&other.query(&v.tags)),
+            if *k == key { " selected" } else { "" },
+            esc(k)
+        );
+    }
+    let _ = write!(
+        out,
+        "</select> · {} of {} ({})</caption>\n<thead><tr><th>value</th><th>share</th>\
+         <th class=\"name\">{}</th></tr></thead>\n<tbody>\n",
+        esc(&fmt.format(shown)),
+        esc(&crate::units::ValueFormat::auto(&p.sample_type.unit, all).format(all)),
+        percentage(shown, all).trim(),
+        esc(key)
+    );
+    for (value, total) in &rows {
+        let mut tags: Vec<String> = v
+            .tags
+            .iter()
+            .filter(|t| !t.starts_with(&format!("{key}=")))
+            .cloned()
+            .collect();
+        let link = if value == "(none)" {
+            String::new()
+        } else {
+            tags.push(tag_exact(key, value));
+            format!(" href=\"/snapshot/{}?{}\"", esc(id), esc(&v.query(&tags)))
+        };
+        let _ = writeln!(
+            out,
+            "<tr data-value=\"{}\" data-raw=\"{total}\"><td>{}</td><td>{}</td><td class=\"name\"><a{link}>{}</a></td></tr>",
+            esc(value),
+            esc(&fmt.format(*total)),
+            percentage(*total, shown).trim(),
+            esc(value)
+        );
+    }
+    out.push_str("</tbody></table>\n");
+    out
+}
+
+/// `GET /snapshot/{id}`: the flamegraph (an icicle by default), inline,
+/// beside the peek and source panes, the by-label and the top table.
 pub(crate) async fn snapshot(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<ViewQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Html<String>, PageError> {
+    let v = PageView::parse(&pairs)?;
     let store = st.store.clone();
     blocking(move || {
-        let snap = find(&store, &id)?;
-        let profile = snap.load().map_err(PageError::from_input)?;
-        let types = model::sample_types(&profile);
-        let stype = model::select_sample_type(&profile, nonempty(&q.ty).as_deref())
-            .map_err(PageError::from_input)?;
+        let Loaded { snap, types, labels, all, prepared } = load_view(&store, &id, &v, true)?;
+        let stype = prepared.sample_type.clone();
         let title = format!("{} · {} ({})", title_of(&snap), stype.name, stype.unit);
-        let focus = nonempty(&q.focus);
-        let svg = flame::profile_svg(&profile, &stype, &title, focus.as_deref())
-            .map_err(|e| PageError::Internal(e.to_string()))?;
-        let report = render::top(&profile, &stype, &TopOptions::new(TOP_ROWS, false));
+        let mut opts = IcicleOptions::new(title.clone(), count_name(&stype.unit));
+        opts.icicle = v.icicle;
+        opts.short_names = v.short;
+        opts.min_width_pct = flame::MIN_WIDTH_PCT;
+        opts.focus = v.focus.clone();
+        let drawn = render::icicle_svg(&prepared.profile, stype.index, &opts);
+        let mut report = render::top(
+            &prepared.profile,
+            &stype,
+            &TopOptions::new(TOP_ROWS, false).filters(prepared.filter.clone()),
+        );
+        if v.short {
+            let names = Shortener::new(report.rows.iter().map(|r| r.name.as_str()).chain(
+                prepared.profile.function.iter().map(|f| model::string(&prepared.profile, f.name)),
+            ));
+            for row in &mut report.rows {
+                row.name = names.get(&row.name).to_string();
+            }
+        }
         let m = &snap.meta;
-        let mut body = String::with_capacity(svg.len() + 16 * 1024);
+        let mut body = String::with_capacity(drawn.svg.len() + 16 * 1024);
         let _ = write!(
             body,
             "<h1>{}</h1>\n<p class=\"sub\"><b>{}</b> · {} · {} · source <code>{}</code> · \
@@ -215,33 +418,74 @@ pub(crate) async fn snapshot(
             esc(m.source.as_deref().unwrap_or("-")),
             esc(&m.id)
         );
-        let _ = writeln!(
-            body,
-            "<form class=\"controls\" method=\"get\" action=\"/snapshot/{}\">{}</form>",
-            esc(&m.id),
-            type_select(&types, &stype)
-        );
-        if let Some(f) = &focus {
+        body.push_str(&view_form(&m.id, &v, &types, &stype, &labels, all));
+        if let Some(f) = &v.focus {
             let leaf = f.rsplit(';').next().unwrap_or(f);
             let _ = writeln!(
                 body,
                 "<p class=\"focus\">Showing only the stacks under <code title=\"{}\">{}</code> · \
-                 <a href=\"/snapshot/{}?type={}\">show all</a></p>",
+                 <a href=\"/snapshot/{}?{}\">show all</a></p>",
                 esc(f),
                 esc(leaf),
                 esc(&m.id),
-                esc(&stype.name)
+                esc(&v.query(&v.tags))
             );
         }
-        body.push_str(&toolbar(&q));
-        body.push_str("<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph\" id=\"fg\">\n");
-        body.push_str(&svg);
+        body.push_str(&toolbar(v.search.as_deref(), v.icicle));
+        let _ = write!(
+            body,
+            "<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph\" id=\"fg\" \
+             data-total=\"{}\" data-all=\"{all}\" data-peek=\"/snapshot/{}/peek?{}\">\n",
+            drawn.total,
+            esc(&m.id),
+            esc(&v.query(&v.tags))
+        );
+        body.push_str(&drawn.svg);
         body.push_str(
             "\n</div>\n<div id=\"fg-details\" class=\"details\">&nbsp;</div>\n</div>\n<aside class=\"side\">\n",
         );
+        body.push_str(
+            "<section id=\"panes\" hidden><div class=\"panes-head\"><b id=\"pane-name\"></b>\
+             <button type=\"button\" id=\"panes-close\" aria-label=\"close\">×</button></div>\
+             <h3>peek: callers and callees</h3><pre id=\"pane-peek\"></pre>\
+             <h3>source: per-line cost</h3><pre id=\"pane-source\"></pre></section>\n",
+        );
+        let keys: Vec<&String> = labels.keys().collect();
+        body.push_str(&by_label_table(&m.id, &v, &prepared, &keys, all));
         body.push_str(&html::top_table(&report, "top functions (flat)"));
         body.push_str("</aside>\n</div>\n");
         Ok(html::page(&title_of(&snap), "", &body))
+    })
+    .await
+}
+
+/// `GET /snapshot/{id}/peek?fn=NAME&…`: the shell's `peek` and `list` of
+/// one function (its name as the page shows it), under the page's view
+/// settings, as JSON `{name, peek, source}`.
+pub(crate) async fn peek(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let v = PageView::parse(&pairs)?;
+    let name = pairs
+        .iter()
+        .find(|(k, _)| k == "fn")
+        .map(|(_, n)| n.clone())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| PageError::BadRequest("peek needs fn=NAME".into()))?;
+    let store = st.store.clone();
+    blocking(move || {
+        let loaded = load_view(&store, &id, &v, false)?;
+        let p = &loaded.prepared;
+        let re = format!("^{}$", regex::escape(&name));
+        let peek = views::peek(&p.profile, &p.sample_type, &re).map_err(PageError::from_input)?;
+        let source =
+            views::source(&p.profile, &p.sample_type, &re).unwrap_or_else(|e| format!("{e}\n"));
+        Ok(
+            axum::Json(serde_json::json!({ "name": name, "peek": peek, "source": source }))
+                .into_response(),
+        )
     })
     .await
 }
@@ -448,12 +692,10 @@ pub(crate) async fn diff(
             }
         );
         body.push_str(&chooser(&types));
-        body.push_str(&toolbar(&ViewQuery {
-            ty: None,
-            icicle: q.icicle.clone(),
-            s: q.s.clone(),
-            focus: None,
-        }));
+        body.push_str(&toolbar(
+            q.s.as_deref(),
+            q.icicle.as_deref().is_none_or(|v| v != "0" && v != "false"),
+        ));
         body.push_str("<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph diff\" id=\"fg\">\n");
         body.push_str(&svg);
         body.push_str(
