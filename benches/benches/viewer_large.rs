@@ -1,8 +1,8 @@
 //! The viewer on a large profile: ≈1M samples over ≈100k distinct stacks,
 //! 8–47 frames deep. Times what the web UI does for a snapshot page — load
-//! (gunzip + decode + validate), merge repeated stacks, the default filters
-//! (the hide-list), the icicle SVG with frames under 0.05 % of the width
-//! left out — each run in a fresh child process so its peak RSS is its own,
+//! (gunzip + decode + validate, repeated stacks summed while decoding), the
+//! default filters (the hide-list), the icicle SVG with frames under 0.05 %
+//! of the width left out, the top table beside it — each run in a fresh child process so its peak RSS is its own,
 //! alternating with `go tool pprof -raw` on the same file when `go` is
 //! installed. The figure it is judged by is the same-run `ratio profscope /
 //! go` line per shape (medians; spread printed beside).
@@ -21,6 +21,7 @@ use profscope_benches::{SERVE_ENV, env_or, median_spread};
 fn main() {
     match std::env::var(SERVE_ENV).as_deref() {
         Ok("viewer") => viewer_child(),
+        Ok("generate") => generate_child(),
         _ => parent(),
     }
 }
@@ -42,19 +43,26 @@ fn measure(stacks: usize, records: usize, weight: usize) {
     let dir = std::env::temp_dir().join(format!("profscope-bench-large-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("large.pb.gz");
-    let profile = profscope_test_support::large_profile(stacks, records, weight as i64);
-    let gz = profscope_profile::write_gz(&profile).expect("encode");
-    std::fs::write(&file, &gz).expect("write");
-    println!(
-        "profile: {} sample records (total {}), {stacks} distinct stacks, {} locations, {:.1} MiB gzipped",
-        profile.sample.len(),
-        records * weight,
-        profile.location.len(),
-        gz.len() as f64 / 1048576.0
-    );
-    drop(profile);
-
+    // Written by a child: a process's peak RSS (`ru_maxrss`) includes what
+    // its parent held when it was spawned, so the parent stays small.
     let exe = std::env::current_exe().expect("exe");
+    let out = Command::new(&exe)
+        .env(SERVE_ENV, "generate")
+        .args([
+            file.display().to_string(),
+            stacks.to_string(),
+            records.to_string(),
+            weight.to_string(),
+        ])
+        .output()
+        .expect("generate");
+    assert!(
+        out.status.success(),
+        "generate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+
     let ours_cmd = || {
         let mut cmd = Command::new(&exe);
         cmd.env(SERVE_ENV, "viewer").arg(&file);
@@ -111,6 +119,23 @@ fn measure(stacks: usize, records: usize, weight: usize) {
         println!("go tool pprof: skipped (`go` not installed)");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Child: writes the profile (path, stacks, records, weight).
+fn generate_child() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize| args[i].parse::<usize>().expect("number");
+    let (stacks, records, weight) = (num(1), num(2), num(3));
+    let profile = profscope_test_support::large_profile(stacks, records, weight as i64);
+    let gz = profscope_profile::write_gz(&profile).expect("encode");
+    std::fs::write(&args[0], &gz).expect("write");
+    println!(
+        "profile: {} sample records (total {}), {stacks} distinct stacks, {} locations, {:.1} MiB gzipped",
+        profile.sample.len(),
+        records * weight,
+        profile.location.len(),
+        gz.len() as f64 / 1048576.0
+    );
 }
 
 /// Runs `cmd` to completion: wall seconds, its own peak RSS (MiB, from
@@ -175,32 +200,42 @@ fn viewer_child() {
         drop(p);
     }
     let t0 = Instant::now();
-    let mut profile = profscope::load::load(&path, None).expect("load");
+    // The page's load: repeated stacks summed while decoding.
+    let profile = profscope::load::Source::Path(path.clone().into())
+        .load_merged(&profscope_profile::Limits::default())
+        .expect("load");
     let t1 = Instant::now();
-    let merged = profscope_profile::merge::merge_samples(&mut profile);
-    let t2 = Instant::now();
+    let merged = profile.sample.len();
     // The page's defaults: the hide-list; names shortened by the renderer.
     let mut input = profscope::app::Input::new(path.clone());
     input.full_names = true;
     let prepared = profscope::app::prepare_loaded(&input, profile).expect("prepare");
-    let t3 = Instant::now();
+    let t2 = Instant::now();
     let st = &prepared.sample_type;
     let drawn = profscope::render::icicle_svg(
         &prepared.profile,
         st.index,
         &profscope::render::IcicleOptions::new("large", "samples"),
     );
+    let t3 = Instant::now();
+    // The table beside the graph.
+    let top = profscope::render::top(
+        &prepared.profile,
+        st,
+        &profscope::render::TopOptions::new(40, false),
+    );
     let t4 = Instant::now();
     let mut sink = std::io::sink();
     sink.write_all(drawn.svg.as_bytes()).expect("sink");
+    sink.write_all(top.render().as_bytes()).expect("sink");
     println!(
-        "  load {:.3} s, merge {:.3} s ({merged} records merged), filter {:.3} s, icicle {:.3} s ({} frames, {:.2} MiB); total {:.3} s",
+        "  load+merge {:.3} s ({merged} distinct samples), filter {:.3} s, icicle {:.3} s ({} frames, {:.2} MiB), top table {:.3} s; total {:.3} s",
         (t1 - t0).as_secs_f64(),
         (t2 - t1).as_secs_f64(),
         (t3 - t2).as_secs_f64(),
-        (t4 - t3).as_secs_f64(),
         drawn.frames,
         drawn.svg.len() as f64 / 1048576.0,
+        (t4 - t3).as_secs_f64(),
         (t4 - t0).as_secs_f64()
     );
 }

@@ -55,7 +55,7 @@ mod testing;
 
 pub use error::{Error, Result};
 pub use filter::{Filter, FilterOptions};
-pub use parse::{Limits, gunzip, parse};
+pub use parse::{Limits, gunzip, parse, parse_merged};
 pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 pub use sample_type::{
     SampleType, default_sample_index, sample_types, select_sample_type, string, total,

@@ -56,6 +56,19 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Parses bytes as gzip (of either form below), a raw pprof protobuf, or
 /// folded stacks, and validates the result.
 pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Profile> {
+    parse_with(bytes, limits, false)
+}
+
+/// As [`parse`], with samples of the same stack and labels summed into
+/// one record while decoding ([`merge_samples`](crate::merge::merge_samples)
+/// without ever holding the repeats): a producer's 1M records over 100k
+/// stacks decode into 100k samples, in a fraction of the time and memory.
+/// For every report but a listing of raw samples the result is the same.
+pub fn parse_merged(bytes: &[u8], limits: &Limits) -> Result<Profile> {
+    parse_with(bytes, limits, true)
+}
+
+fn parse_with(bytes: &[u8], limits: &Limits, merge: bool) -> Result<Profile> {
     if bytes.is_empty() {
         return Err(Error::Empty("input".to_string()));
     }
@@ -73,19 +86,116 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Profile> {
         if raw.starts_with(&GZIP_MAGIC) {
             return Err(Error::Format("gzip inside gzip".to_string()));
         }
-        return parse_plain(&raw, limits);
+        return parse_plain(&raw, limits, merge);
     }
-    parse_plain(bytes, limits)
+    parse_plain(bytes, limits, merge)
 }
 
-fn parse_plain(bytes: &[u8], limits: &Limits) -> Result<Profile> {
+fn parse_plain(bytes: &[u8], limits: &Limits, merge: bool) -> Result<Profile> {
     if let Ok(text) = std::str::from_utf8(bytes) {
         if looks_folded(text) {
             return folded_to_profile(text);
         }
     }
-    let profile = decode_protobuf(bytes, limits)?;
+    let profile = if merge {
+        decode_merged(bytes, limits)?
+    } else {
+        decode_protobuf(bytes, limits)?
+    };
     validate(&profile)?;
+    Ok(profile)
+}
+
+/// Decodes a `Profile`, summing samples with equal locations and labels as
+/// they are read: each sample is decoded into one reused buffer and looked
+/// up by hash; only distinct ones are kept. Every other field is decoded by
+/// prost from a copy of its bytes.
+fn decode_merged(bytes: &[u8], limits: &Limits) -> Result<Profile> {
+    use std::hash::{Hash, Hasher};
+
+    use prost::encoding::{WireType, decode_key, decode_varint};
+
+    use crate::proto::Sample;
+
+    const SAMPLE: u32 = 2;
+    const END: u32 = u32::MAX;
+    let estimate = estimate_decoded_size(bytes)
+        .ok_or_else(|| Error::Format("malformed protobuf framing".to_string()))?;
+    if estimate > limits.max_decoded {
+        return Err(Error::TooLarge {
+            what: "decoded profile (estimated)",
+            limit: limits.max_decoded,
+        });
+    }
+    let bad =
+        |e: prost::DecodeError| Error::Format(format!("protobuf: {}", one_line(&e.to_string())));
+    let truncated = || Error::Format("protobuf: truncated field".to_string());
+    let mut rest: Vec<u8> = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
+    // Hash → first sample with it; `next` chains samples of equal hashes.
+    let mut heads: rustc_hash::FxHashMap<u64, u32> = Default::default();
+    let mut next: Vec<u32> = Vec::new();
+    let mut scratch = Sample::default();
+    let mut buf = bytes;
+    while !buf.is_empty() {
+        let field = buf;
+        let (tag, wire_type) = decode_key(&mut buf).map_err(bad)?;
+        let skip = match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut buf).map_err(bad)?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => {
+                usize::try_from(decode_varint(&mut buf).map_err(bad)?).map_err(|_| truncated())?
+            }
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(Error::Format(
+                    "protobuf: groups are not used by profile.proto".into(),
+                ));
+            }
+        };
+        if skip > buf.len() {
+            return Err(truncated());
+        }
+        let (body, after) = buf.split_at(skip);
+        buf = after;
+        if tag != SAMPLE || wire_type != WireType::LengthDelimited {
+            rest.extend_from_slice(&field[..field.len() - buf.len()]);
+            continue;
+        }
+        prost::Message::clear(&mut scratch);
+        prost::Message::merge(&mut scratch, body).map_err(bad)?;
+        let mut h = rustc_hash::FxHasher::default();
+        scratch.location_id.hash(&mut h);
+        scratch.label.hash(&mut h);
+        let h = h.finish();
+        let mut at = heads.get(&h).copied().unwrap_or(END);
+        while at != END {
+            let s = &samples[at as usize];
+            if s.location_id == scratch.location_id && s.label == scratch.label {
+                break;
+            }
+            at = next[at as usize];
+        }
+        if at == END {
+            let index = u32::try_from(samples.len())
+                .map_err(|_| Error::Format("more than 4G distinct samples".into()))?;
+            next.push(heads.insert(h, index).unwrap_or(END));
+            samples.push(scratch.clone());
+        } else {
+            let values = &mut samples[at as usize].value;
+            if values.len() < scratch.value.len() {
+                values.resize(scratch.value.len(), 0);
+            }
+            for (v, add) in values.iter_mut().zip(&scratch.value) {
+                *v = v.saturating_add(*add);
+            }
+        }
+    }
+    let mut profile = Profile::decode(&rest[..]).map_err(bad)?;
+    profile.sample = samples;
     Ok(profile)
 }
 
@@ -197,6 +307,43 @@ mod tests {
             let raw = gunzip(&gz, GIB).unwrap();
             assert_eq!(parse(&raw, &Limits::default()).unwrap(), p);
         }
+    }
+
+    #[test]
+    fn merged_decoding_sums_repeats_and_matches_merge_samples() {
+        for name in ["go-cpu.pb.gz", "go-heap-after.pb.gz", "go-goroutine.pb.gz"] {
+            let gz = fixture(name);
+            let mut whole = parse(&gz, &Limits::default()).unwrap();
+            // Repeat every sample, as an unaggregating producer would.
+            let again = whole.sample.clone();
+            whole.sample.extend(again);
+            let doubled = crate::write_gz(&whole).unwrap();
+            let merged = parse_merged(&doubled, &Limits::default()).unwrap();
+            crate::merge::merge_samples(&mut whole);
+            assert_eq!(merged, whole, "{name}");
+            assert_eq!(
+                parse_merged(&gunzip(&doubled, GIB).unwrap(), &Limits::default()).unwrap(),
+                whole
+            );
+        }
+        // The same errors and limits as `parse`.
+        let limits = Limits::default();
+        assert!(parse_merged(b"\xff\xfe\xfd garbage", &limits).is_err());
+        let raw = gunzip(&fixture("go-cpu.pb.gz"), GIB).unwrap();
+        for cut in [1, 7, raw.len() / 3, raw.len() - 1] {
+            assert!(parse_merged(&raw[..cut], &limits).is_err(), "cut at {cut}");
+        }
+        let tiny: Vec<u8> = std::iter::repeat_n([0x12u8, 0x00], 1 << 20)
+            .flatten()
+            .collect();
+        let small = Limits {
+            max_decoded: 32 << 20,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_merged(&tiny, &small),
+            Err(Error::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! * when some nodes are dropped (low cum), samples through them still count
 //!   for the kept nodes' cum, but a dropped leaf's flat is not moved up.
 
-use std::collections::{HashMap, HashSet};
+// Fx hashing: the build pass looks up every frame of every sample.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use profscope_profile::Profile;
 use profscope_profile::string;
@@ -97,7 +98,7 @@ struct Frames {
 impl Frames {
     fn new(parts: &[Part<'_>]) -> Frames {
         let mut names = Vec::new();
-        let mut index: HashMap<String, u32> = HashMap::new();
+        let mut index: HashMap<String, u32> = HashMap::default();
         let mut intern = |name: String| -> u32 {
             if let Some(&i) = index.get(&name) {
                 return i;
@@ -121,7 +122,7 @@ impl Frames {
                     mappings.get(&mapping_id).copied().unwrap_or(""),
                 )
             };
-            let mut locs = HashMap::with_capacity(p.location.len());
+            let mut locs = HashMap::with_capacity_and_hasher(p.location.len(), Default::default());
             for loc in &p.location {
                 let nodes: Vec<u32> = if loc.line.is_empty() {
                     vec![intern(objfile(loc.mapping_id))]
@@ -155,8 +156,8 @@ fn build(parts: &[Part<'_>], frames: &Frames, kept: Option<&[bool]>) -> Vec<(u32
     let n = frames.names.len();
     let mut acc = vec![Acc::default(); n];
     let mut seen_stamp = vec![u32::MAX; n];
-    let mut edges: HashMap<(u32, u32), bool> = HashMap::new();
-    let mut seen_edges: HashSet<(u32, u32)> = HashSet::new();
+    let mut edges: HashMap<(u32, u32), bool> = HashMap::default();
+    let mut seen_edges: HashSet<(u32, u32)> = HashSet::default();
     let mut stamp: u32 = 0;
     let is_kept = |i: u32| kept.is_none_or(|k| k.get(i as usize).copied().unwrap_or(false));
     for (pi, part) in parts.iter().enumerate() {

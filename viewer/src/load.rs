@@ -70,8 +70,23 @@ impl Source {
 
     /// Reads and parses the profile; errors name the input they came from.
     pub fn load(&self, limits: &Limits) -> Result<Profile> {
+        self.load_with(limits, profscope_profile::parse)
+    }
+
+    /// As [`load`](Source::load), with samples of one stack and label set
+    /// summed while decoding ([`profscope_profile::parse_merged`]): what
+    /// the web UI draws from.
+    pub fn load_merged(&self, limits: &Limits) -> Result<Profile> {
+        self.load_with(limits, profscope_profile::parse_merged)
+    }
+
+    fn load_with(
+        &self,
+        limits: &Limits,
+        parse: fn(&[u8], &Limits) -> profscope_profile::Result<Profile>,
+    ) -> Result<Profile> {
         let bytes = self.read(limits)?;
-        profscope_profile::parse(&bytes, limits).map_err(|e| Error::In {
+        parse(&bytes, limits).map_err(|e| Error::In {
             origin: self.describe(),
             inner: Box::new(e.into()),
         })
@@ -82,6 +97,12 @@ impl Snapshot {
     /// Loads the snapshot's profile.
     pub fn load(&self) -> Result<Profile> {
         Source::Snapshot(self.clone()).load(&Limits::default())
+    }
+
+    /// Loads the snapshot's profile with repeated stacks summed
+    /// ([`Source::load_merged`]).
+    pub fn load_merged(&self) -> Result<Profile> {
+        Source::Snapshot(self.clone()).load_merged(&Limits::default())
     }
 }
 

@@ -295,11 +295,37 @@ pub fn traces(p: &Profile, st: &SampleType) -> String {
 
 /// Each label key's values with their totals, most first (ties by value).
 pub fn label_values(p: &Profile, st: &SampleType) -> BTreeMap<String, Vec<(String, i64)>> {
+    values_by_key(p, st, true)
+}
+
+/// As [`label_values`], string labels only: those a `KEY=REGEX` filter
+/// selects (numeric labels take ranges).
+pub fn string_label_values(p: &Profile, st: &SampleType) -> BTreeMap<String, Vec<(String, i64)>> {
+    values_by_key(p, st, false)
+}
+
+fn values_by_key(
+    p: &Profile,
+    st: &SampleType,
+    numeric: bool,
+) -> BTreeMap<String, Vec<(String, i64)>> {
     let mut by_key: BTreeMap<String, HashMap<String, i64>> = BTreeMap::new();
     for s in &p.sample {
         let v = s.value.get(st.index).copied().unwrap_or(0);
-        for (k, val) in labels(p, s) {
-            *by_key.entry(k).or_default().entry(val).or_default() += v;
+        for l in &s.label {
+            if l.str == 0 && !numeric {
+                continue;
+            }
+            let val = if l.str != 0 {
+                string(p, l.str).to_string()
+            } else {
+                l.num.to_string()
+            };
+            *by_key
+                .entry(string(p, l.key).to_string())
+                .or_default()
+                .entry(val)
+                .or_default() += v;
         }
     }
     by_key

@@ -178,8 +178,8 @@ fn type_select(types: &[SampleType], current: &SampleType) -> String {
 struct Loaded {
     snap: Snapshot,
     types: Vec<SampleType>,
-    /// Every label key's values over the whole profile (before label
-    /// filters), for the dropdowns.
+    /// Every string label key's values over the whole profile (before
+    /// label filters), for the dropdowns and the by-label table.
     labels: BTreeMap<String, Vec<(String, i64)>>,
     /// The whole profile's total of the sample type.
     all: i64,
@@ -193,14 +193,13 @@ fn load_view(
     whole_names: bool,
 ) -> Result<Loaded, PageError> {
     let snap = find(store, id)?;
-    let mut profile = snap.load().map_err(PageError::from_input)?;
-    // Unaggregated producers repeat stacks; everything after works per
-    // distinct stack and label set.
-    model::merge::merge_samples(&mut profile);
+    // Unaggregated producers repeat stacks: summed while decoding, so
+    // everything after works per distinct stack and label set.
+    let profile = snap.load_merged().map_err(PageError::from_input)?;
     let types = model::sample_types(&profile);
     let stype =
         model::select_sample_type(&profile, v.ty.as_deref()).map_err(PageError::from_input)?;
-    let labels = views::label_values(&profile, &stype);
+    let labels = views::string_label_values(&profile, &stype);
     let all = model::total(&profile, stype.index);
     let prepared = app::prepare_loaded(&v.input(&snap.meta.id, whole_names), profile)
         .map_err(PageError::from_input)?;
