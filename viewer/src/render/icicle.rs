@@ -219,11 +219,11 @@ fn write_svg<'a>(
         }
     };
     let mut s = String::with_capacity(256 + frames.len() * 320);
-    let _ = write!(
+    let _ = writeln!(
         s,
         "<svg version=\"1.1\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" \
          xmlns=\"http://www.w3.org/2000/svg\" class=\"fg-svg\">\
-         <text id=\"title\" x=\"50%\" y=\"24\" text-anchor=\"middle\">{}</text>\n",
+         <text id=\"title\" x=\"50%\" y=\"24\" text-anchor=\"middle\">{}</text>",
         esc(&opts.title)
     );
     if total <= 0 {
@@ -241,10 +241,10 @@ fn write_svg<'a>(
         let px = x as f64 * 100.0 / total as f64;
         let pw = w as f64 * 100.0 / total as f64;
         let y = y_of(depth);
-        let _ = write!(
+        let _ = writeln!(
             s,
             "<g{}><title>{} ({} {}, {:.2}%)</title><rect x=\"{px:.4}%\" y=\"{y}\" width=\"{pw:.4}%\" \
-             height=\"15\" fill=\"{fill}\" fg:x=\"{x}\" fg:w=\"{w}\"/><text x=\"{:.4}%\" y=\"{}\">{}</text></g>\n",
+             height=\"15\" fill=\"{fill}\" fg:x=\"{x}\" fg:w=\"{w}\"/><text x=\"{:.4}%\" y=\"{}\">{}</text></g>",
             if name == full {
                 String::new()
             } else {
