@@ -191,9 +191,15 @@ fn viewer_child() {
         let gunzip = t.elapsed();
         let t = Instant::now();
         let p = <profscope_profile::Profile as prost::Message>::decode(&raw[..]).expect("decode");
+        let decode = t.elapsed();
+        drop(p);
+        let t = Instant::now();
+        let p = profscope_profile::parse_merged(&raw, &profscope_profile::Limits::default())
+            .expect("decode merged");
         println!(
-            "  (gunzip {:.3} s, decode {:.3} s, {} MiB raw)",
+            "  (gunzip {:.3} s, prost decode {:.3} s, merged decode + validate {:.3} s, {} MiB raw)",
             gunzip.as_secs_f64(),
+            decode.as_secs_f64(),
             t.elapsed().as_secs_f64(),
             raw.len() >> 20
         );

@@ -347,6 +347,37 @@ mod tests {
     }
 
     #[test]
+    fn merged_decoding_reads_packed_and_unpacked_values() {
+        let mut p = crate::testing::sample_profile();
+        p.sample_type.push(p.sample_type[0]);
+        p.sample.clear();
+        let mut bytes = p.encode_to_vec();
+        for body in [
+            // location 1, values [5, 1] packed
+            &[0x0a, 0x01, 0x01, 0x12, 0x02, 0x05, 0x01][..],
+            // the same stack, values as one varint field each: 7, 1
+            &[0x0a, 0x01, 0x01, 0x10, 0x07, 0x10, 0x01][..],
+            // values split around the locations: [2, 3]
+            &[0x12, 0x01, 0x02, 0x0a, 0x01, 0x01, 0x12, 0x01, 0x03][..],
+        ] {
+            bytes.push(0x12);
+            bytes.push(body.len() as u8);
+            bytes.extend_from_slice(body);
+        }
+        let merged = parse_merged(&bytes, &Limits::default()).unwrap();
+        let plain = parse(&bytes, &Limits::default()).unwrap();
+        assert_eq!(plain.sample.len(), 3);
+        assert_eq!(merged.sample.len(), 1);
+        assert_eq!(merged.sample[0].value, vec![14, 5]);
+        for i in 0..2 {
+            assert_eq!(crate::total(&merged, i), crate::total(&plain, i));
+        }
+        // A repeat whose values do not decode is an error, not a sum.
+        bytes.extend_from_slice(&[0x12, 0x05, 0x0a, 0x01, 0x01, 0x12, 0x05]);
+        assert!(parse_merged(&bytes, &Limits::default()).is_err());
+    }
+
+    #[test]
     fn folded_text_becomes_a_profile() {
         let p = parse(b"main;work 3\nmain 2\n", &Limits::default()).unwrap();
         let folded = crate::fold::fold(&p, 0);
