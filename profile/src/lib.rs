@@ -4,7 +4,8 @@
 //! through it; neither reaches into the other.
 //!
 //! * [`proto`]: the `profile.proto` types (prost derives, no `protoc`);
-//! * [`parse`] (gzip or not, bounded by [`Limits`], then [`validate`d](validate))
+//! * [`parse`] (gzip or not, bounded by [`Limits`], then [`validate`d](validate));
+//!   [`parse_merged`] sums repeated stacks while decoding (what the web UI loads);
 //!   and [`write_gz`] (gzip at best speed, as Go writes);
 //! * [`sample_type`]: which value means what, Go's default, string lookups;
 //! * [`fold`] and [`folded`]: profile ⇄ folded stacks;
