@@ -5,8 +5,8 @@
 //! demo` takes of its Rust service: the root and the widest application
 //! frame on the first screen at 1280×800, the short-name, hide-list and
 //! "my code" switches, the peek and source panes of a clicked function,
-//! and a label filter whose total must equal `go tool pprof -tagfocus`'s on
-//! the same profile. The browser is driven by
+//! and a label filter and a label exclusion whose totals must equal
+//! `go tool pprof -tagfocus`'s and `-tagignore`'s on the same profile. The browser is driven by
 //! `tests/ui/ui.js` (playwright-core from npm, Debian's /usr/bin/chromium);
 //! screenshots of every page land in `target/ui-screenshots/`.
 //!
@@ -186,6 +186,7 @@ fn browse_search_diff_and_capture_in_chromium() {
         "switches: short names",
         "peek and source panes",
         "label filter",
+        "label left out",
         "no off-site requests",
         "no script errors",
     ] {
@@ -204,25 +205,30 @@ fn browse_search_diff_and_capture_in_chromium() {
     ] {
         assert!(shots.join(format!("{name}.png")).exists(), "{name}.png");
     }
-    // The label filter's total on the page is Go's on the same profile
+    // The label filters' totals on the page are Go's on the same profile
     // (with the page's hide-list, which moves no values).
-    let checks: Vec<(&str, &str, i64)> = stdout
+    let checks: Vec<(&str, &str, &str, i64)> = stdout
         .lines()
         .filter_map(|l| {
-            let mut it = l.strip_prefix("label-check ")?.split(' ');
+            let (flag, rest) = if let Some(rest) = l.strip_prefix("label-check ") {
+                ("tagfocus", rest)
+            } else {
+                ("tagignore", l.strip_prefix("label-ignore-check ")?)
+            };
+            let mut it = rest.split(' ');
             let key = it.next()?;
             let value = it.next()?;
-            Some((key, value, it.next()?.parse().ok()?))
+            Some((flag, key, value, it.next()?.parse().ok()?))
         })
         .collect();
-    assert!(!checks.is_empty(), "no label-check line:\n{stdout}");
+    assert_eq!(checks.len(), 2, "label-check lines:\n{stdout}");
     if have_go() {
-        for (key, value, total) in checks {
-            let tag = format!("-tagfocus={key}=^{}$", regex::escape(value));
+        for (flag, key, value, total) in checks {
+            let tag = format!("-{flag}={key}=^{}$", regex::escape(value));
             let hide = format!("-hide={}", profscope::names::HIDE);
             let want = go_raw_total(&demo_cpu.profile_path, &[&tag, &hide], "cpu");
             assert_eq!(total, want, "page total under {tag} vs go tool pprof");
-            eprintln!("label filter {key}={value}: page {total} = go tool pprof {want}");
+            eprintln!("{flag} {key}={value}: page {total} = go tool pprof {want}");
         }
     }
     eprintln!("screenshots in {}", shots.display());

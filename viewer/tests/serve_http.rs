@@ -191,6 +191,9 @@ fn view_settings_and_the_peek_endpoint() {
     assert!(r.body.contains("No samples"), "{}", r.body);
     let r = server.get(&format!("/snapshot/{cpu}?tag=k%3D(unclosed"));
     assert_eq!(r.status, 400, "{}", r.body);
+    let r = server.get(&format!("/snapshot/{cpu}?notag=nokey"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("-tagignore"), "{}", r.body);
 
     // Peek: JSON with the shell's peek and list of one function.
     let r = server.get(&format!("/snapshot/{cpu}/peek?fn=net%2Fhttp.(*conn).serve"));

@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::html::{self, esc};
-use super::view::{PageView, tag_exact};
+use super::view::{PageView, exclude, tag_exact};
 use super::{AppState, PageError, blocking, capture, flame};
 use crate::app::{self, Prepared};
 use crate::diff::{self, DiffOptions};
@@ -306,6 +306,17 @@ fn view_form(
             esc(b)
         );
     }
+    if let Some(n) = &v.tag_ignore {
+        let _ = write!(
+            out,
+            "<input type=\"hidden\" name=\"notag\" value=\"{}\"><span class=\"notag\">leaving out \
+             <code>{}</code> <a href=\"/snapshot/{}?{}\" id=\"notag-clear\" title=\"show them again\">×</a></span>",
+            esc(n),
+            esc(n),
+            esc(id),
+            esc(&v.query_with(&v.tags, None))
+        );
+    }
     out.push_str("<noscript><button type=\"submit\">Show</button></noscript></form>\n");
     out
 }
@@ -340,7 +351,7 @@ fn by_label_table(id: &str, v: &PageView, p: &Prepared, keys: &[&String], all: i
     let _ = write!(
         out,
         "</select> · {} of {} ({})</caption>\n<thead><tr><th>value</th><th>share</th>\
-         <th class=\"name\">{}</th></tr></thead>\n<tbody>\n",
+         <th class=\"name\">{}</th><th></th></tr></thead>\n<tbody>\n",
         esc(&fmt.format(shown)),
         esc(&crate::units::ValueFormat::auto(&p.sample_type.unit, all).format(all)),
         percentage(shown, all).trim(),
@@ -353,15 +364,26 @@ fn by_label_table(id: &str, v: &PageView, p: &Prepared, keys: &[&String], all: i
             .filter(|t| !t.starts_with(&format!("{key}=")))
             .cloned()
             .collect();
-        let link = if value == "(none)" {
-            String::new()
+        let (link, leave_out) = if value == "(none)" {
+            (String::new(), String::new())
         } else {
+            let notag = exclude(v.tag_ignore.as_deref(), key, value);
+            let leave_out = format!(
+                "<a class=\"notag\" title=\"leave these samples out (tagignore)\" href=\"/snapshot/{}?{}\">−</a>",
+                esc(id),
+                esc(&v.query_with(&v.tags, Some(&notag)))
+            );
             tags.push(tag_exact(key, value));
-            format!(" href=\"/snapshot/{}?{}\"", esc(id), esc(&v.query(&tags)))
+            let link = format!(
+                " title=\"only these samples (tagfocus)\" href=\"/snapshot/{}?{}\"",
+                esc(id),
+                esc(&v.query(&tags))
+            );
+            (link, leave_out)
         };
         let _ = writeln!(
             out,
-            "<tr data-value=\"{}\" data-raw=\"{total}\"><td>{}</td><td>{}</td><td class=\"name\"><a{link}>{}</a></td></tr>",
+            "<tr data-value=\"{}\" data-raw=\"{total}\"><td>{}</td><td>{}</td><td class=\"name\"><a{link}>{}</a></td><td>{leave_out}</td></tr>",
             esc(value),
             esc(&fmt.format(*total)),
             percentage(*total, shown).trim(),

@@ -1,7 +1,8 @@
 //! What a snapshot page shows, read from its query string: the sample
 //! type, icicle or flame, the search term, the zoomed-in frame path, and
 //! the shell's switches — short names, the hide-list, "my code" — and its
-//! label filters (`tag=KEY=REGEX`, any number; Go's `-tagfocus`).
+//! label filters (`tag=KEY=REGEX`, any number; Go's `-tagfocus`) and
+//! exclusion (`notag=KEY=REGEX,…`; Go's `-tagignore`).
 //!
 //! Checkboxes send nothing when unchecked, so the page's form carries
 //! `v=1`: with it, an absent `short`/`hide`/`my` means off; without it
@@ -33,6 +34,9 @@ pub(crate) struct PageView {
     pub(crate) my_dir: String,
     /// `KEY=REGEX` label filters, all of which a sample must match.
     pub(crate) tags: Vec<String>,
+    /// `KEY=REGEX,…`: samples whose label matches are left out (Go's
+    /// `-tagignore`).
+    pub(crate) tag_ignore: Option<String>,
     /// The label key of the by-label table.
     pub(crate) by: Option<String>,
 }
@@ -66,6 +70,13 @@ impl PageView {
                 get(k).map_or(default, |_| on(k))
             }
         };
+        if let Some(v) =
+            get("notag").filter(|v| !v.split_once('=').is_some_and(|(k, _)| !k.is_empty()))
+        {
+            return Err(PageError::BadRequest(format!(
+                "notag={v:?}: a label exclusion is KEY=VALUE (VALUE a regex, as -tagignore)"
+            )));
+        }
         let mut tags = Vec::new();
         for (k, v) in pairs {
             if k != "tag" || v.trim().is_empty() {
@@ -91,6 +102,7 @@ impl PageView {
             my_code: switch("my", false),
             my_dir: get("mydir").unwrap_or_else(default_dir),
             tags,
+            tag_ignore: get("notag"),
             by: get("by"),
         })
     }
@@ -104,12 +116,18 @@ impl PageView {
         input.no_hide = !self.hide;
         input.my_code = self.my_code.then(|| self.my_dir.clone());
         input.tags = self.tags.clone();
+        input.tag_ignore = self.tag_ignore.clone();
         input
     }
 
     /// These settings as a query string (no search or focus), for links
     /// and the panes' requests; `tags` replaces the label filters.
     pub(crate) fn query(&self, tags: &[String]) -> String {
+        self.query_with(tags, self.tag_ignore.as_deref())
+    }
+
+    /// As [`query`](PageView::query), with `notag` replacing the exclusion.
+    pub(crate) fn query_with(&self, tags: &[String], notag: Option<&str>) -> String {
         let mut q = String::from("v=1");
         let mut add = |k: &str, v: &str| {
             let _ = write!(q, "&{k}={}", encode(v));
@@ -132,6 +150,9 @@ impl PageView {
         add("mydir", &self.my_dir);
         for t in tags {
             add("tag", t);
+        }
+        if let Some(n) = notag {
+            add("notag", n);
         }
         if let Some(b) = &self.by {
             add("by", b);
@@ -166,6 +187,19 @@ pub(crate) fn encode(s: &str) -> String {
 /// The label filter that keeps exactly `value` of `key`.
 pub(crate) fn tag_exact(key: &str, value: &str) -> String {
     format!("{key}=^{}$", regex::escape(value))
+}
+
+/// The exclusion `current` (a `KEY=RE,…` or none) with `value` of `key`
+/// left out too; an exclusion of another key is replaced.
+pub(crate) fn exclude(current: Option<&str>, key: &str, value: &str) -> String {
+    let one = format!("^{}$", regex::escape(value));
+    match current.and_then(|c| c.split_once('=')) {
+        Some((k, res)) if k == key && !res.split(',').any(|r| r == one) => {
+            format!("{key}={res},{one}")
+        }
+        Some((k, res)) if k == key => format!("{key}={res}"),
+        _ => format!("{key}={one}"),
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +238,17 @@ mod tests {
         assert!(PageView::parse(&pairs(&[("tag", "novalue")])).is_err());
         assert!(PageView::parse(&pairs(&[("s", &"x".repeat(5000))])).is_err());
         assert_eq!(tag_exact("thread", "a.b"), "thread=^a\\.b$");
+        assert_eq!(exclude(None, "thread", "a"), "thread=^a$");
+        assert_eq!(exclude(Some("thread=^a$"), "thread", "b"), "thread=^a$,^b$");
+        assert_eq!(exclude(Some("thread=^a$"), "thread", "a"), "thread=^a$");
+        assert_eq!(exclude(Some("route=^x$"), "thread", "a"), "thread=^a$");
+        let v = PageView::parse(&pairs(&[("notag", "thread=^a$,^b$")])).unwrap();
+        assert_eq!(
+            v.input("x", false).tag_ignore.as_deref(),
+            Some("thread=^a$,^b$")
+        );
+        assert!(v.query(&[]).contains("notag=thread%3D%5Ea%24%2C%5Eb%24"));
+        assert!(PageView::parse(&pairs(&[("notag", "=x")])).is_err());
     }
 
     fn serde_urlencoded_pairs(q: &str) -> Vec<(String, String)> {

@@ -404,6 +404,21 @@ async function demo(page) {
   console.log("label-check thread " + choice.label + " " + narrowed.total);
   await page.screenshot({ path: path.join(shots, "13-label-filter.png") });
   step("label filter thread=" + choice.label + ": " + narrowed.total + " of " + whole.total);
+
+  // 15. Leaving a label value out (tagignore) from the by-label table.
+  await page.goto(demoUrl + "?by=thread");
+  await page.waitForSelector("#fg[data-ready]");
+  await page.locator(`#by-label tr[data-value="${choice.label}"] a.notag`).click();
+  await page.waitForURL(/[?&]notag=/);
+  await page.waitForSelector("#fg[data-ready]");
+  const left = await page.evaluate(() => ({
+    total: +document.querySelector("#fg").getAttribute("data-total"),
+    rows: Array.from(document.querySelectorAll("#by-label tbody tr")).map((r) => r.getAttribute("data-value")),
+  }));
+  check(left.total === whole.total - byRow && !left.rows.includes(choice.label), "left out: " + JSON.stringify({ left, whole, byRow }));
+  check(await page.locator("#notag-clear").isVisible(), "the exclusion is shown, with a way back");
+  console.log("label-ignore-check thread " + choice.label + " " + left.total);
+  step("label left out thread=" + choice.label + ": " + left.total + " of " + whole.total);
   await page.setViewportSize({ width: 1600, height: 1000 });
 }
 
