@@ -269,7 +269,7 @@
       return r.ok ? r.json() : r.text().then(function (t) { throw new Error(r.status + " " + t.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim()); });
     }).then(function (j) {
       if (seq !== paneSeq) return;
-      $("#pane-peek").textContent = j.peek;
+      peekTable($("#pane-peek"), j.entries);
       $("#pane-source").textContent = j.source;
       panes.setAttribute("data-ready", j.name);
     }).catch(function (err) {
@@ -277,6 +277,38 @@
       $("#pane-peek").textContent = String(err.message || err);
       panes.setAttribute("data-ready", "");
     });
+  }
+  // Callers above the function, callees below (as the shell's peek);
+  // each name searches the graph.
+  function peekTable(el, entries) {
+    el.textContent = "";
+    var table = document.createElement("table");
+    table.className = "toptable peek";
+    var row = function (cls, cells, name) {
+      var tr = document.createElement("tr");
+      tr.className = cls;
+      cells.forEach(function (c) { var td = document.createElement("td"); td.textContent = c; tr.appendChild(td); });
+      var td = document.createElement("td");
+      td.className = "name";
+      var a = document.createElement("a");
+      a.href = "#";
+      a.setAttribute("data-search", name);
+      a.textContent = name;
+      td.appendChild(a);
+      tr.appendChild(td);
+      table.appendChild(tr);
+    };
+    var head = document.createElement("tr");
+    ["through", "share", "function"].forEach(function (h) { var th = document.createElement("th"); th.textContent = h; head.appendChild(th); });
+    table.appendChild(head);
+    entries.forEach(function (e) {
+      e.callers.forEach(function (c) { row("caller", [c.value, c.share], c.name); });
+      row("self", [e.cum, e.cum_share], e.name);
+      var tr = table.lastChild;
+      tr.title = "flat " + e.flat + " (" + e.flat_share + "), cum " + e.cum + " (" + e.cum_share + ")";
+      e.callees.forEach(function (c) { row("callee", [c.value, c.share], c.name); });
+    });
+    el.appendChild(table);
   }
   var closeBtn = $("#panes-close");
   if (closeBtn) closeBtn.addEventListener("click", function () { panes.hidden = true; });

@@ -94,13 +94,27 @@ fn pct(v: i64, total: i64) -> String {
     }
 }
 
-/// `peek REGEX`: for each function matching, its callers and callees, each
-/// with the value that passed through the edge and its share.
-pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
+/// One function of a `peek`: its values and the value through each edge,
+/// most first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeekEntry {
+    /// Function name.
+    pub name: String,
+    /// Value with the function as the leaf.
+    pub flat: i64,
+    /// Value with the function anywhere on the stack (once per sample).
+    pub cum: i64,
+    /// Callers and the value through each.
+    pub callers: Vec<(String, i64)>,
+    /// Callees and the value through each.
+    pub callees: Vec<(String, i64)>,
+}
+
+/// The functions matching `regex` with their callers and callees (what
+/// [`peek`] prints), and the profile's total.
+pub fn peek_entries(p: &Profile, st: &SampleType, regex: &str) -> Result<(i64, Vec<PeekEntry>)> {
     let re = compile(regex)?;
-    let fmt = Format::for_unit(&st.unit);
     let locations = frames(p);
-    let all = total(p, st);
     #[derive(Default)]
     struct Entry {
         flat: i64,
@@ -139,6 +153,29 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
             "no function matches {regex:?}"
         )));
     }
+    let ranked = |edges: BTreeMap<String, i64>| {
+        let mut edges: Vec<(String, i64)> = edges.into_iter().collect();
+        edges.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        edges
+    };
+    let entries = entries
+        .into_iter()
+        .map(|(name, e)| PeekEntry {
+            name,
+            flat: e.flat,
+            cum: e.cum,
+            callers: ranked(e.callers),
+            callees: ranked(e.callees),
+        })
+        .collect();
+    Ok((total(p, st), entries))
+}
+
+/// `peek REGEX`: for each function matching, its callers and callees, each
+/// with the value that passed through the edge and its share.
+pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
+    let fmt = Format::for_unit(&st.unit);
+    let (all, entries) = peek_entries(p, st, regex)?;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -150,12 +187,10 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
         "{:>12} {:>8} {:>12} {:>8}   calls | function",
         "flat", "flat%", "cum", "cum%"
     );
-    for (name, e) in &entries {
+    for e in &entries {
         let _ = writeln!(out, "{}", "-".repeat(60));
         // Callers above the function, callees below, most first.
-        let edges = |out: &mut String, edges: &BTreeMap<String, i64>| {
-            let mut edges: Vec<_> = edges.iter().collect();
-            edges.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let edges = |out: &mut String, edges: &[(String, i64)]| {
             for (other, v) in edges {
                 let _ = writeln!(
                     out,
@@ -169,16 +204,23 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
         edges(&mut out, &e.callers);
         let _ = writeln!(
             out,
-            "{:>12} {:>8} {:>12} {:>8}   {:>18} | {name}",
+            "{:>12} {:>8} {:>12} {:>8}   {:>18} | {}",
             fmt.format(e.flat),
             pct(e.flat, all),
             fmt.format(e.cum),
             pct(e.cum, all),
-            ""
+            "",
+            e.name
         );
         edges(&mut out, &e.callees);
     }
     Ok(out)
+}
+
+/// Formats `v` of `unit` as `go tool pprof` does, and `v` as a share of
+/// `total` (what the web UI's panes show beside a name).
+pub fn value_and_share(unit: &str, v: i64, total: i64) -> (String, String) {
+    (Format::for_unit(unit).format(v), pct(v, total))
 }
 
 /// `list REGEX`: for each function matching, per source line, the flat and

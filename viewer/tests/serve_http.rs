@@ -210,6 +210,17 @@ fn view_settings_and_the_peek_endpoint() {
         peek.contains("|   net/http.serverHandler.ServeHTTP"),
         "{peek}"
     );
+    let entry = &j["entries"][0];
+    assert_eq!(entry["name"], "net/http.(*conn).serve");
+    assert!(
+        entry["callees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "net/http.serverHandler.ServeHTTP"),
+        "{entry}"
+    );
+    assert!(entry["cum_share"].as_str().unwrap().ends_with('%'));
     let source = j["source"].as_str().unwrap();
     assert!(
         source.contains("ROUTINE ======================== net/http.(*conn).serve"),

@@ -468,7 +468,7 @@ pub(crate) async fn snapshot(
         body.push_str(
             "<section id=\"panes\" hidden><div class=\"panes-head\"><b id=\"pane-name\"></b>\
              <button type=\"button\" id=\"panes-close\" aria-label=\"close\">×</button></div>\
-             <h3>peek: callers and callees</h3><pre id=\"pane-peek\"></pre>\
+             <h3>peek: callers and callees</h3><div id=\"pane-peek\"></div>\
              <h3>source: per-line cost</h3><pre id=\"pane-source\"></pre></section>\n",
         );
         let keys: Vec<&String> = labels.keys().collect();
@@ -482,7 +482,9 @@ pub(crate) async fn snapshot(
 
 /// `GET /snapshot/{id}/peek?fn=NAME&…`: the shell's `peek` and `list` of
 /// one function (its name as the page shows it), under the page's view
-/// settings, as JSON `{name, peek, source}`.
+/// settings, as JSON: `entries` (per function matched: flat, cum, callers
+/// and callees with values and shares), `peek` and `source` (the shell's
+/// text).
 pub(crate) async fn peek(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -500,13 +502,32 @@ pub(crate) async fn peek(
         let loaded = load_view(&store, &id, &v, false)?;
         let p = &loaded.prepared;
         let re = format!("^{}$", regex::escape(&name));
-        let peek = views::peek(&p.profile, &p.sample_type, &re).map_err(PageError::from_input)?;
-        let source =
-            views::source(&p.profile, &p.sample_type, &re).unwrap_or_else(|e| format!("{e}\n"));
-        Ok(
-            axum::Json(serde_json::json!({ "name": name, "peek": peek, "source": source }))
-                .into_response(),
-        )
+        let st = &p.sample_type;
+        let (all, entries) =
+            views::peek_entries(&p.profile, st, &re).map_err(PageError::from_input)?;
+        let edge = |(other, v): &(String, i64), cum: i64| {
+            let (value, share) = views::value_and_share(&st.unit, *v, cum);
+            serde_json::json!({ "name": other, "value": value, "share": share })
+        };
+        let entries: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let (flat, flat_share) = views::value_and_share(&st.unit, e.flat, all);
+                let (cum, cum_share) = views::value_and_share(&st.unit, e.cum, all);
+                serde_json::json!({
+                    "name": e.name, "flat": flat, "flat_share": flat_share,
+                    "cum": cum, "cum_share": cum_share,
+                    "callers": e.callers.iter().map(|c| edge(c, e.cum)).collect::<Vec<_>>(),
+                    "callees": e.callees.iter().map(|c| edge(c, e.cum)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let peek = views::peek(&p.profile, st, &re).map_err(PageError::from_input)?;
+        let source = views::source(&p.profile, st, &re).unwrap_or_else(|e| format!("{e}\n"));
+        Ok(axum::Json(serde_json::json!({
+            "name": name, "entries": entries, "peek": peek, "source": source
+        }))
+        .into_response())
     })
     .await
 }

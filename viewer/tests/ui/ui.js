@@ -359,12 +359,13 @@ async function demo(page) {
   check((await hot.count()) === 1, "checksum_receipt frame");
   await hot.locator("rect").click({ force: true });
   await page.waitForSelector("#panes[data-ready]");
-  const peekText = await page.locator("#pane-peek").textContent();
   const sourceText = await page.locator("#pane-source").textContent();
-  const peekLines = peekText.split("\n");
-  const self = peekLines.findIndex((l) => /\|\s+\S*checksum_receipt$/.test(l) && !/\|\s{3}/.test(l));
-  check(self > 0, "peek shows checksum_receipt: " + peekText.slice(0, 600));
-  check(peekLines.slice(0, self).some((l) => /\|\s+\S*price_cart$/.test(l)), "peek: price_cart calls it\n" + peekText.slice(0, 800));
+  const peek = await page.evaluate(() => {
+    const names = (cls) => Array.from(document.querySelectorAll(`#pane-peek tr.${cls} td.name`)).map((td) => td.textContent);
+    return { self: names("self"), callers: names("caller"), callees: names("callee") };
+  });
+  check(peek.self.length === 1 && /checksum_receipt$/.test(peek.self[0]), "peek shows checksum_receipt: " + JSON.stringify(peek));
+  check(peek.callers.some((n) => /price_cart$/.test(n)), "peek: price_cart calls it: " + JSON.stringify(peek));
   // The hot line: the source line with the largest flat value.
   const rows = sourceText.split("\n").map((l) => /^\s*(\S+)\s+(\S+)\s+(\d+): (.*)$/.exec(l)).filter(Boolean);
   const scale = (v) => { const m = /^(\d[\d.]*)(\w*)$/.exec(v); if (!m) return 0; const u = { ns: 1e-9, us: 1e-6, ms: 1e-3, s: 1, "": 1 }; return parseFloat(m[1]) * (u[m[2]] !== undefined ? u[m[2]] : 1); };
