@@ -378,6 +378,37 @@ mod tests {
     }
 
     #[test]
+    fn merged_decoding_of_damaged_bytes_agrees_or_fails() {
+        // Flipped bytes in a real profile: both decoders fail, or both give
+        // a profile with the same totals. Never a panic.
+        let raw = gunzip(&fixture("go-cpu.pb.gz"), GIB).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut agreed = 0;
+        for _ in 0..400 {
+            let mut bytes = raw.clone();
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x % bytes.len() as u64) as usize;
+                bytes[i] ^= (x >> 32) as u8 | 1;
+            }
+            let limits = Limits::uniform(64 << 20);
+            match (parse(&bytes, &limits), parse_merged(&bytes, &limits)) {
+                (Ok(a), Ok(b)) => {
+                    for i in 0..a.sample_type.len() {
+                        assert_eq!(crate::total(&a, i), crate::total(&b, i));
+                    }
+                    agreed += 1;
+                }
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("decoders disagree: {:?} vs {:?}", a.err(), b.err()),
+            }
+        }
+        assert!(agreed > 0, "some damaged profiles still decode");
+    }
+
+    #[test]
     fn folded_text_becomes_a_profile() {
         let p = parse(b"main;work 3\nmain 2\n", &Limits::default()).unwrap();
         let folded = crate::fold::fold(&p, 0);

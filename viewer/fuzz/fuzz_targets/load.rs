@@ -16,4 +16,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = profscope::render::collapse(&profile, &st);
         }
     }
+    // The web UI's path: repeated stacks summed while decoding, its icicle.
+    if let Ok(profile) = profscope_profile::parse_merged(data, &limits) {
+        if let Ok(st) = profscope_profile::select_sample_type(&profile, None) {
+            let opts = profscope::render::IcicleOptions::new("fuzz", "samples");
+            let _ = profscope::render::icicle_svg(&profile, st.index, &opts);
+        }
+    }
 });

@@ -159,7 +159,7 @@ pub fn icicle_svg(profile: &Profile, sample_index: usize, opts: &IcicleOptions) 
     stacks.sort_unstable_by(|a, b| {
         flat[a.0 as usize..a.1 as usize].cmp(&flat[b.0 as usize..b.1 as usize])
     });
-    let total: i64 = stacks.iter().map(|s| s.2).sum();
+    let total: i64 = stacks.iter().fold(0i64, |t, s| t.saturating_add(s.2));
     let min_w = (total as f64 * opts.min_width_pct / 100.0).max(0.0);
 
     // The sweep: `open` holds the frames of the current path (name, x);
@@ -188,7 +188,7 @@ pub fn icicle_svg(profile: &Profile, sample_index: usize, opts: &IcicleOptions) 
         for &n in &s[common..] {
             open.push((n, x));
         }
-        x += v;
+        x = x.saturating_add(v);
     }
     close(&mut open, 0, x, &mut out);
 
@@ -419,6 +419,47 @@ mod tests {
         assert_eq!(d.total, 1);
         let got = frames(&d.svg);
         assert!(got.contains(&("narrow7".into(), "0;1".into())), "{got:?}");
+    }
+
+    #[test]
+    fn odd_profiles_draw_without_panicking() {
+        let mut p = folded_to_profile("a;b 3\nc 2\n").unwrap();
+        // A sample on a location the profile does not have, one with no
+        // frames, huge and negative values.
+        p.sample.push(profscope_profile::Sample {
+            location_id: vec![999],
+            value: vec![i64::MAX / 4],
+            label: vec![],
+        });
+        p.sample.push(profscope_profile::Sample {
+            location_id: vec![],
+            value: vec![i64::MAX / 4],
+            label: vec![],
+        });
+        p.sample.push(profscope_profile::Sample {
+            location_id: vec![1],
+            value: vec![-5],
+            label: vec![],
+        });
+        let d = icicle_svg(&p, 0, &IcicleOptions::new("t", "samples"));
+        assert_eq!(d.total, i64::MAX / 4 * 2 + 5);
+        assert!(
+            d.svg.contains("location#999") && d.svg.contains("[no stack]"),
+            "{}",
+            d.svg
+        );
+        // Totals past i64 saturate instead of overflowing.
+        p.sample[0].value = vec![i64::MAX];
+        assert_eq!(
+            icicle_svg(&p, 0, &IcicleOptions::new("t", "samples")).total,
+            i64::MAX
+        );
+        // A sample index past the values draws nothing.
+        assert!(
+            icicle_svg(&p, 7, &IcicleOptions::new("t", "samples"))
+                .svg
+                .contains("No samples")
+        );
     }
 
     #[test]
