@@ -50,6 +50,8 @@ use crate::store::Store;
 struct AppState {
     store: Store,
     captures: Arc<capture::Captures>,
+    /// The profile the last snapshot page loaded.
+    loaded: Arc<pages::LastLoaded>,
     /// Only loopback `Host` names are accepted (the server is bound to a
     /// loopback address).
     loopback: bool,
@@ -93,6 +95,7 @@ fn router_with(store: Store, loopback: bool) -> Router {
     let state = AppState {
         store,
         captures: Arc::new(capture::Captures::default()),
+        loaded: Arc::new(pages::LastLoaded::default()),
         loopback,
     };
     Router::new()

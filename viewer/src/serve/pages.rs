@@ -21,7 +21,7 @@ use crate::store::{Snapshot, Store, is_valid_id};
 use crate::units::percentage;
 use crate::views;
 use profscope_profile::flamegraph::count_name;
-use profscope_profile::{self as model, SampleType};
+use profscope_profile::{self as model, Profile, SampleType};
 
 /// Rows of the top table beside a flamegraph.
 const TOP_ROWS: usize = 40;
@@ -173,6 +173,33 @@ fn type_select(types: &[SampleType], current: &SampleType) -> String {
     out
 }
 
+/// The last snapshot a page loaded: switching a view, opening a pane or
+/// filtering by a label reuses it instead of decoding the file again
+/// (snapshot files never change; a deleted one fails `find` first).
+#[derive(Debug, Default)]
+pub(crate) struct LastLoaded(std::sync::Mutex<Option<(String, Profile)>>);
+
+impl LastLoaded {
+    /// The snapshot's profile, repeated stacks summed while decoding.
+    fn get(&self, snap: &Snapshot) -> Result<Profile, PageError> {
+        let lock = || {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((id, p)) = lock().as_ref()
+            && *id == snap.meta.id
+        {
+            return Ok(p.clone());
+        }
+        // Unaggregated producers repeat stacks: summed while decoding, so
+        // everything after works per distinct stack and label set.
+        let p = snap.load_merged().map_err(PageError::from_input)?;
+        *lock() = Some((snap.meta.id.clone(), p.clone()));
+        Ok(p)
+    }
+}
+
 /// A loaded snapshot prepared for its page: repeated stacks merged, the
 /// sample type chosen, the view's filters applied.
 struct Loaded {
@@ -187,15 +214,13 @@ struct Loaded {
 }
 
 fn load_view(
-    store: &Store,
+    st: &AppState,
     id: &str,
     v: &PageView,
     whole_names: bool,
 ) -> Result<Loaded, PageError> {
-    let snap = find(store, id)?;
-    // Unaggregated producers repeat stacks: summed while decoding, so
-    // everything after works per distinct stack and label set.
-    let profile = snap.load_merged().map_err(PageError::from_input)?;
+    let snap = find(&st.store, id)?;
+    let profile = st.loaded.get(&snap)?;
     let types = model::sample_types(&profile);
     let stype =
         model::select_sample_type(&profile, v.ty.as_deref()).map_err(PageError::from_input)?;
@@ -402,9 +427,8 @@ pub(crate) async fn snapshot(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Html<String>, PageError> {
     let v = PageView::parse(&pairs)?;
-    let store = st.store.clone();
     blocking(move || {
-        let Loaded { snap, types, labels, all, prepared } = load_view(&store, &id, &v, true)?;
+        let Loaded { snap, types, labels, all, prepared } = load_view(&st, &id, &v, true)?;
         let stype = prepared.sample_type.clone();
         let title = format!("{} · {} ({})", title_of(&snap), stype.name, stype.unit);
         let mut opts = IcicleOptions::new(title.clone(), count_name(&stype.unit));
@@ -497,9 +521,8 @@ pub(crate) async fn peek(
         .map(|(_, n)| n.clone())
         .filter(|n| !n.is_empty())
         .ok_or_else(|| PageError::BadRequest("peek needs fn=NAME".into()))?;
-    let store = st.store.clone();
     blocking(move || {
-        let loaded = load_view(&store, &id, &v, false)?;
+        let loaded = load_view(&st, &id, &v, false)?;
         let p = &loaded.prepared;
         let re = format!("^{}$", regex::escape(&name));
         let st = &p.sample_type;
