@@ -14,7 +14,7 @@
 //!   for the kept nodes' cum, but a dropped leaf's flat is not moved up.
 
 // Fx hashing: the build pass looks up every frame of every sample.
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 use profscope_profile::Profile;
 use profscope_profile::string;
@@ -156,8 +156,9 @@ fn build(parts: &[Part<'_>], frames: &Frames, kept: Option<&[bool]>) -> Vec<(u32
     let n = frames.names.len();
     let mut acc = vec![Acc::default(); n];
     let mut seen_stamp = vec![u32::MAX; n];
-    let mut edges: HashMap<(u32, u32), bool> = HashMap::default();
-    let mut seen_edges: HashSet<(u32, u32)> = HashSet::default();
+    // Per edge: inline at every sample through it so far, and the last
+    // sample (stamp) that counted it; an edge counts once per sample.
+    let mut edges: HashMap<(u32, u32), (bool, u32)> = HashMap::default();
     let mut stamp: u32 = 0;
     let is_kept = |i: u32| kept.is_none_or(|k| k.get(i as usize).copied().unwrap_or(false));
     for (pi, part) in parts.iter().enumerate() {
@@ -168,7 +169,6 @@ fn build(parts: &[Part<'_>], frames: &Frames, kept: Option<&[bool]>) -> Vec<(u32
                 continue;
             }
             stamp = stamp.wrapping_add(1);
-            seen_edges.clear();
             let mut parent: Option<u32> = None;
             let mut residual = false;
             for id in sample.location_id.iter().rev() {
@@ -185,12 +185,12 @@ fn build(parts: &[Part<'_>], frames: &Frames, kept: Option<&[bool]>) -> Vec<(u32
                         a.cum += w;
                     }
                     if let Some(par) = parent {
-                        if par != node && seen_edges.insert((par, node)) {
+                        if par != node {
                             let inline = ni != nodes.len() - 1;
-                            edges
-                                .entry((par, node))
-                                .and_modify(|e| *e = *e && inline)
-                                .or_insert(inline);
+                            let e = edges.entry((par, node)).or_insert((inline, stamp));
+                            if e.1 != stamp {
+                                *e = (e.0 && inline, stamp);
+                            }
                         }
                     }
                     parent = Some(node);
@@ -203,7 +203,7 @@ fn build(parts: &[Part<'_>], frames: &Frames, kept: Option<&[bool]>) -> Vec<(u32
         }
     }
     let mut marks = vec![(false, false); n];
-    for (&(_, to), &inline) in &edges {
+    for (&(_, to), &(inline, _)) in &edges {
         let m = &mut marks[to as usize];
         if inline {
             m.0 = true;
