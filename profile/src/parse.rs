@@ -79,6 +79,9 @@ fn parse_with(bytes: &[u8], limits: &Limits, merge: bool) -> Result<Profile> {
         });
     }
     if bytes.starts_with(&GZIP_MAGIC) {
+        if merge {
+            return parse_gzip_merged(bytes, limits);
+        }
         let raw = gunzip(bytes, limits.max_decompressed)?;
         if raw.is_empty() {
             return Err(Error::Empty("decompressed input".to_string()));
@@ -106,97 +109,83 @@ fn parse_plain(bytes: &[u8], limits: &Limits, merge: bool) -> Result<Profile> {
     Ok(profile)
 }
 
-/// Decodes a `Profile`, summing samples with equal locations and labels as
-/// they are read: each sample is decoded into one reused buffer and looked
-/// up by hash; only distinct ones are kept. Every other field is decoded by
-/// prost from a copy of its bytes.
+/// Decodes a `Profile` with repeated samples summed (see
+/// [`MergedDecoder`](crate::merge::MergedDecoder)).
 fn decode_merged(bytes: &[u8], limits: &Limits) -> Result<Profile> {
-    use std::hash::{Hash, Hasher};
+    let mut decoder = crate::merge::MergedDecoder::new(limits.max_decoded);
+    let used = decoder.feed(bytes)?;
+    decoder.finish(bytes.len() - used)
+}
 
-    use prost::encoding::{WireType, decode_key, decode_varint};
-
-    use crate::proto::Sample;
-
-    const SAMPLE: u32 = 2;
-    const END: u32 = u32::MAX;
-    let estimate = estimate_decoded_size(bytes)
-        .ok_or_else(|| Error::Format("malformed protobuf framing".to_string()))?;
-    if estimate > limits.max_decoded {
-        return Err(Error::TooLarge {
-            what: "decoded profile (estimated)",
-            limit: limits.max_decoded,
+/// `parse_merged` of gzip: inflated on a second thread in 1 MiB chunks
+/// while this one decodes the fields that have arrived, so the two
+/// overlap. Input that is not a protobuf (text) is collected and parsed as
+/// `parse` would.
+fn parse_gzip_merged(bytes: &[u8], limits: &Limits) -> Result<Profile> {
+    const CHUNK: u64 = 1 << 20;
+    let limit = limits.max_decompressed;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
+        scope.spawn(move || {
+            let mut gz = MultiGzDecoder::new(bytes).take(limit.saturating_add(1));
+            loop {
+                let mut chunk = Vec::with_capacity(CHUNK as usize);
+                match (&mut gz).take(CHUNK).read_to_end(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if tx.send(Ok(chunk)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
         });
-    }
-    let bad =
-        |e: prost::DecodeError| Error::Format(format!("protobuf: {}", one_line(&e.to_string())));
-    let truncated = || Error::Format("protobuf: truncated field".to_string());
-    let mut rest: Vec<u8> = Vec::new();
-    let mut samples: Vec<Sample> = Vec::new();
-    // Hash → first sample with it; `next` chains samples of equal hashes.
-    let mut heads: rustc_hash::FxHashMap<u64, u32> = Default::default();
-    let mut next: Vec<u32> = Vec::new();
-    let mut scratch = Sample::default();
-    let mut buf = bytes;
-    while !buf.is_empty() {
-        let field = buf;
-        let (tag, wire_type) = decode_key(&mut buf).map_err(bad)?;
-        let skip = match wire_type {
-            WireType::Varint => {
-                decode_varint(&mut buf).map_err(bad)?;
-                0
+        let mut decoder = crate::merge::MergedDecoder::new(limits.max_decoded);
+        let mut data: Vec<u8> = Vec::new();
+        let (mut used, mut inflated) = (0usize, 0u64);
+        let mut protobuf: Option<bool> = None;
+        for chunk in rx {
+            let chunk = chunk.map_err(Error::Gzip)?;
+            inflated += chunk.len() as u64;
+            if inflated > limit {
+                return Err(Error::TooLarge {
+                    what: "decompressed input",
+                    limit,
+                });
             }
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => {
-                usize::try_from(decode_varint(&mut buf).map_err(bad)?).map_err(|_| truncated())?
+            data.extend_from_slice(&chunk);
+            let is_protobuf = *protobuf.get_or_insert_with(|| {
+                // Text (folded stacks) is valid UTF-8 throughout; a pprof
+                // protobuf stops being so within its first bytes.
+                std::str::from_utf8(&data).is_err_and(|e| e.error_len().is_some())
+            });
+            if data.starts_with(&GZIP_MAGIC) {
+                return Err(Error::Format("gzip inside gzip".to_string()));
             }
-            WireType::StartGroup | WireType::EndGroup => {
-                return Err(Error::Format(
-                    "protobuf: groups are not used by profile.proto".into(),
-                ));
+            if is_protobuf {
+                used += decoder.feed(&data[used..])?;
+                // Keep only the unfinished field.
+                if used > data.len() / 2 {
+                    data.drain(..used);
+                    used = 0;
+                }
             }
-        };
-        if skip > buf.len() {
-            return Err(truncated());
         }
-        let (body, after) = buf.split_at(skip);
-        buf = after;
-        if tag != SAMPLE || wire_type != WireType::LengthDelimited {
-            rest.extend_from_slice(&field[..field.len() - buf.len()]);
-            continue;
+        if inflated == 0 {
+            return Err(Error::Empty("decompressed input".to_string()));
         }
-        prost::Message::clear(&mut scratch);
-        prost::Message::merge(&mut scratch, body).map_err(bad)?;
-        let mut h = rustc_hash::FxHasher::default();
-        scratch.location_id.hash(&mut h);
-        scratch.label.hash(&mut h);
-        let h = h.finish();
-        let mut at = heads.get(&h).copied().unwrap_or(END);
-        while at != END {
-            let s = &samples[at as usize];
-            if s.location_id == scratch.location_id && s.label == scratch.label {
-                break;
-            }
-            at = next[at as usize];
-        }
-        if at == END {
-            let index = u32::try_from(samples.len())
-                .map_err(|_| Error::Format("more than 4G distinct samples".into()))?;
-            next.push(heads.insert(h, index).unwrap_or(END));
-            samples.push(scratch.clone());
+        if protobuf == Some(true) {
+            let profile = decoder.finish(data.len() - used)?;
+            validate(&profile)?;
+            Ok(profile)
         } else {
-            let values = &mut samples[at as usize].value;
-            if values.len() < scratch.value.len() {
-                values.resize(scratch.value.len(), 0);
-            }
-            for (v, add) in values.iter_mut().zip(&scratch.value) {
-                *v = v.saturating_add(*add);
-            }
+            parse_plain(&data, limits, true)
         }
-    }
-    let mut profile = Profile::decode(&rest[..]).map_err(bad)?;
-    profile.sample = samples;
-    Ok(profile)
+    })
 }
 
 /// Inflates a (possibly multi-member) gzip stream, refusing to grow past `limit`.
@@ -233,8 +222,6 @@ fn decode_protobuf(bytes: &[u8], limits: &Limits) -> Result<Profile> {
 /// empty 2-byte `Sample` becomes a 72-byte struct), so the count of
 /// elements matters as much as the byte length. `None` on broken framing.
 fn estimate_decoded_size(mut buf: &[u8]) -> Option<u64> {
-    use crate::proto::{Function, Location, Mapping, Sample, ValueType};
-    use std::mem::size_of;
     let mut total: u64 = 0;
     while !buf.is_empty() {
         let key = read_varint(&mut buf)?;
@@ -249,18 +236,7 @@ fn estimate_decoded_size(mut buf: &[u8]) -> Option<u64> {
             2 => {
                 let len = usize::try_from(read_varint(&mut buf)?).ok()?;
                 buf = buf.get(len..)?;
-                let element = match field {
-                    1 | 11 => size_of::<ValueType>(),
-                    2 => size_of::<Sample>(),
-                    3 => size_of::<Mapping>(),
-                    4 => size_of::<Location>(),
-                    5 => size_of::<Function>(),
-                    6 => size_of::<String>(),
-                    _ => 0,
-                } as u64;
-                // Nested elements are at least 2 bytes and at most ~32 bytes
-                // decoded (a `Label`), hence 16x the payload.
-                total = total.saturating_add(element + 16 * len as u64);
+                total = total.saturating_add(decoded_field_size(field, len));
             }
             _ => return None,
         }
@@ -268,7 +244,27 @@ fn estimate_decoded_size(mut buf: &[u8]) -> Option<u64> {
     Some(total)
 }
 
-fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+/// The memory a length-delimited top-level field of `len` bytes may take
+/// decoded (see [`estimate_decoded_size`]).
+pub(crate) fn decoded_field_size(field: u64, len: usize) -> u64 {
+    use crate::proto::{Function, Location, Mapping, Sample, ValueType};
+    use std::mem::size_of;
+    let element = match field {
+        1 | 11 => size_of::<ValueType>(),
+        2 => size_of::<Sample>(),
+        3 => size_of::<Mapping>(),
+        4 => size_of::<Location>(),
+        5 => size_of::<Function>(),
+        6 => size_of::<String>(),
+        _ => 0,
+    } as u64;
+    // Nested elements are at least 2 bytes and at most ~32 bytes decoded
+    // (a `Label`), hence 16x the payload.
+    element + 16 * len as u64
+}
+
+/// A varint; `None` when cut short or longer than 10 bytes.
+pub(crate) fn read_varint(buf: &mut &[u8]) -> Option<u64> {
     let mut value: u64 = 0;
     for i in 0..10 {
         let (&byte, rest) = buf.split_first()?;
@@ -282,7 +278,7 @@ fn read_varint(buf: &mut &[u8]) -> Option<u64> {
 }
 
 /// Collapses whitespace (protobuf errors span lines) into one line.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -375,6 +371,56 @@ mod tests {
         // A repeat whose values do not decode is an error, not a sum.
         bytes.extend_from_slice(&[0x12, 0x05, 0x0a, 0x01, 0x01, 0x12, 0x05]);
         assert!(parse_merged(&bytes, &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn merged_gzip_streams_across_chunks_and_refuses_what_parse_refuses() {
+        let mut p = parse(&fixture("go-cpu.pb.gz"), &Limits::default()).unwrap();
+        let once = p.sample.clone();
+        for _ in 0..400 {
+            p.sample.extend(once.iter().cloned());
+        }
+        let gz = crate::write_gz(&p).unwrap();
+        assert!(
+            gunzip(&gz, GIB).unwrap().len() > 3 << 20,
+            "several 1 MiB chunks"
+        );
+        let merged = parse_merged(&gz, &Limits::default()).unwrap();
+        crate::merge::merge_samples(&mut p);
+        assert_eq!(merged, p);
+        let limits = Limits::default();
+        // Cut short, gzip in gzip, empty, folded text, a decompression cap.
+        assert!(matches!(
+            parse_merged(&gz[..gz.len() / 2], &limits),
+            Err(Error::Gzip(_))
+        ));
+        let inner = crate::write_gz(&p).unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, &inner).unwrap();
+        let nested = e.finish().unwrap();
+        assert!(matches!(
+            parse_merged(&nested, &limits),
+            Err(Error::Format(_))
+        ));
+        let empty = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast())
+            .finish()
+            .unwrap();
+        assert!(matches!(
+            parse_merged(&empty, &limits),
+            Err(Error::Empty(_))
+        ));
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, b"main;work 3\nmain 2\n").unwrap();
+        let text = parse_merged(&e.finish().unwrap(), &limits).unwrap();
+        assert_eq!(crate::total(&text, 0), 5);
+        let capped = Limits {
+            max_decompressed: 1 << 20,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_merged(&gz, &capped),
+            Err(Error::TooLarge { .. })
+        ));
     }
 
     #[test]

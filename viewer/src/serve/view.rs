@@ -71,7 +71,7 @@ impl PageView {
             }
         };
         if let Some(v) =
-            get("notag").filter(|v| !v.split_once('=').is_some_and(|(k, _)| !k.is_empty()))
+            get("notag").filter(|v| v.split_once('=').is_none_or(|(k, _)| k.is_empty()))
         {
             return Err(PageError::BadRequest(format!(
                 "notag={v:?}: a label exclusion is KEY=VALUE (VALUE a regex, as -tagignore)"
