@@ -205,7 +205,13 @@ fn path_tail(s: &str, keep: usize) -> String {
             break;
         }
     }
-    segments[start..].join("::")
+    // `<impl *const T>` segments strip to nothing: no `::::` left behind.
+    segments[start..]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("::")
 }
 
 /// Cuts `s` to `width` characters with an ellipsis.
@@ -253,6 +259,10 @@ mod tests {
             (
                 "<impl core::fmt::Debug for app::Order>::fmt",
                 "<impl Debug for Order>::fmt",
+            ),
+            (
+                "core::ptr::const_ptr::<impl *const T>::is_aligned_to",
+                "const_ptr::is_aligned_to",
             ),
             ("malloc", "malloc"),
             (
