@@ -238,6 +238,40 @@ fn view_settings_and_the_peek_endpoint() {
 }
 
 #[test]
+fn high_cardinality_labels_stay_bounded() {
+    // 500 samples, each with its own span id: the dropdown and the by-label
+    // table list 200 values and sum up the rest.
+    let mut p = profscope_test_support::large_profile(500, 500, 1);
+    p.string_table.push("span".into());
+    let key = p.string_table.len() as i64 - 1;
+    for (i, s) in p.sample.iter_mut().enumerate() {
+        p.string_table.push(format!("span-{i:04}"));
+        s.label.push(profscope_profile::Label {
+            key,
+            str: p.string_table.len() as i64 - 1,
+            ..Default::default()
+        });
+    }
+    let server = Server::start();
+    let snap = server
+        .store
+        .save(
+            &profscope_profile::write_gz(&p).unwrap(),
+            profscope::store::NewSnapshot::new(None, Some("spans".into())).kind("cpu"),
+        )
+        .unwrap();
+    let r = server.get(&format!("/snapshot/{}", snap.meta.id));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let table = r.body.split("id=\"by-label\"").nth(1).unwrap();
+    let table = table.split("</table>").next().unwrap();
+    assert_eq!(table.matches("<tr data-value=").count(), 200);
+    assert!(table.contains("300 more values"), "{table}");
+    let select = r.body.split("data-key=\"span\"").nth(1).unwrap();
+    let select = select.split("</select>").next().unwrap();
+    assert_eq!(select.matches("<option").count(), 201, "all + 200 values");
+}
+
+#[test]
 fn unknown_snapshots_are_404_and_escapes_are_refused() {
     let (server, snaps) = seeded();
     let r = server.get("/snapshot/20990101-000000-cpu");

@@ -26,6 +26,9 @@ use profscope_profile::{self as model, Profile, SampleType};
 /// Rows of the top table beside a flamegraph.
 const TOP_ROWS: usize = 40;
 
+/// Values of a label key listed (in its dropdown and the by-label table).
+const LABEL_ROWS: usize = 200;
+
 /// Looks up a snapshot by the id in a URL: 400 when the id could name
 /// anything but a file in the store, 404 when there is no such snapshot.
 pub(crate) fn find(store: &Store, id: &str) -> Result<Snapshot, PageError> {
@@ -282,7 +285,7 @@ fn view_form(
             esc(key),
             esc(key)
         );
-        for (value, total) in values.iter().take(200) {
+        for (value, total) in values.iter().take(LABEL_ROWS) {
             let tag = tag_exact(key, value);
             let _ = write!(
                 out,
@@ -382,7 +385,8 @@ fn by_label_table(id: &str, v: &PageView, p: &Prepared, keys: &[&String], all: i
         percentage(shown, all).trim(),
         esc(key)
     );
-    for (value, total) in &rows {
+    // High-cardinality keys (span or trace ids) would make the page huge.
+    for (value, total) in rows.iter().take(LABEL_ROWS) {
         let mut tags: Vec<String> = v
             .tags
             .iter()
@@ -413,6 +417,16 @@ fn by_label_table(id: &str, v: &PageView, p: &Prepared, keys: &[&String], all: i
             esc(&fmt.format(*total)),
             percentage(*total, shown).trim(),
             esc(value)
+        );
+    }
+    if rows.len() > LABEL_ROWS {
+        let rest: i64 = rows[LABEL_ROWS..].iter().map(|r| r.1).sum();
+        let _ = writeln!(
+            out,
+            "<tr class=\"more\"><td>{}</td><td>{}</td><td class=\"name\">{} more values</td><td></td></tr>",
+            esc(&fmt.format(rest)),
+            percentage(rest, shown).trim(),
+            rows.len() - LABEL_ROWS
         );
     }
     out.push_str("</tbody></table>\n");
