@@ -30,6 +30,7 @@ mod capture;
 mod flame;
 mod html;
 mod pages;
+mod snapshot;
 mod view;
 
 use std::future::Future;
@@ -51,7 +52,7 @@ struct AppState {
     store: Store,
     captures: Arc<capture::Captures>,
     /// The profile the last snapshot page loaded.
-    loaded: Arc<pages::LastLoaded>,
+    loaded: Arc<snapshot::LastLoaded>,
     /// Only loopback `Host` names are accepted (the server is bound to a
     /// loopback address).
     loopback: bool,
@@ -95,14 +96,14 @@ fn router_with(store: Store, loopback: bool) -> Router {
     let state = AppState {
         store,
         captures: Arc::new(capture::Captures::default()),
-        loaded: Arc::new(pages::LastLoaded::default()),
+        loaded: Arc::new(snapshot::LastLoaded::default()),
         loopback,
     };
     Router::new()
         .route("/", get(pages::list))
-        .route("/snapshot/{id}", get(pages::snapshot))
+        .route("/snapshot/{id}", get(snapshot::page))
         .route("/snapshot/{id}/profile.pb.gz", get(pages::download))
-        .route("/snapshot/{id}/peek", get(pages::peek))
+        .route("/snapshot/{id}/peek", get(snapshot::peek))
         .route("/snapshot/{id}/label", post(pages::relabel))
         .route("/snapshot/{id}/delete", post(pages::delete))
         .route("/diff", get(pages::diff))
