@@ -16,6 +16,7 @@ use profscope_profile::{Profile, string};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::names::Shortener;
+use crate::render::markup_escape as esc;
 
 /// Width of the picture in SVG units; frames live in `FRAMES_WIDTH` of it.
 const WIDTH: f64 = 1200.0;
@@ -306,20 +307,6 @@ fn thousands(v: i64) -> String {
             out.push(',');
         }
         out.push(c);
-    }
-    out
-}
-
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
     }
     out
 }
