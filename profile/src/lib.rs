@@ -4,11 +4,13 @@
 //! through it; neither reaches into the other.
 //!
 //! * [`proto`]: the `profile.proto` types (prost derives, no `protoc`);
-//! * [`parse`] (gzip or not, bounded by [`Limits`], then [`validate`d](validate))
+//! * [`parse`] (gzip or not, bounded by [`Limits`], then [`validate`d](validate));
+//!   [`parse_merged`] sums repeated stacks while decoding (what the web UI loads);
 //!   and [`write_gz`] (gzip at best speed, as Go writes);
 //! * [`sample_type`]: which value means what, Go's default, string lookups;
 //! * [`fold`] and [`folded`]: profile ⇄ folded stacks;
 //! * [`filter`]: `focus`/`ignore`/`hide`/`tagfocus`/`tagignore` as Go has them;
+//! * [`merge`]: repeated stacks summed into one record;
 //! * [`prune`]: Go's pruning of allocator frames from heap stacks;
 //! * [`kind`]: profile kinds and the one table of endpoints;
 //! * [`flamegraph`]: SVG flamegraphs through inferno, plain and differential.
@@ -44,6 +46,7 @@ pub mod flamegraph;
 pub mod fold;
 pub mod folded;
 pub mod kind;
+pub mod merge;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod parse;
@@ -58,7 +61,7 @@ mod testing;
 
 pub use error::{Error, Result};
 pub use filter::{Filter, FilterOptions};
-pub use parse::{Limits, gunzip, parse};
+pub use parse::{Limits, gunzip, parse, parse_merged};
 pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 pub use sample_type::{
     SampleType, default_sample_index, sample_types, select_sample_type, string, total,

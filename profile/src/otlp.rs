@@ -918,8 +918,14 @@ mod tests {
         // gzip'd, as OTLP/HTTP bodies often are.
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &bytes).unwrap();
-        let back = crate::parse(&gz.finish().unwrap(), &Limits::default()).unwrap();
+        let gz = gz.finish().unwrap();
+        let back = crate::parse(&gz, &Limits::default()).unwrap();
         assert_eq!(totals(&back), totals(&heap));
+        // The web UI's merged decoder falls back the same way.
+        for input in [&bytes[..], &gz[..]] {
+            let back = crate::parse_merged(input, &Limits::default()).unwrap();
+            assert_eq!(totals(&back), totals(&heap));
+        }
         // A pprof profile is read as pprof.
         let pprof = crate::proto::Profile::encode_to_vec(&heap);
         assert_eq!(crate::parse(&pprof, &Limits::default()).unwrap(), heap);

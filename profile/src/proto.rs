@@ -79,7 +79,7 @@ pub struct Sample {
 }
 
 /// A sample label: `key` with either a string (`str`) or a number (`num`).
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, prost::Message)]
 pub struct Label {
     /// The key (string index).
     #[prost(int64, tag = "1")]

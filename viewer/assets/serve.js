@@ -1,11 +1,13 @@
 // profscope serve: the page script. Plain JavaScript, no dependencies, no
 // network access beyond this origin's capture status endpoint.
 //
-// The flamegraph is inferno's SVG inlined in the page (without inferno's
-// own script). Every frame is `<g><title/><rect fg:x fg:w/><text/></g>`
+// The flamegraph is an SVG inlined in the page: the snapshot page's own
+// icicle (render/icicle.rs) or, on the diff page, inferno's (without its
+// script). Every frame is `<g data-s?><title/><rect fg:x fg:w/><text/></g>`
 // inside `svg#frames`; fg:x and fg:w are the frame's offset and width in
-// samples. Frames are read once into arrays; search, zoom and the icicle
-// flip then only write attributes.
+// samples, the title holds the full name, data-s the short name shown.
+// Frames are read once into arrays; search, zoom and the icicle flip then
+// only write attributes. A click also opens the peek and source panes.
 "use strict";
 
 (function () {
@@ -78,7 +80,7 @@
 
   var groups = framesSvg.children;
   var n = groups.length;
-  var G = new Array(n), R = new Array(n), T = new Array(n), names = new Array(n), titles = new Array(n);
+  var G = new Array(n), R = new Array(n), T = new Array(n), names = new Array(n), titles = new Array(n), fulls = new Array(n);
   var X = new Float64Array(n), W = new Float64Array(n), Y = new Float64Array(n), D = new Int32Array(n);
   var fills = new Array(n), origRx = new Array(n), origRw = new Array(n), origText = new Array(n), origTx = new Array(n), textDy = 0;
   var maxY = -Infinity, minY = Infinity, fh = 16;
@@ -89,7 +91,8 @@
     var title = ti ? ti.textContent : "";
     titles[i] = title;
     var cut = title.lastIndexOf(" (");
-    names[i] = cut >= 0 ? title.slice(0, cut) : title;
+    fulls[i] = cut >= 0 ? title.slice(0, cut) : title;
+    names[i] = g.getAttribute("data-s") || fulls[i];
     X[i] = parseFloat(r.getAttribute("fg:x")) || 0;
     W[i] = parseFloat(r.getAttribute("fg:w")) || 0;
     Y[i] = parseFloat(r.getAttribute("y")) || 0;
@@ -106,7 +109,11 @@
     fh = (parseFloat(R[0].getAttribute("height")) || 15) + 1;
     textDy = T[0] ? parseFloat(T[0].getAttribute("y")) - Y[0] : 10.5;
   }
-  for (i = 0; i < n; i++) D[i] = Math.round((maxY - Y[i]) / fh);
+  // Depth from the row: the root row is the top one in an icicle (our
+  // renderer says so), the bottom one in a flame graph (inferno's).
+  var inverted = framesSvg.getAttribute("data-icicle") === "1";
+  for (i = 0; i < n; i++) D[i] = Math.round((inverted ? Y[i] - minY : maxY - Y[i]) / fh);
+  var maxD = Math.round((maxY - minY) / fh);
 
   var searchBox = $("#fg-search"), matched = $("#fg-matched"), resetBtn = $("#fg-reset");
   var icicleBox = $("#fg-icicle"), details = $("#fg-details");
@@ -209,7 +216,7 @@
     matches = [];
     var spans = [];
     for (var j = 0; j < n; j++) {
-      if (re.test(names[j])) {
+      if (re.test(names[j]) || (fulls[j] !== names[j] && re.test(fulls[j]))) {
         matches.push(j);
         R[j].setAttribute("fill", SEARCH_COLOR);
         spans.push([X[j], W[j]]);
@@ -233,11 +240,12 @@
     timings.search = now() - s;
   }
 
-  // Icicle: roots at the top. Depth d goes to minY + d·fh instead of maxY − d·fh.
+  // Icicle: roots at the top, depth d at row d; a flame graph puts it at
+  // row maxD − d.
   function icicle(on) {
     var s = now();
     for (var j = 0; j < n; j++) {
-      var y = on ? minY + D[j] * fh : Y[j];
+      var y = minY + (on ? D[j] : maxD - D[j]) * fh;
       R[j].setAttribute("y", y);
       if (T[j]) T[j].setAttribute("y", (y + textDy).toFixed(2));
     }
@@ -245,10 +253,74 @@
     timings.icicle = now() - s;
   }
 
+  // Peek and source panes: the shell's `peek` and `list` of the clicked
+  // function, under the page's settings.
+  var panes = $("#panes"), peekUrl = host.getAttribute("data-peek"), paneSeq = 0;
+  function openPanes(i) {
+    if (!panes || !peekUrl || D[i] === 0) return;
+    var seq = ++paneSeq;
+    $("#pane-name").textContent = names[i];
+    $("#pane-name").title = fulls[i];
+    $("#pane-peek").textContent = "loading…";
+    $("#pane-source").textContent = "";
+    panes.hidden = false;
+    panes.removeAttribute("data-ready");
+    fetch(peekUrl + "&fn=" + encodeURIComponent(names[i]), { cache: "no-store" }).then(function (r) {
+      return r.ok ? r.json() : r.text().then(function (t) { throw new Error(r.status + " " + t.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim()); });
+    }).then(function (j) {
+      if (seq !== paneSeq) return;
+      peekTable($("#pane-peek"), j.entries);
+      $("#pane-source").textContent = j.source;
+      panes.setAttribute("data-ready", j.name);
+    }).catch(function (err) {
+      if (seq !== paneSeq) return;
+      $("#pane-peek").textContent = String(err.message || err);
+      panes.setAttribute("data-ready", "");
+    });
+  }
+  // Callers above the function, callees below (as the shell's peek);
+  // each name searches the graph.
+  function peekTable(el, entries) {
+    el.textContent = "";
+    var table = document.createElement("table");
+    table.className = "toptable peek";
+    var row = function (cls, cells, name) {
+      var tr = document.createElement("tr");
+      tr.className = cls;
+      cells.forEach(function (c) { var td = document.createElement("td"); td.textContent = c; tr.appendChild(td); });
+      var td = document.createElement("td");
+      td.className = "name";
+      var a = document.createElement("a");
+      a.href = "#";
+      a.setAttribute("data-search", name);
+      a.textContent = name;
+      td.appendChild(a);
+      tr.appendChild(td);
+      table.appendChild(tr);
+    };
+    var head = document.createElement("tr");
+    ["through", "share", "function"].forEach(function (h) { var th = document.createElement("th"); th.textContent = h; head.appendChild(th); });
+    table.appendChild(head);
+    entries.forEach(function (e) {
+      e.callers.forEach(function (c) { row("caller", [c.value, c.share], c.name); });
+      row("self", [e.cum, e.cum_share], e.name);
+      var tr = table.lastChild;
+      tr.title = "flat " + e.flat + " (" + e.flat_share + "), cum " + e.cum + " (" + e.cum_share + ")";
+      e.callees.forEach(function (c) { row("callee", [c.value, c.share], c.name); });
+    });
+    el.appendChild(table);
+  }
+  var closeBtn = $("#panes-close");
+  if (closeBtn) closeBtn.addEventListener("click", function () { panes.hidden = true; });
+  var bySelect = $("#by-select");
+  if (bySelect) bySelect.addEventListener("change", function () { window.location.href = bySelect.value; });
+
   framesSvg.addEventListener("click", function (e) {
     var g = e.target.closest("g[data-i]");
     if (!g) return;
-    zoom(+g.getAttribute("data-i"));
+    var i = +g.getAttribute("data-i");
+    zoom(i);
+    openPanes(i);
   });
   framesSvg.addEventListener("mouseover", function (e) {
     var g = e.target.closest("g[data-i]");
@@ -269,7 +341,20 @@
       timer = setTimeout(function () { search(searchBox.value); setParam("s", searchBox.value); }, 120);
     });
   }
-  if (icicleBox) icicleBox.addEventListener("change", function () { icicle(icicleBox.checked); setParam("icicle", icicleBox.checked ? "1" : ""); });
+  if (icicleBox) {
+    icicleBox.addEventListener("change", function () {
+      icicle(icicleBox.checked);
+      setParam("icicle", icicleBox.checked ? "" : "0");
+      // The view form keeps the orientation across its reloads.
+      var form = $("#view-form"), hidden = form && $("input[name=icicle]", form);
+      if (form && icicleBox.checked && hidden) hidden.remove();
+      if (form && !icicleBox.checked && !hidden) {
+        hidden = document.createElement("input");
+        hidden.type = "hidden"; hidden.name = "icicle"; hidden.value = "0";
+        form.appendChild(hidden);
+      }
+    });
+  }
   document.addEventListener("click", function (e) {
     var a = e.target.closest && e.target.closest("a[data-search]");
     if (!a || !searchBox) return;
@@ -280,12 +365,13 @@
     setParam("s", searchBox.value);
   });
 
-  if (icicleBox && icicleBox.checked) icicle(true);
+  if (icicleBox && icicleBox.checked !== inverted) icicle(icicleBox.checked);
   if (searchBox && searchBox.value) search(searchBox.value);
   window.profscope.zoom = zoom;
   window.profscope.reset = reset;
   window.profscope.search = search;
   window.profscope.icicle = icicle;
+  window.profscope.peek = openPanes;
   window.profscope.frames = n;
   timings.init = now() - t0;
   host.setAttribute("data-ready", String(n));

@@ -13,7 +13,8 @@
 //! * when some nodes are dropped (low cum), samples through them still count
 //!   for the kept nodes' cum, but a dropped leaf's flat is not moved up.
 
-use std::collections::{HashMap, HashSet};
+// Fx hashing: the build pass looks up every frame of every sample.
+use rustc_hash::FxHashMap as HashMap;
 
 use profscope_profile::Profile;
 use profscope_profile::string;
@@ -97,7 +98,7 @@ struct Frames {
 impl Frames {
     fn new(parts: &[Part<'_>]) -> Frames {
         let mut names = Vec::new();
-        let mut index: HashMap<String, u32> = HashMap::new();
+        let mut index: HashMap<String, u32> = HashMap::default();
         let mut intern = |name: String| -> u32 {
             if let Some(&i) = index.get(&name) {
                 return i;
@@ -121,7 +122,7 @@ impl Frames {
                     mappings.get(&mapping_id).copied().unwrap_or(""),
                 )
             };
-            let mut locs = HashMap::with_capacity(p.location.len());
+            let mut locs = HashMap::with_capacity_and_hasher(p.location.len(), Default::default());
             for loc in &p.location {
                 let nodes: Vec<u32> = if loc.line.is_empty() {
                     vec![intern(objfile(loc.mapping_id))]
@@ -155,8 +156,9 @@ fn build(parts: &[Part<'_>], frames: &Frames, kept: Option<&[bool]>) -> Vec<(u32
     let n = frames.names.len();
     let mut acc = vec![Acc::default(); n];
     let mut seen_stamp = vec![u32::MAX; n];
-    let mut edges: HashMap<(u32, u32), bool> = HashMap::new();
-    let mut seen_edges: HashSet<(u32, u32)> = HashSet::new();
+    // Per edge: inline at every sample through it so far, and the last
+    // sample (stamp) that counted it; an edge counts once per sample.
+    let mut edges: HashMap<(u32, u32), (bool, u32)> = HashMap::default();
     let mut stamp: u32 = 0;
     let is_kept = |i: u32| kept.is_none_or(|k| k.get(i as usize).copied().unwrap_or(false));
     for (pi, part) in parts.iter().enumerate() {
@@ -167,7 +169,6 @@ fn build(parts: &[Part<'_>], frames: &Frames, kept: Option<&[bool]>) -> Vec<(u32
                 continue;
             }
             stamp = stamp.wrapping_add(1);
-            seen_edges.clear();
             let mut parent: Option<u32> = None;
             let mut residual = false;
             for id in sample.location_id.iter().rev() {
@@ -184,12 +185,12 @@ fn build(parts: &[Part<'_>], frames: &Frames, kept: Option<&[bool]>) -> Vec<(u32
                         a.cum += w;
                     }
                     if let Some(par) = parent {
-                        if par != node && seen_edges.insert((par, node)) {
+                        if par != node {
                             let inline = ni != nodes.len() - 1;
-                            edges
-                                .entry((par, node))
-                                .and_modify(|e| *e = *e && inline)
-                                .or_insert(inline);
+                            let e = edges.entry((par, node)).or_insert((inline, stamp));
+                            if e.1 != stamp {
+                                *e = (e.0 && inline, stamp);
+                            }
                         }
                     }
                     parent = Some(node);
@@ -202,7 +203,7 @@ fn build(parts: &[Part<'_>], frames: &Frames, kept: Option<&[bool]>) -> Vec<(u32
         }
     }
     let mut marks = vec![(false, false); n];
-    for (&(_, to), &inline) in &edges {
+    for (&(_, to), &(inline, _)) in &edges {
         let m = &mut marks[to as usize];
         if inline {
             m.0 = true;

@@ -111,15 +111,34 @@ impl Source {
 
     /// Like [`load`](Self::load), fetching URLs with `opts`.
     pub fn load_with(&self, opts: &FetchOptions) -> Result<Profile> {
+        self.load_parsed(opts, profscope_profile::parse)
+    }
+
+    /// As [`load`](Source::load), with samples of one stack and label set
+    /// summed while decoding ([`profscope_profile::parse_merged`]): what
+    /// the web UI draws from.
+    pub fn load_merged(&self, limits: &Limits) -> Result<Profile> {
+        let opts = FetchOptions {
+            limits: *limits,
+            ..FetchOptions::default()
+        };
+        self.load_parsed(&opts, profscope_profile::parse_merged)
+    }
+
+    fn load_parsed(
+        &self,
+        opts: &FetchOptions,
+        parse: fn(&[u8], &Limits) -> profscope_profile::Result<Profile>,
+    ) -> Result<Profile> {
         let bytes = self.read_with(opts)?;
         let parsed = if self.names_otlp() {
-            profscope_profile::otlp::parse_request(&bytes, &opts.limits).map_err(Error::from)
+            profscope_profile::otlp::parse_request(&bytes, &opts.limits)
         } else {
             parse(&bytes, &opts.limits)
         };
         parsed.map_err(|e| Error::In {
             origin: self.describe(),
-            inner: Box::new(e),
+            inner: Box::new(e.into()),
         })
     }
 }
@@ -128,6 +147,12 @@ impl Snapshot {
     /// Loads the snapshot's profile.
     pub fn load(&self) -> Result<Profile> {
         Source::Snapshot(self.clone()).load(&Limits::default())
+    }
+
+    /// Loads the snapshot's profile with repeated stacks summed
+    /// ([`Source::load_merged`]).
+    pub fn load_merged(&self) -> Result<Profile> {
+        Source::Snapshot(self.clone()).load_merged(&Limits::default())
     }
 }
 

@@ -115,14 +115,21 @@ pub fn shorten(name: &str, keep: usize) -> String {
     {
         let inner = &body[..close];
         let rest = &body[close + 1..];
+        // The type keeps one segment, more when names collide
+        // (`<slice::iter::Iter as Iterator>::next`, `<map::Iter as …>`).
+        let inner_keep = keep.saturating_sub(1).max(1);
         let inner = if let Some(imp) = inner.strip_prefix("impl ")
             && let Some((tr, ty)) = imp.split_once(" for ")
         {
-            format!("impl {} for {}", path_tail(tr, 1), path_tail(ty, 1))
+            format!(
+                "impl {} for {}",
+                path_tail(tr, 1),
+                path_tail(ty, inner_keep)
+            )
         } else {
             match split_as(inner) {
-                Some((ty, tr)) => format!("{} as {}", path_tail(ty, 1), path_tail(tr, 1)),
-                None => path_tail(inner, 1),
+                Some((ty, tr)) => format!("{} as {}", path_tail(ty, inner_keep), path_tail(tr, 1)),
+                None => path_tail(inner, inner_keep),
             }
         };
         let rest = strip_generics(rest);
@@ -198,7 +205,13 @@ fn path_tail(s: &str, keep: usize) -> String {
             break;
         }
     }
-    segments[start..].join("::")
+    // `<impl *const T>` segments strip to nothing: no `::::` left behind.
+    segments[start..]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("::")
 }
 
 /// Cuts `s` to `width` characters with an ellipsis.
@@ -247,6 +260,10 @@ mod tests {
                 "<impl core::fmt::Debug for app::Order>::fmt",
                 "<impl Debug for Order>::fmt",
             ),
+            (
+                "core::ptr::const_ptr::<impl *const T>::is_aligned_to",
+                "const_ptr::is_aligned_to",
+            ),
             ("malloc", "malloc"),
             (
                 "profscope_examples::hash_work",
@@ -260,6 +277,13 @@ mod tests {
 
     #[test]
     fn distinct_names_stay_distinct() {
+        let iters = [
+            "<core::slice::iter::Iter<T> as core::iter::traits::iterator::Iterator>::next",
+            "<std::collections::hash::map::Iter<K,V> as core::iter::traits::iterator::Iterator>::next",
+        ];
+        let s = Shortener::new(iters);
+        assert_eq!(s.get(iters[0]), "<iter::Iter as Iterator>::next");
+        assert_eq!(s.get(iters[1]), "<map::Iter as Iterator>::next");
         let names = [
             "a::x::Parser::parse",
             "b::y::Parser::parse",

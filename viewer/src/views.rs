@@ -94,13 +94,27 @@ fn pct(v: i64, total: i64) -> String {
     }
 }
 
-/// `peek REGEX`: for each function matching, its callers and callees, each
-/// with the value that passed through the edge and its share.
-pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
+/// One function of a `peek`: its values and the value through each edge,
+/// most first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeekEntry {
+    /// Function name.
+    pub name: String,
+    /// Value with the function as the leaf.
+    pub flat: i64,
+    /// Value with the function anywhere on the stack (once per sample).
+    pub cum: i64,
+    /// Callers and the value through each.
+    pub callers: Vec<(String, i64)>,
+    /// Callees and the value through each.
+    pub callees: Vec<(String, i64)>,
+}
+
+/// The functions matching `regex` with their callers and callees (what
+/// [`peek`] prints), and the profile's total.
+pub fn peek_entries(p: &Profile, st: &SampleType, regex: &str) -> Result<(i64, Vec<PeekEntry>)> {
     let re = compile(regex)?;
-    let fmt = Format::for_unit(&st.unit);
     let locations = frames(p);
-    let all = total(p, st);
     #[derive(Default)]
     struct Entry {
         flat: i64,
@@ -139,6 +153,29 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
             "no function matches {regex:?}"
         )));
     }
+    let ranked = |edges: BTreeMap<String, i64>| {
+        let mut edges: Vec<(String, i64)> = edges.into_iter().collect();
+        edges.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        edges
+    };
+    let entries = entries
+        .into_iter()
+        .map(|(name, e)| PeekEntry {
+            name,
+            flat: e.flat,
+            cum: e.cum,
+            callers: ranked(e.callers),
+            callees: ranked(e.callees),
+        })
+        .collect();
+    Ok((total(p, st), entries))
+}
+
+/// `peek REGEX`: for each function matching, its callers and callees, each
+/// with the value that passed through the edge and its share.
+pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
+    let fmt = Format::for_unit(&st.unit);
+    let (all, entries) = peek_entries(p, st, regex)?;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -150,12 +187,10 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
         "{:>12} {:>8} {:>12} {:>8}   calls | function",
         "flat", "flat%", "cum", "cum%"
     );
-    for (name, e) in &entries {
+    for e in &entries {
         let _ = writeln!(out, "{}", "-".repeat(60));
         // Callers above the function, callees below, most first.
-        let edges = |out: &mut String, edges: &BTreeMap<String, i64>| {
-            let mut edges: Vec<_> = edges.iter().collect();
-            edges.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let edges = |out: &mut String, edges: &[(String, i64)]| {
             for (other, v) in edges {
                 let _ = writeln!(
                     out,
@@ -169,16 +204,23 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
         edges(&mut out, &e.callers);
         let _ = writeln!(
             out,
-            "{:>12} {:>8} {:>12} {:>8}   {:>18} | {name}",
+            "{:>12} {:>8} {:>12} {:>8}   {:>18} | {}",
             fmt.format(e.flat),
             pct(e.flat, all),
             fmt.format(e.cum),
             pct(e.cum, all),
-            ""
+            "",
+            e.name
         );
         edges(&mut out, &e.callees);
     }
     Ok(out)
+}
+
+/// Formats `v` of `unit` as `go tool pprof` does, and `v` as a share of
+/// `total` (what the web UI's panes show beside a name).
+pub fn value_and_share(unit: &str, v: i64, total: i64) -> (String, String) {
+    (Format::for_unit(unit).format(v), pct(v, total))
 }
 
 /// `list REGEX`: for each function matching, per source line, the flat and
@@ -293,26 +335,63 @@ pub fn traces(p: &Profile, st: &SampleType) -> String {
     out
 }
 
+/// Each label key's values with their totals, most first (ties by value).
+pub fn label_values(p: &Profile, st: &SampleType) -> BTreeMap<String, Vec<(String, i64)>> {
+    values_by_key(p, st, true)
+}
+
+/// As [`label_values`], string labels only: those a `KEY=REGEX` filter
+/// selects (numeric labels take ranges).
+pub fn string_label_values(p: &Profile, st: &SampleType) -> BTreeMap<String, Vec<(String, i64)>> {
+    values_by_key(p, st, false)
+}
+
+fn values_by_key(
+    p: &Profile,
+    st: &SampleType,
+    numeric: bool,
+) -> BTreeMap<String, Vec<(String, i64)>> {
+    let mut by_key: BTreeMap<String, HashMap<String, i64>> = BTreeMap::new();
+    for s in &p.sample {
+        let v = s.value.get(st.index).copied().unwrap_or(0);
+        for l in &s.label {
+            if l.str == 0 && !numeric {
+                continue;
+            }
+            let val = if l.str != 0 {
+                string(p, l.str).to_string()
+            } else {
+                l.num.to_string()
+            };
+            *by_key
+                .entry(string(p, l.key).to_string())
+                .or_default()
+                .entry(val)
+                .or_default() += v;
+        }
+    }
+    by_key
+        .into_iter()
+        .map(|(key, values)| {
+            let mut values: Vec<(String, i64)> = values.into_iter().collect();
+            values.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            (key, values)
+        })
+        .collect()
+}
+
 /// `tags`: each label key with its values, their totals and shares, most
 /// first (as `go tool pprof -tags`).
 pub fn tags(p: &Profile, st: &SampleType) -> String {
     let fmt = Format::for_unit(&st.unit);
-    let mut by_key: BTreeMap<String, HashMap<String, i64>> = BTreeMap::new();
-    for s in &p.sample {
-        let v = s.value.get(st.index).copied().unwrap_or(0);
-        for (k, val) in labels(p, s) {
-            *by_key.entry(k).or_default().entry(val).or_default() += v;
-        }
-    }
+    let by_key = label_values(p, st);
     let mut out = String::new();
     if by_key.is_empty() {
         out.push_str("No tags found\n");
     }
     for (key, values) in by_key {
-        let key_total: i64 = values.values().sum();
+        let key_total: i64 = values.iter().map(|v| v.1).sum();
         let _ = writeln!(out, "{key:>10}: Total {}", fmt.format(key_total));
-        let mut values: Vec<(String, i64)> = values.into_iter().collect();
-        values.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         for (value, v) in values {
             let _ = writeln!(
                 out,
@@ -327,11 +406,9 @@ pub fn tags(p: &Profile, st: &SampleType) -> String {
     out
 }
 
-/// The profile's values broken down by label `key`: one row per value
-/// (samples without the key as `(none)`), most first.
-pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
-    let fmt = Format::for_unit(&st.unit);
-    let all = total(p, st);
+/// The profile's values by label `key`: one row per value (samples without
+/// the key as `(none)`), most first.
+pub fn by_label_rows(p: &Profile, st: &SampleType, key: &str) -> Vec<(String, i64)> {
     let mut values: HashMap<String, i64> = HashMap::new();
     for s in &p.sample {
         let v = s.value.get(st.index).copied().unwrap_or(0);
@@ -343,13 +420,20 @@ pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
     }
     let mut rows: Vec<(String, i64)> = values.into_iter().collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    rows
+}
+
+/// The profile's values broken down by label `key` (see [`by_label_rows`]).
+pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
+    let fmt = Format::for_unit(&st.unit);
+    let all = total(p, st);
     let mut out = format!(
         "By {key}, of {} total\n{:>12} {:>8}  {key}\n",
         fmt.format(all),
         "value",
         "share"
     );
-    for (value, v) in rows {
+    for (value, v) in by_label_rows(p, st, key) {
         let _ = writeln!(out, "{:>12} {:>8}  {value}", fmt.format(v), pct(v, all));
     }
     out

@@ -1,7 +1,12 @@
 //! `profscope serve` in a real headless Chromium: the list, a snapshot's
 //! inline flamegraph, search highlighting, zoom/reset/icicle, the
 //! sample-type switch, a diff of two snapshots, the capture form against a
-//! live (stub) agent, relabel and delete. The browser is driven by
+//! live (stub) agent, relabel and delete; and on the CPU snapshot `profscope
+//! demo` takes of its Rust service: the root and the widest application
+//! frame on the first screen at 1280×800, the short-name, hide-list and
+//! "my code" switches, the peek and source panes of a clicked function,
+//! and a label filter and a label exclusion whose totals must equal
+//! `go tool pprof -tagfocus`'s and `-tagignore`'s on the same profile. The browser is driven by
 //! `tests/ui/ui.js` (playwright-core from npm, Debian's /usr/bin/chromium);
 //! screenshots of every page land in `target/ui-screenshots/`.
 //!
@@ -20,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use profscope::store::{NewSnapshot, Store};
+use profscope_test_support::{go_raw_total, have_go};
 use serve_common::{Server, large_folded, seed, stub_agent};
 
 fn ui_dir() -> PathBuf {
@@ -85,6 +91,25 @@ fn browse_search_diff_and_capture_in_chromium() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
+    // The demo's snapshots first: a real Rust service's CPU profile.
+    let demo = Command::new(env!("CARGO_BIN_EXE_profscope"))
+        .args(["demo", "--no-serve"])
+        .env("PROFSCOPE_HOME", dir.path())
+        .current_dir(dir.path())
+        .output()
+        .expect("run profscope demo");
+    assert!(
+        demo.status.success(),
+        "profscope demo failed:\n{}\n{}",
+        String::from_utf8_lossy(&demo.stdout),
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let demo_cpu = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.meta.label.as_deref() == Some("demo-cpu"))
+        .expect("the demo's CPU snapshot");
     seed(&store);
     let large = std::env::var("PROFSCOPE_UI_LARGE")
         .ok()
@@ -118,6 +143,7 @@ fn browse_search_diff_and_capture_in_chromium() {
         .arg(&agent)
         .current_dir(ui_dir())
         .env("PROFSCOPE_CHROMIUM", chromium())
+        .env("PROFSCOPE_UI_DEMO", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(id) = &large {
@@ -156,6 +182,11 @@ fn browse_search_diff_and_capture_in_chromium() {
         "capture form",
         "relabel and delete",
         "404 and 400 pages",
+        "first screen at 1280x800",
+        "switches: short names",
+        "peek and source panes",
+        "label filter",
+        "label left out",
         "no off-site requests",
         "no script errors",
     ] {
@@ -173,6 +204,32 @@ fn browse_search_diff_and_capture_in_chromium() {
         "9-captured",
     ] {
         assert!(shots.join(format!("{name}.png")).exists(), "{name}.png");
+    }
+    // The label filters' totals on the page are Go's on the same profile
+    // (with the page's hide-list, which moves no values).
+    let checks: Vec<(&str, &str, &str, i64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let (flag, rest) = if let Some(rest) = l.strip_prefix("label-check ") {
+                ("tagfocus", rest)
+            } else {
+                ("tagignore", l.strip_prefix("label-ignore-check ")?)
+            };
+            let mut it = rest.split(' ');
+            let key = it.next()?;
+            let value = it.next()?;
+            Some((flag, key, value, it.next()?.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(checks.len(), 2, "label-check lines:\n{stdout}");
+    if have_go() {
+        for (flag, key, value, total) in checks {
+            let tag = format!("-{flag}={key}=^{}$", regex::escape(value));
+            let hide = format!("-hide={}", profscope::names::HIDE);
+            let want = go_raw_total(&demo_cpu.profile_path, &[&tag, &hide], "cpu");
+            assert_eq!(total, want, "page total under {tag} vs go tool pprof");
+            eprintln!("{flag} {key}={value}: page {total} = go tool pprof {want}");
+        }
     }
     eprintln!("screenshots in {}", shots.display());
 }

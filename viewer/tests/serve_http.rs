@@ -105,7 +105,7 @@ fn snapshot_page_inlines_the_flamegraph_and_the_top_table() {
             && b.contains("id=\"fg-reset\"")
             && b.contains("id=\"fg-icicle\"")
     );
-    assert!(b.contains("<table class=\"toptable\">"));
+    assert!(b.contains("<table class=\"toptable\" data-total="));
     assert!(b.contains("data-search=\""));
     // The top table's first function is the one `profscope top` prints first.
     let top = profscope::app::top(
@@ -162,6 +162,113 @@ fn snapshot_page_inlines_the_flamegraph_and_the_top_table() {
         r.header("content-type").as_deref(),
         Some("application/octet-stream")
     );
+}
+
+#[test]
+fn view_settings_and_the_peek_endpoint() {
+    let (server, snaps) = seeded();
+    let cpu = &snaps[0].meta.id;
+    // The icicle is the default; icicle=0 draws a flame graph.
+    let r = server.get(&format!("/snapshot/{cpu}"));
+    assert!(r.body.contains("data-icicle=\"1\"") && r.body.contains("id=\"fg-icicle\" checked"));
+    let r = server.get(&format!("/snapshot/{cpu}?icicle=0"));
+    assert!(r.body.contains("data-icicle=\"0\"") && !r.body.contains("id=\"fg-icicle\" checked"));
+    // The switches, checked by default; the form says it sent them.
+    assert!(r.body.contains("id=\"sw-short\" data-autosubmit checked"));
+    assert!(r.body.contains("id=\"sw-hide\" data-autosubmit checked"));
+    assert!(r.body.contains("id=\"sw-my\" data-autosubmit>"));
+    assert!(
+        r.body
+            .contains("<input type=\"hidden\" name=\"v\" value=\"1\">")
+    );
+    // Label filters: malformed is a 400 naming the syntax; a key no sample
+    // has leaves an empty graph, not an error.
+    let r = server.get(&format!("/snapshot/{cpu}?tag=nokey"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("KEY=VALUE"), "{}", r.body);
+    let r = server.get(&format!("/snapshot/{cpu}?tag=thread%3D%5Enobody%24"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("No samples"), "{}", r.body);
+    let r = server.get(&format!("/snapshot/{cpu}?tag=k%3D(unclosed"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = server.get(&format!("/snapshot/{cpu}?notag=nokey"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("-tagignore"), "{}", r.body);
+
+    // Peek: JSON with the shell's peek and list of one function.
+    let r = server.get(&format!("/snapshot/{cpu}/peek?fn=net%2Fhttp.(*conn).serve"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let peek = j["peek"].as_str().unwrap();
+    assert!(peek.contains("| net/http.(*conn).serve"), "{peek}");
+    assert!(
+        peek.contains("|   net/http.serverHandler.ServeHTTP"),
+        "{peek}"
+    );
+    let entry = &j["entries"][0];
+    assert_eq!(entry["name"], "net/http.(*conn).serve");
+    assert!(
+        entry["callees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "net/http.serverHandler.ServeHTTP"),
+        "{entry}"
+    );
+    assert!(entry["cum_share"].as_str().unwrap().ends_with('%'));
+    let source = j["source"].as_str().unwrap();
+    assert!(
+        source.contains("ROUTINE ======================== net/http.(*conn).serve"),
+        "{source}"
+    );
+    assert_eq!(server.get(&format!("/snapshot/{cpu}/peek")).status, 400);
+    let r = server.get(&format!("/snapshot/{cpu}/peek?fn=no.such.function"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("no function matches"), "{}", r.body);
+    assert_eq!(
+        server.get("/snapshot/20990101-000000-cpu/peek?fn=x").status,
+        404
+    );
+    assert_eq!(server.get("/snapshot/..%2Fx/peek?fn=x").status, 400);
+}
+
+#[test]
+fn high_cardinality_labels_stay_bounded() {
+    // 500 samples, each with its own span id: the dropdown and the by-label
+    // table list 200 values and sum up the rest.
+    let mut p = profscope_test_support::large_profile(500, 500, 1);
+    p.string_table.push("span".into());
+    let key = p.string_table.len() as i64 - 1;
+    for (i, s) in p.sample.iter_mut().enumerate() {
+        p.string_table.push(format!("span-{i:04}"));
+        s.label.push(profscope_profile::Label {
+            key,
+            str: p.string_table.len() as i64 - 1,
+            ..Default::default()
+        });
+    }
+    let server = Server::start();
+    let snap = server
+        .store
+        .save(
+            &profscope_profile::write_gz(&p).unwrap(),
+            profscope::store::NewSnapshot::new(None, Some("spans".into())).kind("cpu"),
+        )
+        .unwrap();
+    let r = server.get(&format!("/snapshot/{}", snap.meta.id));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let table = r.body.split("id=\"by-label\"").nth(1).unwrap();
+    let table = table.split("</table>").next().unwrap();
+    assert_eq!(table.matches("<tr data-value=").count(), 200);
+    assert!(table.contains("300 more values"), "{table}");
+    let select = r.body.split("data-key=\"span\"").nth(1).unwrap();
+    let select = select.split("</select>").next().unwrap();
+    assert_eq!(select.matches("<option").count(), 201, "all + 200 values");
 }
 
 #[test]
@@ -299,7 +406,7 @@ fn diff_page() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("<svg id=\"frames\""));
     assert!(r.body.contains("NEW vs BASE"));
-    assert!(r.body.contains("<table class=\"toptable\">"));
+    assert!(r.body.contains("<table class=\"toptable\" data-total="));
     // The table is `profscope diff`'s: the same first function.
     let out = profscope::app::diff(
         &profscope::app::Input::new(before.clone()),

@@ -131,7 +131,12 @@ impl Shell<'_> {
             "web" => {
                 // The current view (filters and names applied) as a snapshot,
                 // shown by the web UI, which keeps running beside the prompt.
-                let p = self.prepared(&self.raw)?;
+                // Whole names saved (the page shortens them and keeps the
+                // whole ones for hover); the page's switches follow the
+                // shell's settings.
+                let mut whole = self.input.clone();
+                whole.full_names = true;
+                let p = app::prepare_loaded(&whole, self.raw.clone())?;
                 let bytes = profscope_profile::write_gz(&p.profile)?;
                 let snapshot = self.store.save(
                     &bytes,
@@ -141,7 +146,16 @@ impl Shell<'_> {
                     ),
                 )?;
                 let addr = self.web_ui()?;
-                let url = format!("http://{addr}/snapshot/{}", snapshot.meta.id);
+                let url = format!(
+                    "http://{addr}/snapshot/{}?v=1{}{}",
+                    snapshot.meta.id,
+                    if self.input.full_names {
+                        ""
+                    } else {
+                        "&short=1"
+                    },
+                    if self.input.no_hide { "" } else { "&hide=1" },
+                );
                 super::serve::open_browser(&url);
                 format!("the current view: {url}\n")
             }

@@ -1,17 +1,17 @@
-//! Flamegraphs for inlining into a page: inferno's SVG (layout, colours,
-//! differential colouring, `fg:x`/`fg:w` sample offsets on every frame)
-//! without its own script, XML prolog or `onload` hook. The page's
-//! `serve.js` does search, zoom and the icicle flip on this DOM.
+//! The diff page's flamegraph for inlining: inferno's differential SVG
+//! (layout, colours, `fg:x`/`fg:w` sample offsets on every frame) without
+//! its own script, XML prolog or `onload` hook. The page's `serve.js` does
+//! search, zoom and the icicle flip on this DOM, as on the snapshot page's
+//! own icicle ([`crate::render::icicle`]).
 
 use profscope_profile::Profile;
 
 use crate::diff::{self, Pairing};
 use crate::error::{Error, Result};
-use profscope_profile::SampleType;
 use profscope_profile::flamegraph::count_name;
 
 /// Frames narrower than this percentage of the total are left out of the
-/// page (inferno's `min_width`; its default is 0.01). At the page's 1180
+/// pages (inferno's `min_width`; its default is 0.01). At the page's 1180
 /// SVG units of width this is about a pixel, so nothing visible is lost at
 /// full view, and a 100k-stack profile stays at a few thousand elements.
 pub(crate) const MIN_WIDTH_PCT: f64 = 0.05;
@@ -20,29 +20,6 @@ fn options(title: &str, count_name: String) -> profscope_profile::flamegraph::Fl
     profscope_profile::flamegraph::FlamegraphOptions::new(title, count_name)
         .min_width_pct(MIN_WIDTH_PCT)
         .standalone(false)
-}
-
-/// The flamegraph of one sample type, as an `<svg>` element. With
-/// `focus` (a frame path, `root;…;frame`), only the stacks through that
-/// frame are drawn, so its subtree shows in full detail.
-pub(crate) fn profile_svg(
-    profile: &Profile,
-    st: &SampleType,
-    title: &str,
-    focus: Option<&str>,
-) -> Result<String> {
-    let folded = profscope_profile::fold::fold(profile, st.index);
-    let under = |stack: &str| match focus {
-        None => true,
-        Some(f) => {
-            stack == f || (stack.starts_with(f) && stack.as_bytes().get(f.len()) == Some(&b';'))
-        }
-    };
-    let folded: Vec<(String, i64)> = folded.into_iter().filter(|(s, _)| under(s)).collect();
-    let opts = options(title, count_name(&st.unit));
-    inline_svg(profscope_profile::flamegraph::flamegraph_svg(
-        &folded, &opts,
-    )?)
 }
 
 /// The differential flamegraph of BASE → NEW: widths from NEW, red grew,
@@ -86,27 +63,19 @@ pub(crate) fn inline(svg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diff::DiffOptions;
     use profscope_profile::folded::folded_to_profile;
-    use profscope_profile::select_sample_type;
 
     #[test]
     fn inline_svg_has_no_script() {
-        let p = folded_to_profile("main;work 5\nmain;idle 3\n").unwrap();
-        let st = select_sample_type(&p, None).unwrap();
-        let svg = profile_svg(&p, &st, "t", None).unwrap();
+        let base = folded_to_profile("main;work 5\nmain;idle 3\n").unwrap();
+        let new = folded_to_profile("main;work 9\nmain;idle 1\n").unwrap();
+        let pairing = diff::pair(&base, &new, &DiffOptions::new(None, false)).unwrap();
+        let svg = diff_svg(&base, &new, &pairing).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
         assert!(!svg.contains("<script") && !svg.contains("onload") && !svg.contains("<!--"));
         assert!(svg.contains("id=\"frames\"") && svg.contains("fg:w="));
-        assert!(svg.contains(">work</text>") || svg.contains("<title>work ("));
+        assert!(svg.contains("<title>work ("));
         assert!(svg.trim_end().ends_with("</svg>"));
-        let focused = profile_svg(&p, &st, "t", Some("main;work")).unwrap();
-        assert!(focused.contains("<title>work (") && !focused.contains("<title>idle ("));
-        let none = profile_svg(&p, &st, "t", Some("main;wor")).unwrap();
-        assert!(none.contains("No samples"));
-
-        let mut empty = p.clone();
-        empty.sample.clear();
-        let svg = profile_svg(&empty, &st, "t", None).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("No samples"));
     }
 }

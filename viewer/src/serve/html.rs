@@ -8,20 +8,7 @@ use crate::render::TopReport;
 use crate::units::percentage;
 
 /// Escapes text for element content and double-quoted attribute values.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use crate::render::markup_escape as esc;
 
 /// A whole page: head (stylesheet, script, `head_extra`), navigation, body.
 pub(crate) fn page(title: &str, head_extra: &str, body: &str) -> axum::response::Html<String> {
@@ -63,8 +50,9 @@ pub(crate) fn top_table(report: &TopReport, caption: &str) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "<table class=\"toptable\"><caption>{}</caption>\n<thead><tr><th>flat</th><th>flat%</th>\
+        "<table class=\"toptable\" data-total=\"{}\"><caption>{}</caption>\n<thead><tr><th>flat</th><th>flat%</th>\
          <th>sum%</th><th>cum</th><th>cum%</th><th class=\"name\">function</th></tr></thead>\n<tbody>\n",
+        report.total,
         esc(caption)
     );
     let mut sum = 0i64;

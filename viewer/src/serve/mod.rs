@@ -7,7 +7,8 @@
 //! | path | page |
 //! |---|---|
 //! | `GET /` | snapshots grouped by source, newest first; relabel, delete, pick two to diff, capture |
-//! | `GET /snapshot/{id}?type=NAME&icicle=1&s=RE` | interactive flamegraph (inline `<svg>`: search, zoom, icicle) beside the top table |
+//! | `GET /snapshot/{id}?type=NAME&icicle=0&s=RE&focus=PATH&short=&hide=&my=&mydir=DIR&tag=KEY=RE&notag=KEY=RE&by=KEY` | interactive icicle (inline `<svg>`: search, zoom, flip to a flame graph), peek and source panes, label filters, the by-label and top tables ([`view`] reads the query) |
+//! | `GET /snapshot/{id}/peek?fn=NAME&…` | `peek` and `list` of one function under the page's settings (JSON) |
 //! | `GET /snapshot/{id}/profile.pb.gz` | the stored profile |
 //! | `POST /snapshot/{id}/label`, `POST /snapshot/{id}/delete` | relabel (form field `label`), delete |
 //! | `GET /diff?base=ID&new=ID&type=NAME&normalize=1` | differential flamegraph and the delta table of `profscope diff` |
@@ -29,6 +30,8 @@ mod capture;
 mod flame;
 mod html;
 mod pages;
+mod snapshot;
+mod view;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +67,8 @@ impl ServeOptions {
 struct AppState {
     store: Store,
     captures: Arc<capture::Captures>,
+    /// The profile the last snapshot page loaded.
+    loaded: Arc<snapshot::LastLoaded>,
     /// Only loopback `Host` names are accepted (the server is bound to a
     /// loopback address).
     loopback: bool,
@@ -118,13 +123,15 @@ fn router_with(store: Store, loopback: bool, options: ServeOptions) -> Router {
     let state = AppState {
         store,
         captures: Arc::new(capture::Captures::default()),
+        loaded: Arc::new(snapshot::LastLoaded::default()),
         loopback,
         options: Arc::new(options),
     };
     Router::new()
         .route("/", get(pages::list))
-        .route("/snapshot/{id}", get(pages::snapshot))
+        .route("/snapshot/{id}", get(snapshot::page))
         .route("/snapshot/{id}/profile.pb.gz", get(pages::download))
+        .route("/snapshot/{id}/peek", get(snapshot::peek))
         .route("/snapshot/{id}/label", post(pages::relabel))
         .route("/snapshot/{id}/delete", post(pages::delete))
         .route("/diff", get(pages::diff))

@@ -1,5 +1,6 @@
-//! The pages over the store: the snapshot list, one snapshot's flamegraph
-//! and top table, the diff of two, and the relabel/delete/download actions.
+//! The pages over the store: the snapshot list, the diff of two, and the
+//! relabel/delete/download actions (one snapshot's page is in
+//! [`snapshot`](super::snapshot)).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,12 +14,12 @@ use serde::Deserialize;
 use super::html::{self, esc};
 use super::{AppState, PageError, blocking, capture, flame};
 use crate::diff::{self, DiffOptions};
-use crate::render::{self, TopOptions};
+use crate::render::TopOptions;
 use crate::store::{Snapshot, Store, is_valid_id};
 use profscope_profile::{self as model, SampleType};
 
 /// Rows of the top table beside a flamegraph.
-const TOP_ROWS: usize = 40;
+pub(crate) const TOP_ROWS: usize = 40;
 
 /// Looks up a snapshot by the id in a URL: 400 when the id could name
 /// anything but a file in the store, 404 when there is no such snapshot.
@@ -36,7 +37,7 @@ pub(crate) fn find(store: &Store, id: &str) -> Result<Snapshot, PageError> {
         })
 }
 
-fn title_of(s: &Snapshot) -> String {
+pub(crate) fn title_of(s: &Snapshot) -> String {
     match &s.meta.label {
         Some(l) => format!("{l} ({})", s.meta.id),
         None => s.meta.id.clone(),
@@ -119,23 +120,6 @@ pub(crate) async fn list(State(st): State<AppState>) -> Result<Html<String>, Pag
     Ok(html::page("Snapshots", "", &body))
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ViewQuery {
-    /// Sample type name or index.
-    #[serde(rename = "type", default)]
-    ty: Option<String>,
-    /// Start as an icicle graph.
-    #[serde(default)]
-    icicle: Option<String>,
-    /// Initial search term.
-    #[serde(default)]
-    s: Option<String>,
-    /// Only the stacks under this frame path (`root;…;frame`), drawn in
-    /// full detail.
-    #[serde(default)]
-    focus: Option<String>,
-}
-
 fn nonempty(v: &Option<String>) -> Option<String> {
     v.as_deref()
         .map(str::trim)
@@ -143,26 +127,26 @@ fn nonempty(v: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
-fn toolbar(q: &ViewQuery) -> String {
-    let icicle = q.icicle.as_deref().is_some_and(|v| v == "1" || v == "true");
+pub(crate) fn toolbar(search: Option<&str>, icicle: bool) -> String {
     format!(
         "<div class=\"fg-toolbar\">\
          <input type=\"search\" id=\"fg-search\" placeholder=\"Search functions (regex; / to focus)\" \
          value=\"{}\" aria-label=\"search\" autocomplete=\"off\">\
          <span id=\"fg-matched\" aria-live=\"polite\"></span>\
          <button type=\"button\" id=\"fg-reset\" disabled>Reset zoom</button>\
-         <label><input type=\"checkbox\" id=\"fg-icicle\"{}> icicle</label>\
+         <label title=\"roots at the top; untick for a flame graph (roots at the bottom)\">\
+         <input type=\"checkbox\" id=\"fg-icicle\"{}> icicle</label>\
          <a id=\"fg-focus\" href=\"#\" hidden title=\"Frames narrower than {}% of the total are \
          left out of the page; this redraws the zoomed frame with all of its stacks\">\
          open the zoomed frame in full detail</a>\
          </div>\n",
-        esc(q.s.as_deref().unwrap_or("")),
+        esc(search.unwrap_or("")),
         if icicle { " checked" } else { "" },
         flame::MIN_WIDTH_PCT
     )
 }
 
-fn type_select(types: &[SampleType], current: &SampleType) -> String {
+pub(crate) fn type_select(types: &[SampleType], current: &SampleType) -> String {
     let mut out = String::from(
         "<label>sample type <select name=\"type\" id=\"type-select\" data-autosubmit>",
     );
@@ -182,68 +166,6 @@ fn type_select(types: &[SampleType], current: &SampleType) -> String {
     }
     out.push_str("</select></label><noscript><button type=\"submit\">Show</button></noscript>");
     out
-}
-
-/// `GET /snapshot/{id}`: the flamegraph, inline, beside the top table.
-pub(crate) async fn snapshot(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<ViewQuery>,
-) -> Result<Html<String>, PageError> {
-    let store = st.store.clone();
-    blocking(move || {
-        let snap = find(&store, &id)?;
-        let profile = snap.load().map_err(PageError::from_input)?;
-        let types = model::sample_types(&profile);
-        let stype = model::select_sample_type(&profile, nonempty(&q.ty).as_deref())
-            .map_err(PageError::from_input)?;
-        let title = format!("{} · {} ({})", title_of(&snap), stype.name, stype.unit);
-        let focus = nonempty(&q.focus);
-        let svg = flame::profile_svg(&profile, &stype, &title, focus.as_deref())
-            .map_err(|e| PageError::Internal(e.to_string()))?;
-        let report = render::top(&profile, &stype, &TopOptions::new(TOP_ROWS, false));
-        let m = &snap.meta;
-        let mut body = String::with_capacity(svg.len() + 16 * 1024);
-        let _ = write!(
-            body,
-            "<h1>{}</h1>\n<p class=\"sub\"><b>{}</b> · {} · {} · source <code>{}</code> · \
-             <a href=\"/snapshot/{}/profile.pb.gz\" download>download .pb.gz</a></p>\n",
-            esc(&title_of(&snap)),
-            esc(&m.kind),
-            esc(&crate::time::display(&m.time)),
-            esc(&html::size(m.size)),
-            esc(m.source.as_deref().unwrap_or("-")),
-            esc(&m.id)
-        );
-        let _ = writeln!(
-            body,
-            "<form class=\"controls\" method=\"get\" action=\"/snapshot/{}\">{}</form>",
-            esc(&m.id),
-            type_select(&types, &stype)
-        );
-        if let Some(f) = &focus {
-            let leaf = f.rsplit(';').next().unwrap_or(f);
-            let _ = writeln!(
-                body,
-                "<p class=\"focus\">Showing only the stacks under <code title=\"{}\">{}</code> · \
-                 <a href=\"/snapshot/{}?type={}\">show all</a></p>",
-                esc(f),
-                esc(leaf),
-                esc(&m.id),
-                esc(&stype.name)
-            );
-        }
-        body.push_str(&toolbar(&q));
-        body.push_str("<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph\" id=\"fg\">\n");
-        body.push_str(&svg);
-        body.push_str(
-            "\n</div>\n<div id=\"fg-details\" class=\"details\">&nbsp;</div>\n</div>\n<aside class=\"side\">\n",
-        );
-        body.push_str(&html::top_table(&report, "top functions (flat)"));
-        body.push_str("</aside>\n</div>\n");
-        Ok(html::page(&title_of(&snap), "", &body))
-    })
-    .await
 }
 
 /// `GET /snapshot/{id}/profile.pb.gz`: the stored file.
@@ -448,12 +370,10 @@ pub(crate) async fn diff(
             }
         );
         body.push_str(&chooser(&types));
-        body.push_str(&toolbar(&ViewQuery {
-            ty: None,
-            icicle: q.icicle.clone(),
-            s: q.s.clone(),
-            focus: None,
-        }));
+        body.push_str(&toolbar(
+            q.s.as_deref(),
+            q.icicle.as_deref().is_none_or(|v| v != "0" && v != "false"),
+        ));
         body.push_str("<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph diff\" id=\"fg\">\n");
         body.push_str(&svg);
         body.push_str(

@@ -4,9 +4,14 @@
 //   node ui.js BASE_URL SCREENSHOT_DIR AGENT_URL [LARGE_SNAPSHOT_ID]
 //
 // BASE_URL serves a store seeded with the Go fixtures (labels go-cpu,
-// before, after, allocs); AGENT_URL is a live agent (or a stub) serving
-// /debug/pprof/heap. Prints one line per step and, last, `RESULT {json}`
-// with the measured timings; exits non-zero on the first failure.
+// before, after, allocs) and, when PROFSCOPE_UI_DEMO=1, the snapshots of
+// `profscope demo` (demo-cpu: a Rust service's CPU profile with deep async
+// stacks and `thread` labels); AGENT_URL is a live agent (or a stub)
+// serving /debug/pprof/heap. Prints one line per step and, last,
+// `RESULT {json}` with the measured timings; exits non-zero on the first
+// failure. `label-check KEY VALUE TOTAL` lines give the totals the page
+// showed under a label filter, for the caller to check against
+// `go tool pprof -tagfocus`.
 "use strict";
 
 const fs = require("fs");
@@ -143,12 +148,19 @@ async function run(page) {
   await shot(page, "4-zoom");
   await page.click("#fg-reset");
   check(await page.locator("#fg-reset").isDisabled(), "reset disabled after reset");
-  const yBefore = await page.locator("#frames > g").first().locator("rect").getAttribute("y");
-  await page.check("#fg-icicle");
-  const yAfter = await page.locator("#frames > g").first().locator("rect").getAttribute("y");
-  check(yBefore !== yAfter, "icicle moves the root");
-  await shot(page, "5-icicle");
+  // The icicle is the default: the root row is the top one.
+  check(await page.locator("#fg-icicle").isChecked(), "icicle by default");
+  const rootY = async () => parseFloat(await page.locator("#frames > g").first().locator("rect").getAttribute("y"));
+  const rowYs = await page.evaluate(() => Array.from(document.querySelectorAll("#frames > g > rect")).map((r) => parseFloat(r.getAttribute("y"))));
+  const yBefore = await rootY();
+  check(yBefore === Math.min(...rowYs), "icicle: the root on top");
   await page.uncheck("#fg-icicle");
+  const yAfter = await rootY();
+  check(yAfter === Math.max(...rowYs) && yAfter > yBefore, "flame graph: the root at the bottom");
+  check(page.url().includes("icicle=0"), "orientation kept in the URL");
+  await shot(page, "5-flame");
+  await page.check("#fg-icicle");
+  check((await rootY()) === yBefore, "icicle again");
   step("zoom, reset and icicle");
 
   // The zoomed frame in full detail: a page of only the stacks under it.
@@ -229,6 +241,8 @@ async function run(page) {
   check((await page.locator("input[value=ui-renamed]").count()) === 0, "deleted");
   step("relabel and delete");
 
+  if (process.env.PROFSCOPE_UI_DEMO === "1") await demo(page);
+
   check(errors.length === 0, "no script errors or failed loads: " + errors.join(" | "));
   step("no script errors or failed loads");
 
@@ -270,6 +284,143 @@ async function run(page) {
     result.timings = { load_ms: loadMs, ...nav, frames, init_ms: init, ...t };
     step("large profile: " + JSON.stringify(result.timings, (k, v) => (typeof v === "number" ? Math.round(v) : v)));
   }
+}
+
+// The demo's CPU snapshot: a Rust service's deep stacks on one laptop screen,
+// the shell's switches, the peek and source panes, label filters.
+async function demo(page) {
+  const byLabel = (l) => page.locator("tr").filter({ has: page.locator(`input[name=label][value="${l}"]`) });
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto(base + "/");
+  check((await byLabel("demo-cpu").count()) === 1, "demo-cpu snapshot in the list");
+  await byLabel("demo-cpu").locator("a.open").click();
+  await page.waitForSelector("#fg[data-ready]");
+  const demoUrl = page.url();
+
+  // 11. First screen: the root and the widest application frame are in
+  // the viewport without scrolling.
+  const firstScreen = () => page.evaluate(() => {
+    const vh = window.innerHeight, vw = window.innerWidth;
+    const seen = (el) => { const r = el.getBoundingClientRect(); return r.top >= 0 && r.bottom <= vh && r.left >= 0 && r.right <= vw && r.width > 0; };
+    const gs = Array.from(document.querySelectorAll("#frames > g"));
+    const full = (g) => { const t = g.querySelector("title").textContent; return t.slice(0, t.lastIndexOf(" (")); };
+    const root = gs.find((g) => full(g) === "all");
+    let app = null, aw = -1;
+    for (const g of gs) {
+      const w = parseFloat(g.querySelector("rect").getAttribute("fg:w"));
+      if (/profscope::cli::demo::/.test(full(g)) && w > aw) { app = g; aw = w; }
+    }
+    return {
+      scrollY: window.scrollY, root: !!root && seen(root.querySelector("rect")),
+      app: app && full(app), appShort: app && app.getAttribute("data-s"), appVisible: !!app && seen(app.querySelector("rect")),
+      appBottom: app && Math.round(app.querySelector("rect").getBoundingClientRect().bottom),
+      depth: Math.max(...gs.map((g) => parseFloat(g.querySelector("rect").getAttribute("y")))),
+    };
+  });
+  const fs0 = await firstScreen();
+  check(fs0.scrollY === 0 && fs0.root, "root frame on the first screen: " + JSON.stringify(fs0));
+  check(fs0.app && fs0.appVisible, "widest application frame on the first screen: " + JSON.stringify(fs0));
+  await page.screenshot({ path: path.join(shots, "11-demo-1280x800.png") });
+  step("first screen at 1280x800: root and " + fs0.app + " (bottom at " + fs0.appBottom + " px)");
+
+  // 12. Short names shown, full names on hover; the switches reload the page.
+  check(fs0.appShort && fs0.appShort.length < fs0.app.length, "short name shown: " + fs0.appShort);
+  const appG = page.locator("#frames > g").filter({ has: page.locator("title", { hasText: fs0.app + " (" }) }).first();
+  await appG.locator("rect").hover({ force: true });
+  check((await page.locator("#fg-details").textContent()).startsWith(fs0.app + " ("), "full name on hover");
+  const countFrames = () => page.locator("#frames > g").count();
+  const hiddenShown = () => page.evaluate(() => Array.from(document.querySelectorAll("#frames > g > title")).filter((t) => /^<?tokio::runtime::/.test(t.textContent)).length);
+  check((await hiddenShown()) === 0, "hide-list: no tokio::runtime frames");
+  const framesHidden = await countFrames();
+  await page.uncheck("#sw-hide");
+  await page.waitForURL(/[?&]v=1/);
+  await page.waitForSelector("#fg[data-ready]");
+  check((await hiddenShown()) > 0, "hide-list off: tokio::runtime frames shown");
+  await page.uncheck("#sw-short");
+  await page.waitForSelector("#fg[data-ready]");
+  check((await page.locator("#frames > g[data-s]").count()) === 0, "short names off: whole names shown");
+  const longest = await page.evaluate(() => Math.max(...Array.from(document.querySelectorAll("#frames > g > title")).map((t) => t.textContent.length)));
+  await page.check("#sw-hide");
+  await page.waitForSelector("#fg[data-ready]");
+  await page.check("#sw-short");
+  await page.waitForSelector("#fg[data-ready]");
+  check((await countFrames()) === framesHidden, "switches back: same picture");
+  await page.check("#sw-my");
+  await page.waitForSelector("#fg[data-ready]");
+  const mine = await page.evaluate(() => Array.from(document.querySelectorAll("#frames > g > title")).map((t) => t.textContent.slice(0, t.textContent.lastIndexOf(" ("))));
+  check(mine.length > 1 && mine.some((n) => /profscope::cli::demo::/.test(n)) && mine.every((n) => n === "all" || /^(<)?profscope/.test(n) || /profscope::cli::demo/.test(n)),
+    "my code: only the demo's frames: " + mine.slice(0, 12).join(" | "));
+  await page.uncheck("#sw-my");
+  await page.waitForSelector("#fg[data-ready]");
+  step("switches: short names (hover shows the full name), hide-list, my code (" + mine.length + " frames); longest whole name " + longest + " chars");
+
+  // 13. Peek and source panes on a click: the known caller and hot line.
+  const hot = page.locator("#frames > g").filter({ has: page.locator("title", { hasText: /::checksum_receipt \(/ }) }).first();
+  check((await hot.count()) === 1, "checksum_receipt frame");
+  await hot.locator("rect").click({ force: true });
+  await page.waitForSelector("#panes[data-ready]");
+  const sourceText = await page.locator("#pane-source").textContent();
+  const peek = await page.evaluate(() => {
+    const names = (cls) => Array.from(document.querySelectorAll(`#pane-peek tr.${cls} td.name`)).map((td) => td.textContent);
+    return { self: names("self"), callers: names("caller"), callees: names("callee") };
+  });
+  check(peek.self.length === 1 && /checksum_receipt$/.test(peek.self[0]), "peek shows checksum_receipt: " + JSON.stringify(peek));
+  check(peek.callers.some((n) => /price_cart$/.test(n)), "peek: price_cart calls it: " + JSON.stringify(peek));
+  // The hot line: the source line with the largest flat value.
+  const rows = sourceText.split("\n").map((l) => /^\s*(\S+)\s+(\S+)\s+(\d+): (.*)$/.exec(l)).filter(Boolean);
+  const scale = (v) => { const m = /^(\d[\d.]*)(\w*)$/.exec(v); if (!m) return 0; const u = { ns: 1e-9, us: 1e-6, ms: 1e-3, s: 1, "": 1 }; return parseFloat(m[1]) * (u[m[2]] !== undefined ? u[m[2]] : 1); };
+  let hotRow = null;
+  for (const r of rows) if (!hotRow || scale(r[1]) > scale(hotRow[1])) hotRow = r;
+  // Its inner loop: the iteration (Iter::next, inlined) or the multiply.
+  check(hotRow && /for &p in prices|wrapping_mul/.test(hotRow[4]), "source: the hot line is the inner mixing loop: " + (hotRow && hotRow[0]) + "\n" + sourceText.slice(0, 1200));
+  await page.screenshot({ path: path.join(shots, "12-peek-source.png") });
+  step("peek and source panes: price_cart → checksum_receipt, hot line " + hotRow[3] + ": " + hotRow[4].trim());
+
+  // 14. A label filter narrows the graph and the tables to the label's share.
+  await page.goto(demoUrl);
+  await page.waitForSelector("#fg[data-ready]");
+  const threadSelect = page.locator("select.tag-select[data-key=thread]");
+  check((await threadSelect.count()) === 1, "a thread label dropdown");
+  const choice = await threadSelect.evaluate((sel) => {
+    // The largest value that is not the whole profile.
+    const opts = Array.from(sel.options).filter((o) => o.value && !/\(100\.00%\)$/.test(o.textContent));
+    return opts.length ? { value: opts[0].value, label: opts[0].getAttribute("data-value") } : null;
+  });
+  check(choice, "a thread value to filter by");
+  const whole = await page.evaluate(() => ({ total: +document.querySelector("#fg").getAttribute("data-total"), by: +document.querySelector("#by-label").getAttribute("data-total") }));
+  const byRow = await page.evaluate((v) => { const r = document.querySelector(`#by-label tr[data-value="${CSS.escape(v)}"]`); return r ? +r.getAttribute("data-raw") : null; }, choice.label);
+  await threadSelect.selectOption(choice.value);
+  await page.waitForURL(/[?&]tag=/);
+  await page.waitForSelector("#fg[data-ready]");
+  const narrowed = await page.evaluate(() => ({
+    total: +document.querySelector("#fg").getAttribute("data-total"),
+    svgTotal: +document.querySelector("#frames").getAttribute("total_samples"),
+    by: +document.querySelector("#by-label").getAttribute("data-total"),
+    byRows: document.querySelectorAll("#by-label tbody tr").length,
+    top: +document.querySelector("table.toptable:not(.bylabel)").getAttribute("data-total"),
+  }));
+  check(narrowed.total < whole.total && narrowed.total === narrowed.svgTotal, "graph narrowed: " + JSON.stringify({ whole, narrowed }));
+  check(narrowed.total === byRow, "graph total is the label's by-label row: " + byRow + " vs " + narrowed.total);
+  check(narrowed.by === narrowed.total && narrowed.byRows === 1 && narrowed.top === narrowed.total, "tables narrowed: " + JSON.stringify(narrowed));
+  console.log("label-check thread " + choice.label + " " + narrowed.total);
+  await page.screenshot({ path: path.join(shots, "13-label-filter.png") });
+  step("label filter thread=" + choice.label + ": " + narrowed.total + " of " + whole.total);
+
+  // 15. Leaving a label value out (tagignore) from the by-label table.
+  await page.goto(demoUrl + "?by=thread");
+  await page.waitForSelector("#fg[data-ready]");
+  await page.locator(`#by-label tr[data-value="${choice.label}"] a.notag`).click();
+  await page.waitForURL(/[?&]notag=/);
+  await page.waitForSelector("#fg[data-ready]");
+  const left = await page.evaluate(() => ({
+    total: +document.querySelector("#fg").getAttribute("data-total"),
+    rows: Array.from(document.querySelectorAll("#by-label tbody tr")).map((r) => r.getAttribute("data-value")),
+  }));
+  check(left.total === whole.total - byRow && !left.rows.includes(choice.label), "left out: " + JSON.stringify({ left, whole, byRow }));
+  check(await page.locator("#notag-clear").isVisible(), "the exclusion is shown, with a way back");
+  console.log("label-ignore-check thread " + choice.label + " " + left.total);
+  step("label left out thread=" + choice.label + ": " + left.total + " of " + whole.total);
+  await page.setViewportSize({ width: 1600, height: 1000 });
 }
 
 main().then(
