@@ -75,3 +75,18 @@ async fn get(url: &str, token: Option<&str>) -> (u16, String, Option<String>) {
     .await
     .unwrap()
 }
+
+/// The token never shows in the agent's `Debug` output (a service may log
+/// its configuration), and one no client could send is refused at build.
+#[tokio::test]
+async fn the_token_never_shows_and_must_be_sendable() {
+    let builder = Agent::builder().bearer_token("s3cret-77");
+    assert!(!format!("{builder:?}").contains("s3cret-77"));
+    let agent = builder.build().unwrap();
+    assert!(!format!("{agent:?}").contains("s3cret-77"));
+    assert!(format!("{:?}", agent.config()).contains("<redacted>"));
+    for bad in ["", "two words", "line\nbreak", "caf\u{e9}"] {
+        let e = Agent::builder().bearer_token(bad).build().unwrap_err();
+        assert!(e.to_string().contains("bearer token"), "{bad:?}: {e}");
+    }
+}

@@ -331,7 +331,7 @@ impl HeapProfiler {
                     Ok(d.clone())
                 }
                 Err(e) => Err(Error::Internal(format!(
-                    "heap dump directory {}: {e}",
+                    "cannot use heap dump directory {}: {e}",
                     d.display()
                 ))),
             },
