@@ -67,11 +67,17 @@ async fn ingest(
                     Ok(bytes) => {
                         parts.insert(name, bytes.to_vec());
                     }
-                    Err(_) => return StatusCode::BAD_REQUEST,
+                    Err(e) => {
+                        eprintln!("receiver: {e}");
+                        return StatusCode::BAD_REQUEST;
+                    }
                 }
             }
             Ok(None) => break,
-            Err(_) => return StatusCode::BAD_REQUEST,
+            Err(e) => {
+                eprintln!("receiver: {e}");
+                return StatusCode::BAD_REQUEST;
+            }
         }
     }
     inbox.0.lock().unwrap().push(Received {
@@ -93,6 +99,39 @@ async fn otlp(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) -> St
     StatusCode::OK
 }
 
+/// Serves `app` at `addr` (port 0: any free one) from a thread of its own,
+/// for `life` (`None`: as long as the test runs); the port closes with it.
+fn serve_in_thread(
+    addr: SocketAddr,
+    app: Router,
+    life: Option<Duration>,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let serving = axum::serve(listener, app);
+            match life {
+                Some(life) => {
+                    let _ = tokio::time::timeout(life, serving).await;
+                }
+                None => serving.await.unwrap(),
+            }
+        });
+    });
+    (addr, thread)
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 /// A receiver for both protocols on a loopback port, on a thread of its own.
 fn receiver() -> (SocketAddr, Inbox) {
     let inbox = Inbox::default();
@@ -100,19 +139,7 @@ fn receiver() -> (SocketAddr, Inbox) {
         .route("/ingest", post(ingest))
         .route("/v1development/profiles", post(otlp))
         .with_state(inbox.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
+    let (addr, _) = serve_in_thread(any_port(), app, None);
     (addr, inbox)
 }
 
@@ -345,44 +372,34 @@ const OK: u8 = 0;
 const UNAVAILABLE: u8 = 1;
 const HANG: u8 = 2;
 
-/// A receiver whose behaviour the test switches; dropping it closes the port.
+/// A receiver whose behaviour the test switches; it serves for 12 s, then
+/// its port closes.
 fn unreliable_receiver(
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
     sent: Arc<Mutex<usize>>,
 ) -> std::thread::JoinHandle<()> {
-    let listener = std::net::TcpListener::bind(addr).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let app = Router::new().route(
-                "/v1development/profiles",
-                post(move |_body: Bytes| {
-                    let (mode, sent) = (mode.clone(), sent.clone());
-                    async move {
-                        match mode.load(Ordering::Relaxed) {
-                            UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
-                            HANG => {
-                                std::future::pending::<()>().await;
-                                StatusCode::OK
-                            }
-                            _ => {
-                                *sent.lock().unwrap() += 1;
-                                StatusCode::OK
-                            }
-                        }
+    let app = Router::new().route(
+        "/v1development/profiles",
+        post(move |_body: Bytes| {
+            let (mode, sent) = (mode.clone(), sent.clone());
+            async move {
+                match mode.load(Ordering::Relaxed) {
+                    UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                    HANG => {
+                        std::future::pending::<()>().await;
+                        StatusCode::OK
                     }
-                }),
-            );
-            // Serves until the stop request closes this runtime's thread.
-            let _ = tokio::time::timeout(Duration::from_secs(12), axum::serve(listener, app)).await;
-        });
-    })
+                    _ => {
+                        *sent.lock().unwrap() += 1;
+                        StatusCode::OK
+                    }
+                }
+            }
+        }),
+    );
+    // Serves for 12 s: long enough for its phases, then the port closes.
+    serve_in_thread(addr, app, Some(Duration::from_secs(12))).1
 }
 
 fn allocated() -> u64 {
@@ -543,47 +560,25 @@ fn a_failing_backend_never_reaches_the_service() {
 /// bodies are kept for decoding.
 fn slow_receiver(delay: Duration) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
     let got = Arc::new(Mutex::new(Vec::new()));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
     let bodies = got.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let app = Router::new().route(
-                "/v1development/profiles",
-                post(move |body: Bytes| {
-                    let bodies = bodies.clone();
-                    async move {
-                        tokio::time::sleep(delay).await;
-                        bodies.lock().unwrap().push(body.to_vec());
-                        StatusCode::OK
-                    }
-                }),
-            );
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
+    let app = Router::new().route(
+        "/v1development/profiles",
+        post(move |body: Bytes| {
+            let bodies = bodies.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                bodies.lock().unwrap().push(body.to_vec());
+                StatusCode::OK
+            }
+        }),
+    );
+    let (addr, _) = serve_in_thread(any_port(), app, None);
     (addr, got)
 }
 
-/// `shutdown_push` delivers what is queued before returning, and returns by
-/// its deadline even when the backend hangs.
-#[test]
-fn shutdown_flushes_the_queue_within_its_deadline() {
-    // One at a time: the backpressure test reads process-wide jemalloc figures.
-    let _serial = serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    // A slow backend (1.5 s per request, 1 s periods): deliveries queue up.
-    let (addr, got) = slow_receiver(Duration::from_millis(1500));
+/// An agent pushing 1 s CPU profiles over OTLP to `addr`, once something
+/// waits in its queue.
+fn cpu_pusher_with_a_queue(rt: &tokio::runtime::Runtime, addr: SocketAddr) -> Agent {
     let agent = rt.block_on(async {
         Agent::builder()
             .push(
@@ -604,6 +599,23 @@ fn shutdown_flushes_the_queue_within_its_deadline() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    agent
+}
+
+/// `shutdown_push` delivers what is queued before returning, and returns by
+/// its deadline even when the backend hangs.
+#[test]
+fn shutdown_flushes_the_queue_within_its_deadline() {
+    // One at a time: the backpressure test reads process-wide jemalloc figures.
+    let _serial = serial();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A slow backend (1.5 s per request, 1 s periods): deliveries queue up.
+    let (addr, got) = slow_receiver(Duration::from_millis(1500));
+    let agent = cpu_pusher_with_a_queue(&rt, addr);
     let t = Instant::now();
     let stats = agent.shutdown_push(Duration::from_secs(10)).unwrap();
     assert!(t.elapsed() < Duration::from_secs(11), "{:?}", t.elapsed());
@@ -620,22 +632,7 @@ fn shutdown_flushes_the_queue_within_its_deadline() {
 
     // A backend that never answers: shutdown still returns by its deadline.
     let (addr, _) = slow_receiver(Duration::from_secs(3600));
-    let agent = rt.block_on(async {
-        Agent::builder()
-            .push(
-                PushConfig::new("stuck")
-                    .otlp(format!("http://{addr}"))
-                    .period(Duration::from_secs(1))
-                    .profiles(true, false, false),
-            )
-            .build()
-            .unwrap()
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent.push_stats().unwrap().queue_bytes == 0 {
-        assert!(Instant::now() < deadline, "nothing queued");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let agent = cpu_pusher_with_a_queue(&rt, addr);
     let t = Instant::now();
     agent.shutdown_push(Duration::from_secs(1)).unwrap();
     assert!(
@@ -714,32 +711,20 @@ fn credentials_reach_the_backend_and_4xx_is_not_retried() {
     let (addr, inbox) = receiver();
     // Answers OTLP requests carrying the bearer token with 400 (anything
     // else with 500, which would be retried instead).
-    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refusing_addr = refusing.local_addr().unwrap();
-    refusing.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(refusing).unwrap();
-            let app = Router::new().route(
-                "/v1development/profiles",
-                post(|headers: HeaderMap| async move {
-                    if headers
-                        .get("authorization")
-                        .is_some_and(|v| v == "Bearer otlp-token")
-                    {
-                        StatusCode::BAD_REQUEST
-                    } else {
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    }
-                }),
-            );
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
+    let app = Router::new().route(
+        "/v1development/profiles",
+        post(|headers: HeaderMap| async move {
+            if headers
+                .get("authorization")
+                .is_some_and(|v| v == "Bearer otlp-token")
+            {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }),
+    );
+    let (refusing_addr, _) = serve_in_thread(any_port(), app, None);
     let agent = rt.block_on(async {
         Agent::builder()
             .push(
