@@ -263,7 +263,9 @@ impl AgentBuilder {
             }),
         };
         if let Some(push) = push {
-            let pusher = Pusher::start(Arc::downgrade(&agent.inner), push, frequency)?;
+            let weak: std::sync::Weak<Inner> = Arc::downgrade(&agent.inner);
+            let sources: std::sync::Weak<dyn crate::push::Sources> = weak;
+            let pusher = Pusher::start(sources, push, frequency)?;
             let _ = agent.inner.pusher.set(pusher);
         }
         Ok(agent)
@@ -271,7 +273,7 @@ impl AgentBuilder {
 }
 
 #[derive(Debug)]
-pub(crate) struct Inner {
+struct Inner {
     runtime: Option<RuntimeObserver>,
     runtime_handle: Option<Handle>,
     task_groups: TaskGroups,
@@ -286,6 +288,24 @@ pub(crate) struct Inner {
     pages: Semaphore,
     symbolizer: Symbolizer,
     pusher: std::sync::OnceLock<Pusher>,
+}
+
+impl crate::push::Sources for Inner {
+    fn cpu(&self) -> &CpuProfiler {
+        &self.cpu
+    }
+
+    fn heap(&self) -> &HeapProfiler {
+        &self.heap
+    }
+
+    fn symbolizer(&self) -> &Symbolizer {
+        &self.symbolizer
+    }
+
+    fn runtime_handle(&self) -> Option<&Handle> {
+        self.runtime_handle.as_ref()
+    }
 }
 
 /// The profiling agent. Cheap to clone; clones share profilers and caches.
@@ -314,10 +334,6 @@ impl Agent {
     /// A builder with the defaults: `127.0.0.1:6060`, 300 s max, 99 Hz.
     pub fn builder() -> AgentBuilder {
         AgentBuilder::default()
-    }
-
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> Agent {
-        Agent { inner }
     }
 
     /// What the push has done so far (`None` when it is off).

@@ -45,6 +45,7 @@ pub mod filter;
 pub mod flamegraph;
 pub mod fold;
 pub mod folded;
+mod input;
 pub mod kind;
 pub mod merge;
 #[cfg(feature = "otlp")]

@@ -29,7 +29,7 @@ use prost::Message;
 pub use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 
 use crate::error::{Error, Result};
-use crate::parse::{GZIP_MAGIC, Limits, gunzip};
+use crate::input::{GZIP_MAGIC, Limits, gunzip};
 use crate::proto::{self, Profile};
 use crate::validate::validate;
 
@@ -466,7 +466,7 @@ pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<ExportProfilesSer
     ExportProfilesServiceRequest::decode(bytes).map_err(|e| {
         Error::Format(format!(
             "OTLP protobuf: {}",
-            crate::parse::one_line(&e.to_string())
+            crate::input::one_line(&e.to_string())
         ))
     })
 }

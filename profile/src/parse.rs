@@ -15,45 +15,10 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::folded::{folded_to_profile, looks_folded};
+use crate::input::{GZIP_MAGIC, decoded_field_size, one_line, read_varint};
+pub use crate::input::{Limits, gunzip};
 use crate::proto::Profile;
 use crate::validate::validate;
-
-const GIB: u64 = 1 << 30;
-
-/// Size caps that keep memory bounded on hostile input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Limits {
-    /// Most bytes of input (a file, stdin or a response body; default 1 GiB).
-    pub max_input: u64,
-    /// Most bytes a gzip stream may inflate to (default 1 GiB).
-    pub max_decompressed: u64,
-    /// Most memory the decoded protobuf may be estimated to take (default 4 GiB).
-    pub max_decoded: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_input: GIB,
-            max_decompressed: GIB,
-            max_decoded: 4 * GIB,
-        }
-    }
-}
-
-impl Limits {
-    /// Limits with every cap set to `bytes` (tests and fuzzing use small ones).
-    pub fn uniform(bytes: u64) -> Self {
-        Limits {
-            max_input: bytes,
-            max_decompressed: bytes,
-            max_decoded: bytes,
-        }
-    }
-}
-
-pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Parses bytes as gzip (of either form below), a raw pprof protobuf, or
 /// folded stacks, and validates the result.
@@ -231,22 +196,6 @@ fn parse_gzip_merged(bytes: &[u8], limits: &Limits) -> Result<Profile> {
     })
 }
 
-/// Inflates a (possibly multi-member) gzip stream, refusing to grow past `limit`.
-pub fn gunzip(bytes: &[u8], limit: u64) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    MultiGzDecoder::new(bytes)
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(Error::Gzip)?;
-    if out.len() as u64 > limit {
-        return Err(Error::TooLarge {
-            what: "decompressed input",
-            limit,
-        });
-    }
-    Ok(out)
-}
-
 fn decode_protobuf(bytes: &[u8], limits: &Limits) -> Result<Profile> {
     let estimate = estimate_decoded_size(bytes)
         .ok_or_else(|| Error::Format("malformed protobuf framing".to_string()))?;
@@ -287,47 +236,10 @@ fn estimate_decoded_size(mut buf: &[u8]) -> Option<u64> {
     Some(total)
 }
 
-/// The memory a length-delimited top-level field of `len` bytes may take
-/// decoded (see [`estimate_decoded_size`]).
-pub(crate) fn decoded_field_size(field: u64, len: usize) -> u64 {
-    use crate::proto::{Function, Location, Mapping, Sample, ValueType};
-    use std::mem::size_of;
-    let element = match field {
-        1 | 11 => size_of::<ValueType>(),
-        2 => size_of::<Sample>(),
-        3 => size_of::<Mapping>(),
-        4 => size_of::<Location>(),
-        5 => size_of::<Function>(),
-        6 => size_of::<String>(),
-        _ => 0,
-    } as u64;
-    // Nested elements are at least 2 bytes and at most ~32 bytes decoded
-    // (a `Label`), hence 16x the payload.
-    element + 16 * len as u64
-}
-
-/// A varint; `None` when cut short or longer than 10 bytes.
-pub(crate) fn read_varint(buf: &mut &[u8]) -> Option<u64> {
-    let mut value: u64 = 0;
-    for i in 0..10 {
-        let (&byte, rest) = buf.split_first()?;
-        *buf = rest;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-/// Collapses whitespace (protobuf errors span lines) into one line.
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::GIB;
     use std::path::Path;
 
     fn fixture(name: &str) -> Vec<u8> {

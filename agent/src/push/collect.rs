@@ -9,15 +9,14 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use super::Counters;
 use super::config::PushConfig;
 use super::queue::Queue;
 use super::wire::{self, Period};
-use crate::agent::{Agent, Inner};
+use super::{Counters, Sources};
 use crate::heap::{HeapProfiler, HeapSnapshot};
 
 pub(crate) fn run(
-    agent: Weak<Inner>,
+    agent: Weak<dyn Sources>,
     config: &PushConfig,
     frequency: u32,
     queue: &Queue,
@@ -36,7 +35,7 @@ pub(crate) fn run(
 }
 
 async fn periods(
-    agent: Weak<Inner>,
+    agent: Weak<dyn Sources>,
     config: &PushConfig,
     frequency: u32,
     queue: &Queue,
@@ -50,12 +49,12 @@ async fn periods(
     // The first period's allocations are counted from here.
     let mut heap_base: Option<HeapSnapshot> = None;
     if heap_on {
-        if let Some(a) = agent.upgrade().map(Agent::from_inner) {
+        if let Some(a) = agent.upgrade() {
             heap_base = a.heap().snapshot().await.ok();
         }
     }
     loop {
-        let Some(a) = agent.upgrade().map(Agent::from_inner) else {
+        let Some(a) = agent.upgrade() else {
             return;
         };
         let from = SystemTime::now();

@@ -32,6 +32,16 @@ pub use queue::DropReason;
 
 use queue::Queue;
 
+/// What the push collects from: the agent's profilers, symbolizer and
+/// runtime (the agent implements it; the push holds it weakly, so it never
+/// keeps a dropped agent alive and never reaches into the agent's types).
+pub(crate) trait Sources: Send + Sync + 'static {
+    fn cpu(&self) -> &crate::cpu::CpuProfiler;
+    fn heap(&self) -> &crate::heap::HeapProfiler;
+    fn symbolizer(&self) -> &crate::symbols::Symbolizer;
+    fn runtime_handle(&self) -> Option<&tokio::runtime::Handle>;
+}
+
 /// Counters behind the `profscope_push_*` families on `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -78,7 +88,7 @@ impl Pusher {
     /// Starts collecting for the agent behind `agent` (held weakly, so a
     /// dropped agent ends the threads at the next period).
     pub(crate) fn start(
-        agent: Weak<crate::agent::Inner>,
+        agent: Weak<dyn Sources>,
         config: PushConfig,
         frequency: u32,
     ) -> Result<Self, crate::Error> {
