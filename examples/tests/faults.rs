@@ -35,9 +35,13 @@ struct Rig {
     side: String,
     dump_dir: tempfile::TempDir,
     running: Option<RunningAgent>,
-    /// Runs the service; both runtimes are shut down with a deadline.
+    /// Runs the service; every runtime is shut down with a deadline.
     service_rt: Option<tokio::runtime::Runtime>,
     agent_rt: Option<tokio::runtime::Runtime>,
+    /// The runtime the agent watches and dumps: one of its own, so a worker
+    /// wedged by tokio's dump barrier (tokio#8370, see `common`) cannot
+    /// stall the service's or the agent's answers during a flood.
+    watched_rt: Option<tokio::runtime::Runtime>,
 }
 
 impl Rig {
@@ -52,10 +56,17 @@ impl Rig {
             .enable_all()
             .build()
             .unwrap();
+        let watched_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Something parked for the task dumps to find.
+        watched_rt.spawn(std::future::pending::<()>());
         let dump_dir = tempfile::tempdir().unwrap();
         let builder = Agent::builder()
             .addr("127.0.0.1:0".parse().unwrap())
-            .runtime(service_rt.handle().clone())
+            .runtime(watched_rt.handle().clone())
             .heap_dump_dir(dump_dir.path())
             .header_read_timeout(HEADER_TIMEOUT)
             .max_connections(MAX_CONNECTIONS);
@@ -76,6 +87,7 @@ impl Rig {
             running: Some(running),
             service_rt: Some(service_rt),
             agent_rt: Some(agent_rt),
+            watched_rt: Some(watched_rt),
         }
     }
 
@@ -110,6 +122,9 @@ impl Drop for Rig {
         // (tokio#8370, see `common`) would hold it forever.
         service_rt.shutdown_timeout(Duration::from_secs(2));
         agent_rt.shutdown_timeout(Duration::from_secs(2));
+        if let Some(watched_rt) = self.watched_rt.take() {
+            watched_rt.shutdown_timeout(Duration::from_secs(2));
+        }
     }
 }
 
