@@ -43,6 +43,20 @@ struct Received {
     parts: HashMap<String, Vec<u8>>,
 }
 
+impl Received {
+    /// A Pyroscope ingest of `kind` (`cpu`, `heap`) from the example.
+    fn is_ingest_of(&self, kind: &str) -> bool {
+        self.query
+            .get("name")
+            .is_some_and(|n| n.starts_with(&format!("axum-service.{kind}{{")))
+    }
+
+    /// An OTLP export request.
+    fn is_otlp(&self) -> bool {
+        self.path.starts_with("/v1development")
+    }
+}
+
 #[derive(Clone, Default)]
 struct Inbox(Arc<Mutex<Vec<Received>>>);
 
@@ -210,26 +224,9 @@ fn pyroscope_and_otlp_receive_each_periods_profiles() {
     let deadline = Instant::now() + Duration::from_secs(40);
     let got = loop {
         let got = inbox.all();
-        let cpu = got
-            .iter()
-            .filter(|r| {
-                r.query
-                    .get("name")
-                    .is_some_and(|n| n.starts_with("axum-service.cpu{"))
-            })
-            .count();
-        let heap = got
-            .iter()
-            .filter(|r| {
-                r.query
-                    .get("name")
-                    .is_some_and(|n| n.starts_with("axum-service.heap{"))
-            })
-            .count();
-        let otlp = got
-            .iter()
-            .filter(|r| r.path.starts_with("/v1development"))
-            .count();
+        let cpu = got.iter().filter(|r| r.is_ingest_of("cpu")).count();
+        let heap = got.iter().filter(|r| r.is_ingest_of("heap")).count();
+        let otlp = got.iter().filter(|r| r.is_otlp()).count();
         if cpu >= 3 && heap >= 2 && otlp >= 3 {
             break got;
         }
@@ -245,14 +242,7 @@ fn pyroscope_and_otlp_receive_each_periods_profiles() {
     let tmp = tempfile::tempdir().unwrap();
     // Pyroscope: the name, the window, the parts; go tool pprof reads the profile.
     // (The first period may have started before the load; take the last.)
-    let cpu = got
-        .iter()
-        .rfind(|r| {
-            r.query
-                .get("name")
-                .is_some_and(|n| n.starts_with("axum-service.cpu{"))
-        })
-        .unwrap();
+    let cpu = got.iter().rfind(|r| r.is_ingest_of("cpu")).unwrap();
     let name = &cpu.query["name"];
     assert!(
         name.contains("service_name=axum-service") && name.contains(",version="),
@@ -271,14 +261,7 @@ fn pyroscope_and_otlp_receive_each_periods_profiles() {
     assert_eq!(types["samples"]["units"], "samples", "{types}");
     let cpu_file = tmp.path().join("cpu.pb.gz");
     std::fs::write(&cpu_file, &cpu.parts["profile"]).unwrap();
-    let heap = got
-        .iter()
-        .rfind(|r| {
-            r.query
-                .get("name")
-                .is_some_and(|n| n.starts_with("axum-service.heap{"))
-        })
-        .unwrap();
+    let heap = got.iter().rfind(|r| r.is_ingest_of("heap")).unwrap();
     let heap_types: serde_json::Value =
         serde_json::from_slice(&heap.parts["sample_type_config"]).unwrap();
     assert_eq!(
@@ -307,10 +290,7 @@ fn pyroscope_and_otlp_receive_each_periods_profiles() {
     if !have_python_otlp() {
         return;
     }
-    let otlp_requests: Vec<&Received> = got
-        .iter()
-        .filter(|r| r.path.starts_with("/v1development"))
-        .collect();
+    let otlp_requests: Vec<&Received> = got.iter().filter(|r| r.is_otlp()).collect();
     assert_eq!(
         otlp_requests[0].headers["content-type"],
         "application/x-protobuf"

@@ -916,9 +916,7 @@ mod tests {
         let back = crate::parse(&bytes, &Limits::default()).unwrap();
         assert_eq!(totals(&back), totals(&heap));
         // gzip'd, as OTLP/HTTP bodies often are.
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &bytes).unwrap();
-        let gz = gz.finish().unwrap();
+        let gz = crate::gzip(&bytes).unwrap();
         let back = crate::parse(&gz, &Limits::default()).unwrap();
         assert_eq!(totals(&back), totals(&heap));
         // The web UI's merged decoder falls back the same way.

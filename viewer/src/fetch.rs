@@ -71,6 +71,14 @@ pub struct FetchOptions {
 }
 
 impl FetchOptions {
+    /// Options with size limits `limits`, the rest default.
+    pub fn with_limits(limits: Limits) -> Self {
+        FetchOptions {
+            limits,
+            ..FetchOptions::default()
+        }
+    }
+
     /// Options with a label and default timeout and limits.
     pub fn labeled(label: Option<String>) -> Self {
         FetchOptions {

@@ -78,10 +78,7 @@ impl Source {
 
     /// Reads the raw bytes, capped by `limits.max_input`.
     pub fn read(&self, limits: &Limits) -> Result<Vec<u8>> {
-        self.read_with(&FetchOptions {
-            limits: *limits,
-            ..FetchOptions::default()
-        })
+        self.read_with(&FetchOptions::with_limits(*limits))
     }
 
     /// Reads the raw bytes, capped by `opts.limits`; a URL is fetched with
@@ -103,10 +100,7 @@ impl Source {
     /// `.otlp`, `.otlp.pb` or `.otlp.gz`, or a URL on the OTLP path
     /// `/v1development/profiles`, is read as OTLP without guessing.
     pub fn load(&self, limits: &Limits) -> Result<Profile> {
-        self.load_with(&FetchOptions {
-            limits: *limits,
-            ..FetchOptions::default()
-        })
+        self.load_with(&FetchOptions::with_limits(*limits))
     }
 
     /// Like [`load`](Self::load), fetching URLs with `opts`.
@@ -118,11 +112,10 @@ impl Source {
     /// summed while decoding ([`profscope_profile::parse_merged`]): what
     /// the web UI draws from.
     pub fn load_merged(&self, limits: &Limits) -> Result<Profile> {
-        let opts = FetchOptions {
-            limits: *limits,
-            ..FetchOptions::default()
-        };
-        self.load_parsed(&opts, profscope_profile::parse_merged)
+        self.load_parsed(
+            &FetchOptions::with_limits(*limits),
+            profscope_profile::parse_merged,
+        )
     }
 
     fn load_parsed(

@@ -42,6 +42,28 @@ pub(crate) trait Sources: Send + Sync + 'static {
     fn runtime_handle(&self) -> Option<&tokio::runtime::Handle>;
 }
 
+/// The push's one source of randomness (backoff jitter, multipart
+/// boundaries): xorshift64 seeded from the clock and the pid, never zero
+/// (a zero state would stay zero).
+#[derive(Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn seeded() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Rng((nanos ^ u64::from(std::process::id()) << 32) | 1)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 /// Counters behind the `profscope_push_*` families on `/metrics`.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

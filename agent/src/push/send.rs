@@ -5,10 +5,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Counters;
 use super::config::Auth;
 use super::queue::{DropReason, Outcome, Queue};
 use super::wire::Delivery;
+use super::{Counters, Rng};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -116,22 +116,11 @@ fn attempt(agent: &ureq::Agent, d: &Delivery, timeout: Duration) -> Result<(), b
 
 /// Exponential backoff with full jitter (AWS's "full jitter": uniform in
 /// [0, min(cap, base·2ⁿ)]), so agents restarted together spread out.
-struct Jitter(u64);
+struct Jitter(Rng);
 
 impl Jitter {
     fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
-        Jitter(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        Jitter(Rng::seeded())
     }
 
     fn backoff(&mut self, failures: u32, cap: Duration) -> Duration {
@@ -140,7 +129,7 @@ impl Jitter {
             .min(cap);
         let ms = ceiling.as_millis() as u64;
         // At least a tenth of the ceiling: never a hot loop.
-        Duration::from_millis(ms / 10 + self.next() % (ms - ms / 10 + 1))
+        Duration::from_millis(ms / 10 + self.0.next() % (ms - ms / 10 + 1))
     }
 }
 

@@ -121,15 +121,9 @@ fn sample_type_config(profile: &Profile) -> String {
 
 /// A multipart boundary that does not occur in `parts`.
 fn boundary(parts: &[&[u8]]) -> String {
-    let mut seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id()) << 32;
+    let mut rng = super::Rng::seeded();
     loop {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let b = format!("profscope-{seed:016x}");
+        let b = format!("profscope-{:016x}", rng.next());
         if !parts
             .iter()
             .any(|p| memchr::memmem::find(p, b.as_bytes()).is_some())
