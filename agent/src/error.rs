@@ -37,6 +37,15 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The runtime cannot answer now, with why (503 with `Retry-After`): a
+    /// task dump waiting for a runtime worker that does not come.
+    #[error("{reason}")]
+    Unavailable {
+        /// One line: what is waiting for what.
+        reason: String,
+        /// Seconds after which asking again makes sense.
+        retry_after_secs: u64,
+    },
     /// This build or platform cannot produce the profile (501).
     #[error("{0}")]
     NotAvailable(String),

@@ -181,15 +181,75 @@ pub async fn dump(handle: &tokio::runtime::Handle) -> Result<TaskStacks, Error> 
 }
 
 cfg_taskdump! {
+    /// Set while tokio is dumping a multi-thread runtime: from the request
+    /// until tokio returns, which may be long after the request gave up.
+    static DUMP_IN_FLIGHT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// Holds `DUMP_IN_FLIGHT` for as long as tokio's dump runs.
+    struct InFlight;
+
+    impl InFlight {
+        fn acquire() -> Option<InFlight> {
+            use std::sync::atomic::Ordering;
+            DUMP_IN_FLIGHT
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+                .then_some(InFlight)
+        }
+    }
+
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            DUMP_IN_FLIGHT.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// tokio's dump of a multi-thread runtime: every worker meets at a
+    /// barrier, so a worker blocked in a poll holds it, and it runs to the
+    /// end even when nobody waits any more. One at a time, process-wide:
+    /// a second `Handle::dump` behind a stuck one spins (unparking every
+    /// worker in a loop) until the first ends, so it is refused instead.
+    /// The dump runs on a thread of its own, which ends (and frees the
+    /// slot) when tokio returns; the request waits at most `DUMP_TIMEOUT`.
+    async fn dump_multi_thread(
+        handle: &tokio::runtime::Handle,
+    ) -> Result<tokio::runtime::Dump, Error> {
+        let pending = |what: &str| Error::Unavailable {
+            reason: format!(
+                "{what}: a runtime worker has not reached tokio's dump barrier \
+                 (blocked in a poll?); tokio finishes the dump when it does, \
+                 and one dump runs at a time"
+            ),
+            retry_after_secs: DUMP_TIMEOUT.as_secs(),
+        };
+        let in_flight = InFlight::acquire()
+            .ok_or_else(|| pending("an earlier task dump is still waiting"))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let handle = handle.clone();
+        std::thread::Builder::new()
+            .name("profscope-dump".into())
+            .spawn(move || {
+                let _in_flight = in_flight;
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+                    return;
+                };
+                let _ = tx.send(rt.block_on(handle.dump()));
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the task dump thread: {e}")))?;
+        match tokio::time::timeout(DUMP_TIMEOUT, rx).await {
+            Ok(Ok(dump)) => Ok(dump),
+            Ok(Err(_)) => Err(Error::Internal("the task dump thread failed".into())),
+            Err(_) => Err(pending(&format!("task dump timed out after {DUMP_TIMEOUT:?}"))),
+        }
+    }
+
     /// Dumps the tasks of the runtime behind `handle`, with their ids.
     pub async fn dump_tasks(handle: &tokio::runtime::Handle) -> Result<TaskList, Error> {
-        let dump = tokio::time::timeout(DUMP_TIMEOUT, handle.dump())
-            .await
-            .map_err(|_| {
-                Error::Internal(format!(
-                    "task dump timed out after {DUMP_TIMEOUT:?} (a runtime worker is blocked)"
-                ))
-            })?;
+        let dump = match handle.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => dump_multi_thread(handle).await?,
+            // No barrier: the current-thread runtime dumps at once.
+            _ => handle.dump().await,
+        };
         // Resolving backtraces reads debug info: not on the runtime's threads.
         tokio::task::spawn_blocking(move || {
             let stacks: TaskList = dump.tasks().iter().map(|task| {

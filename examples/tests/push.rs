@@ -628,15 +628,13 @@ async fn wait_for_orders(mut rx: tokio::sync::mpsc::Receiver<u32>) -> Option<u32
     rx.recv().await
 }
 
-/// The task profile, when asked for, goes out each period. The service
-/// runtime has one worker: tokio 1.54's dump barrier can wedge a worker of
-/// a multi-worker runtime (tokio#8370), which would hang this test.
+/// The task profile, when asked for, goes out each period.
 #[test]
 fn task_profiles_are_pushed_when_asked() {
     // One at a time: the backpressure test reads process-wide jemalloc figures.
     let _serial = serial();
     let service = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();

@@ -135,18 +135,18 @@ fn check_metrics(text: &str) -> Result<usize, String> {
 
 /// One kind of request, made `count` times back to back from a thread of
 /// its own, every answer checked by `check`; returns the answers checked
-/// and the task dumps that hit tokio's dump bug (see `common`).
+/// and how long they took.
 fn stream(
     urls: Vec<String>,
     count: u32,
     check: fn(&common::Reply) -> Result<(), String>,
     failed: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(u32, u32, Duration)> {
+) -> std::thread::JoinHandle<(u32, Duration)> {
     std::thread::spawn(move || {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(120))
             .build();
-        let (mut done, mut dump_bug) = (0, 0);
+        let mut done = 0;
         let start = Instant::now();
         for i in 0..count {
             if failed.load(Ordering::Relaxed) {
@@ -154,18 +154,13 @@ fn stream(
             }
             let url = &urls[i as usize % urls.len()];
             let reply = common::get_from(&agent, url);
-            if common::dump_timed_out(&reply) {
-                eprintln!("\n!!!!! a task dump timed out (tokio#8370) !!!!!\n");
-                dump_bug += 1;
-                continue;
-            }
             if let Err(e) = check(&reply) {
                 failed.store(true, Ordering::Relaxed);
                 panic!("{url}: {e}");
             }
             done += 1;
         }
-        (done, dump_bug, start.elapsed())
+        (done, start.elapsed())
     })
 }
 
@@ -197,7 +192,7 @@ fn text_dump(reply: &common::Reply) -> Result<(), String> {
 }
 
 /// Runs every stream with `counts`; returns how long it took.
-fn round(svc: &Service, counts: Counts) -> (Duration, u32) {
+fn round(svc: &Service, counts: Counts) -> Duration {
     let failed = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let streams = [
@@ -233,19 +228,17 @@ fn round(svc: &Service, counts: Counts) -> (Duration, u32) {
             failed.clone(),
         ),
     ];
-    let mut dump_bug = 0;
     let mut done = Vec::new();
     for s in streams {
-        let (n, bug, took) = s.join().expect("a soak stream failed");
+        let (n, took) = s.join().expect("a soak stream failed");
         done.push(format!("{n} in {:.1} s", took.as_secs_f64()));
-        dump_bug += bug;
     }
     assert!(!failed.load(Ordering::Relaxed));
     eprintln!(
         "  answered (captures, heap profiles, scrapes, task dumps) {done:?}, {:?} in all",
         start.elapsed()
     );
-    (start.elapsed(), dump_bug)
+    start.elapsed()
 }
 
 fn soak(counts: Counts) {
@@ -263,15 +256,14 @@ fn soak(counts: Counts) {
     // Warm-up: every path a few times under load, so caches (symbols, the
     // allocator's arenas, the blocking pool) reach their working size.
     let load = Load::start(svc.url("/work?n=50"), 1);
-    let (warm_time, mut dump_bug) = round(&svc, WARM_UP);
+    let warm_time = round(&svc, WARM_UP);
     served.fetch_add(load.stop(), Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(1));
     let warm = usage(pid);
     eprintln!("warm-up {warm_time:?}: {warm:?} (at start {started:?})");
 
     let load = Load::start(svc.url("/work?n=50"), 1);
-    let (soak_time, bug) = round(&svc, counts);
-    dump_bug += bug;
+    let soak_time = round(&svc, counts);
     served.fetch_add(load.stop(), Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(1));
     let after = usage(pid);
@@ -283,8 +275,7 @@ fn soak(counts: Counts) {
     let growth = after.rss_kib as f64 / warm.rss_kib as f64 - 1.0;
     eprintln!(
         "soak {counts:?} in {soak_time:?} with {} service requests: RSS {} → {} KiB ({:+.1} %), \
-         fds {} → {}, threads {} → {} → {} after 12 s idle, temp files left {}, \
-         task dumps hit by tokio#8370: {dump_bug}",
+         fds {} → {}, threads {} → {} → {} after 12 s idle, temp files left {}",
         served.load(Ordering::Relaxed),
         warm.rss_kib,
         after.rss_kib,
@@ -314,5 +305,4 @@ fn soak(counts: Counts) {
         warm.threads,
         idle.threads
     );
-    assert!(dump_bug <= 2, "{dump_bug} task dumps timed out");
 }

@@ -1,5 +1,5 @@
 //! The agent's errors as HTTP answers, declared once: each variant's status
-//! and its one-line plain-text body (with `Retry-After` for 409 and
+//! and its one-line plain-text body (with `Retry-After` for 409 and 503 and
 //! `WWW-Authenticate` for 401), so handlers just return `Err`.
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -14,6 +14,7 @@ pub(crate) fn status(error: &Error) -> StatusCode {
         Error::Unauthorized => StatusCode::UNAUTHORIZED,
         Error::CaptureRunning { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::NotAvailable(_) => StatusCode::NOT_IMPLEMENTED,
         Error::Internal(_) | Error::InvalidConfig(_) | Error::Io(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -28,7 +29,10 @@ impl IntoResponse for Error {
         let mut response = (status(&self), body).into_response();
         let headers = response.headers_mut();
         match self {
-            Error::CaptureRunning { retry_after_secs } => {
+            Error::CaptureRunning { retry_after_secs }
+            | Error::Unavailable {
+                retry_after_secs, ..
+            } => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after_secs.max(1)),

@@ -256,20 +256,9 @@ pub fn in_process_agent() -> (tokio::runtime::Runtime, profscope_agent::RunningA
     (rt, running)
 }
 
-/// Runs a task-dump scenario (false when a dump timed out), once more when
-/// it did: tokio 1.54's dump barrier can wedge a worker of the dumped
-/// runtime (tokio-rs/tokio#8370), and the dump then times out with a 500
-/// saying so. That is tokio's bug, not the agent's; the retry is loud.
-pub fn retry_once_if_a_dump_timed_out(scenario: impl Fn() -> bool) {
-    if !scenario() {
-        eprintln!("\n!!!!! a task dump timed out (tokio#8370); trying once more !!!!!\n");
-        assert!(scenario(), "the dump timed out twice");
-    }
-}
-
 /// A 2-worker runtime to dump, and an agent on a runtime of its own
-/// watching it (a worker wedged by a dump must not take the agent's
-/// answers with it). Shut both down with [`shut_down`].
+/// watching it (a test that blocks the dumped runtime's workers still gets
+/// the agent's answers). Shut both down with [`shut_down`].
 pub fn dumped_runtime_and_agent() -> (
     tokio::runtime::Runtime,
     tokio::runtime::Runtime,
@@ -295,14 +284,15 @@ pub fn dumped_runtime_and_agent() -> (
     (rt, agent_rt, running)
 }
 
-/// Not a plain drop: a worker wedged in tokio's dump barrier would hold
-/// it forever.
+/// Not a plain drop: a worker a failing test left blocked would hold it
+/// forever.
 pub fn shut_down(rt: tokio::runtime::Runtime, agent_rt: tokio::runtime::Runtime) {
     rt.shutdown_timeout(Duration::from_secs(2));
     agent_rt.shutdown_timeout(Duration::from_secs(2));
 }
 
-/// A 500 from a dump that timed out.
-pub fn dump_timed_out(reply: &Reply) -> bool {
-    reply.status == 500 && reply.text().contains("task dump timed out")
+/// A 503 from a task dump waiting for a runtime worker that has not
+/// reached tokio's dump barrier (timed out, or behind an earlier dump).
+pub fn dump_waits_for_a_worker(reply: &Reply) -> bool {
+    reply.status == 503 && reply.text().contains("tokio's dump barrier")
 }
