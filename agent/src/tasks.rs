@@ -181,34 +181,37 @@ pub async fn dump(handle: &tokio::runtime::Handle) -> Result<TaskStacks, Error> 
 }
 
 cfg_taskdump! {
-    /// Set while tokio is dumping a multi-thread runtime: from the request
-    /// until tokio returns, which may be long after the request gave up.
-    static DUMP_IN_FLIGHT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    /// The runtimes tokio is dumping: from the request until tokio returns,
+    /// which may be long after the request gave up.
+    static DUMPING: std::sync::Mutex<Vec<tokio::runtime::Id>> = std::sync::Mutex::new(Vec::new());
 
-    /// Holds `DUMP_IN_FLIGHT` for as long as tokio's dump runs.
-    struct InFlight;
+    /// Holds a runtime's place in `DUMPING` for as long as tokio's dump runs.
+    struct InFlight(tokio::runtime::Id);
 
     impl InFlight {
-        fn acquire() -> Option<InFlight> {
-            use std::sync::atomic::Ordering;
-            DUMP_IN_FLIGHT
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-                .then_some(InFlight)
+        fn acquire(runtime: tokio::runtime::Id) -> Option<InFlight> {
+            let mut dumping = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
+            if dumping.contains(&runtime) {
+                return None;
+            }
+            dumping.push(runtime);
+            Some(InFlight(runtime))
         }
     }
 
     impl Drop for InFlight {
         fn drop(&mut self) {
-            DUMP_IN_FLIGHT.store(false, std::sync::atomic::Ordering::Release);
+            let mut dumping = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
+            dumping.retain(|r| *r != self.0);
         }
     }
 
     /// tokio's dump of a multi-thread runtime: every worker meets at a
     /// barrier, so a worker blocked in a poll holds it, and it runs to the
-    /// end even when nobody waits any more. One at a time, process-wide:
+    /// end even when nobody waits any more. One at a time, per runtime:
     /// a second `Handle::dump` behind a stuck one spins (unparking every
-    /// worker in a loop) until the first ends, so it is refused instead.
+    /// worker in a loop) until the first ends, so it is refused instead
+    /// (per runtime, as tokio's barrier is).
     /// The dump runs on a thread of its own, which ends (and frees the
     /// slot) when tokio returns; the request waits at most `DUMP_TIMEOUT`.
     async fn dump_multi_thread(
@@ -222,7 +225,7 @@ cfg_taskdump! {
             ),
             retry_after_secs: DUMP_TIMEOUT.as_secs(),
         };
-        let in_flight = InFlight::acquire()
+        let in_flight = InFlight::acquire(handle.id())
             .ok_or_else(|| pending("an earlier task dump is still waiting"))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handle = handle.clone();

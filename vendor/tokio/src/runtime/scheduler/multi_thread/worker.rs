@@ -842,6 +842,17 @@ impl Context {
             f();
         }
 
+        // profscope: an idle worker does not park while a task dump is
+        // requested. One that gave up at the dump's barrier (a worker was
+        // in a long poll) would otherwise sleep until new work woke it, and
+        // the dump, once that worker is free, would find nobody to meet:
+        // it stays requested, and every worker that wakes waits 250 ms at
+        // the barrier. Not parking, the idle worker goes back to the
+        // barrier (checking for work between waits) until the dump ends.
+        if !core.is_traced {
+            core.is_traced = self.worker.handle.shared.trace_status.trace_requested();
+        }
+
         if core.transition_to_parked(&self.worker) {
             while !core.is_shutdown && !core.is_traced {
                 core.stats.about_to_park();
