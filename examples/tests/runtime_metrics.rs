@@ -325,8 +325,12 @@ fn a_dump_during_a_long_poll_leaves_every_worker_running() {
 fn a_blocked_worker_makes_dumps_wait_one_at_a_time() {
     let (rt, agent_rt, agent) = dumped_runtime_and_agent();
     let url = format!("http://{}/debug/pprof/tasks?debug=1", agent.local_addr());
-    let blocked = rt.spawn(async { std::thread::sleep(Duration::from_secs(7)) });
-    std::thread::sleep(Duration::from_millis(200));
+    let (started, running) = std::sync::mpsc::channel();
+    let blocked = rt.spawn(async move {
+        let _ = started.send(());
+        std::thread::sleep(Duration::from_secs(7));
+    });
+    running.recv().unwrap();
 
     let first = get(&url);
     assert!(
