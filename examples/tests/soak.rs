@@ -275,7 +275,7 @@ fn soak(counts: Counts) {
     let growth = after.rss_kib as f64 / warm.rss_kib as f64 - 1.0;
     eprintln!(
         "soak {counts:?} in {soak_time:?} with {} service requests: RSS {} → {} KiB ({:+.1} %), \
-         fds {} → {}, threads {} → {} → {} after 12 s idle, temp files left {}",
+         fds {} → {}, threads {} → {} → {} after 12 s idle, temp files left {:?}",
         served.load(Ordering::Relaxed),
         warm.rss_kib,
         after.rss_kib,
@@ -285,7 +285,7 @@ fn soak(counts: Counts) {
         warm.threads,
         after.threads,
         idle.threads,
-        leftover.len()
+        leftover
     );
     assert!(
         growth < 0.10,
