@@ -181,52 +181,68 @@ pub async fn dump(handle: &tokio::runtime::Handle) -> Result<TaskStacks, Error> 
 }
 
 cfg_taskdump! {
-    /// The runtimes tokio is dumping: from the request until tokio returns,
-    /// which may be long after the request gave up.
-    static DUMPING: std::sync::Mutex<Vec<tokio::runtime::Id>> = std::sync::Mutex::new(Vec::new());
+    /// The runtimes tokio is dumping, with when each dump began: from the
+    /// request until tokio returns, which may be long after the request
+    /// gave up.
+    static DUMPING: std::sync::Mutex<Vec<(tokio::runtime::Id, std::time::Instant)>> =
+        std::sync::Mutex::new(Vec::new());
 
     /// Holds a runtime's place in `DUMPING` for as long as tokio's dump runs.
     struct InFlight(tokio::runtime::Id);
 
     impl InFlight {
-        fn acquire(runtime: tokio::runtime::Id) -> Option<InFlight> {
+        /// The place, or how long the dump holding it has run.
+        fn acquire(runtime: tokio::runtime::Id) -> Result<InFlight, Duration> {
             let mut dumping = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
-            if dumping.contains(&runtime) {
-                return None;
+            if let Some((_, began)) = dumping.iter().find(|(id, _)| *id == runtime) {
+                return Err(began.elapsed());
             }
-            dumping.push(runtime);
-            Some(InFlight(runtime))
+            dumping.push((runtime, std::time::Instant::now()));
+            Ok(InFlight(runtime))
         }
     }
 
     impl Drop for InFlight {
         fn drop(&mut self) {
             let mut dumping = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
-            dumping.retain(|r| *r != self.0);
+            dumping.retain(|(id, _)| *id != self.0);
         }
     }
 
     /// tokio's dump of a multi-thread runtime: every worker meets at a
     /// barrier, so a worker blocked in a poll holds it, and it runs to the
-    /// end even when nobody waits any more. One at a time, per runtime:
-    /// a second `Handle::dump` behind a stuck one spins (unparking every
-    /// worker in a loop) until the first ends, so it is refused instead
-    /// (per runtime, as tokio's barrier is).
-    /// The dump runs on a thread of its own, which ends (and frees the
-    /// slot) when tokio returns; the request waits at most `DUMP_TIMEOUT`.
+    /// end even when nobody waits any more. One at a time per runtime (as
+    /// tokio's barrier is): a second `Handle::dump` behind a stuck one
+    /// spins, unparking every worker in a loop, until the first ends, so
+    /// it is refused instead. The dump runs on a thread of its own, which
+    /// ends (and frees the place) when tokio returns; the request waits at
+    /// most `DUMP_TIMEOUT`.
     async fn dump_multi_thread(
         handle: &tokio::runtime::Handle,
     ) -> Result<tokio::runtime::Dump, Error> {
-        let pending = |what: &str| Error::Unavailable {
+        let waiting = |what: &str| Error::Unavailable {
             reason: format!(
                 "{what}: a runtime worker has not reached tokio's dump barrier \
                  (blocked in a poll?); tokio finishes the dump when it does, \
-                 and one dump runs at a time"
+                 and one dump of a runtime runs at a time"
             ),
             retry_after_secs: DUMP_TIMEOUT.as_secs(),
         };
-        let in_flight = InFlight::acquire(handle.id())
-            .ok_or_else(|| pending("an earlier task dump is still waiting"))?;
+        let in_flight = InFlight::acquire(handle.id()).map_err(|running| {
+            if running < DUMP_TIMEOUT {
+                Error::Unavailable {
+                    reason: "another task dump of this runtime is running \
+                             (one at a time: tokio's dump stops every worker)"
+                        .into(),
+                    retry_after_secs: 1,
+                }
+            } else {
+                waiting(&format!(
+                    "an earlier task dump has waited {:.0} s",
+                    running.as_secs_f64()
+                ))
+            }
+        })?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handle = handle.clone();
         std::thread::Builder::new()
@@ -242,7 +258,7 @@ cfg_taskdump! {
         match tokio::time::timeout(DUMP_TIMEOUT, rx).await {
             Ok(Ok(dump)) => Ok(dump),
             Ok(Err(_)) => Err(Error::Internal("the task dump thread failed".into())),
-            Err(_) => Err(pending(&format!("task dump timed out after {DUMP_TIMEOUT:?}"))),
+            Err(_) => Err(waiting(&format!("task dump timed out after {DUMP_TIMEOUT:?}"))),
         }
     }
 

@@ -357,7 +357,7 @@ fn a_blocked_worker_makes_dumps_wait_one_at_a_time() {
     assert!(
         second
             .text()
-            .starts_with("an earlier task dump is still waiting"),
+            .starts_with("an earlier task dump has waited "),
         "{}",
         second.text()
     );

@@ -292,7 +292,8 @@ pub fn shut_down(rt: tokio::runtime::Runtime, agent_rt: tokio::runtime::Runtime)
 }
 
 /// A 503 from a task dump waiting for a runtime worker that has not
-/// reached tokio's dump barrier (timed out, or behind an earlier dump).
+/// reached tokio's dump barrier (timed out, or behind an earlier dump that
+/// did).
 pub fn dump_waits_for_a_worker(reply: &Reply) -> bool {
     reply.status == 503 && reply.text().contains("tokio's dump barrier")
 }
