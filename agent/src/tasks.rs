@@ -262,12 +262,35 @@ cfg_taskdump! {
         }
     }
 
+    /// tokio dumps a current-thread runtime only from inside it (asked from
+    /// elsewhere, the dump is empty): a task of its own takes the dump, as
+    /// soon as the runtime's one thread is free to run it.
+    async fn dump_current_thread(
+        handle: &tokio::runtime::Handle,
+    ) -> Result<tokio::runtime::Dump, Error> {
+        let dump = handle.spawn(async { tokio::runtime::Handle::current().dump().await });
+        let abort = dump.abort_handle();
+        match tokio::time::timeout(DUMP_TIMEOUT, dump).await {
+            Ok(Ok(dump)) => Ok(dump),
+            Ok(Err(e)) => Err(Error::Internal(format!("the task dump task failed: {e}"))),
+            Err(_) => {
+                abort.abort();
+                Err(Error::Unavailable {
+                    reason: format!(
+                        "task dump timed out after {DUMP_TIMEOUT:?}: the current-thread \
+                         runtime's thread is blocked in a poll"
+                    ),
+                    retry_after_secs: DUMP_TIMEOUT.as_secs(),
+                })
+            }
+        }
+    }
+
     /// Dumps the tasks of the runtime behind `handle`, with their ids.
     pub async fn dump_tasks(handle: &tokio::runtime::Handle) -> Result<TaskList, Error> {
         let dump = match handle.runtime_flavor() {
             tokio::runtime::RuntimeFlavor::MultiThread => dump_multi_thread(handle).await?,
-            // No barrier: the current-thread runtime dumps at once.
-            _ => handle.dump().await,
+            _ => dump_current_thread(handle).await?,
         };
         // Resolving backtraces reads debug info: not on the runtime's threads.
         tokio::task::spawn_blocking(move || {

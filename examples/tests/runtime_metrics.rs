@@ -390,3 +390,56 @@ fn a_blocked_worker_makes_dumps_wait_one_at_a_time() {
     shut_down(rt, agent_rt);
     assert_eq!(answered.status, 200, "{}", answered.text());
 }
+
+/// tokio dumps a current-thread runtime only from inside it; the agent,
+/// on a runtime of its own, must still see the service's tasks.
+#[test]
+fn a_current_thread_runtime_is_dumped_from_another_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = std::thread::spawn(move || {
+        rt.block_on(async {
+            let _ = stopped.await;
+        });
+        rt.shutdown_timeout(Duration::from_secs(2));
+    });
+    let mut senders = Vec::new();
+    for _ in 0..3 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        senders.push(tx);
+        handle.spawn(wait_for_order(rx));
+    }
+    let agent_rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = agent_rt
+        .block_on(
+            profscope_agent::Agent::builder()
+                .addr("127.0.0.1:0".parse().unwrap())
+                .runtime(handle.clone())
+                .build()
+                .unwrap()
+                .spawn(),
+        )
+        .unwrap();
+    let reply = get(&format!(
+        "http://{}/debug/pprof/tasks?debug=1",
+        agent.local_addr()
+    ));
+    drop(senders);
+    drop(agent);
+    let _ = stop.send(());
+    driver.join().unwrap();
+    agent_rt.shutdown_timeout(Duration::from_secs(2));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let text = reply.text();
+    let block = text
+        .split("\n\n")
+        .find(|b| b.contains("wait_for_order"))
+        .unwrap_or_else(|| panic!("no wait_for_order task:\n{text}"));
+    assert!(block.starts_with("3 @ task"), "{block}");
+    // The task that takes the dump is not in it.
+    assert!(text.starts_with("tokio task profile: total 3\n"), "{text}");
+}
