@@ -82,6 +82,12 @@ fn every_command_that_reads_an_agent_sends_the_token() {
         "fetch --token",
     );
     assert!(saved.starts_with("saved "), "{saved}");
+    // Before the subcommand too: it is global.
+    let saved = ok(
+        &run(home.path(), &["--token", SECRET, "fetch", &heap], &[], ""),
+        "--token fetch",
+    );
+    assert!(saved.starts_with("saved "), "{saved}");
     let shell = ok(
         &run(
             home.path(),

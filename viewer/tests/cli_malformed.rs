@@ -124,6 +124,11 @@ fn missing_file_and_bad_flags() {
     assert!(err.contains("samples/count"), "{err}");
     let out = run(&["top", cpu, "--focus", "("], tmp.path());
     assert_one_line_failure(&out, "regex");
+    // View options before the subcommand would be dropped: refused.
+    let out = run(&["--focus", "x", "top", cpu], tmp.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("go after the subcommand"), "{err}");
 }
 
 fn flate2_gunzip(b: &[u8]) -> Vec<u8> {

@@ -33,7 +33,6 @@ mod shell;
     name = "profscope",
     version,
     propagate_version = true,
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
@@ -97,7 +96,7 @@ enum Command {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, PartialEq, Args)]
 struct Filters {
     /// Sample type to show, by name (e.g. inuse_space, alloc_space, cpu) or
     /// index. Default: the profile's default type, else its last one.
@@ -309,6 +308,15 @@ pub fn run(cli: Cli) -> Result<()> {
         input.token = token.clone();
         input
     };
+    // `--token` is global and may come first; a profile or view options
+    // before a subcommand would be silently dropped, so they are refused.
+    if cli.command.is_some() && (cli.profile.is_some() || cli.filters != Filters::default()) {
+        eprintln!(
+            "profscope: a profile and view options go after the subcommand \
+             (profscope top FILE --focus RE); only --token may come before it"
+        );
+        std::process::exit(2);
+    }
     let Some(command) = cli.command else {
         return match cli.profile {
             // A bare word that names nothing is a mistyped command, not a
