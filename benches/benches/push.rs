@@ -25,25 +25,8 @@ fn thread_cpu() -> Duration {
 fn main() {
     let profile = profscope_test_support::large_profile(10_000, 10_000, 1);
     let (stacks, total) = (profile.sample.len(), profscope_profile::total(&profile, 0));
-    // Both backends through the push's own encoders, then each half
-    // through the model functions they call.
-    let mut both = Vec::new();
-    let mut bytes = (0, 0);
-    for _ in 0..30 {
-        let t = thread_cpu();
-        bytes = std::hint::black_box(profscope_agent::probes::push_bodies(&profile));
-        both.push((thread_cpu() - t).as_secs_f64() * 1000.0);
-    }
-    let pprof = time(30, || {
-        profscope_profile::write_gz(&profile).map_or(0, |b| b.len())
-    });
-    let otlp = time(30, || {
-        let raw = profscope_profile::otlp::encode_request(
-            &[&profile],
-            &profscope_profile::otlp::ResourceInfo::service("bench"),
-        );
-        profscope_profile::gzip(&raw).map_or(0, |b| b.len())
-    });
+    let (both, pprof, otlp) = backends(&profile);
+    let bytes = profscope_agent::probes::push_bodies(&profile);
     let raw = prost::Message::encode_to_vec(&profile);
     let encode = time(30, || prost::Message::encode_to_vec(&profile).len());
     let deflate = time(30, || profscope_profile::gzip(&raw).map_or(0, |b| b.len()));
@@ -110,22 +93,9 @@ fn main() {
     per_backend(&pprof, &otlp);
 
     // The same count of stacks as paths in one call tree, as a service's
-    // are: shared prefixes compress, and deflate runs faster on them.
+    // are: is the random profile just a bad case for deflate?
     let tree = profscope_test_support::call_tree_profile(10_000, 10_000, 1);
-    let both = time(30, || {
-        let (a, b) = profscope_agent::probes::push_bodies(&tree);
-        a + b
-    });
-    let pprof = time(30, || {
-        profscope_profile::write_gz(&tree).map_or(0, |b| b.len())
-    });
-    let otlp = time(30, || {
-        let raw = profscope_profile::otlp::encode_request(
-            &[&tree],
-            &profscope_profile::otlp::ResourceInfo::service("bench"),
-        );
-        profscope_profile::gzip(&raw).map_or(0, |b| b.len())
-    });
+    let (both, pprof, otlp) = backends(&tree);
     let (m, lo, hi) = median_spread(&both);
     let (a, b) = profscope_agent::probes::push_bodies(&tree);
     println!(
@@ -141,6 +111,28 @@ fn main() {
         b >> 10
     );
     per_backend(&pprof, &otlp);
+}
+
+/// 30 encodes of `profile` for both backends through the push's own
+/// encoders, then for each backend alone through the model functions they
+/// call: (both, Pyroscope's pprof + gzip, OTLP convert + encode + gzip),
+/// thread CPU ms.
+fn backends(profile: &profscope_profile::Profile) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let both = time(30, || {
+        let (a, b) = profscope_agent::probes::push_bodies(profile);
+        a + b
+    });
+    let pprof = time(30, || {
+        profscope_profile::write_gz(profile).map_or(0, |b| b.len())
+    });
+    let otlp = time(30, || {
+        let raw = profscope_profile::otlp::encode_request(
+            &[profile],
+            &profscope_profile::otlp::ResourceInfo::service("bench"),
+        );
+        profscope_profile::gzip(&raw).map_or(0, |b| b.len())
+    });
+    (both, pprof, otlp)
 }
 
 /// Each backend's share of a period, against the target.

@@ -199,24 +199,37 @@ async fn wait_for_order(rx: tokio::sync::oneshot::Receiver<()>) {
     let _ = rx.await;
 }
 
-#[test]
-fn task_dump_names_parked_tasks_with_their_count() {
-    let (rt, agent_rt, agent) = dumped_runtime_and_agent();
-    let mut senders = Vec::new();
-    for _ in 0..7 {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        senders.push(tx);
-        rt.spawn(wait_for_order(rx));
-    }
-    let base = format!("http://{}", agent.local_addr());
-    let reply = get(&format!("{base}/debug/pprof/tasks?debug=1"));
+/// Spawns `n` tasks parked in `wait_for_order` on `rt`; they end when the
+/// senders returned are dropped.
+fn spawn_waiting(rt: &tokio::runtime::Handle, n: usize) -> Vec<tokio::sync::oneshot::Sender<()>> {
+    (0..n)
+        .map(|_| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            rt.spawn(wait_for_order(rx));
+            tx
+        })
+        .collect()
+}
+
+/// The text dump of `reply` (asserted 200), with its `wait_for_order`
+/// group asserted to hold `n` tasks.
+fn assert_waiting_in_text_dump(reply: &common::Reply, n: usize) -> String {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let text = reply.text();
     let block = text
         .split("\n\n")
         .find(|b| b.contains("wait_for_order"))
         .unwrap_or_else(|| panic!("no wait_for_order task:\n{text}"));
-    assert!(block.starts_with("7 @ task"), "{block}");
+    assert!(block.starts_with(&format!("{n} @ task")), "{block}");
+    text
+}
+
+#[test]
+fn task_dump_names_parked_tasks_with_their_count() {
+    let (rt, agent_rt, agent) = dumped_runtime_and_agent();
+    let senders = spawn_waiting(rt.handle(), 7);
+    let base = format!("http://{}", agent.local_addr());
+    assert_waiting_in_text_dump(&get(&format!("{base}/debug/pprof/tasks?debug=1")), 7);
 
     // The same as pprof, under both names.
     for (path, ty) in [("tasks", "tasks"), ("goroutine", "goroutine")] {
@@ -407,12 +420,7 @@ fn a_current_thread_runtime_is_dumped_from_another_runtime() {
         });
         rt.shutdown_timeout(Duration::from_secs(2));
     });
-    let mut senders = Vec::new();
-    for _ in 0..3 {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        senders.push(tx);
-        handle.spawn(wait_for_order(rx));
-    }
+    let senders = spawn_waiting(&handle, 3);
     let agent_rt = tokio::runtime::Runtime::new().unwrap();
     let agent = agent_rt
         .block_on(
@@ -433,13 +441,7 @@ fn a_current_thread_runtime_is_dumped_from_another_runtime() {
     let _ = stop.send(());
     driver.join().unwrap();
     agent_rt.shutdown_timeout(Duration::from_secs(2));
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let text = reply.text();
-    let block = text
-        .split("\n\n")
-        .find(|b| b.contains("wait_for_order"))
-        .unwrap_or_else(|| panic!("no wait_for_order task:\n{text}"));
-    assert!(block.starts_with("3 @ task"), "{block}");
+    let text = assert_waiting_in_text_dump(&reply, 3);
     // The task that takes the dump is not in it.
     assert!(text.starts_with("tokio task profile: total 3\n"), "{text}");
 }
