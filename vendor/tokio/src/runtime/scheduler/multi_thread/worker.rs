@@ -849,8 +849,10 @@ impl Context {
         // it stays requested, and every worker that wakes waits 250 ms at
         // the barrier. Not parking, the idle worker goes back to the
         // barrier (checking for work between waits) until the dump ends.
-        if !core.is_traced {
-            core.is_traced = self.worker.handle.shared.trace_status.trace_requested();
+        // Maintenance, as a wake from parking would run it, also sees a
+        // shutdown and sets `is_traced`.
+        if !core.is_traced && self.worker.handle.shared.trace_status.trace_requested() {
+            core.maintenance(&self.worker);
         }
 
         if core.transition_to_parked(&self.worker) {
