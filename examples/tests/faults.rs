@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{get, get_with, serial};
+use common::{get, get_with, serial, two_workers};
 use profscope_agent::cpu::CpuProfiler;
 use profscope_agent::{Agent, AgentBuilder, RunningAgent};
 
@@ -42,11 +42,7 @@ struct Rig {
 
 impl Rig {
     fn start(configure: impl FnOnce(AgentBuilder) -> AgentBuilder) -> Rig {
-        let service_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let service_rt = two_workers();
         let agent_rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -224,7 +220,8 @@ fn a_client_that_disconnects_mid_capture_releases_what_it_held() {
             .unwrap();
         drop(c);
     }
-    assert_eq!(get(&rig.url(&rig.service, "/debug/pprof/heap")).status, 200);
+    let next = get(&rig.url(&rig.service, "/debug/pprof/heap"));
+    assert_eq!(next.status, 200, "{}", next.text());
     assert!(
         wait_for(Duration::from_secs(10), || rig.dump_files().is_empty()).is_some(),
         "dump files left behind: {:?}",

@@ -29,7 +29,7 @@ use profscope_agent::push::PushConfig;
 use profscope_test_support::{Service, go_pprof, go_raw_total, have_go, have_tool};
 
 mod common;
-use common::{example_path, serial};
+use common::{example_path, serial, two_workers};
 
 profscope_agent::jemalloc_profiling!(lg_prof_sample = 19);
 
@@ -394,11 +394,7 @@ fn allocated() -> u64 {
 fn a_failing_backend_never_reaches_the_service() {
     // One at a time: the backpressure test reads process-wide jemalloc figures.
     let _serial = serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -588,11 +584,7 @@ fn cpu_pusher_with_a_queue(rt: &tokio::runtime::Runtime, addr: SocketAddr) -> Ag
 fn shutdown_flushes_the_queue_within_its_deadline() {
     // One at a time: the backpressure test reads process-wide jemalloc figures.
     let _serial = serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     // A slow backend (1.5 s per request, 1 s periods): deliveries queue up.
     let (addr, got) = slow_receiver(Duration::from_millis(1500));
     let agent = cpu_pusher_with_a_queue(&rt, addr);
@@ -633,11 +625,7 @@ async fn wait_for_orders(mut rx: tokio::sync::mpsc::Receiver<u32>) -> Option<u32
 fn task_profiles_are_pushed_when_asked() {
     // One at a time: the backpressure test reads process-wide jemalloc figures.
     let _serial = serial();
-    let service = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let service = two_workers();
     let (tx, rx) = tokio::sync::mpsc::channel::<u32>(1);
     // A parked task for the dump to find.
     service.spawn(wait_for_orders(rx));
@@ -681,11 +669,7 @@ fn task_profiles_are_pushed_when_asked() {
 #[test]
 fn credentials_reach_the_backend_and_4xx_is_not_retried() {
     let _serial = serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     let (addr, inbox) = receiver();
     // Answers OTLP requests carrying the bearer token with 400 (anything
     // else with 500, which would be retried instead).

@@ -256,6 +256,15 @@ pub fn in_process_agent() -> (tokio::runtime::Runtime, profscope_agent::RunningA
     (rt, running)
 }
 
+/// A multi-thread runtime of two workers, as the tests' services run on.
+pub fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A 2-worker runtime to dump, and an agent on a runtime of its own
 /// watching it (a test that blocks the dumped runtime's workers still gets
 /// the agent's answers). Shut both down with [`shut_down`].
@@ -264,11 +273,7 @@ pub fn dumped_runtime_and_agent() -> (
     tokio::runtime::Runtime,
     profscope_agent::RunningAgent,
 ) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     let agent_rt = tokio::runtime::Runtime::new().unwrap();
     let running = agent_rt
         .block_on(async {
