@@ -27,29 +27,23 @@ fn main() {
     let (stacks, total) = (profile.sample.len(), profscope_profile::total(&profile, 0));
     let (both, pprof, otlp) = backends(&profile);
     let bytes = profscope_agent::probes::push_bodies(&profile);
-    let raw = prost::Message::encode_to_vec(&profile);
-    let encode = time(30, || prost::Message::encode_to_vec(&profile).len());
+    let raw = profscope_profile::encode(&profile);
+    let encode = time(30, || profscope_profile::encode(&profile).len());
+    let prost_encode = time(30, || prost::Message::encode_to_vec(&profile).len());
     let deflate = time(30, || profscope_profile::gzip(&raw).map_or(0, |b| b.len()));
-    let request = profscope_profile::otlp::to_request(
-        &[&profile],
-        &profscope_profile::otlp::ResourceInfo::service("bench"),
-    );
+    let resource = profscope_profile::otlp::ResourceInfo::service("bench");
+    let otlp_raw = profscope_profile::otlp::encode_request(&[&profile], &resource);
     let convert = time(30, || {
-        profscope_profile::otlp::to_request(
-            &[&profile],
-            &profscope_profile::otlp::ResourceInfo::service("bench"),
-        )
-        .resource_profiles
-        .len()
+        profscope_profile::otlp::encode_request(&[&profile], &resource).len()
     });
-    let otlp_raw = prost::Message::encode_to_vec(&request);
     let otlp_deflate = time(30, || {
         profscope_profile::gzip(&otlp_raw).map_or(0, |b| b.len())
     });
     for (what, v) in [
         ("pprof encode", &encode),
+        ("pprof encode by prost's derive", &prost_encode),
         ("pprof gzip", &deflate),
-        ("otlp convert", &convert),
+        ("otlp convert + encode", &convert),
         ("otlp gzip", &otlp_deflate),
     ] {
         let (m, lo, hi) = median_spread(v);

@@ -6,7 +6,8 @@
 //! * [`proto`]: the `profile.proto` types (prost derives, no `protoc`);
 //! * [`parse`] (gzip or not, bounded by [`Limits`], then [`validate`d](validate));
 //!   [`parse_merged`] sums repeated stacks while decoding (what the web UI loads);
-//!   and [`write_gz`] (gzip at best speed, as Go writes);
+//!   [`encode`] (prost's bytes, sized once per sample) and [`write_gz`]
+//!   (gzip at best speed, as Go writes);
 //! * [`sample_type`]: which value means what, Go's default, string lookups;
 //! * [`fold`] and [`folded`]: profile ⇄ folded stacks;
 //! * [`filter`]: `focus`/`ignore`/`hide`/`tagfocus`/`tagignore` as Go has them;
@@ -68,4 +69,4 @@ pub use sample_type::{
     SampleType, default_sample_index, sample_types, select_sample_type, string, total,
 };
 pub use validate::validate;
-pub use write::{gzip, write_gz};
+pub use write::{encode, gzip, write_gz};

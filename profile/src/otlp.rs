@@ -16,9 +16,10 @@
 //! distinct `(type, unit)`; samples with the same stack and attributes add
 //! up; resource attributes become comments.
 
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 
-use rustc_hash::FxHashMap as HashMap;
+use prost::encoding::{self, WireType, encode_key, encoded_len_varint};
+use rustc_hash::{FxHashMap as HashMap, FxHasher};
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
@@ -32,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::input::{GZIP_MAGIC, Limits, gunzip};
 use crate::proto::{self, Profile};
 use crate::validate::validate;
+use crate::write::{packed_len, put_varint};
 
 /// The OTLP/HTTP path of the profiles signal, appended to a collector's base URL.
 pub const HTTP_PATH: &str = "/v1development/profiles";
@@ -121,47 +123,123 @@ pub fn host_name() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// One OTLP export request holding `profiles` (one OTLP `Profile` per
-/// sample type of each) under one resource and one scope, sharing one
-/// dictionary.
-pub fn to_request(profiles: &[&Profile], resource: &ResourceInfo) -> ExportProfilesServiceRequest {
+/// One OTLP export request, protobuf-encoded: `profiles` (one OTLP
+/// `Profile` per sample type of each) under one resource and one scope,
+/// sharing one dictionary.
+///
+/// Written straight to bytes rather than through the crate's message
+/// structs: a push encodes one every period, and at 10k stacks building
+/// the structs (an allocation per sample and per stack, all dropped again)
+/// cost more than the encoding. Fields go in prost's order with prost's
+/// encodings, so these are the bytes prost writes for the decoded request
+/// (a test holds it to that).
+pub fn encode_request(profiles: &[&Profile], resource: &ResourceInfo) -> Vec<u8> {
     let mut dict = Dictionary::new();
-    let mut out = Vec::new();
+    let mut bodies = Vec::new();
     for profile in profiles {
-        dict.add_profile(profile, &mut out);
+        dict.add_profile(profile, &mut bodies);
     }
-    ExportProfilesServiceRequest {
-        resource_profiles: vec![otlp::ResourceProfiles {
-            resource: Some(resource.to_resource()),
-            scope_profiles: vec![otlp::ScopeProfiles {
-                scope: Some(InstrumentationScope {
-                    name: SCOPE_NAME.to_string(),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    ..InstrumentationScope::default()
-                }),
-                profiles: out,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-        dictionary: Some(dict.finish()),
+    // Every length is known before writing, so each byte is written once.
+    let mut resource_field = Vec::new();
+    encoding::message::encode(1, &resource.to_resource(), &mut resource_field);
+    let mut scope_field = Vec::new();
+    let instrumentation = InstrumentationScope {
+        name: SCOPE_NAME.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ..InstrumentationScope::default()
+    };
+    encoding::message::encode(1, &instrumentation, &mut scope_field);
+    let scope_len = scope_field.len() + bodies.iter().map(|b| field_len(b.len())).sum::<usize>();
+    let resource_profiles_len = resource_field.len() + field_len(scope_len);
+    let (dict_head, stack_payloads) = dict.encode_head();
+    let dict_len = dict_head.len()
+        + stack_payloads
+            .iter()
+            .map(|&n| field_len(packed_len(n)))
+            .sum::<usize>();
+
+    let mut out = Vec::with_capacity(field_len(resource_profiles_len) + field_len(dict_len));
+    // ExportProfilesServiceRequest.resource_profiles (1): one ResourceProfiles
+    // of the resource (1) and one ScopeProfiles (2) of the scope (1) and
+    // the profiles (2).
+    length_prefix(1, resource_profiles_len, &mut out);
+    out.extend_from_slice(&resource_field);
+    length_prefix(2, scope_len, &mut out);
+    out.extend_from_slice(&scope_field);
+    for body in &bodies {
+        length_prefix(2, body.len(), &mut out);
+        out.extend_from_slice(body);
     }
+    // .dictionary (2).
+    length_prefix(2, dict_len, &mut out);
+    out.extend_from_slice(&dict_head);
+    dict.encode_stacks(&stack_payloads, &mut out);
+    out
 }
 
-/// [`to_request`], protobuf-encoded.
-pub fn encode_request(profiles: &[&Profile], resource: &ResourceInfo) -> Vec<u8> {
-    to_request(profiles, resource).encode_to_vec()
+/// Bytes of a length-delimited field (tag under 16) holding `len` bytes.
+fn field_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+/// The key and length of a length-delimited field; its `len` bytes follow.
+fn length_prefix(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    put_varint(len as u64, buf);
+}
+
+/// An OTLP `Sample` as field 2 of its `Profile`: one value (a profile has
+/// one sample type), no link, no timestamps.
+fn encode_sample(stack: i32, attributes: &[i32], value: i64, buf: &mut Vec<u8>) {
+    // int32 fields are varints of the sign-extended value, as prost writes them.
+    let attribute_bytes: usize = attributes
+        .iter()
+        .map(|&a| encoded_len_varint(a as u64))
+        .sum();
+    let value_bytes = encoded_len_varint(value as u64);
+    let stack_bytes = if stack == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(stack as u64)
+    };
+    let len = stack_bytes + packed_len(attribute_bytes) + packed_len(value_bytes);
+    encode_key(2, WireType::LengthDelimited, buf);
+    put_varint(len as u64, buf);
+    if stack != 0 {
+        encode_key(1, WireType::Varint, buf);
+        put_varint(stack as u64, buf);
+    }
+    if attribute_bytes > 0 {
+        encode_key(2, WireType::LengthDelimited, buf);
+        put_varint(attribute_bytes as u64, buf);
+        for &a in attributes {
+            put_varint(a as u64, buf);
+        }
+    }
+    encode_key(4, WireType::LengthDelimited, buf);
+    put_varint(value_bytes as u64, buf);
+    put_varint(value as u64, buf);
 }
 
 /// Request-wide tables, each deduplicated by value, entry 0 the zero value.
 struct Dictionary {
+    /// Every table but the stacks (below), which are most of a CPU
+    /// profile's dictionary.
     dict: otlp::ProfilesDictionary,
     strings: HashMap<String, i32>,
     mappings: HashMap<MappingKey, i32>,
     functions: HashMap<(i32, i32, i32, i64), i32>,
     locations: HashMap<LocationKey, i32>,
-    stacks: HashMap<Vec<i32>, i32>,
     attributes: HashMap<(i32, AttrValue, i32), i32>,
+    /// The stack table, flat: stack `i` is
+    /// `stack_locations[stack_starts[i]..stack_starts[i + 1]]`; stack 0 is
+    /// the empty zero value.
+    stack_locations: Vec<i32>,
+    stack_starts: Vec<usize>,
+    /// Stack index by the stack's hash. A stack whose hash an earlier,
+    /// different stack holds goes into `colliding` by value instead.
+    stack_by_hash: HashMap<u64, i32>,
+    colliding: HashMap<Vec<i32>, i32>,
 }
 
 type MappingKey = (u64, u64, u64, i32, i32);
@@ -202,6 +280,20 @@ impl IdMap {
         }
     }
 
+    /// The indices for `ids` appended to `out` (one match for all of them:
+    /// this runs for every frame of every sample).
+    fn extend(&self, ids: &[u64], out: &mut Vec<i32>) {
+        match self {
+            IdMap::Dense(v) => {
+                out.extend(
+                    ids.iter()
+                        .map(|&id| v.get(id as usize).copied().unwrap_or(0)),
+                );
+            }
+            IdMap::Sparse(m) => out.extend(ids.iter().map(|id| m.get(id).copied().unwrap_or(0))),
+        }
+    }
+
     /// The index for `id`; 0 (the zero entry) when unknown.
     fn get(&self, id: u64) -> i32 {
         match self {
@@ -229,7 +321,7 @@ impl Dictionary {
             link_table: vec![otlp::Link::default()],
             string_table: vec![String::new()],
             attribute_table: vec![otlp::KeyValueAndUnit::default()],
-            stack_table: vec![otlp::Stack::default()],
+            stack_table: Vec::new(),
         };
         let mut d = Dictionary {
             dict,
@@ -237,15 +329,83 @@ impl Dictionary {
             mappings: HashMap::default(),
             functions: HashMap::default(),
             locations: HashMap::default(),
-            stacks: HashMap::default(),
             attributes: HashMap::default(),
+            stack_locations: Vec::new(),
+            stack_starts: vec![0, 0],
+            stack_by_hash: HashMap::default(),
+            colliding: HashMap::default(),
         };
         d.strings.insert(String::new(), 0);
         d
     }
 
-    fn finish(self) -> otlp::ProfilesDictionary {
-        self.dict
+    /// The `ProfilesDictionary`'s fields 1–6, by prost (the stack table,
+    /// field 7, is empty there), and the bytes of each stack's location
+    /// indices.
+    fn encode_head(&self) -> (Vec<u8>, Vec<usize>) {
+        let payloads = self
+            .stack_starts
+            .windows(2)
+            .map(|bounds| {
+                self.stack_locations[bounds[0]..bounds[1]]
+                    .iter()
+                    .map(|&l| encoded_len_varint(l as u64))
+                    .sum()
+            })
+            .collect();
+        (self.dict.encode_to_vec(), payloads)
+    }
+
+    /// Field 7 of the dictionary: one `Stack` per entry, its packed
+    /// location indices `payloads` bytes long (from
+    /// [`encode_head`](Self::encode_head)).
+    fn encode_stacks(&self, payloads: &[usize], out: &mut Vec<u8>) {
+        for (bounds, &payload) in self.stack_starts.windows(2).zip(payloads) {
+            length_prefix(7, packed_len(payload), out);
+            if payload > 0 {
+                length_prefix(1, payload, out);
+                for &l in &self.stack_locations[bounds[0]..bounds[1]] {
+                    put_varint(l as u64, out);
+                }
+            }
+        }
+    }
+
+    /// The stack table's index for `locations`, added if new.
+    fn stack(&mut self, locations: &[i32]) -> i32 {
+        let mut hasher = FxHasher::default();
+        locations.hash(&mut hasher);
+        self.stack_with_hash(hasher.finish(), locations)
+    }
+
+    fn stack_with_hash(&mut self, hash: u64, locations: &[i32]) -> i32 {
+        match self.stack_by_hash.get(&hash) {
+            Some(&i) if self.stack_at(i) == locations => i,
+            Some(_) => {
+                if let Some(&i) = self.colliding.get(locations) {
+                    return i;
+                }
+                let i = self.push_stack(locations);
+                self.colliding.insert(locations.to_vec(), i);
+                i
+            }
+            None => {
+                let i = self.push_stack(locations);
+                self.stack_by_hash.insert(hash, i);
+                i
+            }
+        }
+    }
+
+    fn stack_at(&self, i: i32) -> &[i32] {
+        let i = i as usize;
+        &self.stack_locations[self.stack_starts[i]..self.stack_starts[i + 1]]
+    }
+
+    fn push_stack(&mut self, locations: &[i32]) -> i32 {
+        self.stack_locations.extend_from_slice(locations);
+        self.stack_starts.push(self.stack_locations.len());
+        i32::try_from(self.stack_starts.len() - 2).unwrap_or(i32::MAX)
     }
 
     fn string(&mut self, s: &str) -> i32 {
@@ -284,9 +444,13 @@ impl Dictionary {
         }
     }
 
-    /// Adds one pprof profile's tables and its per-sample-type profiles.
-    fn add_profile(&mut self, p: &Profile, out: &mut Vec<otlp::Profile>) {
+    /// Adds one pprof profile's tables, and its per-sample-type profiles,
+    /// encoded, to `out`.
+    fn add_profile(&mut self, p: &Profile, out: &mut Vec<Vec<u8>>) {
         let s = |i: i64| crate::string(p, i);
+        self.strings.reserve(p.string_table.len());
+        self.functions.reserve(p.function.len());
+        self.locations.reserve(p.location.len());
         let mut mapping_index = IdMap::new(p.mapping.iter().map(|m| m.id), p.mapping.len());
         for m in &p.mapping {
             let filename = self.string(s(m.filename));
@@ -351,50 +515,49 @@ impl Dictionary {
                     (f, line.line)
                 })
                 .collect();
-            let table = &mut self.dict.location_table;
             let key = (mapping, l.address, lines);
-            let lines = key.2.clone();
-            let i = intern(&mut self.locations, key, || {
-                table.push(otlp::Location {
-                    mapping_index: mapping,
-                    address: l.address,
-                    lines: lines
-                        .iter()
-                        .map(|&(function_index, line)| otlp::Line {
-                            function_index,
-                            line,
-                            column: 0,
-                        })
-                        .collect(),
-                    attribute_indices: Vec::new(),
-                });
-                table.len() - 1
-            });
-            location_index.insert(l.id, i);
-        }
-
-        // One (stack, attributes) per pprof sample, shared by every type.
-        let mut keyed = Vec::with_capacity(p.sample.len());
-        self.stacks.reserve(p.sample.len());
-        self.dict.stack_table.reserve(p.sample.len());
-        let mut stack = Vec::new();
-        for sample in &p.sample {
-            stack.clear();
-            stack.extend(sample.location_id.iter().map(|&id| location_index.get(id)));
-            // Looked up by slice: a stack is copied only the first time.
-            let stack_index = match self.stacks.get(stack.as_slice()) {
+            let i = match self.locations.get(&key) {
                 Some(&i) => i,
                 None => {
-                    let table = &mut self.dict.stack_table;
-                    table.push(otlp::Stack {
-                        location_indices: stack.clone(),
+                    let table = &mut self.dict.location_table;
+                    table.push(otlp::Location {
+                        mapping_index: mapping,
+                        address: l.address,
+                        lines: key
+                            .2
+                            .iter()
+                            .map(|&(function_index, line)| otlp::Line {
+                                function_index,
+                                line,
+                                column: 0,
+                            })
+                            .collect(),
+                        attribute_indices: Vec::new(),
                     });
                     let i = i32::try_from(table.len() - 1).unwrap_or(i32::MAX);
-                    self.stacks.insert(stack.clone(), i);
+                    self.locations.insert(key, i);
                     i
                 }
             };
-            let mut attributes = Vec::with_capacity(sample.label.len());
+            location_index.insert(l.id, i);
+        }
+
+        // One (stack, attributes) per pprof sample, shared by every type;
+        // the attributes of all samples flat in `attributes`, their values
+        // flat in `values` (read here once: a sample's values are a pointer
+        // away, a cache miss per sample and type otherwise).
+        let types = p.sample_type.len();
+        let mut keyed = Vec::with_capacity(p.sample.len());
+        let mut attributes: Vec<i32> = Vec::new();
+        let mut values: Vec<i64> = Vec::with_capacity(p.sample.len() * types);
+        let mut stack = Vec::new();
+        self.stack_by_hash.reserve(p.sample.len());
+        for sample in &p.sample {
+            stack.clear();
+            location_index.extend(&sample.location_id, &mut stack);
+            let stack_index = self.stack(&stack);
+            values.extend((0..types).map(|t| sample.value.get(t).copied().unwrap_or(0)));
+            let first = attributes.len();
             for label in &sample.label {
                 let key = s(label.key);
                 let idx = if label.str != 0 {
@@ -403,41 +566,38 @@ impl Dictionary {
                     self.attribute(key, AttrValue::Int(label.num), s(label.num_unit))
                 };
                 // Keys stay unique within a sample, as OTLP requires.
-                if !attributes.iter().any(|&a: &i32| {
-                    self.dict.attribute_table[a as usize].key_strindex
-                        == self.dict.attribute_table[idx as usize].key_strindex
-                }) {
+                let table = &self.dict.attribute_table;
+                if !attributes[first..]
+                    .iter()
+                    .any(|&a| table[a as usize].key_strindex == table[idx as usize].key_strindex)
+                {
                     attributes.push(idx);
                 }
             }
-            keyed.push((stack_index, attributes));
+            keyed.push((stack_index, first..attributes.len()));
         }
 
         let period_type = p.period_type.as_ref().map(|vt| self.value_type(p, vt));
         for (type_index, vt) in p.sample_type.iter().enumerate() {
             let sample_type = self.value_type(p, vt);
-            let mut samples = Vec::with_capacity(p.sample.len());
-            samples.extend(p.sample.iter().zip(&keyed).filter_map(
-                |(sample, (stack_index, attributes))| {
-                    let v = sample.value.get(type_index).copied().unwrap_or(0);
-                    (v != 0).then(|| otlp::Sample {
-                        stack_index: *stack_index,
-                        attribute_indices: attributes.clone(),
-                        link_index: 0,
-                        values: vec![v],
-                        timestamps_unix_nano: Vec::new(),
-                    })
-                },
-            ));
-            out.push(otlp::Profile {
-                sample_type: Some(sample_type),
-                samples,
+            let mut body = Vec::with_capacity(p.sample.len() * 12 + 64);
+            encoding::message::encode(1, &sample_type, &mut body);
+            let column = values.iter().skip(type_index).step_by(types);
+            for ((stack_index, range), &v) in keyed.iter().zip(column) {
+                if v != 0 {
+                    encode_sample(*stack_index, &attributes[range.clone()], v, &mut body);
+                }
+            }
+            // Fields 3 on, in prost's order after the samples (field 2).
+            let rest = otlp::Profile {
                 time_unix_nano: u64::try_from(p.time_nanos).unwrap_or(0),
                 duration_nano: u64::try_from(p.duration_nanos).unwrap_or(0),
                 period_type,
                 period: p.period,
                 ..otlp::Profile::default()
-            });
+            };
+            body.extend_from_slice(&rest.encode_to_vec());
+            out.push(body);
         }
     }
 }
@@ -792,6 +952,58 @@ mod tests {
             ];
         }
         p
+    }
+
+    /// The request [`encode_request`] writes, decoded.
+    fn to_request(profiles: &[&Profile], resource: &ResourceInfo) -> ExportProfilesServiceRequest {
+        ExportProfilesServiceRequest::decode(&encode_request(profiles, resource)[..]).unwrap()
+    }
+
+    #[test]
+    fn the_bytes_are_what_prost_writes_for_the_request() {
+        let cpu = labelled_cpu_profile();
+        let heap = heap_profile();
+        // 300 distinct stacks over the two locations: the bits of 1..=300.
+        let mut tree = sample_profile();
+        tree.sample = (1u32..=300)
+            .map(|i| proto::Sample {
+                location_id: (0..32 - i.leading_zeros())
+                    .map(|b| 1 + u64::from(i >> b & 1))
+                    .collect(),
+                value: vec![i64::from(i)],
+                label: vec![],
+            })
+            .collect();
+        let mut empty_stack = sample_profile();
+        empty_stack.sample[2].location_id.clear();
+        let inputs: [&[&Profile]; 4] = [&[&cpu, &heap], &[&tree], &[&empty_stack], &[]];
+        for (i, profiles) in inputs.into_iter().enumerate() {
+            let bytes = encode_request(profiles, &ResourceInfo::this_process("svc", None));
+            let decoded = ExportProfilesServiceRequest::decode(&bytes[..]).unwrap();
+            assert_eq!(decoded.encode_to_vec(), bytes, "request {i}");
+        }
+        let req = to_request(&[&tree], &ResourceInfo::service("svc"));
+        let dict = req.dictionary.unwrap();
+        assert_eq!(
+            dict.stack_table.len(),
+            301,
+            "300 distinct stacks and the zero one"
+        );
+    }
+
+    #[test]
+    fn stacks_sharing_a_hash_stay_apart() {
+        let mut dict = Dictionary::new();
+        let a = dict.stack_with_hash(7, &[1, 2, 3]);
+        let b = dict.stack_with_hash(7, &[4, 5]);
+        assert_ne!(a, b);
+        assert_eq!(dict.stack_with_hash(7, &[4, 5]), b);
+        assert_eq!(dict.stack_with_hash(7, &[1, 2, 3]), a);
+        assert_eq!(
+            (dict.stack_at(a), dict.stack_at(b)),
+            (&[1, 2, 3][..], &[4, 5][..])
+        );
+        assert_eq!(dict.stack_at(0), &[] as &[i32]);
     }
 
     fn totals(p: &Profile) -> Vec<i64> {

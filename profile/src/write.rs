@@ -4,14 +4,112 @@ use std::io::Write;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use prost::Message;
+use prost::encoding::{self, WireType, encode_key, encoded_len_varint};
 
 use crate::error::{Error, Result};
-use crate::proto::Profile;
+use crate::proto::{Profile, Sample};
 
 /// Serializes `profile` as gzipped protobuf, the form Go serves.
 pub fn write_gz(profile: &Profile) -> Result<Vec<u8>> {
-    gzip(&profile.encode_to_vec())
+    gzip(&encode(profile))
+}
+
+/// `profile` as protobuf: the bytes prost's `encode_to_vec` writes (a test
+/// holds it to that), in under half the time. Samples are nearly all of a
+/// CPU profile's bytes, and prost sizes each one twice before writing it
+/// and walks every packed field twice more; this sizes a sample once. The
+/// push thread encodes a profile every period.
+pub fn encode(profile: &Profile) -> Vec<u8> {
+    use encoding::{int64, message, string};
+    let p = profile;
+    let mut buf = Vec::with_capacity(p.sample.len() * 64 + p.string_table.len() * 32 + 64);
+    message::encode_repeated(1, &p.sample_type, &mut buf);
+    for sample in &p.sample {
+        encode_sample(sample, &mut buf);
+    }
+    message::encode_repeated(3, &p.mapping, &mut buf);
+    message::encode_repeated(4, &p.location, &mut buf);
+    message::encode_repeated(5, &p.function, &mut buf);
+    string::encode_repeated(6, &p.string_table, &mut buf);
+    for (tag, value) in [
+        (7, p.drop_frames),
+        (8, p.keep_frames),
+        (9, p.time_nanos),
+        (10, p.duration_nanos),
+    ] {
+        if value != 0 {
+            int64::encode(tag, &value, &mut buf);
+        }
+    }
+    if let Some(period_type) = &p.period_type {
+        message::encode(11, period_type, &mut buf);
+    }
+    if p.period != 0 {
+        int64::encode(12, &p.period, &mut buf);
+    }
+    int64::encode_packed(13, &p.comment, &mut buf);
+    if p.default_sample_type != 0 {
+        int64::encode(14, &p.default_sample_type, &mut buf);
+    }
+    buf
+}
+
+/// Field 2 of the profile: one sample, sized in one pass over its fields.
+fn encode_sample(sample: &Sample, buf: &mut Vec<u8>) {
+    let locations: usize = sample
+        .location_id
+        .iter()
+        .map(|&id| encoded_len_varint(id))
+        .sum();
+    let values: usize = sample
+        .value
+        .iter()
+        .map(|&v| encoded_len_varint(v as u64))
+        .sum();
+    let len = packed_len(locations)
+        + packed_len(values)
+        + encoding::message::encoded_len_repeated(3, &sample.label);
+    buf.reserve(len + 11);
+    encode_key(2, WireType::LengthDelimited, buf);
+    put_varint(len as u64, buf);
+    if locations > 0 {
+        encode_key(1, WireType::LengthDelimited, buf);
+        put_varint(locations as u64, buf);
+        for &id in &sample.location_id {
+            put_varint(id, buf);
+        }
+    }
+    if values > 0 {
+        encode_key(2, WireType::LengthDelimited, buf);
+        put_varint(values as u64, buf);
+        for &v in &sample.value {
+            put_varint(v as u64, buf);
+        }
+    }
+    encoding::message::encode_repeated(3, &sample.label, buf);
+}
+
+/// A varint, as prost's `encode_varint` writes it, pushed straight onto a
+/// `Vec`: prost's goes through `BufMut` and is not inlined, a fifth of an
+/// encode. (Pushes, not a copy from a scratch array: a copy of a
+/// run-time length is a `memmove` call per varint.)
+#[inline]
+pub(crate) fn put_varint(mut value: u64, buf: &mut Vec<u8>) {
+    while value >= 0x80 {
+        buf.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+/// Bytes of a packed field (one-byte key) whose values take `payload`
+/// bytes; nothing when there are none, as protobuf leaves empty fields out.
+pub(crate) fn packed_len(payload: usize) -> usize {
+    if payload == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(payload as u64) + payload
+    }
 }
 
 /// gzip at best speed: Go's runtime/pprof writes with gzip.BestSpeed, since
@@ -28,8 +126,66 @@ pub fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+    use prost::encoding::encode_varint;
+
     use super::*;
     use crate::testing::sample_profile;
+
+    #[test]
+    fn encode_writes_the_bytes_prost_writes() {
+        let mut labelled = sample_profile();
+        labelled.string_table.extend(["route".into(), "/a".into()]);
+        labelled.sample[0].label = vec![
+            crate::Label {
+                key: 6,
+                str: 7,
+                ..Default::default()
+            },
+            crate::Label {
+                key: 6,
+                num: -5,
+                num_unit: 7,
+                ..Default::default()
+            },
+        ];
+        labelled.sample[1].value = vec![i64::MIN, 0, -1];
+        labelled.sample[2].location_id.clear();
+        labelled.comment = vec![6, 7];
+        labelled.drop_frames = 6;
+        labelled.default_sample_type = 7;
+        let mut profiles = vec![sample_profile(), labelled, Profile::default()];
+        for name in ["go-cpu.pb.gz", "go-heap-after.pb.gz", "go-goroutine.pb.gz"] {
+            let path = format!("{}/../testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            profiles.push(crate::parse(&bytes, &Default::default()).unwrap());
+        }
+        for (i, p) in profiles.iter().enumerate() {
+            assert_eq!(encode(p), p.encode_to_vec(), "profile {i}");
+        }
+    }
+
+    #[test]
+    fn varints_are_prosts() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::MAX >> 1,
+            u64::MAX,
+            -1i64 as u64,
+        ] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            put_varint(v, &mut ours);
+            encode_varint(v, &mut theirs);
+            assert_eq!(ours, theirs, "{v}");
+            assert_eq!(ours.len(), encoded_len_varint(v), "{v}");
+        }
+    }
 
     #[test]
     fn gz_round_trips() {
