@@ -15,13 +15,7 @@ fn run(home: &std::path::Path, args: &[&str]) -> String {
         .env("PROFSCOPE_HOME", home)
         .output()
         .expect("run profscope");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "profscope {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    profscope_test_support::stdout_of(&out, format_args!("profscope {args:?}"))
 }
 
 /// The first table row of a `top`/`diff` output.

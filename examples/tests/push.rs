@@ -186,12 +186,11 @@ fn python_summary(body: &Path) -> serde_json::Value {
         .env("PYTHONPATH", pydeps())
         .output()
         .expect("run python3");
-    assert!(
-        out.status.success(),
-        "the Python decoder failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&profscope_test_support::stdout_of(
+        &out,
+        "the Python decoder",
+    ))
+    .unwrap()
 }
 
 /// The example pushes every 2 s to both protocols while it serves load.

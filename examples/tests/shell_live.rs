@@ -15,12 +15,7 @@ fn run(home: &std::path::Path, args: &[&str], stdin: &str) -> String {
             .env("PROFSCOPE_HOME", home),
         stdin,
     );
-    assert!(
-        out.status.success(),
-        "profscope {args:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    profscope_test_support::stdout_of(&out, format_args!("profscope {args:?}"))
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{Service, example_path, profscope};
+use profscope_test_support::stdout_of;
 
 const SECRET: &str = "agent-tok-71c2e";
 
@@ -41,15 +42,6 @@ fn run(home: &std::path::Path, args: &[&str], env: &[(&str, &str)], stdin: &str)
     out
 }
 
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn every_command_that_reads_an_agent_sends_the_token() {
     let svc = service();
@@ -77,18 +69,18 @@ fn every_command_that_reads_an_agent_sends_the_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("was refused"));
 
     // The flag and the environment variable.
-    let saved = ok(
+    let saved = stdout_of(
         &run(home.path(), &["fetch", &heap, "--token", SECRET], &[], ""),
         "fetch --token",
     );
     assert!(saved.starts_with("saved "), "{saved}");
     // Before the subcommand too: it is global.
-    let saved = ok(
+    let saved = stdout_of(
         &run(home.path(), &["--token", SECRET, "fetch", &heap], &[], ""),
         "--token fetch",
     );
     assert!(saved.starts_with("saved "), "{saved}");
-    let shell = ok(
+    let shell = stdout_of(
         &run(
             home.path(),
             &["--token", SECRET, &heap],
@@ -98,21 +90,21 @@ fn every_command_that_reads_an_agent_sends_the_token() {
         "the shell with --token",
     );
     assert!(shell.contains("Type: inuse_space"), "{shell}");
-    let top = ok(&run(home.path(), &["top", &heap], &by_env, ""), "top");
+    let top = stdout_of(&run(home.path(), &["top", &heap], &by_env, ""), "top");
     assert!(top.contains("Type: inuse_space"), "{top}");
-    let shell = ok(
+    let shell = stdout_of(
         &run(home.path(), &[&heap], &by_env, "top 5\ntags\nquit\n"),
         "the shell",
     );
     assert!(shell.contains("Type: inuse_space"), "{shell}");
-    let memory = ok(
+    let memory = stdout_of(
         &run(home.path(), &["memory", &svc.base], &by_env, ""),
         "memory",
     );
     assert!(memory.contains("MiB"), "{memory}");
 
     // --help names the variable and hides its value.
-    let help = ok(&run(home.path(), &["fetch", "--help"], &by_env, ""), "help");
+    let help = stdout_of(&run(home.path(), &["fetch", "--help"], &by_env, ""), "help");
     assert!(help.contains("--token <TOKEN>") && help.contains("PROFSCOPE_TOKEN"));
 }
 

@@ -25,13 +25,7 @@ fn run(args: &[&str], home: &Path) -> Output {
 }
 
 fn ok(args: &[&str], home: &Path) -> String {
-    let out = run(args, home);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    profscope_test_support::stdout_of(&run(args, home), format_args!("{args:?}"))
 }
 
 const FIXTURES: [&str; 5] = [

@@ -13,9 +13,7 @@ fn demo_captures_snapshots_and_writes_flamegraphs() {
         .current_dir(home.path())
         .output()
         .expect("run profscope demo");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    let stdout = profscope_test_support::stdout_of(&out, "profscope demo");
 
     // The CPU top table shows the service's hot path.
     assert!(stdout.contains("checksum_receipt"), "{stdout}");

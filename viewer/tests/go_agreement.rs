@@ -193,12 +193,8 @@ fn the_command_line_with_full_names_and_no_hide_is_that_table() {
             )
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), library, "{p}");
+        let stdout = profscope_test_support::stdout_of(&out, format_args!("profscope {p}"));
+        assert_eq!(stdout, library, "{p}");
     }
 }
 

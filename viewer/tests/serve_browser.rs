@@ -98,12 +98,7 @@ fn browse_search_diff_and_capture_in_chromium() {
         .current_dir(dir.path())
         .output()
         .expect("run profscope demo");
-    assert!(
-        demo.status.success(),
-        "profscope demo failed:\n{}\n{}",
-        String::from_utf8_lossy(&demo.stdout),
-        String::from_utf8_lossy(&demo.stderr)
-    );
+    profscope_test_support::stdout_of(&demo, "profscope demo");
     let demo_cpu = store
         .list()
         .unwrap()

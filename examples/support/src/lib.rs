@@ -2,6 +2,7 @@
 //! dev-dependency only):
 //! * [`XorShift`]: a seeded generator, so every "random" input reproduces;
 //! * [`Service`]: a service in a child process that announces its address;
+//!   [`run_with_stdin`] and [`stdout_of`] for the binaries tests run;
 //! * [`AllocationStorm`]: threads that allocate and free as hard as they can;
 //! * [`large_profile`] and [`large_folded`]: large deterministic profiles;
 //! * [`have_go`], [`go_pprof`]: `go tool pprof`, the reference, with a loud skip.
@@ -29,4 +30,4 @@ pub use alloc::AllocationStorm;
 pub use go::{assert_filters_agree_with_go, go_pprof, go_raw_total, have_go, have_tool};
 pub use large::{call_tree_profile, large_folded, large_profile};
 pub use rng::XorShift;
-pub use service::{Service, run_with_stdin};
+pub use service::{Service, run_with_stdin, stdout_of};

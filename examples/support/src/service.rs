@@ -75,3 +75,16 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
         .write_all(stdin.as_bytes());
     child.wait_with_output().expect("wait for the child")
 }
+
+/// The standard output of a command that must have succeeded; otherwise the
+/// test fails naming `what`, with both outputs.
+pub fn stdout_of(out: &std::process::Output, what: impl std::fmt::Display) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
