@@ -319,6 +319,39 @@ fn a_thread_started_mid_capture_is_sampled_within_100_ms() {
 }
 
 #[test]
+fn a_capture_joining_a_running_stream_samples_threads_from_its_start() {
+    let _turn = turn();
+    // The outer capture keeps the stream running; the inner one joins it
+    // right after a thread starts. Without a scan at the join, the thread
+    // waited for the stream's next scan: 0-100 ms, up to a third of this
+    // capture (measured: 40 %, 4 runs of 4). At 997 Hz the stream drains
+    // every 32 ms and scans out of step with this test's sleep, so the
+    // wait is not hidden by a scan that happens to fall just after it.
+    let outer = std::thread::spawn(|| capture(2.0, 997));
+    std::thread::sleep(Duration::from_millis(500));
+    let busy = Busy::start(1, "joiner");
+    let tid = busy.tids()[0].1;
+    let before = thread_cpu(tid);
+    let inner = capture(0.3, 99);
+    let used = (thread_cpu(tid) - before) as f64 / 1e9;
+    busy.stop();
+    outer.join().unwrap();
+    let profiled: f64 = inner
+        .stacks
+        .iter()
+        .filter(|s| s.thread == "joiner-0")
+        .map(|s| s.cpu_ns as f64)
+        .sum::<f64>()
+        / 1e9;
+    eprintln!("joiner: profile {profiled:.3} s of its {used:.3} s CPU");
+    assert!(used > 0.2, "the thread barely ran: {used} s");
+    assert!(
+        (profiled - used).abs() <= used * 0.05,
+        "profile {profiled:.3} s, the thread used {used:.3} s"
+    );
+}
+
+#[test]
 fn overlapping_captures_at_different_rates_are_both_right() {
     let _turn = turn();
     for (outer_hz, inner_hz) in [(99, 99), (19, 99)] {

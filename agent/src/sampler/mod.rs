@@ -174,8 +174,17 @@ pub(crate) struct Subscription {
 pub(crate) fn subscribe(hz: u32) -> Result<Subscription, SamplerError> {
     let mut state = lock();
     match state.running {
-        // Samples so far belong to the consumers already there.
-        Some(_) => drain_all(&mut state),
+        Some(_) => {
+            // Samples so far belong to the consumers already there.
+            drain_all(&mut state);
+            // Threads started since the last scan are sampled from this
+            // start, not from the next scan up to 100 ms later (a capture
+            // right after another, whose stream had not stopped yet, lost
+            // that much of a new thread's CPU).
+            if let Some(r) = state.running.as_mut() {
+                rescan(r);
+            }
+        }
         None => state.running = Some(start(period_of(hz))?),
     }
     let id = state.next_id;
