@@ -14,7 +14,10 @@
 //! Reading goes the other way: every profile of every scope of every
 //! resource is merged into one pprof profile with one sample type per
 //! distinct `(type, unit)`; samples with the same stack and attributes add
-//! up; resource attributes become comments.
+//! up; resource attributes become comments. When a request carries several
+//! resources (a collector batches services and hosts), the attributes that
+//! tell them apart (`service.name`, `host.name`, `process.pid`, …) also
+//! become labels on their samples, so `tagfocus` and `tags` separate them.
 
 use std::hash::{Hash, Hasher};
 
@@ -643,11 +646,15 @@ pub fn from_request(request: &ExportProfilesServiceRequest) -> Result<Profile> {
         .dictionary
         .as_ref()
         .ok_or_else(|| Error::Invalid("OTLP request has no dictionary".into()))?;
-    let profiles: Vec<&otlp::Profile> = request
+    let profiles: Vec<(usize, &otlp::Profile)> = request
         .resource_profiles
         .iter()
-        .flat_map(|r| &r.scope_profiles)
-        .flat_map(|s| &s.profiles)
+        .enumerate()
+        .flat_map(|(r, rp)| {
+            rp.scope_profiles
+                .iter()
+                .flat_map(move |s| s.profiles.iter().map(move |p| (r, p)))
+        })
         .collect();
     if profiles.is_empty() {
         return Err(Error::Invalid("OTLP request holds no profile".into()));
@@ -713,7 +720,7 @@ impl<'a> Reader<'a> {
     fn read(
         mut self,
         request: &'a ExportProfilesServiceRequest,
-        profiles: &[&'a otlp::Profile],
+        profiles: &[(usize, &'a otlp::Profile)],
     ) -> Result<Profile> {
         let dict = self.dict;
         // Tables keep their OTLP order; pprof ids are index + 1 (id 0 is
@@ -775,7 +782,7 @@ impl<'a> Reader<'a> {
 
         // Sample types: one per distinct (type, unit), in first-seen order.
         let mut type_of = Vec::with_capacity(profiles.len());
-        for p in profiles {
+        for (_, p) in profiles {
             let vt = self.value_type(p.sample_type.as_ref())?;
             let index = match self.out.sample_type.iter().position(|t| *t == vt) {
                 Some(i) => i,
@@ -787,7 +794,7 @@ impl<'a> Reader<'a> {
             type_of.push(index);
         }
         let types = self.out.sample_type.len();
-        let first = profiles[0];
+        let first = profiles[0].1;
         self.out.period_type = match first.period_type.as_ref() {
             Some(vt) => Some(self.value_type(Some(vt))?),
             None => None,
@@ -795,18 +802,22 @@ impl<'a> Reader<'a> {
         self.out.period = first.period;
         self.out.time_nanos = profiles
             .iter()
-            .map(|p| p.time_unix_nano)
+            .map(|(_, p)| p.time_unix_nano)
             .filter(|&t| t > 0)
             .min()
             .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
         self.out.duration_nanos = profiles
             .iter()
-            .map(|p| i64::try_from(p.duration_nano).unwrap_or(i64::MAX))
+            .map(|(_, p)| i64::try_from(p.duration_nano).unwrap_or(i64::MAX))
             .max()
             .unwrap_or(0);
 
-        let mut samples: HashMap<(i32, Vec<i32>), usize> = HashMap::default();
-        for (p, &type_index) in profiles.iter().zip(&type_of) {
+        let resource_labels = self.resource_labels(request);
+        let mut samples: HashMap<(usize, i32, Vec<i32>), usize> = HashMap::default();
+        for (&(resource, p), &type_index) in profiles.iter().zip(&type_of) {
+            // Resources no attribute tells apart share samples.
+            let by = &resource_labels[resource];
+            let group = if by.is_empty() { 0 } else { resource };
             for sample in &p.samples {
                 let stack = at(&dict.stack_table, sample.stack_index, "stack")?;
                 let value: i64 = if sample.values.is_empty() {
@@ -817,7 +828,7 @@ impl<'a> Reader<'a> {
                 };
                 let mut attributes = sample.attribute_indices.clone();
                 attributes.sort_unstable();
-                let key = (sample.stack_index, attributes);
+                let key = (group, sample.stack_index, attributes);
                 let slot = match samples.get(&key) {
                     Some(&slot) => slot,
                     None => {
@@ -828,7 +839,13 @@ impl<'a> Reader<'a> {
                                 location_id.push(l as u64);
                             }
                         }
-                        let label = self.labels(&key.1)?;
+                        let mut label = self.labels(&key.2)?;
+                        for l in by {
+                            // A sample's own attribute wins over its resource's.
+                            if !label.iter().any(|own| own.key == l.key) {
+                                label.push(*l);
+                            }
+                        }
                         self.out.sample.push(proto::Sample {
                             location_id,
                             value: vec![0; types],
@@ -855,6 +872,54 @@ impl<'a> Reader<'a> {
         }
         validate(&self.out)?;
         Ok(self.out)
+    }
+
+    /// Per resource of `request`, the labels its samples carry: the scalar
+    /// attributes whose values differ between its resources (none when
+    /// there is one resource, or when all are alike).
+    fn resource_labels(
+        &mut self,
+        request: &'a ExportProfilesServiceRequest,
+    ) -> Vec<Vec<proto::Label>> {
+        let attributes: Vec<Vec<(&'a str, String)>> = request
+            .resource_profiles
+            .iter()
+            .map(|r| {
+                r.resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .filter_map(|kv| {
+                        let value = kv.value.as_ref().and_then(|v| v.value.as_ref())?;
+                        Some((kv.key.as_str(), plain_value(value)?))
+                    })
+                    .collect()
+            })
+            .collect();
+        let value_of = |r: &[(&str, String)], key: &str| {
+            r.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+        };
+        let mut keys: Vec<&'a str> = attributes.iter().flatten().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.retain(|key| {
+            let first = value_of(&attributes[0], key);
+            attributes.iter().any(|r| value_of(r, key) != first)
+        });
+        attributes
+            .iter()
+            .map(|r| {
+                keys.iter()
+                    .filter_map(|key| {
+                        let value = value_of(r, key)?;
+                        Some(proto::Label {
+                            key: self.own(key),
+                            str: self.own_string(value),
+                            ..proto::Label::default()
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn own_string(&mut self, s: String) -> i64 {
@@ -1089,6 +1154,52 @@ mod tests {
             back.comment
                 .iter()
                 .any(|&c| crate::string(&back, c) == "service.name=svc")
+        );
+    }
+
+    #[test]
+    fn resources_told_apart_become_labels() {
+        let cpu = labelled_cpu_profile();
+        let mut req = to_request(&[&cpu], &ResourceInfo::this_process("api", None));
+        let mut other = req.resource_profiles[0].clone();
+        other.resource = Some(ResourceInfo::this_process("worker", None).to_resource());
+        req.resource_profiles.push(other);
+        let back = from_request(&req).unwrap();
+        let doubled: Vec<i64> = totals(&cpu).iter().map(|t| t * 2).collect();
+        assert_eq!(totals(&back), doubled);
+        // Only what differs is a label: the same host and pid are not.
+        let keys: std::collections::BTreeSet<&str> = back
+            .sample
+            .iter()
+            .flat_map(|s| &s.label)
+            .map(|l| crate::string(&back, l.key))
+            .collect();
+        assert!(keys.contains("service.name"), "{keys:?}");
+        assert!(
+            !keys.contains("host.name") && !keys.contains("process.pid"),
+            "{keys:?}"
+        );
+        // The route labels the samples had are still there.
+        assert!(keys.contains("route"), "{keys:?}");
+        for service in ["api", "worker"] {
+            let mut one = back.clone();
+            let focus = format!("service.name={service}");
+            crate::Filter::with(&crate::FilterOptions {
+                tagfocus: Some(&focus),
+                ..Default::default()
+            })
+            .unwrap()
+            .apply(&mut one);
+            assert_eq!(totals(&one), totals(&cpu), "{service}");
+        }
+        // One resource: no resource labels.
+        let single = from_request(&to_request(&[&cpu], &ResourceInfo::service("api"))).unwrap();
+        assert!(
+            single
+                .sample
+                .iter()
+                .flat_map(|s| &s.label)
+                .all(|l| crate::string(&single, l.key) != "service.name")
         );
     }
 
