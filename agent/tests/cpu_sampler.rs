@@ -345,8 +345,10 @@ fn a_capture_joining_a_running_stream_samples_threads_from_its_start() {
         / 1e9;
     eprintln!("joiner: profile {profiled:.3} s of its {used:.3} s CPU");
     assert!(used > 0.2, "the thread barely ran: {used} s");
+    // `used` also spans the capture's setup and teardown around the
+    // window, so the check is one-sided where the bug was: a shortfall.
     assert!(
-        (profiled - used).abs() <= used * 0.05,
+        profiled >= used - 0.03 && profiled <= used + 0.01,
         "profile {profiled:.3} s, the thread used {used:.3} s"
     );
 }

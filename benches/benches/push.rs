@@ -33,7 +33,7 @@ fn main() {
     let deflate = time(30, || profscope_profile::gzip(&raw).map_or(0, |b| b.len()));
     let resource = profscope_profile::otlp::ResourceInfo::service("bench");
     let otlp_raw = profscope_profile::otlp::encode_request(&[&profile], &resource);
-    let convert = time(30, || {
+    let otlp_encode = time(30, || {
         profscope_profile::otlp::encode_request(&[&profile], &resource).len()
     });
     let otlp_deflate = time(30, || {
@@ -43,7 +43,7 @@ fn main() {
         ("pprof encode", &encode),
         ("pprof encode by prost's derive", &prost_encode),
         ("pprof gzip", &deflate),
-        ("otlp convert + encode", &convert),
+        ("otlp encode (pprof to request bytes)", &otlp_encode),
         ("otlp gzip", &otlp_deflate),
     ] {
         let (m, lo, hi) = median_spread(v);
@@ -109,7 +109,7 @@ fn main() {
 
 /// 30 encodes of `profile` for both backends through the push's own
 /// encoders, then for each backend alone through the model functions they
-/// call: (both, Pyroscope's pprof + gzip, OTLP convert + encode + gzip),
+/// call: (both, Pyroscope's pprof + gzip, OTLP encode + gzip),
 /// thread CPU ms.
 fn backends(profile: &profscope_profile::Profile) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let both = time(30, || {
@@ -135,7 +135,7 @@ fn per_backend(pprof: &[f64], otlp: &[f64]) {
     println!("  pprof + gzip (Pyroscope): median {m:.2} ms CPU (spread {lo:.2}..{hi:.2})");
     let (m, lo, hi) = median_spread(otlp);
     println!(
-        "  OTLP convert + encode + gzip: median {m:.2} ms CPU (spread {lo:.2}..{hi:.2}); target < 5 ms per push"
+        "  OTLP encode + gzip: median {m:.2} ms CPU (spread {lo:.2}..{hi:.2}); target < 5 ms per push"
     );
 }
 

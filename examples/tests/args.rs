@@ -30,8 +30,8 @@ fn unknown_flags_and_bad_addresses_are_usage_errors() {
             .arg("--help")
             .output()
             .expect("run example");
-        assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).contains("--addr <HOST:PORT>"));
+        let help = profscope_test_support::stdout_of(&out, format_args!("{name} --help"));
+        assert!(help.contains("--addr <HOST:PORT>"), "{help}");
     }
 }
 

@@ -17,7 +17,9 @@
 //! up; resource attributes become comments. When a request carries several
 //! resources (a collector batches services and hosts), the attributes that
 //! tell them apart (`service.name`, `host.name`, `process.pid`, …) also
-//! become labels on their samples, so `tagfocus` and `tags` separate them.
+//! become string labels on their samples, so `tagfocus` and `tags`
+//! separate them; samples add up only within resources that have the same
+//! such labels.
 
 use std::hash::{Hash, Hasher};
 
@@ -374,8 +376,12 @@ impl Dictionary {
         }
     }
 
-    /// The stack table's index for `locations`, added if new.
+    /// The stack table's index for `locations`, added if new; the empty
+    /// stack is the zero value, entry 0.
     fn stack(&mut self, locations: &[i32]) -> i32 {
+        if locations.is_empty() {
+            return 0;
+        }
         let mut hasher = FxHasher::default();
         locations.hash(&mut hasher);
         self.stack_with_hash(hasher.finish(), locations)
@@ -815,9 +821,9 @@ impl<'a> Reader<'a> {
         let resource_labels = self.resource_labels(request);
         let mut samples: HashMap<(usize, i32, Vec<i32>), usize> = HashMap::default();
         for (&(resource, p), &type_index) in profiles.iter().zip(&type_of) {
-            // Resources no attribute tells apart share samples.
-            let by = &resource_labels[resource];
-            let group = if by.is_empty() { 0 } else { resource };
+            // Resources with the same labels share samples.
+            let (by, group) = &resource_labels[resource];
+            let group = *group;
             for sample in &p.samples {
                 let stack = at(&dict.stack_table, sample.stack_index, "stack")?;
                 let value: i64 = if sample.values.is_empty() {
@@ -874,13 +880,14 @@ impl<'a> Reader<'a> {
         Ok(self.out)
     }
 
-    /// Per resource of `request`, the labels its samples carry: the scalar
-    /// attributes whose values differ between its resources (none when
-    /// there is one resource, or when all are alike).
+    /// Per resource of `request`: the labels its samples carry (the scalar
+    /// attributes whose values differ between its resources; none when
+    /// there is one resource, or when all are alike) and its group, the
+    /// first resource with the same labels. Samples add up within a group.
     fn resource_labels(
         &mut self,
         request: &'a ExportProfilesServiceRequest,
-    ) -> Vec<Vec<proto::Label>> {
+    ) -> Vec<(Vec<proto::Label>, usize)> {
         let attributes: Vec<Vec<(&'a str, String)>> = request
             .resource_profiles
             .iter()
@@ -905,21 +912,30 @@ impl<'a> Reader<'a> {
             let first = value_of(&attributes[0], key);
             attributes.iter().any(|r| value_of(r, key) != first)
         });
-        attributes
+        let values: Vec<Vec<Option<String>>> = attributes
             .iter()
-            .map(|r| {
-                keys.iter()
-                    .filter_map(|key| {
-                        let value = value_of(r, key)?;
-                        Some(proto::Label {
-                            key: self.own(key),
-                            str: self.own_string(value),
-                            ..proto::Label::default()
-                        })
-                    })
-                    .collect()
-            })
-            .collect()
+            .map(|r| keys.iter().map(|key| value_of(r, key)).collect())
+            .collect();
+        let mut out: Vec<(Vec<proto::Label>, usize)> = Vec::with_capacity(values.len());
+        for (i, these) in values.iter().enumerate() {
+            if let Some(group) = values[..i].iter().position(|v| v == these) {
+                let labels = out[group].0.clone();
+                out.push((labels, group));
+                continue;
+            }
+            let mut labels = Vec::new();
+            for (key, value) in keys.iter().zip(these) {
+                if let Some(value) = value {
+                    labels.push(proto::Label {
+                        key: self.own(key),
+                        str: self.own_string(value.clone()),
+                        ..proto::Label::default()
+                    });
+                }
+            }
+            out.push((labels, i));
+        }
+        out
     }
 
     fn own_string(&mut self, s: String) -> i64 {
@@ -1041,7 +1057,14 @@ mod tests {
             .collect();
         let mut empty_stack = sample_profile();
         empty_stack.sample[2].location_id.clear();
-        let inputs: [&[&Profile]; 4] = [&[&cpu, &heap], &[&tree], &[&empty_stack], &[]];
+        // A key twice in one sample: OTLP keeps the first.
+        let mut repeated = labelled_cpu_profile();
+        let first = repeated.sample[0].label[0];
+        repeated.sample[0]
+            .label
+            .push(proto::Label { str: 8, ..first });
+        let inputs: [&[&Profile]; 5] =
+            [&[&cpu, &heap], &[&tree], &[&empty_stack], &[&repeated], &[]];
         for (i, profiles) in inputs.into_iter().enumerate() {
             let bytes = encode_request(profiles, &ResourceInfo::this_process("svc", None));
             let decoded = ExportProfilesServiceRequest::decode(&bytes[..]).unwrap();
@@ -1192,6 +1215,33 @@ mod tests {
             .apply(&mut one);
             assert_eq!(totals(&one), totals(&cpu), "{service}");
         }
+        // A resource without attributes after labelled ones is a group of
+        // its own (it has no service.name label), and two alike add up.
+        let mut three = req.clone();
+        let mut bare = three.resource_profiles[0].clone();
+        bare.resource = None;
+        three.resource_profiles.push(bare);
+        let mut again = three.resource_profiles[0].clone();
+        again.resource = Some(ResourceInfo::this_process("api", None).to_resource());
+        three.resource_profiles.push(again);
+        let back = from_request(&three).unwrap();
+        let share = |p: &Profile, focus: Option<&str>, ignore: Option<&str>| {
+            let mut one = p.clone();
+            crate::Filter::with(&crate::FilterOptions {
+                tagfocus: focus,
+                tagignore: ignore,
+                ..Default::default()
+            })
+            .unwrap()
+            .apply(&mut one);
+            (totals(&one), one.sample.len())
+        };
+        let once = (totals(&cpu), cpu.sample.len());
+        let twice = (doubled.clone(), cpu.sample.len());
+        assert_eq!(share(&back, Some("service.name=api"), None), twice);
+        assert_eq!(share(&back, Some("service.name=worker"), None), once);
+        assert_eq!(share(&back, None, Some("service.name=.*")), once);
+
         // One resource: no resource labels.
         let single = from_request(&to_request(&[&cpu], &ResourceInfo::service("api"))).unwrap();
         assert!(

@@ -9,9 +9,11 @@
 //! frame-pointer chain (every read validated against a snapshot of the
 //! mappings, without a syscall) and label-set id, into the thread's ring in
 //! a mapped region (`region.rs`). An aggregator thread drains the rings
-//! every 32–100 ms (half a ring at the stream's rate) into each consumer's counts, rescans `/proc/self/task` and
-//! `/proc/self/maps` every 100 ms, and tears everything down (timers,
-//! handler, mapping) when the last consumer leaves.
+//! every 32–100 ms (half a ring at the stream's rate) into each consumer's
+//! counts, rescans `/proc/self/task` and `/proc/self/maps` every 100 ms
+//! (and at once when a consumer joins, so its threads are sampled from its
+//! start), and tears everything down (timers, handler, mapping) when the
+//! last consumer leaves.
 //!
 //! The stream runs at the highest frequency any consumer asked for; every
 //! consumer receives every sample, weighted by the stream's real period,
@@ -180,7 +182,8 @@ pub(crate) fn subscribe(hz: u32) -> Result<Subscription, SamplerError> {
             // Threads started since the last scan are sampled from this
             // start, not from the next scan up to 100 ms later (a capture
             // right after another, whose stream had not stopped yet, lost
-            // that much of a new thread's CPU).
+            // that much of a new thread's CPU). A new thread also rereads
+            // the mappings: a fraction of a millisecond, once per capture.
             if let Some(r) = state.running.as_mut() {
                 rescan(r);
             }
