@@ -4,7 +4,7 @@
 //! through it; neither reaches into the other.
 //!
 //! * [`proto`]: the `profile.proto` types (prost derives, no `protoc`);
-//! * [`parse`] (gzip or not, bounded by [`Limits`], then [`validate`d](validate));
+//! * [`parse()`] (gzip or not, bounded by [`Limits`], then [`validate`d](validate));
 //!   [`parse_merged`] sums repeated stacks while decoding (what the web UI loads);
 //!   [`encode`] (prost's bytes, sized once per sample) and [`write_gz`]
 //!   (gzip at best speed, as Go writes);
@@ -34,7 +34,7 @@
 //!
 //! # Feature flags
 //! * `otlp`: [`otlp`], pprof ⇄ OTLP profiles (`opentelemetry-proto`'s
-//!   types), and [`parse`] reading OTLP export requests too.
+//!   types), and [`parse()`] reading OTLP export requests too.
 //!
 //! With default features the crate depends on no runtime, server,
 //! allocator or sampler.
