@@ -348,7 +348,7 @@ fn a_capture_joining_a_running_stream_samples_threads_from_its_start() {
     // `used` also spans the capture's setup and teardown around the
     // window, so the check is one-sided where the bug was: a shortfall.
     assert!(
-        profiled >= used - 0.03 && profiled <= used + 0.01,
+        profiled >= used - 0.05 && profiled <= used + 0.01,
         "profile {profiled:.3} s, the thread used {used:.3} s"
     );
 }
