@@ -56,36 +56,16 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
 
 /// Field 2 of the profile: one sample, sized in one pass over its fields.
 fn encode_sample(sample: &Sample, buf: &mut Vec<u8>) {
-    let locations: usize = sample
-        .location_id
-        .iter()
-        .map(|&id| encoded_len_varint(id))
-        .sum();
-    let values: usize = sample
-        .value
-        .iter()
-        .map(|&v| encoded_len_varint(v as u64))
-        .sum();
-    let len = packed_len(locations)
-        + packed_len(values)
+    let locations = || sample.location_id.iter().copied();
+    let values = || sample.value.iter().map(|&v| v as u64);
+    let (locations_len, values_len) = (varints_len(locations()), varints_len(values()));
+    let len = packed_len(locations_len)
+        + packed_len(values_len)
         + encoding::message::encoded_len_repeated(3, &sample.label);
     buf.reserve(len + 11);
-    encode_key(2, WireType::LengthDelimited, buf);
-    put_varint(len as u64, buf);
-    if locations > 0 {
-        encode_key(1, WireType::LengthDelimited, buf);
-        put_varint(locations as u64, buf);
-        for &id in &sample.location_id {
-            put_varint(id, buf);
-        }
-    }
-    if values > 0 {
-        encode_key(2, WireType::LengthDelimited, buf);
-        put_varint(values as u64, buf);
-        for &v in &sample.value {
-            put_varint(v as u64, buf);
-        }
-    }
+    length_prefix(2, len, buf);
+    put_packed(1, locations_len, locations(), buf);
+    put_packed(2, values_len, values(), buf);
     encoding::message::encode_repeated(3, &sample.label, buf);
 }
 
@@ -100,6 +80,37 @@ pub(crate) fn put_varint(mut value: u64, buf: &mut Vec<u8>) {
         value >>= 7;
     }
     buf.push(value as u8);
+}
+
+/// Bytes the varints of `values` take.
+#[inline]
+pub(crate) fn varints_len(values: impl Iterator<Item = u64>) -> usize {
+    values.map(encoded_len_varint).sum()
+}
+
+/// The key and length of a length-delimited field; its `len` bytes follow.
+#[inline]
+pub(crate) fn length_prefix(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    put_varint(len as u64, buf);
+}
+
+/// A packed field of `values`, whose varints take `payload` bytes (from
+/// [`varints_len`]); nothing when there are none, as protobuf leaves empty
+/// fields out.
+#[inline]
+pub(crate) fn put_packed(
+    tag: u32,
+    payload: usize,
+    values: impl Iterator<Item = u64>,
+    buf: &mut Vec<u8>,
+) {
+    if payload > 0 {
+        length_prefix(tag, payload, buf);
+        for v in values {
+            put_varint(v, buf);
+        }
+    }
 }
 
 /// Bytes of a packed field (one-byte key) whose values take `payload`

@@ -11,7 +11,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHasher};
 
 use super::{BUILD_ID_KEY, ResourceInfo, SCOPE_NAME};
 use crate::proto::{self, Profile};
-use crate::write::{packed_len, put_varint};
+use crate::write::{length_prefix, packed_len, put_packed, put_varint, varints_len};
 
 /// One OTLP export request, protobuf-encoded: `profiles` (one OTLP
 /// `Profile` per sample type of each) under one resource and one scope,
@@ -72,20 +72,12 @@ fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
-/// The key and length of a length-delimited field; its `len` bytes follow.
-fn length_prefix(tag: u32, len: usize, buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    put_varint(len as u64, buf);
-}
-
 /// An OTLP `Sample` as field 2 of its `Profile`: one value (a profile has
 /// one sample type), no link, no timestamps.
 fn encode_sample(stack: i32, attributes: &[i32], value: i64, buf: &mut Vec<u8>) {
     // int32 fields are varints of the sign-extended value, as prost writes them.
-    let attribute_bytes: usize = attributes
-        .iter()
-        .map(|&a| encoded_len_varint(a as u64))
-        .sum();
+    let attribute_values = || attributes.iter().map(|&a| a as u64);
+    let attribute_bytes = varints_len(attribute_values());
     let value_bytes = encoded_len_varint(value as u64);
     let stack_bytes = if stack == 0 {
         0
@@ -93,22 +85,13 @@ fn encode_sample(stack: i32, attributes: &[i32], value: i64, buf: &mut Vec<u8>) 
         1 + encoded_len_varint(stack as u64)
     };
     let len = stack_bytes + packed_len(attribute_bytes) + packed_len(value_bytes);
-    encode_key(2, WireType::LengthDelimited, buf);
-    put_varint(len as u64, buf);
+    length_prefix(2, len, buf);
     if stack != 0 {
         encode_key(1, WireType::Varint, buf);
         put_varint(stack as u64, buf);
     }
-    if attribute_bytes > 0 {
-        encode_key(2, WireType::LengthDelimited, buf);
-        put_varint(attribute_bytes as u64, buf);
-        for &a in attributes {
-            put_varint(a as u64, buf);
-        }
-    }
-    encode_key(4, WireType::LengthDelimited, buf);
-    put_varint(value_bytes as u64, buf);
-    put_varint(value as u64, buf);
+    put_packed(2, attribute_bytes, attribute_values(), buf);
+    put_packed(4, value_bytes, std::iter::once(value as u64), buf);
 }
 
 /// Request-wide tables, each deduplicated by value, entry 0 the zero value.
@@ -190,11 +173,13 @@ impl IdMap {
     }
 }
 
-fn intern<K: Hash + Eq>(map: &mut HashMap<K, i32>, key: K, push: impl FnOnce() -> usize) -> i32 {
+/// `key`'s index in its table, added by `push` (given the key, returning
+/// the new entry's index) if new.
+fn intern<K: Hash + Eq>(map: &mut HashMap<K, i32>, key: K, push: impl FnOnce(&K) -> usize) -> i32 {
     if let Some(&i) = map.get(&key) {
         return i;
     }
-    let i = i32::try_from(push()).unwrap_or(i32::MAX);
+    let i = i32::try_from(push(&key)).unwrap_or(i32::MAX);
     map.insert(key, i);
     i
 }
@@ -234,10 +219,11 @@ impl Dictionary {
             .stack_starts
             .windows(2)
             .map(|bounds| {
-                self.stack_locations[bounds[0]..bounds[1]]
-                    .iter()
-                    .map(|&l| encoded_len_varint(l as u64))
-                    .sum()
+                varints_len(
+                    self.stack_locations[bounds[0]..bounds[1]]
+                        .iter()
+                        .map(|&l| l as u64),
+                )
             })
             .collect();
         (self.dict.encode_to_vec(), payloads)
@@ -249,12 +235,8 @@ impl Dictionary {
     fn encode_stacks(&self, payloads: &[usize], out: &mut Vec<u8>) {
         for (bounds, &payload) in self.stack_starts.windows(2).zip(payloads) {
             length_prefix(7, packed_len(payload), out);
-            if payload > 0 {
-                length_prefix(1, payload, out);
-                for &l in &self.stack_locations[bounds[0]..bounds[1]] {
-                    put_varint(l as u64, out);
-                }
-            }
+            let locations = &self.stack_locations[bounds[0]..bounds[1]];
+            put_packed(1, payload, locations.iter().map(|&l| l as u64), out);
         }
     }
 
@@ -304,7 +286,7 @@ impl Dictionary {
             return i;
         }
         let table = &mut self.dict.string_table;
-        intern(&mut self.strings, s.to_string(), || {
+        intern(&mut self.strings, s.to_string(), |_| {
             table.push(s.to_string());
             table.len() - 1
         })
@@ -318,7 +300,7 @@ impl Dictionary {
             AttrValue::Str(s) => Value::StringValue(s.clone()),
             AttrValue::Int(n) => Value::IntValue(*n),
         };
-        intern(&mut self.attributes, (key, value, unit), || {
+        intern(&mut self.attributes, (key, value, unit), |_| {
             table.push(otlp::KeyValueAndUnit {
                 key_strindex: key,
                 value: Some(AnyValue { value: Some(any) }),
@@ -359,7 +341,7 @@ impl Dictionary {
                 filename,
                 build_attr,
             );
-            let i = intern(&mut self.mappings, key, || {
+            let i = intern(&mut self.mappings, key, |_| {
                 table.push(otlp::Mapping {
                     memory_start: m.memory_start,
                     memory_limit: m.memory_limit,
@@ -384,7 +366,7 @@ impl Dictionary {
                 f.start_line,
             );
             let table = &mut self.dict.function_table;
-            let i = intern(&mut self.functions, key, || {
+            let i = intern(&mut self.functions, key, |_| {
                 table.push(otlp::Function {
                     name_strindex: key.0,
                     system_name_strindex: key.1,
@@ -406,30 +388,24 @@ impl Dictionary {
                     (f, line.line)
                 })
                 .collect();
-            let key = (mapping, l.address, lines);
-            let i = match self.locations.get(&key) {
-                Some(&i) => i,
-                None => {
-                    let table = &mut self.dict.location_table;
-                    table.push(otlp::Location {
-                        mapping_index: mapping,
-                        address: l.address,
-                        lines: key
-                            .2
-                            .iter()
-                            .map(|&(function_index, line)| otlp::Line {
-                                function_index,
-                                line,
-                                column: 0,
-                            })
-                            .collect(),
-                        attribute_indices: Vec::new(),
-                    });
-                    let i = i32::try_from(table.len() - 1).unwrap_or(i32::MAX);
-                    self.locations.insert(key, i);
-                    i
-                }
-            };
+            let table = &mut self.dict.location_table;
+            let i = intern(&mut self.locations, (mapping, l.address, lines), |key| {
+                table.push(otlp::Location {
+                    mapping_index: mapping,
+                    address: l.address,
+                    lines: key
+                        .2
+                        .iter()
+                        .map(|&(function_index, line)| otlp::Line {
+                            function_index,
+                            line,
+                            column: 0,
+                        })
+                        .collect(),
+                    attribute_indices: Vec::new(),
+                });
+                table.len() - 1
+            });
             location_index.insert(l.id, i);
         }
 
