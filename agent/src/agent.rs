@@ -1,5 +1,5 @@
-//! The agent and its builder: configuration, the axum `Router` a service
-//! merges, and serving on an address of its own.
+//! The agent: the profilers and caches a service's requests share, the
+//! axum `Router` a service merges, and serving on an address of its own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,269 +8,19 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinHandle;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
-
-use crate::cpu::{CpuProfiler, FREQUENCY_RANGE};
-use crate::heap::HeapProfiler;
-use crate::push::Pusher;
-use crate::runtime::{RouteMetricsLayer, RuntimeObserver, TaskGroups, TokioSnapshot};
-use crate::symbols::Symbolizer;
-use crate::{Error, http};
+use crate::capture::cpu::CpuProfiler;
+use crate::capture::heap::HeapProfiler;
+use crate::capture::runtime::{RouteMetricsLayer, RuntimeObserver, TaskGroups, TokioSnapshot};
+use crate::delivery::http;
+use crate::delivery::push::Pusher;
+use crate::shared::symbols::Symbolizer;
+use crate::{AgentBuilder, Config, Error};
 
 /// Text pages (`/metrics`, `/debug/memory`) rendered at once; more wait.
 const PAGES_AT_ONCE: usize = 2;
-
-/// The agent's settings, fixed at [`AgentBuilder::build`]. Its `Debug`
-/// output shows whether a bearer token is set, never the token.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct Config {
-    /// Address [`Agent::serve`] and [`Agent::spawn`] bind. Default `127.0.0.1:6060`.
-    pub addr: SocketAddr,
-    /// Longest capture a request may ask for, in seconds. Default 300.
-    pub max_seconds: u64,
-    /// CPU sampling frequency when a request names none, in Hz. Default 99.
-    pub default_frequency: u32,
-    /// When set, every request must carry `Authorization: Bearer <token>`.
-    pub bearer_token: Option<String>,
-    /// Heap (and other non-CPU) profile requests served at once; more get 429.
-    /// Default 4.
-    pub max_concurrent_requests: usize,
-    /// CPU profile captures running at once (each holds a blocking thread
-    /// for its `seconds`); more get 429. Default 8.
-    pub max_concurrent_captures: usize,
-    /// Where jemalloc heap dumps are written (and removed right after
-    /// parsing). Default: a private directory under the system temp dir.
-    pub heap_dump_dir: Option<std::path::PathBuf>,
-    /// Where the cgroup v2 hierarchy is mounted, for `/debug/memory`.
-    /// Default `/sys/fs/cgroup`.
-    pub cgroup_root: std::path::PathBuf,
-    /// Side port only: how long a connection may take to send a whole
-    /// request head (idle keep-alive connections included) before it is
-    /// closed. Default 10 s.
-    pub header_read_timeout: std::time::Duration,
-    /// Side port only: connections served at once; past it a new one gets
-    /// a 503 and is closed. Default 64.
-    pub max_connections: usize,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("addr", &self.addr)
-            .field("max_seconds", &self.max_seconds)
-            .field("default_frequency", &self.default_frequency)
-            .field(
-                "bearer_token",
-                &self.bearer_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("max_concurrent_requests", &self.max_concurrent_requests)
-            .field("max_concurrent_captures", &self.max_concurrent_captures)
-            .field("heap_dump_dir", &self.heap_dump_dir)
-            .field("cgroup_root", &self.cgroup_root)
-            .field("header_read_timeout", &self.header_read_timeout)
-            .field("max_connections", &self.max_connections)
-            .finish()
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            addr: SocketAddr::from(([127, 0, 0, 1], 6060)),
-            max_seconds: 300,
-            default_frequency: 99,
-            bearer_token: None,
-            max_concurrent_requests: 4,
-            max_concurrent_captures: 8,
-            heap_dump_dir: None,
-            cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
-            header_read_timeout: std::time::Duration::from_secs(10),
-            max_connections: 64,
-        }
-    }
-}
-
-/// Configures an [`Agent`]. Start from [`Agent::builder`].
-#[derive(Debug, Clone, Default)]
-pub struct AgentBuilder {
-    config: Config,
-    runtime: Option<Handle>,
-    registry: Option<prometheus::Registry>,
-    push: Option<crate::push::PushConfig>,
-}
-
-impl AgentBuilder {
-    /// The address to serve on when the agent runs on its own port. Keep it
-    /// on loopback unless the endpoints are protected otherwise.
-    pub fn addr(mut self, addr: SocketAddr) -> Self {
-        self.config.addr = addr;
-        self
-    }
-
-    /// The longest capture a request may ask for (`seconds`), default 300.
-    pub fn max_seconds(mut self, max_seconds: u64) -> Self {
-        self.config.max_seconds = max_seconds;
-        self
-    }
-
-    /// The CPU sampling frequency used when a request names none, default 99 Hz.
-    pub fn default_frequency(mut self, hz: u32) -> Self {
-        self.config.default_frequency = hz;
-        self
-    }
-
-    /// Requires `Authorization: Bearer <token>` on every agent request.
-    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
-        self.config.bearer_token = Some(token.into());
-        self
-    }
-
-    /// How many heap profile requests may run at once (default 4); more get 429.
-    pub fn max_concurrent_requests(mut self, n: usize) -> Self {
-        self.config.max_concurrent_requests = n;
-        self
-    }
-
-    /// How many CPU profile captures may run at once (default 8); more get
-    /// 429. Each holds a thread of the blocking pool for its `seconds`, so
-    /// this also bounds what the agent takes from `spawn_blocking`.
-    pub fn max_concurrent_captures(mut self, n: usize) -> Self {
-        self.config.max_concurrent_captures = n;
-        self
-    }
-
-    /// Where jemalloc writes heap dumps before the agent reads and removes
-    /// them. Default: a private (0700) directory under the system temp dir,
-    /// removed when the agent is dropped.
-    pub fn heap_dump_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        self.config.heap_dump_dir = Some(dir.into());
-        self
-    }
-
-    /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` by
-    /// default), for the cgroup lines of `/debug/memory`.
-    pub fn cgroup_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
-        self.config.cgroup_root = root.into();
-        self
-    }
-
-    /// On the side port ([`Agent::spawn`], [`Agent::serve`]): how long a
-    /// connection may take to send a request head, idle keep-alive
-    /// connections included, before it is closed (default 10 s). In the
-    /// merged-router case the service's own server decides.
-    pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.config.header_read_timeout = timeout;
-        self
-    }
-
-    /// On the side port: connections served at once (default 64); past
-    /// it a new connection gets a 503 and is closed.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.config.max_connections = n;
-        self
-    }
-
-    /// The tokio runtime whose metrics and tasks the agent shows. Default:
-    /// the runtime `build` is called in, if any.
-    pub fn runtime(mut self, handle: Handle) -> Self {
-        self.runtime = Some(handle);
-        self
-    }
-
-    /// A Prometheus registry of the service's own, whose metrics then appear
-    /// on the agent's `/metrics` page too.
-    pub fn registry(mut self, registry: prometheus::Registry) -> Self {
-        self.registry = Some(registry);
-        self
-    }
-
-    /// Pushes profiles every period to Grafana Pyroscope and/or an OTLP
-    /// endpoint (see [`push`](crate::push)); off unless set. The push
-    /// starts with [`build`](Self::build); stop it with
-    /// [`Agent::shutdown_push`].
-    pub fn push(mut self, config: crate::push::PushConfig) -> Self {
-        self.push = Some(config);
-        self
-    }
-
-    /// Checks the configuration and readies the profilers.
-    ///
-    /// Nothing of the CPU profiler is set up here: the sample stream starts
-    /// with the first capture and stops after the last, so a service that
-    /// never takes a CPU profile never holds its buffers or timers.
-    pub fn build(self) -> Result<Agent, Error> {
-        let c = &self.config;
-        if c.max_seconds == 0 {
-            return Err(Error::InvalidConfig(
-                "max_seconds must be at least 1".into(),
-            ));
-        }
-        if !FREQUENCY_RANGE.contains(&c.default_frequency) {
-            return Err(Error::InvalidConfig(format!(
-                "default_frequency {} is outside 1..=1000 Hz",
-                c.default_frequency
-            )));
-        }
-        if let Some(token) = &c.bearer_token {
-            // What a client can put after `Bearer ` in a header: visible
-            // ASCII, no spaces (RFC 6750's token68 and then some).
-            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(Error::InvalidConfig(
-                    "bearer token must be non-empty visible ASCII without spaces".into(),
-                ));
-            }
-        }
-        if c.max_connections == 0 || c.header_read_timeout.is_zero() {
-            return Err(Error::InvalidConfig(
-                "max_connections and header_read_timeout must be above zero".into(),
-            ));
-        }
-        if c.max_concurrent_requests == 0 || c.max_concurrent_captures == 0 {
-            return Err(Error::InvalidConfig(
-                "max_concurrent_requests and max_concurrent_captures must be at least 1".into(),
-            ));
-        }
-        let process = prometheus::Registry::new();
-        // The process collector only fails to register on a name clash,
-        // impossible in a registry of its own.
-        let _ = process.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
-        if let Some(push) = &self.push {
-            push.check().map_err(Error::InvalidConfig)?;
-        }
-        let runtime = self.runtime.or_else(|| Handle::try_current().ok());
-        let frequency = self.config.default_frequency;
-        let push = self.push;
-        let agent = Agent {
-            inner: Arc::new(Inner {
-                runtime: runtime.clone().map(RuntimeObserver::new),
-                runtime_handle: runtime,
-                task_groups: TaskGroups::default(),
-                registry: self.registry,
-                process,
-                heap: HeapProfiler::new(self.config.heap_dump_dir.clone()),
-                requests: Semaphore::new(self.config.max_concurrent_requests),
-                captures: Semaphore::new(self.config.max_concurrent_captures),
-                pages: Semaphore::new(PAGES_AT_ONCE),
-                config: self.config,
-                cpu: CpuProfiler::new(),
-                symbolizer: Symbolizer::new(),
-                pusher: std::sync::OnceLock::new(),
-            }),
-        };
-        if let Some(push) = push {
-            let weak: std::sync::Weak<Inner> = Arc::downgrade(&agent.inner);
-            let sources: std::sync::Weak<dyn crate::push::Sources> = weak;
-            let pusher = Pusher::start(sources, push, frequency)?;
-            let _ = agent.inner.pusher.set(pusher);
-        }
-        Ok(agent)
-    }
-}
 
 #[derive(Debug)]
 struct Inner {
@@ -290,7 +40,7 @@ struct Inner {
     pusher: std::sync::OnceLock<Pusher>,
 }
 
-impl crate::push::Sources for Inner {
+impl crate::delivery::push::Sources for Inner {
     fn cpu(&self) -> &CpuProfiler {
         &self.cpu
     }
@@ -331,13 +81,54 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Readies the profilers around checked settings and starts the push
+    /// when one is configured.
+    pub(crate) fn assemble(
+        config: Config,
+        runtime: Option<Handle>,
+        registry: Option<prometheus::Registry>,
+        push: Option<crate::delivery::push::PushConfig>,
+    ) -> Result<Agent, Error> {
+        let process = prometheus::Registry::new();
+        // The process collector only fails to register on a name clash,
+        // impossible in a registry of its own.
+        let _ = process.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let frequency = config.default_frequency;
+        let agent = Agent {
+            inner: Arc::new(Inner {
+                runtime: runtime.clone().map(RuntimeObserver::new),
+                runtime_handle: runtime,
+                task_groups: TaskGroups::default(),
+                registry,
+                process,
+                heap: HeapProfiler::new(config.heap_dump_dir.clone()),
+                requests: Semaphore::new(config.max_concurrent_requests),
+                captures: Semaphore::new(config.max_concurrent_captures),
+                pages: Semaphore::new(PAGES_AT_ONCE),
+                config,
+                cpu: CpuProfiler::new(),
+                symbolizer: Symbolizer::new(),
+                pusher: std::sync::OnceLock::new(),
+            }),
+        };
+        if let Some(push) = push {
+            let weak: std::sync::Weak<Inner> = Arc::downgrade(&agent.inner);
+            let sources: std::sync::Weak<dyn crate::delivery::push::Sources> = weak;
+            let pusher = Pusher::start(sources, push, frequency)?;
+            let _ = agent.inner.pusher.set(pusher);
+        }
+        Ok(agent)
+    }
+
     /// A builder with the defaults: `127.0.0.1:6060`, 300 s max, 99 Hz.
     pub fn builder() -> AgentBuilder {
         AgentBuilder::default()
     }
 
     /// What the push has done so far (`None` when it is off).
-    pub fn push_stats(&self) -> Option<crate::push::PushStats> {
+    pub fn push_stats(&self) -> Option<crate::delivery::push::PushStats> {
         self.inner.pusher.get().map(Pusher::stats)
     }
 
@@ -346,7 +137,10 @@ impl Agent {
     /// as `shutdown`). Returns within the deadline even when the backend
     /// hangs; `None` when the push is off. Call it as the service shuts
     /// down.
-    pub fn shutdown_push(&self, deadline: std::time::Duration) -> Option<crate::push::PushStats> {
+    pub fn shutdown_push(
+        &self,
+        deadline: std::time::Duration,
+    ) -> Option<crate::delivery::push::PushStats> {
         self.inner.pusher.get().map(|p| p.shutdown(deadline))
     }
 
@@ -430,7 +224,7 @@ impl Agent {
     /// tokio::spawn(ingest.instrument(async { /* … */ }));
     /// # }
     /// ```
-    pub fn task_group(&self, name: &str) -> crate::runtime::TaskGroup {
+    pub fn task_group(&self, name: &str) -> crate::capture::runtime::TaskGroup {
         self.inner.task_groups.group(name)
     }
 
@@ -451,7 +245,7 @@ impl Agent {
 
     /// The `/metrics` page as text.
     pub fn metrics_text(&self) -> Result<String, Error> {
-        crate::metrics::render(
+        crate::delivery::http::metrics::page::render(
             self.inner.registry.as_ref(),
             &self.inner.process,
             &self.tokio_snapshot(),
@@ -463,20 +257,18 @@ impl Agent {
     /// Where the resident memory goes now (what `/debug/memory` serves):
     /// reads `/proc` and jemalloc's statistics; the heap line is the most
     /// recent heap profile's, never a new dump.
-    pub fn memory_report(&self) -> crate::memory::MemoryReport {
-        let sources = crate::memory::Sources {
+    pub fn memory_report(&self) -> crate::capture::memory::MemoryReport {
+        let sources = crate::capture::memory::Sources {
             cgroup_root: self.inner.config.cgroup_root.clone(),
             ..Default::default()
         };
-        let heap = self
-            .inner
-            .heap
-            .last_in_use()
-            .map(|(bytes, age)| crate::memory::HeapEstimate {
+        let heap = self.inner.heap.last_in_use().map(|(bytes, age)| {
+            crate::capture::memory::HeapEstimate {
                 in_use_bytes: bytes,
                 age_seconds: age.as_secs_f64(),
-            });
-        crate::memory::report(&sources, crate::heap::jemalloc_stats(), heap)
+            }
+        });
+        crate::capture::memory::report(&sources, crate::capture::heap::jemalloc_stats(), heap)
     }
 
     pub(crate) fn runtime_handle(&self) -> Option<&Handle> {

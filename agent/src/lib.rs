@@ -72,22 +72,21 @@ macro_rules! cfg_tracing {
     };
 }
 
+// Wiring: the agent, its builder and settings. Below it three layers, each
+// using only the ones under it: delivery (HTTP, push) calls capture
+// (sampler, CPU, heap, task dumps, runtime, memory, labels), and both
+// stand on shared (symbols, the profile builder, errors).
 mod agent;
 mod builder;
-pub mod cpu;
-mod error;
-pub mod heap;
-mod http;
-pub mod labels;
-pub mod memory;
-mod metrics;
-pub mod push;
-pub mod runtime;
-cfg_own_sampler! {
-    mod sampler;
-}
-pub mod symbols;
-pub mod tasks;
+mod config;
+
+mod capture;
+mod delivery;
+mod shared;
+
+pub use capture::{cpu, heap, labels, memory, runtime, tasks};
+pub use delivery::push;
+pub use shared::symbols;
 
 /// What tests and benchmarks observe inside the agent: not part of the API.
 #[doc(hidden)]
@@ -95,18 +94,18 @@ pub mod probes {
     /// Encodes `profile` as one period's push to both backends, the way the
     /// push does: (Pyroscope multipart body bytes, OTLP gzip body bytes).
     pub fn push_bodies(profile: &profscope_profile::Profile) -> (usize, usize) {
-        crate::push::encode_for_bench(profile)
+        crate::delivery::push::encode_for_bench(profile)
     }
 
     cfg_own_sampler! {
         /// Whether this thread is inside the sampler's SIGPROF handler now.
         pub fn in_sampler_handler() -> bool {
-            crate::sampler::in_handler()
+            crate::capture::sampler::in_handler()
         }
 
         /// Handler runs so far by duration: (bucket width in ns, counts).
         pub fn handler_cost_histogram() -> (u64, Vec<u64>) {
-            crate::sampler::cost_histogram()
+            crate::capture::sampler::cost_histogram()
         }
     }
 }
@@ -117,8 +116,8 @@ pub mod probes {
 /// so this cannot rot.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::heap::HeapSnapshot;
-    pub use crate::heap::dump::{parse, parse_bytes, parse_bytes_in_halves_from};
+    pub use crate::capture::heap::HeapSnapshot;
+    pub use crate::capture::heap::dump::{parse, parse_bytes, parse_bytes_in_halves_from};
 
     /// Every query-parameter extractor over `query` (the part after `?`)
     /// with `max_seconds` as the agent's limit: each parsed value in
@@ -128,16 +127,18 @@ pub mod fuzzing {
             max_seconds,
             ..Default::default()
         };
-        crate::http::extract::check_query(query, &config)
+        crate::delivery::http::extract::check_query(query, &config)
             .into_iter()
             .map(|r| r.map_err(|e| e.to_string()))
             .collect()
     }
 }
 
-pub use agent::{Agent, AgentBuilder, Config, RunningAgent};
-pub use error::Error;
-pub use metrics::TASK_GROUP_METRICS;
+pub use agent::{Agent, RunningAgent};
+pub use builder::AgentBuilder;
+pub use config::Config;
+pub use delivery::http::metrics::page::TASK_GROUP_METRICS;
+pub use shared::error::Error;
 
 /// The repository README's Rust examples compile as doctests, so the
 /// embedding instructions cannot rot.

@@ -220,7 +220,7 @@ fn no_dump_files_left_after_100_requests() {
 /// must not hold memory once a capture is over. (The symbolizer's cache,
 /// which the capture's symbolization fills, is bounded and kept by design;
 /// it is not matched here.)
-const SAMPLER_FRAMES: &str = r"^(profscope_agent::sampler::|<profscope_agent::sampler::|framehop::|<framehop::|pprof::|<pprof::|backtrace::|<backtrace::)";
+const SAMPLER_FRAMES: &str = r"^(profscope_agent::capture::sampler::|<profscope_agent::capture::sampler::|framehop::|<framehop::|pprof::|<pprof::|backtrace::|<backtrace::)";
 
 #[test]
 fn a_cpu_capture_leaves_nothing_in_the_heap_profile() {

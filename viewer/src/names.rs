@@ -31,7 +31,7 @@ pub const HIDE: &str = concat!(
     r"std::sys::pal::unix::thread::|__rust_try|<alloc::boxed::Box<dyn core::ops::function::)",
     r"|^<F as axum::handler::Handler|^<axum::|^<tower::|^<hyper::|^<hyper_util::|^<tokio::",
     r"|^<?futures_util::|^<?futures_core::|^<F as futures_core::|^<?tokio_metrics::",
-    r"|^<profscope_agent::labels::Scoped|^<core::future::|^<F as core::future::"
+    r"|^<profscope_agent::capture::labels::Scoped|^<core::future::|^<F as core::future::"
 );
 
 /// Short forms for every function name of a profile, distinct where the

@@ -1,0 +1,496 @@
+//! Heap profiles from jemalloc: dump, parse, unsample, trim the allocator's
+//! frames, symbolize, and build a Go-style heap profile.
+//!
+//! jemalloc does the sampling (every `2^lg_prof_sample` bytes on average,
+//! 512 KiB by default like Go's `MemProfileRate`) and keeps counts per
+//! stack; `prof.dump` writes them out. The profile is current at the moment
+//! of the request, not as of the last GC as in Go.
+//!
+//! The jemalloc parts need the `heap` feature and a service that runs on
+//! jemalloc with profiling ([`jemalloc_profiling!`](crate::jemalloc_profiling)).
+//! Without them the endpoints answer 501 with how to turn it on.
+
+#[doc(hidden)]
+pub mod dump;
+// One backend or the other, with the same functions: the rest of the module
+// reads without feature gates.
+#[cfg(feature = "heap")]
+#[path = "jemalloc.rs"]
+mod backend;
+#[cfg(not(feature = "heap"))]
+#[path = "disabled.rs"]
+mod backend;
+
+use rustc_hash::FxHashMap as HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use profscope_profile::Profile;
+use profscope_profile::prune::{Class, trim_allocator_frames};
+
+use crate::Error;
+use crate::shared::profile_builder::ProfileBuilder;
+use crate::shared::symbols::Symbolizer;
+use dump::{HeapDump, unsample};
+
+#[cfg(feature = "heap")]
+pub use backend::{Jemalloc, MallocConf};
+
+/// jemalloc's allocator statistics, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JemallocStats {
+    /// `stats.allocated`: bytes allocated by the application.
+    pub allocated: u64,
+    /// `stats.active`: bytes in active pages.
+    pub active: u64,
+    /// `stats.resident`: bytes in resident data pages.
+    pub resident: u64,
+    /// `stats.mapped`: bytes in mapped active extents.
+    pub mapped: u64,
+    /// `stats.retained`: bytes retained, not returned to the OS.
+    pub retained: u64,
+    /// `stats.metadata`: bytes of allocator metadata.
+    pub metadata: u64,
+}
+
+/// jemalloc's statistics now, when this build runs on jemalloc with the
+/// `heap` feature.
+pub fn jemalloc_stats() -> Option<JemallocStats> {
+    backend::stats()
+}
+
+/// What to tell a user whose build cannot produce heap profiles.
+pub const NOT_ENABLED: &str = "heap profiling is not enabled: build profscope-agent with the \
+     `heap` feature and add `profscope_agent::jemalloc_profiling!();` to the service's main.rs \
+     (jemalloc as global allocator with profiling on)";
+
+/// Go's heap sample types, in Go's order.
+pub const SAMPLE_TYPES: [(&str, &str); 4] = [
+    ("alloc_objects", "count"),
+    ("alloc_space", "bytes"),
+    ("inuse_objects", "count"),
+    ("inuse_space", "bytes"),
+];
+
+/// One stack's estimated true values, in [`SAMPLE_TYPES`] order.
+pub type Values = [i64; 4];
+
+/// A heap snapshot with sampling undone: per stack (dumped addresses, leaf
+/// first) the estimated allocated/in-use objects and bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeapSnapshot {
+    /// Sampling period of the dump, bytes.
+    pub sample_period: u64,
+    /// When the dump was taken.
+    pub time: Option<SystemTime>,
+    /// Estimated values per stack.
+    pub stacks: HashMap<Vec<u64>, Values>,
+}
+
+impl HeapSnapshot {
+    /// Undoes sampling on a parsed dump (see [`dump::unsample`]), taking its
+    /// stacks over rather than copying them.
+    pub fn from_dump(dump: HeapDump, time: SystemTime) -> Self {
+        let period = dump.sample_period;
+        let mut stacks: HashMap<Vec<u64>, Values> =
+            HashMap::with_capacity_and_hasher(dump.stacks.len(), Default::default());
+        for s in dump.stacks {
+            let c = s.counts;
+            let (alloc_objects, alloc_space) = unsample(c.alloc_objects, c.alloc_bytes, period);
+            let (inuse_objects, inuse_space) = unsample(c.inuse_objects, c.inuse_bytes, period);
+            let v = stacks.entry(s.addresses).or_default();
+            for (slot, add) in
+                v.iter_mut()
+                    .zip([alloc_objects, alloc_space, inuse_objects, inuse_space])
+            {
+                // Saturating: a hostile dump must not overflow (and panic).
+                *slot = slot.saturating_add(add);
+            }
+        }
+        HeapSnapshot {
+            sample_period: period,
+            time: Some(time),
+            stacks,
+        }
+    }
+
+    /// `alloc_*` as the growth since `base`, `inuse_*` as now: godeltaprof's
+    /// `delta_heap` (allocation counts are cumulative; what is in use is a
+    /// level, not a flow).
+    pub fn alloc_delta(&self, base: &HeapSnapshot) -> HeapSnapshot {
+        let mut stacks = self.stacks.clone();
+        for (stack, v) in stacks.iter_mut() {
+            if let Some(old) = base.stacks.get(stack) {
+                v[0] = v[0].saturating_sub(old[0]);
+                v[1] = v[1].saturating_sub(old[1]);
+            }
+        }
+        stacks.retain(|_, v| v.iter().any(|x| *x != 0));
+        HeapSnapshot {
+            sample_period: self.sample_period,
+            time: base.time,
+            stacks,
+        }
+    }
+
+    /// `self − base`, per stack: Go's `?seconds=N` delta semantics.
+    pub fn delta(&self, base: &HeapSnapshot) -> HeapSnapshot {
+        let mut stacks = self.stacks.clone();
+        for (stack, old) in &base.stacks {
+            let v = stacks.entry(stack.clone()).or_default();
+            for (slot, sub) in v.iter_mut().zip(old) {
+                *slot = slot.saturating_sub(*sub);
+            }
+        }
+        stacks.retain(|_, v| v.iter().any(|x| *x != 0));
+        HeapSnapshot {
+            sample_period: self.sample_period,
+            time: base.time,
+            stacks,
+        }
+    }
+
+    /// Builds the pprof profile: Go's four sample types with
+    /// `default_type` (`inuse_space` or `alloc_space`) as default, stacks
+    /// trimmed so the leaf is the first frame that is not allocator
+    /// machinery.
+    pub fn to_profile(
+        &self,
+        symbolizer: &Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+    ) -> Profile {
+        let start = self.time.unwrap_or(end);
+        let mut builder = ProfileBuilder::new(symbolizer, &SAMPLE_TYPES)
+            .period("space", "bytes", self.sample_period as i64)
+            .default_sample_type(default_type)
+            .time(start, end.duration_since(start).unwrap_or(Duration::ZERO));
+        // Each distinct address once: stacks become indices into `addrs`, so
+        // the symbolizer, the frame classes and the locations are looked up
+        // once per address rather than once per frame of every stack (a
+        // dump of 10k stacks holds ~650k frames over a few thousand
+        // addresses). Stacks go in a stable order, so equal snapshots encode
+        // equally: by a hash of their addresses, then by the addresses.
+        let mut order: Vec<(u64, &Vec<u64>, &Values)> = self
+            .stacks
+            .iter()
+            .map(|(addresses, values)| {
+                use std::hash::BuildHasher;
+                let hash = rustc_hash::FxBuildHasher.hash_one(addresses);
+                (hash, addresses, values)
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let mut index: HashMap<u64, u32> = HashMap::default();
+        let mut addrs: Vec<u64> = Vec::new();
+        let stacks: Vec<(Vec<u32>, &Values)> = order
+            .into_iter()
+            .map(|(_, addresses, values)| {
+                let ids = addresses
+                    .iter()
+                    .map(|&a| {
+                        // Dumped addresses are return addresses: look up the call.
+                        let lookup = a.saturating_sub(1);
+                        *index.entry(lookup).or_insert_with(|| {
+                            addrs.push(lookup);
+                            addrs.len() as u32 - 1
+                        })
+                    })
+                    .collect();
+                (ids, values)
+            })
+            .collect();
+        symbolizer.resolve_all(addrs.iter().copied());
+        let classes: Vec<Vec<Class>> = addrs
+            .iter()
+            .map(|&addr| classify(&symbolizer.resolve(addr)))
+            .collect();
+        // Location per address index, made on first use (0: not yet).
+        let mut locations: Vec<u64> = vec![0; addrs.len()];
+        for (ids, values) in stacks {
+            let per_address = ids.iter().map(|&id| classes[id as usize].as_slice());
+            let (skip, dropped) = trim_allocator_frames(per_address, ids.len());
+            if skip >= ids.len() {
+                continue;
+            }
+            let location_ids = ids[skip..]
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| {
+                    let addr = addrs[id as usize];
+                    if i == 0 && dropped > 0 {
+                        // The trimmed leaf has a location of its own.
+                        return builder.location_id(addr, dropped);
+                    }
+                    let slot = &mut locations[id as usize];
+                    if *slot == 0 {
+                        *slot = builder.location_id(addr, 0);
+                    }
+                    *slot
+                })
+                .collect();
+            builder.add_sample_at(location_ids, values.to_vec(), &[]);
+        }
+        builder.build()
+    }
+}
+
+/// Per frame of an address's symbolization, innermost first.
+fn classify(frames: &[crate::shared::symbols::Frame]) -> Vec<Class> {
+    if frames.is_empty() {
+        return vec![Class::UNKNOWN];
+    }
+    frames
+        .iter()
+        .map(|f| Class::of(&f.function, f.file.as_deref().unwrap_or("")))
+        .collect()
+}
+
+/// Takes jemalloc heap dumps into a private directory, one at a time, and
+/// removes every file it writes, errors included.
+#[derive(Debug)]
+pub struct HeapProfiler {
+    dir: DumpDir,
+    /// Serializes dumps: jemalloc writes one file per call and the dump
+    /// itself holds jemalloc's profiling locks.
+    lock: tokio::sync::Mutex<u64>,
+    /// In-use bytes and time of the most recent snapshot (for `/debug/memory`).
+    last: std::sync::Mutex<Option<(i64, std::time::Instant)>>,
+    /// The snapshot the last `delta_heap` request answered from: one state
+    /// for the path, as godeltaprof keeps one per profile.
+    delta_base: tokio::sync::Mutex<Option<HeapSnapshot>>,
+}
+
+#[derive(Debug)]
+enum DumpDir {
+    /// Created on first use under the system temp dir, removed on drop;
+    /// made anew (under a new name) when it vanished or was replaced.
+    Private(std::sync::Mutex<Option<PathBuf>>),
+    /// Given by the service; only our files in it are removed. Created
+    /// (0700) when missing.
+    Configured(PathBuf),
+}
+
+impl HeapProfiler {
+    /// A heap profiler dumping into `dir`, or into a private temporary
+    /// directory when `None`.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        HeapProfiler {
+            dir: match dir {
+                Some(d) => DumpDir::Configured(d),
+                None => DumpDir::Private(std::sync::Mutex::new(None)),
+            },
+            lock: tokio::sync::Mutex::new(0),
+            last: std::sync::Mutex::new(None),
+            delta_base: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether this process can produce heap profiles (the `heap` feature
+    /// and jemalloc running with `prof:true`).
+    pub fn is_available() -> bool {
+        backend::profiling_enabled()
+    }
+
+    /// Switches sampling of new allocations on or off (`prof.active`).
+    pub fn set_active(active: bool) -> Result<(), Error> {
+        backend::set_active(active)
+    }
+
+    /// Whether sampling of new allocations is on (`prof.active`).
+    pub fn is_active() -> bool {
+        backend::is_active()
+    }
+
+    /// The directory to dump into, checked before every dump: someone may
+    /// have removed it, or put a file (or a symlink) in its place, while
+    /// the service ran. A private directory is then made anew under a new
+    /// name (the old path is left alone: it may be someone else's now); a
+    /// configured one is created when missing, and anything else there is
+    /// a 500 naming it until it is fixed.
+    fn dir(&self) -> Result<PathBuf, Error> {
+        match &self.dir {
+            DumpDir::Configured(d) => match std::fs::symlink_metadata(d) {
+                Ok(m) if m.is_dir() => Ok(d.clone()),
+                Ok(_) => Err(Error::Internal(format!(
+                    "heap dump directory {} is not a directory",
+                    d.display()
+                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(d)
+                        .map_err(|e| {
+                            Error::Internal(format!(
+                                "cannot create heap dump directory {}: {e}",
+                                d.display()
+                            ))
+                        })?;
+                    Ok(d.clone())
+                }
+                Err(e) => Err(Error::Internal(format!(
+                    "cannot use heap dump directory {}: {e}",
+                    d.display()
+                ))),
+            },
+            DumpDir::Private(current) => {
+                let mut current = current
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(dir) = current.as_ref().filter(|d| is_private_dir(d)) {
+                    return Ok(dir.clone());
+                }
+                let dir = create_private_dir().map_err(Error::Internal)?;
+                *current = Some(dir.clone());
+                Ok(dir)
+            }
+        }
+    }
+
+    /// Dumps the heap now and undoes sampling.
+    pub async fn snapshot(&self) -> Result<HeapSnapshot, Error> {
+        if !Self::is_available() {
+            return Err(Error::NotAvailable(NOT_ENABLED.into()));
+        }
+        let dir = self.dir()?;
+        let mut counter = self.lock.lock().await;
+        *counter += 1;
+        let path = dir.join(format!("heap-{}-{}.dump", std::process::id(), *counter));
+        let time = SystemTime::now();
+        let dump = tokio::task::spawn_blocking(move || dump_and_parse(&path))
+            .await
+            .map_err(|e| Error::Internal(format!("heap dump thread failed: {e}")))??;
+        drop(counter);
+        let snapshot = HeapSnapshot::from_dump(dump, time);
+        let in_use = snapshot
+            .stacks
+            .values()
+            .fold(0i64, |sum, v| sum.saturating_add(v[3]));
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((in_use, std::time::Instant::now()));
+        Ok(snapshot)
+    }
+
+    /// A snapshot whose `alloc_*` values are the growth since the previous
+    /// call (everything since start at the first), `inuse_*` current:
+    /// what `/debug/pprof/delta_heap` serves.
+    pub async fn delta_snapshot(&self) -> Result<HeapSnapshot, Error> {
+        // Held across the dump, so two requests cannot take the same base.
+        let mut base = self.delta_base.lock().await;
+        let now = self.snapshot().await?;
+        let answer = match base.as_ref() {
+            Some(previous) => now.alloc_delta(previous),
+            None => now.clone(),
+        };
+        *base = Some(now);
+        Ok(answer)
+    }
+
+    /// The most recent snapshot's estimated in-use bytes and its age.
+    pub fn last_in_use(&self) -> Option<(i64, Duration)> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|(bytes, at)| (bytes, at.elapsed()))
+    }
+}
+
+impl Drop for HeapProfiler {
+    fn drop(&mut self) {
+        if let DumpDir::Private(current) = &self.dir
+            && let Ok(current) = current.lock()
+            && let Some(dir) = current.as_ref().filter(|d| is_private_dir(d))
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Whether `dir` is still the directory we made: a real directory (not a
+/// symlink), ours, readable by us alone.
+fn is_private_dir(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0
+    })
+}
+
+fn create_private_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("profscope-heap-{}-{nanos:08x}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create heap dump directory {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Removes the dump file however the dump went.
+struct RemoveOnDrop<'a>(&'a std::path::Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+fn dump_and_parse(path: &std::path::Path) -> Result<HeapDump, Error> {
+    let _remove = RemoveOnDrop(path);
+    backend::dump(path)?;
+    let unreadable = |e: std::io::Error| {
+        Error::Internal(format!("cannot read heap dump {}: {e}", path.display()))
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    // Mapped rather than read: no copy of megabytes into fresh heap pages.
+    // SAFETY: the file is this request's own, in a directory only this
+    // process writes to, and jemalloc has closed it; it is not modified
+    // while mapped.
+    let parsed = match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(map) => dump::parse_bytes(&map),
+        // An empty file cannot be mapped.
+        Err(_) => dump::parse_bytes(&std::fs::read(path).map_err(unreadable)?),
+    };
+    parsed.map_err(|e| Error::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_delta_subtracts_allocations_only() {
+        let mut a = HeapSnapshot::default();
+        a.stacks.insert(vec![1], [1, 10, 1, 10]);
+        let mut b = a.clone();
+        b.stacks.insert(vec![1], [3, 30, 1, 10]);
+        b.stacks.insert(vec![2], [2, 20, 2, 20]);
+        let d = b.alloc_delta(&a);
+        assert_eq!(d.stacks[&vec![1]], [2, 20, 1, 10]);
+        assert_eq!(d.stacks[&vec![2]], [2, 20, 2, 20]);
+    }
+
+    #[test]
+    fn delta_subtracts_per_stack() {
+        let mut a = HeapSnapshot::default();
+        a.stacks.insert(vec![1, 2], [1, 10, 1, 10]);
+        a.stacks.insert(vec![3], [5, 50, 5, 50]);
+        let mut b = a.clone();
+        b.stacks.insert(vec![1, 2], [3, 30, 2, 20]);
+        b.stacks.remove(&vec![3]);
+        let d = b.delta(&a);
+        assert_eq!(d.stacks[&vec![1, 2]], [2, 20, 1, 10]);
+        assert_eq!(d.stacks[&vec![3]], [-5, -50, -5, -50]);
+        assert!(a.delta(&a).stacks.is_empty());
+    }
+}

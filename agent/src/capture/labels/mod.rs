@@ -1,0 +1,339 @@
+//! Labels that follow a task: every CPU sample carries the label set of
+//! whatever the interrupted thread was running, whichever worker runs it.
+//!
+//! A label set is a list of `key=value` pairs, interned once (outside any
+//! signal handler) into an immutable set with a small id. A thread-local
+//! slot holds the id of the set the thread runs under now; the sampler's
+//! signal handler reads only that slot. Whoever polls labelled work sets
+//! the slot for the poll and restores the previous id after it:
+//! - [`scope`] for any future (and [`with`] for a closure);
+//! - the route layer ([`Agent::route_metrics_layer`](crate::Agent::route_metrics_layer)):
+//!   `route=<matched path>`;
+//! - task groups ([`Agent::task_group`](crate::Agent::task_group)):
+//!   `task_group=<name>`;
+//! - with the `tracing` feature, [`TracingLayer`]: chosen span fields.
+//!
+//! Scopes nest: a scope made inside another adds its pairs to the outer
+//! ones (a key it repeats takes the inner value), and the outer set applies
+//! again after the inner scope's poll. Tasks spawned inside a scope do not
+//! inherit it (tokio has no spawn hook for that): carry it over with
+//! [`spawn`], or `scope(current(), fut)`.
+//!
+//! The table holds at most [`MAX_SETS`] sets, since values such as trace ids
+//! are unbounded: past it, new sets all become the one set `labels=other`,
+//! and `profscope_label_sets_overflow_total` on `/metrics` counts them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::task::{Context, Poll};
+
+cfg_own_sampler! {
+    use crate::capture::sampler::LABEL_SET;
+}
+cfg_not_own_sampler! {
+    thread_local! {
+        static LABEL_SET: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+}
+
+/// Most label sets interned; past it, new sets are `labels=other`.
+pub const MAX_SETS: usize = 4096;
+
+/// The id of the empty set.
+const EMPTY: u32 = 0;
+/// The id of the overflow set.
+const OTHER: u32 = 1;
+
+/// An interned, immutable set of `key=value` pairs, sorted by key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelSet {
+    id: u32,
+    pairs: Arc<[(String, String)]>,
+}
+
+struct Table {
+    ids: HashMap<Arc<[(String, String)]>, u32>,
+    sets: Vec<Arc<[(String, String)]>>,
+}
+
+static TABLE: LazyLock<RwLock<Table>> = LazyLock::new(|| {
+    let empty: Arc<[(String, String)]> = Arc::from(Vec::new());
+    let other: Arc<[(String, String)]> = Arc::from(vec![("labels".into(), "other".into())]);
+    RwLock::new(Table {
+        ids: HashMap::from([(empty.clone(), EMPTY), (other.clone(), OTHER)]),
+        sets: vec![empty, other],
+    })
+});
+
+static OVERFLOW: AtomicU64 = AtomicU64::new(0);
+
+impl LabelSet {
+    /// Interns `pairs` (later pairs win for a repeated key).
+    pub fn new<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> LabelSet
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut sorted: Vec<(String, String)> = Vec::new();
+        for (k, v) in pairs {
+            let (k, v) = (k.into(), v.into());
+            match sorted.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => sorted.push((k, v)),
+            }
+        }
+        sorted.sort();
+        intern(sorted)
+    }
+
+    /// The empty set.
+    pub fn empty() -> LabelSet {
+        by_id(EMPTY)
+    }
+
+    /// This set with `pairs` added (theirs win for a repeated key).
+    pub fn with<K, V>(&self, pairs: impl IntoIterator<Item = (K, V)>) -> LabelSet
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        if pairs.is_empty() {
+            return self.clone();
+        }
+        LabelSet::new(self.pairs.iter().cloned().chain(pairs))
+    }
+
+    /// The pairs, sorted by key.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The set's id (what samples carry).
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+fn intern(pairs: Vec<(String, String)>) -> LabelSet {
+    if let Some(&id) = TABLE
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .ids
+        .get(pairs.as_slice())
+    {
+        return by_id(id);
+    }
+    let mut table = TABLE.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(&id) = table.ids.get(pairs.as_slice()) {
+        let pairs = table.sets[id as usize].clone();
+        return LabelSet { id, pairs };
+    }
+    if table.sets.len() >= MAX_SETS {
+        OVERFLOW.fetch_add(1, Ordering::Relaxed);
+        let pairs = table.sets[OTHER as usize].clone();
+        return LabelSet { id: OTHER, pairs };
+    }
+    let id = table.sets.len() as u32;
+    let pairs: Arc<[(String, String)]> = Arc::from(pairs);
+    table.sets.push(pairs.clone());
+    table.ids.insert(pairs.clone(), id);
+    LabelSet { id, pairs }
+}
+
+pub(crate) fn by_id(id: u32) -> LabelSet {
+    let table = TABLE.read().unwrap_or_else(PoisonError::into_inner);
+    let pairs = table
+        .sets
+        .get(id as usize)
+        .cloned()
+        .unwrap_or_else(|| table.sets[EMPTY as usize].clone());
+    LabelSet { id, pairs }
+}
+
+/// The pairs of the set with id `id` (what a sample carries), if any.
+pub(crate) fn pairs_of(id: u32) -> Option<Arc<[(String, String)]>> {
+    if id == EMPTY {
+        return None;
+    }
+    TABLE
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .sets
+        .get(id as usize)
+        .cloned()
+}
+
+/// Sets interned so far, and sets mapped to `labels=other` past the cap.
+pub(crate) fn table_size() -> (usize, u64) {
+    let sets = TABLE
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .sets
+        .len();
+    (sets, OVERFLOW.load(Ordering::Relaxed))
+}
+
+/// The set this thread runs under now.
+pub fn current() -> LabelSet {
+    by_id(current_id())
+}
+
+pub(crate) fn current_id() -> u32 {
+    LABEL_SET.with(std::cell::Cell::get)
+}
+
+cfg_tracing! {
+    mod tracing;
+    pub use self::tracing::TracingLayer;
+}
+
+/// Sets the slot to `id` until the guard drops (panics included); holds
+/// the id it replaced.
+///
+/// The slot is read by the sampler's signal handler on this same thread,
+/// which the compiler does not know about: compiler fences keep the set
+/// before the labelled work and the restore after it, however much of
+/// the poll is inlined around them.
+#[derive(Debug)]
+pub(crate) struct Enter(pub(crate) u32);
+
+impl Enter {
+    #[inline]
+    pub(crate) fn new(id: u32) -> Enter {
+        let previous = LABEL_SET.with(|slot| slot.replace(id));
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        Enter(previous)
+    }
+}
+
+impl Drop for Enter {
+    #[inline]
+    fn drop(&mut self) {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        LABEL_SET.with(|slot| slot.set(self.0));
+    }
+}
+
+/// Runs `f` under the current labels plus `pairs`.
+pub fn with<K, V, R>(pairs: impl IntoIterator<Item = (K, V)>, f: impl FnOnce() -> R) -> R
+where
+    K: Into<String>,
+    V: Into<String>,
+{
+    let set = current().with(pairs);
+    let _enter = Enter::new(set.id);
+    f()
+}
+
+/// `fut` with the current labels plus `pairs` set for every poll, on
+/// whatever thread polls it; the previous set is restored after each poll.
+///
+/// ```
+/// # async fn run() {
+/// use profscope_agent::labels;
+/// let checkout = labels::scope([("route", "/checkout")], async {
+///     // CPU samples taken here carry route=/checkout.
+///     assert_eq!(labels::current().get("route"), Some("/checkout"));
+/// });
+/// checkout.await;
+/// assert_eq!(labels::current().get("route"), None);
+/// # }
+/// ```
+pub fn scope<K, V, F>(pairs: impl IntoIterator<Item = (K, V)>, fut: F) -> Scoped<F>
+where
+    K: Into<String>,
+    V: Into<String>,
+    F: Future,
+{
+    Scoped::new(current().with(pairs), fut)
+}
+
+/// Spawns `fut` on the current tokio runtime under the labels of the
+/// spawning code (tasks do not inherit them otherwise).
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(Scoped::new(current(), fut))
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled under a label set; see [`scope`].
+    #[derive(Debug)]
+    pub struct Scoped<F> {
+        set: u32,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> Scoped<F> {
+    /// `inner` polled under `set`.
+    pub fn new(set: LabelSet, inner: F) -> Scoped<F> {
+        Scoped {
+            set: set.id(),
+            inner,
+        }
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _enter = Enter::new(*this.set);
+        this.inner.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_is_by_content_and_ordered() {
+        let a = LabelSet::new([("route", "/a"), ("tenant", "x")]);
+        let b = LabelSet::new([("tenant", "x"), ("route", "/a")]);
+        assert_eq!(a, b);
+        assert_eq!(a.get("tenant"), Some("x"));
+        assert_eq!(a.with([("tenant", "y")]).get("tenant"), Some("y"));
+        assert_eq!(LabelSet::empty().id(), EMPTY);
+        assert_eq!(pairs_of(a.id()).unwrap()[0].0, "route");
+    }
+
+    #[test]
+    fn with_nests_and_restores() {
+        assert_eq!(current().id(), EMPTY);
+        with([("outer", "1")], || {
+            assert_eq!(current().get("outer"), Some("1"));
+            with([("inner", "2")], || {
+                let here = current();
+                assert_eq!(
+                    (here.get("outer"), here.get("inner")),
+                    (Some("1"), Some("2"))
+                );
+            });
+            assert_eq!(current().get("inner"), None);
+            assert_eq!(current().get("outer"), Some("1"));
+        });
+        assert_eq!(current().id(), EMPTY);
+    }
+}

@@ -1,0 +1,431 @@
+//! Task dumps: the async analogue of Go's goroutine profile. Tokio's
+//! `Handle::dump` walks every task's await-point backtrace; identical
+//! backtraces are counted, and the result is a pprof profile (`tasks/count`,
+//! or `goroutine/count` under Go's name) or readable text like
+//! `goroutine?debug=1`.
+//!
+//! Needs tokio's `taskdump` feature (this crate's `taskdump` feature) and
+//! `--cfg tokio_unstable`, on Linux x86/x86_64/aarch64; elsewhere the
+//! endpoints answer 501 with how to enable it.
+
+use std::time::Duration;
+
+use profscope_profile::Profile;
+
+use crate::Error;
+use crate::shared::symbols::Symbolizer;
+
+/// What to tell a user whose build cannot dump tasks.
+pub const NOT_ENABLED: &str = "task dumps are not enabled: build with RUSTFLAGS=\"--cfg tokio_unstable\" \
+     and profscope-agent's `taskdump` feature (tokio's `taskdump`), on Linux x86_64 or aarch64";
+
+/// How long a dump may take: tokio's dump waits for every worker, and a
+/// worker blocked for long would hold the request forever.
+pub const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Identical task backtraces, counted. Frames are outermost-last (leaf
+/// first), as function names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskStacks {
+    /// (frames leaf first, number of tasks), most common first.
+    pub stacks: Vec<(Vec<String>, i64)>,
+}
+
+impl TaskStacks {
+    /// Total tasks dumped.
+    pub fn total(&self) -> i64 {
+        self.stacks.iter().map(|(_, n)| n).sum()
+    }
+
+    /// A pprof profile with one sample per distinct stack; `name` is the
+    /// sample type (`tasks` or `goroutine`).
+    pub fn to_profile(&self, symbolizer: &Symbolizer, name: &str) -> Profile {
+        let mut builder =
+            crate::shared::profile_builder::ProfileBuilder::new(symbolizer, &[(name, "count")])
+                .period(name, "count", 1)
+                .time(std::time::SystemTime::now(), Duration::ZERO);
+        for (frames, count) in &self.stacks {
+            let names: Vec<&str> = frames.iter().map(String::as_str).collect();
+            builder.add_named_sample(&names, vec![*count]);
+        }
+        builder.build()
+    }
+
+    /// Readable text like `goroutine?debug=1`: each distinct stack with its
+    /// count, leaf first.
+    pub fn to_text(&self) -> String {
+        let mut out = format!("tokio task profile: total {}\n", self.total());
+        for (frames, count) in &self.stacks {
+            out.push_str(&format!("\n{count} @ task\n"));
+            for f in frames {
+                out.push_str("#\t");
+                out.push_str(f);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Counts identical stacks, most common first (then by stack).
+    pub fn from_backtraces(traces: impl IntoIterator<Item = Vec<String>>) -> Self {
+        let mut counts: std::collections::HashMap<Vec<String>, i64> = Default::default();
+        for t in traces {
+            *counts.entry(t).or_default() += 1;
+        }
+        let mut stacks: Vec<(Vec<String>, i64)> = counts.into_iter().collect();
+        stacks.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        TaskStacks { stacks }
+    }
+}
+
+/// One dump's tasks: (tokio task id, frames leaf first).
+pub type TaskList = Vec<(u64, Vec<String>)>;
+
+/// Tasks that sat at the same await point through every dump: what a
+/// `taskleak` profile shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskLeaks {
+    /// Stuck tasks grouped by stack: (frames leaf first, tasks), most first.
+    pub stacks: Vec<(Vec<String>, i64)>,
+    /// Dumps taken.
+    pub dumps: usize,
+    /// Time from the first dump to the last: every task reported sat still
+    /// at least this long.
+    pub window: Duration,
+    /// Tasks in the last dump.
+    pub tasks: usize,
+}
+
+impl TaskLeaks {
+    /// Tasks present in every dump (matched by task id) with an identical
+    /// stack in each, grouped by stack.
+    pub fn find(dumps: &[TaskList], window: Duration) -> TaskLeaks {
+        let Some((first, rest)) = dumps.split_first() else {
+            return TaskLeaks::default();
+        };
+        let later: Vec<std::collections::HashMap<u64, &Vec<String>>> = rest
+            .iter()
+            .map(|d| d.iter().map(|(id, frames)| (*id, frames)).collect())
+            .collect();
+        let stuck = first.iter().filter(|(id, frames)| {
+            later
+                .iter()
+                .all(|d| d.get(id).is_some_and(|other| *other == frames))
+        });
+        let grouped = TaskStacks::from_backtraces(stuck.map(|(_, frames)| frames.clone()));
+        TaskLeaks {
+            stacks: grouped.stacks,
+            dumps: dumps.len(),
+            window,
+            tasks: dumps.last().map_or(0, Vec::len),
+        }
+    }
+
+    /// A pprof profile (`taskleak/count`), one sample per stuck stack.
+    pub fn to_profile(&self, symbolizer: &Symbolizer) -> Profile {
+        TaskStacks {
+            stacks: self.stacks.clone(),
+        }
+        .to_profile(symbolizer, "taskleak")
+    }
+
+    /// Readable text like `goroutine?debug=1`.
+    pub fn to_text(&self) -> String {
+        let stuck: i64 = self.stacks.iter().map(|(_, n)| n).sum();
+        let mut out = format!(
+            "tokio taskleak profile: {stuck} of {} tasks at the same await point in all {} dumps over {:.1} s\n",
+            self.tasks,
+            self.dumps,
+            self.window.as_secs_f64()
+        );
+        for (frames, count) in &self.stacks {
+            out.push_str(&format!(
+                "\n{count} @ task, stuck for at least {:.1} s\n",
+                self.window.as_secs_f64()
+            ));
+            for f in frames {
+                out.push_str("#\t");
+                out.push_str(f);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Takes `dumps` (≥ 2) task dumps spread evenly over `window` and finds the
+/// tasks that never moved. Dropping the future stops it.
+pub async fn find_leaks(
+    handle: &tokio::runtime::Handle,
+    window: Duration,
+    dumps: usize,
+) -> Result<TaskLeaks, Error> {
+    let dumps = dumps.max(2);
+    let gap = window / (dumps as u32 - 1);
+    let started = std::time::Instant::now();
+    let mut lists = Vec::with_capacity(dumps);
+    for i in 0..dumps {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        lists.push(dump_tasks(handle).await?);
+    }
+    Ok(TaskLeaks::find(&lists, started.elapsed()))
+}
+
+/// Dumps the tasks of the runtime behind `handle`, counted by stack.
+pub async fn dump(handle: &tokio::runtime::Handle) -> Result<TaskStacks, Error> {
+    let tasks = dump_tasks(handle).await?;
+    Ok(TaskStacks::from_backtraces(
+        tasks.into_iter().map(|(_, frames)| frames),
+    ))
+}
+
+cfg_taskdump! {
+    /// The runtimes tokio is dumping, with when each dump began: from the
+    /// request until tokio returns, which may be long after the request
+    /// gave up.
+    static DUMPING: std::sync::Mutex<Vec<(tokio::runtime::Id, std::time::Instant)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    /// Holds a runtime's place in `DUMPING` for as long as tokio's dump runs.
+    struct InFlight(tokio::runtime::Id);
+
+    impl InFlight {
+        /// The place, or how long the dump holding it has run.
+        fn acquire(runtime: tokio::runtime::Id) -> Result<InFlight, Duration> {
+            let mut dumping = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, began)) = dumping.iter().find(|(id, _)| *id == runtime) {
+                return Err(began.elapsed());
+            }
+            dumping.push((runtime, std::time::Instant::now()));
+            Ok(InFlight(runtime))
+        }
+    }
+
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            let mut dumping = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
+            dumping.retain(|(id, _)| *id != self.0);
+        }
+    }
+
+    /// tokio's dump of a multi-thread runtime: every worker meets at a
+    /// barrier, so a worker blocked in a poll holds it, and it runs to the
+    /// end even when nobody waits any more. One at a time per runtime (as
+    /// tokio's barrier is): a second `Handle::dump` behind a stuck one
+    /// spins, unparking every worker in a loop, until the first ends, so
+    /// it is refused instead. The dump runs on a thread of its own, which
+    /// ends (and frees the place) when tokio returns; the request waits at
+    /// most `DUMP_TIMEOUT`.
+    async fn dump_multi_thread(
+        handle: &tokio::runtime::Handle,
+    ) -> Result<tokio::runtime::Dump, Error> {
+        let waiting = |what: &str| Error::Unavailable {
+            reason: format!(
+                "{what}: a runtime worker has not reached tokio's dump barrier \
+                 (blocked in a poll?); tokio finishes the dump when it does, \
+                 and one dump of a runtime runs at a time"
+            ),
+            retry_after_secs: DUMP_TIMEOUT.as_secs(),
+        };
+        let in_flight = InFlight::acquire(handle.id()).map_err(|running| {
+            if running < DUMP_TIMEOUT {
+                Error::Unavailable {
+                    reason: "another task dump of this runtime is running \
+                             (one at a time: tokio's dump stops every worker)"
+                        .into(),
+                    retry_after_secs: 1,
+                }
+            } else {
+                waiting(&format!(
+                    "an earlier task dump has waited {:.0} s",
+                    running.as_secs_f64()
+                ))
+            }
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let handle = handle.clone();
+        std::thread::Builder::new()
+            .name("profscope-dump".into())
+            .spawn(move || {
+                let _in_flight = in_flight;
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+                    return;
+                };
+                let _ = tx.send(rt.block_on(handle.dump()));
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the task dump thread: {e}")))?;
+        match tokio::time::timeout(DUMP_TIMEOUT, rx).await {
+            Ok(Ok(dump)) => Ok(dump),
+            Ok(Err(_)) => Err(Error::Internal("the task dump thread failed".into())),
+            Err(_) => Err(waiting(&format!("task dump timed out after {DUMP_TIMEOUT:?}"))),
+        }
+    }
+
+    /// tokio dumps a current-thread runtime only from inside it (asked from
+    /// elsewhere, the dump is empty): a task of its own takes the dump, as
+    /// soon as the runtime's one thread is free to run it.
+    async fn dump_current_thread(
+        handle: &tokio::runtime::Handle,
+    ) -> Result<tokio::runtime::Dump, Error> {
+        let dump = handle.spawn(async { tokio::runtime::Handle::current().dump().await });
+        let abort = dump.abort_handle();
+        match tokio::time::timeout(DUMP_TIMEOUT, dump).await {
+            Ok(Ok(dump)) => Ok(dump),
+            Ok(Err(e)) => Err(Error::Internal(format!("the task dump task failed: {e}"))),
+            Err(_) => {
+                abort.abort();
+                Err(Error::Unavailable {
+                    reason: format!(
+                        "task dump timed out after {DUMP_TIMEOUT:?}: the current-thread \
+                         runtime's thread is blocked in a poll"
+                    ),
+                    retry_after_secs: DUMP_TIMEOUT.as_secs(),
+                })
+            }
+        }
+    }
+
+    /// Dumps the tasks of the runtime behind `handle`, with their ids.
+    pub async fn dump_tasks(handle: &tokio::runtime::Handle) -> Result<TaskList, Error> {
+        let dump = match handle.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => dump_multi_thread(handle).await?,
+            _ => dump_current_thread(handle).await?,
+        };
+        // Resolving backtraces reads debug info: not on the runtime's threads.
+        tokio::task::spawn_blocking(move || {
+            let stacks: TaskList = dump.tasks().iter().map(|task| {
+                let id: u64 = task.id().to_string().parse().unwrap_or(0);
+                let mut frames: Vec<String> = Vec::new();
+                for bt in task.trace().resolve_backtraces() {
+                    for frame in bt.frames() {
+                        for sym in frame.symbols() {
+                            if let Some(name) = sym.name_demangled() {
+                                frames.push(strip_hash(name).to_string());
+                            }
+                        }
+                    }
+                }
+                (id, trim_dump_machinery(frames))
+            }).collect();
+            // tokio resolves through the `backtrace` crate, whose parsed DWARF
+            // of the whole binary (tens of MB) would stay cached: free it.
+            backtrace::clear_symbol_cache();
+            stacks
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("task dump thread failed: {e}")))
+    }
+
+    /// `foo::bar::h0123456789abcdef` → `foo::bar`.
+    fn strip_hash(name: &str) -> &str {
+        match name.rsplit_once("::h") {
+            Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => head,
+            _ => name,
+        }
+    }
+
+    /// Tokio's trace starts inside its own tracing machinery (`Trace::capture`,
+    /// `trace_leaf`, backtrace internals) and ends in the dump's root: keep the
+    /// frames between, leaf first, as the task's await points.
+    fn trim_dump_machinery(frames: Vec<String>) -> Vec<String> {
+        let is_machinery = |f: &str| {
+            f.starts_with("backtrace::")
+                || f.starts_with("tokio::runtime::task::trace::")
+                || f.starts_with("<tokio::runtime::task::trace::")
+                || f.starts_with("tokio::runtime::dump::")
+        };
+        let start = frames
+            .iter()
+            .rposition(|f| f.contains("trace_leaf") || f.contains("task::trace::Trace::capture"))
+            .map_or(0, |i| i + 1);
+        let mut kept: Vec<String> = frames[start.min(frames.len())..]
+            .iter()
+            .filter(|f| !is_machinery(f))
+            .cloned()
+            .collect();
+        // Stop at the root future: frames past it are the dump's own caller.
+        if let Some(root) = kept
+            .iter()
+            .position(|f| f.contains("task::trace::Root") || f.contains("<tokio::runtime::task::trace::Root"))
+        {
+            kept.truncate(root);
+        }
+        if kept.is_empty() {
+            kept.push("[unknown task frame]".to_string());
+        }
+        kept
+    }
+}
+
+cfg_not_taskdump! {
+    /// Dumps the tasks of the runtime behind `handle` (not in this build).
+    pub async fn dump_tasks(handle: &tokio::runtime::Handle) -> Result<TaskList, Error> {
+        let _ = handle;
+        Err(Error::NotAvailable(NOT_ENABLED.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_identical_stacks_most_common_first() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let stacks = TaskStacks::from_backtraces([
+            t(&["recv", "worker"]),
+            t(&["sleep"]),
+            t(&["recv", "worker"]),
+        ]);
+        assert_eq!(stacks.stacks[0], (t(&["recv", "worker"]), 2));
+        assert_eq!(stacks.total(), 3);
+        let text = stacks.to_text();
+        assert!(text.starts_with("tokio task profile: total 3\n"));
+        assert!(text.contains("\n2 @ task\n#\trecv\n#\tworker\n"), "{text}");
+        let p = stacks.to_profile(&Symbolizer::new(), "goroutine");
+        let folded = profscope_profile::fold::fold(&p, 0);
+        assert!(
+            folded.contains(&("worker;recv".to_string(), 2)),
+            "{folded:?}"
+        );
+    }
+
+    #[test]
+    fn leaks_are_tasks_that_never_moved() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let stuck = t(&["recv", "stuck_worker"]);
+        let d1 = vec![
+            (1, stuck.clone()),
+            (2, stuck.clone()),
+            (3, t(&["sleep", "ticker"])),
+        ];
+        // Task 3 moved; task 4 is new; task 2 is gone.
+        let d2 = vec![
+            (1, stuck.clone()),
+            (2, stuck.clone()),
+            (3, t(&["work", "ticker"])),
+        ];
+        let d3 = vec![
+            (1, stuck.clone()),
+            (3, t(&["sleep", "ticker"])),
+            (4, stuck.clone()),
+        ];
+        let leaks = TaskLeaks::find(&[d1, d2, d3], Duration::from_secs(2));
+        assert_eq!(leaks.stacks, vec![(stuck, 1)]);
+        assert_eq!((leaks.dumps, leaks.tasks), (3, 3));
+        assert!(
+            leaks
+                .to_text()
+                .contains("1 @ task, stuck for at least 2.0 s\n#\trecv")
+        );
+    }
+
+    #[cfg(all(tokio_unstable, feature = "taskdump", target_os = "linux"))]
+    #[test]
+    fn strips_hashes() {
+        assert_eq!(strip_hash("app::main::h0123456789abcdef"), "app::main");
+        assert_eq!(strip_hash("app::hello"), "app::hello");
+    }
+}

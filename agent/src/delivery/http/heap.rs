@@ -1,0 +1,78 @@
+//! `GET /debug/pprof/heap` and `GET /debug/pprof/allocs` (`?seconds=N` for
+//! a delta, `format=`, `gc=` accepted and ignored) and `GET
+//! /debug/pprof/delta_heap` (godeltaprof's): the heap profile's three paths.
+
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::response::Response;
+
+use super::Format;
+use super::extract::{DeltaSeconds, Param, ProfileFormat};
+use super::respond::respond;
+use crate::capture::heap::SAMPLE_TYPES;
+use crate::{Agent, Error};
+
+pub(crate) async fn heap(
+    State(agent): State<Agent>,
+    Param(DeltaSeconds(delta)): Param<DeltaSeconds>,
+    Param(ProfileFormat(format)): Param<ProfileFormat>,
+) -> Result<Response, Error> {
+    serve(agent, delta, format, "inuse_space", "heap").await
+}
+
+pub(crate) async fn allocs(
+    State(agent): State<Agent>,
+    Param(DeltaSeconds(delta)): Param<DeltaSeconds>,
+    Param(ProfileFormat(format)): Param<ProfileFormat>,
+) -> Result<Response, Error> {
+    serve(agent, delta, format, "alloc_space", "allocs").await
+}
+
+async fn serve(
+    agent: Agent,
+    delta: Option<std::time::Duration>,
+    format: Format,
+    default_type: &'static str,
+    name: &'static str,
+) -> Result<Response, Error> {
+    let _permit = agent.request_permit()?;
+    let mut snapshot = agent.heap().snapshot().await?;
+    if let Some(wait) = delta {
+        // Dropped with the request when the client goes away.
+        tokio::time::sleep(wait).await;
+        let later = agent.heap().snapshot().await?;
+        snapshot = later.delta(&snapshot);
+    }
+    let sample_index = SAMPLE_TYPES
+        .iter()
+        .position(|(t, _)| *t == default_type)
+        .unwrap_or(3);
+    respond(&agent, format, name, sample_index, move |symbolizer| {
+        snapshot.to_profile(symbolizer, default_type, SystemTime::now())
+    })
+    .await
+}
+
+/// `GET /debug/pprof/delta_heap`: `alloc_*` as the growth since the previous
+/// request to this path, `inuse_*` current (godeltaprof's semantics, for
+/// Grafana Alloy's `pyroscope.scrape` with `delta_heap` on).
+pub(crate) async fn delta_heap(
+    State(agent): State<Agent>,
+    Param(ProfileFormat(format)): Param<ProfileFormat>,
+) -> Result<Response, Error> {
+    let _permit = agent.request_permit()?;
+    let snapshot = agent.heap().delta_snapshot().await?;
+    let sample_index = SAMPLE_TYPES
+        .iter()
+        .position(|(t, _)| *t == "alloc_space")
+        .unwrap_or(1);
+    respond(
+        &agent,
+        format,
+        "delta_heap",
+        sample_index,
+        move |symbolizer| snapshot.to_profile(symbolizer, "alloc_space", SystemTime::now()),
+    )
+    .await
+}

@@ -1,0 +1,109 @@
+//! The tail every profile handler shares: build the profile and encode it
+//! as the requested body (gzipped pprof, folded stacks or an SVG
+//! flamegraph), off the runtime, with the right headers.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use profscope_profile::flamegraph::{FlamegraphOptions, flamegraph_svg};
+use profscope_profile::fold::{fold, folded_text};
+use profscope_profile::{Profile, string, write_gz};
+
+use crate::shared::symbols::Symbolizer;
+use crate::{Agent, Error};
+
+/// The body formats every profile endpoint can answer with (`?format=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Format {
+    /// Gzipped pprof protobuf, what `go tool pprof`, Pyroscope and Parca read.
+    #[default]
+    Pprof,
+    /// Folded stacks: one `root;…;leaf count` line per distinct stack.
+    Folded,
+    /// An interactive SVG flamegraph.
+    Svg,
+}
+
+impl Format {
+    /// The accepted spellings, for error messages.
+    pub(crate) const ACCEPTED: &'static str = "pprof, folded or svg";
+
+    /// Parses the `format` query parameter.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pprof" | "proto" => Some(Format::Pprof),
+            "folded" | "collapsed" => Some(Format::Folded),
+            "svg" => Some(Format::Svg),
+            _ => None,
+        }
+    }
+
+    /// The `Content-Type` of a body in this format.
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Pprof => "application/octet-stream",
+            Format::Folded => "text/plain; charset=utf-8",
+            Format::Svg => "image/svg+xml",
+        }
+    }
+}
+
+/// Runs `build` (symbolizing, building: CPU work) and the encoding on a
+/// blocking thread, never on the service's runtime workers. `name` is the
+/// download's stem (`profile`, `heap`, …); folded and SVG bodies show
+/// sample type `sample_index`.
+pub(crate) async fn respond<F>(
+    agent: &Agent,
+    format: Format,
+    name: &'static str,
+    sample_index: usize,
+    build: F,
+) -> Result<Response, Error>
+where
+    F: FnOnce(&Symbolizer) -> Profile + Send + 'static,
+{
+    let agent = agent.clone();
+    tokio::task::spawn_blocking(move || {
+        let profile = build(agent.symbolizer());
+        encode(&profile, format, name, sample_index)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
+}
+
+fn encode(
+    profile: &Profile,
+    format: Format,
+    name: &str,
+    sample_index: usize,
+) -> Result<Response, Error> {
+    let body = match format {
+        Format::Pprof => write_gz(profile)?,
+        Format::Folded => folded_text(&fold(profile, sample_index)).into_bytes(),
+        Format::Svg => {
+            let unit = profile
+                .sample_type
+                .get(sample_index)
+                .map_or("", |t| string(profile, t.unit));
+            let opts = FlamegraphOptions::for_unit(format!("{name} profile"), unit);
+            flamegraph_svg(&fold(profile, sample_index), &opts)?
+        }
+    };
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if format == Format::Pprof {
+        let disposition = format!("attachment; filename=\"{name}.pb.gz\"");
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            headers.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(response)
+}
