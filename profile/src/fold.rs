@@ -5,7 +5,6 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::proto::Profile;
-use crate::sample_type::string;
 
 /// Each location's frames as one folded segment: names outermost (caller)
 /// first, inlined frames expanded, joined by `;` and already sanitized; a
@@ -14,7 +13,7 @@ fn location_segments(profile: &Profile) -> HashMap<u64, String> {
     let functions: HashMap<u64, &str> = profile
         .function
         .iter()
-        .map(|f| (f.id, string(profile, f.name)))
+        .map(|f| (f.id, profile.string_at(f.name)))
         .collect();
     let mappings = mapping_files(profile);
     profile
@@ -46,7 +45,7 @@ pub fn mapping_files(profile: &Profile) -> HashMap<u64, &str> {
     profile
         .mapping
         .iter()
-        .map(|m| (m.id, string(profile, m.filename)))
+        .map(|m| (m.id, profile.string_at(m.filename)))
         .collect()
 }
 

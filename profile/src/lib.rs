@@ -21,7 +21,7 @@
 //! let profile = profscope_profile::parse(&bytes, &profscope_profile::Limits::default())?;
 //! let st = profscope_profile::select_sample_type(&profile, None)?;
 //! let folded = profscope_profile::fold::fold(&profile, st.index);
-//! assert_eq!(folded.iter().map(|(_, v)| v).sum::<i64>(), profscope_profile::total(&profile, st.index));
+//! assert_eq!(folded.iter().map(|(_, v)| v).sum::<i64>(), profile.sample_total(st.index));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -65,8 +65,6 @@ pub use error::{Error, Result};
 pub use filter::{Filter, FilterOptions};
 pub use parse::{Limits, gunzip, parse, parse_merged};
 pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
-pub use sample_type::{
-    SampleType, default_sample_index, sample_types, select_sample_type, string, total,
-};
+pub use sample_type::{SampleType, default_sample_index, sample_types, select_sample_type};
 pub use validate::validate;
 pub use write::{encode, gzip, write_gz};

@@ -17,7 +17,6 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use profscope_profile::Profile;
-use profscope_profile::string;
 
 /// One profile's contribution to a graph: which sample value to read and
 /// how to scale it (`-1` for a diff base, a ratio when normalizing).
@@ -114,7 +113,7 @@ impl Frames {
             let functions: HashMap<u64, &str> = p
                 .function
                 .iter()
-                .map(|f| (f.id, string(p, f.name)))
+                .map(|f| (f.id, p.string_at(f.name)))
                 .collect();
             let mappings = profscope_profile::fold::mapping_files(p);
             let objfile = |mapping_id: u64| -> String {

@@ -169,13 +169,7 @@ impl Store {
             sample_types: profile
                 .sample_type
                 .iter()
-                .map(|t| {
-                    format!(
-                        "{}/{}",
-                        profscope_profile::string(&profile, t.ty),
-                        profscope_profile::string(&profile, t.unit)
-                    )
-                })
+                .map(|t| format!("{}/{}", profile.string_at(t.ty), profile.string_at(t.unit)))
                 .collect(),
         };
         // Written under a temporary name and renamed, so `list` never sees

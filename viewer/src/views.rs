@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
-use profscope_profile::{Profile, SampleType, string};
+use profscope_profile::{Profile, SampleType};
 use regex::Regex;
 
 use crate::error::{Error, Result};
@@ -18,7 +18,7 @@ fn frames(p: &Profile) -> HashMap<u64, Vec<(String, String, i64)>> {
     let functions: HashMap<u64, (&str, &str)> = p
         .function
         .iter()
-        .map(|f| (f.id, (string(p, f.name), string(p, f.filename))))
+        .map(|f| (f.id, (p.string_at(f.name), p.string_at(f.filename))))
         .collect();
     let mappings = profscope_profile::fold::mapping_files(p);
     p.location
@@ -80,10 +80,6 @@ fn compile(re: &str) -> Result<Regex> {
         }
         .into()
     })
-}
-
-fn total(p: &Profile, st: &SampleType) -> i64 {
-    profscope_profile::total(p, st.index)
 }
 
 fn pct(v: i64, total: i64) -> String {
@@ -168,7 +164,7 @@ pub fn peek_entries(p: &Profile, st: &SampleType, regex: &str) -> Result<(i64, V
             callees: ranked(e.callees),
         })
         .collect();
-    Ok((total(p, st), entries))
+    Ok((p.sample_total(st.index), entries))
 }
 
 /// `peek REGEX`: for each function matching, its callers and callees, each
@@ -304,11 +300,11 @@ fn labels(p: &Profile, s: &profscope_profile::Sample) -> Vec<(String, String)> {
         .iter()
         .map(|l| {
             let value = if l.str != 0 {
-                string(p, l.str).to_string()
+                p.string_at(l.str).to_string()
             } else {
                 l.num.to_string()
             };
-            (string(p, l.key).to_string(), value)
+            (p.string_at(l.key).to_string(), value)
         })
         .collect()
 }
@@ -359,12 +355,12 @@ fn values_by_key(
                 continue;
             }
             let val = if l.str != 0 {
-                string(p, l.str).to_string()
+                p.string_at(l.str).to_string()
             } else {
                 l.num.to_string()
             };
             *by_key
-                .entry(string(p, l.key).to_string())
+                .entry(p.string_at(l.key).to_string())
                 .or_default()
                 .entry(val)
                 .or_default() += v;
@@ -426,7 +422,7 @@ pub fn by_label_rows(p: &Profile, st: &SampleType, key: &str) -> Vec<(String, i6
 /// The profile's values broken down by label `key` (see [`by_label_rows`]).
 pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
     let fmt = Format::for_unit(&st.unit);
-    let all = total(p, st);
+    let all = p.sample_total(st.index);
     let mut out = format!(
         "By {key}, of {} total\n{:>12} {:>8}  {key}\n",
         fmt.format(all),

@@ -52,7 +52,7 @@ fn every_fixture_tops_collapses_and_draws() {
             .lines()
             .map(|l| l.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
             .sum();
-        assert_eq!(sum, profscope_profile::total(&profile, st.index), "{name}");
+        assert_eq!(sum, profile.sample_total(st.index), "{name}");
         let svg = tmp.path().join(format!("{name}.svg"));
         ok(
             &["flamegraph", p, "-o", svg.to_str().unwrap(), "--icicle"],

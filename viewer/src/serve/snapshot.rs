@@ -77,7 +77,7 @@ fn load_view(
     let stype =
         model::select_sample_type(&profile, v.ty.as_deref()).map_err(PageError::from_input)?;
     let labels = views::string_label_values(&profile, &stype);
-    let all = model::total(&profile, stype.index);
+    let all = profile.sample_total(stype.index);
     let prepared = app::prepare_loaded(&v.input(&snap.meta.id, whole_names), profile)
         .map_err(PageError::from_input)?;
     Ok(Loaded {
@@ -307,7 +307,7 @@ pub(crate) async fn page(
         );
         if v.short {
             let names = Shortener::new(report.rows.iter().map(|r| r.name.as_str()).chain(
-                prepared.profile.function.iter().map(|f| model::string(&prepared.profile, f.name)),
+                prepared.profile.function.iter().map(|f| prepared.profile.string_at(f.name)),
             ));
             for row in &mut report.rows {
                 row.name = names.get(&row.name).to_string();
