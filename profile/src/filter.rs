@@ -430,8 +430,8 @@ fn scale(value: i64, from: &str, to: &str) -> (f64, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folded::folded_to_profile;
     use crate::proto::Label;
+    use crate::read_folded::folded_to_profile;
 
     #[test]
     fn focus_and_ignore_follow_go() {

@@ -1,6 +1,7 @@
-//! Folding: a profile's samples of one sample type as `root;…;leaf count`
-//! stacks (what inferno, flamegraph.pl and speedscope read), and the names
-//! the stacks are made of.
+//! Profile → folded stacks: a profile's samples of one sample type as
+//! `root;…;leaf count` lines (what inferno, flamegraph.pl and speedscope
+//! read), and the names the stacks are made of.
+//! [`read_folded`](crate::read_folded) is the way back.
 
 use rustc_hash::FxHashMap as HashMap;
 

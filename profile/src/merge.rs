@@ -82,7 +82,8 @@ impl MergedDecoder {
     /// Decodes the complete fields at the start of `buf`; returns how many
     /// bytes they took (a field cut at the end waits for more bytes).
     pub(crate) fn feed(&mut self, buf: &[u8]) -> Result<usize> {
-        use crate::input::{decoded_field_size, read_varint};
+        use crate::limits::decoded_field_size;
+        use crate::varint::read_varint;
         let framing = || Error::Format("malformed protobuf framing".to_string());
         let mut pos = 0;
         while pos < buf.len() {
@@ -204,7 +205,7 @@ impl MergedDecoder {
 fn bad(e: prost::DecodeError) -> Error {
     Error::Format(format!(
         "protobuf: {}",
-        crate::input::one_line(&e.to_string())
+        crate::error::one_line(&e.to_string())
     ))
 }
 

@@ -13,12 +13,14 @@ use std::io::Read;
 use flate2::read::MultiGzDecoder;
 use prost::Message;
 
+use crate::error::one_line;
 use crate::error::{Error, Result};
-use crate::folded::{folded_to_profile, looks_folded};
-use crate::input::{GZIP_MAGIC, decoded_field_size, one_line, read_varint};
-pub use crate::input::{Limits, gunzip};
+use crate::gzip::{GZIP_MAGIC, gunzip};
+use crate::limits::{Limits, decoded_field_size};
 use crate::proto::Profile;
+use crate::read_folded::{folded_to_profile, looks_folded};
 use crate::validate::validate;
+use crate::varint::read_varint;
 
 /// Parses bytes as gzip (of either form below), a raw pprof protobuf, or
 /// folded stacks, and validates the result.
@@ -239,7 +241,7 @@ fn estimate_decoded_size(mut buf: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::GIB;
+    use crate::limits::GIB;
     use std::path::Path;
 
     fn fixture(name: &str) -> Vec<u8> {

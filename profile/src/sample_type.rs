@@ -1,5 +1,7 @@
 //! Sample types: which value of a sample means what, the default one by
-//! Go's rule, totals, and the string table lookups everything else uses.
+//! Go's rule, and the two reads of a profile everything else uses: its
+//! string table ([`Profile::string_at`]) and a sample type's total
+//! ([`Profile::sample_total`]).
 
 use crate::error::{Error, Result};
 use crate::proto::Profile;
@@ -105,8 +107,8 @@ pub fn select_sample_type(p: &Profile, wanted: Option<&str>) -> Result<SampleTyp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folded::folded_to_profile;
     use crate::proto::ValueType;
+    use crate::read_folded::folded_to_profile;
     use crate::testing::sample_profile;
 
     #[test]

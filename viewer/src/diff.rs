@@ -229,7 +229,7 @@ pub fn diff_flamegraph(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
 
     fn p(text: &str) -> Profile {
         folded_to_profile(text).unwrap()

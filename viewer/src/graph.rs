@@ -290,7 +290,7 @@ pub fn sort_nodes(nodes: &mut [Node], cum: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
 
     #[test]
     fn recursion_counts_cum_once() {

@@ -332,7 +332,7 @@ fn is_folded_gzip(bytes: &[u8]) -> bool {
     profscope_profile::gunzip(bytes, 1 << 30)
         .ok()
         .and_then(|raw| String::from_utf8(raw).ok())
-        .is_some_and(|t| profscope_profile::folded::looks_folded(&t))
+        .is_some_and(|t| profscope_profile::read_folded::looks_folded(&t))
 }
 
 /// Ids are generated as `[a-z0-9_-]`; anything else (`/`, `..`, NUL) is refused.

@@ -438,7 +438,7 @@ pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
     use profscope_profile::select_sample_type;
 
     #[test]

@@ -3,7 +3,7 @@ use prost::Message;
 
 use super::*;
 use crate::error::Error;
-use crate::input::Limits;
+use crate::limits::Limits;
 use crate::proto::{self, Label, Profile};
 use crate::testing::sample_profile;
 

@@ -351,7 +351,7 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
 
     fn frames(svg: &str) -> Vec<(String, String)> {
         // (title name, x;w) of every frame.

@@ -304,7 +304,7 @@ impl TopReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
     use profscope_profile::select_sample_type;
 
     #[test]
