@@ -343,27 +343,27 @@ pub fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Top(a) => {
             let store = store()?;
-            let view = match a.by {
-                Some(key) => app::View::By(key),
-                None => app::View::Top(TopOptions::new(a.n, a.cum)),
+            let report = match a.by {
+                Some(key) => app::Report::By(key),
+                None => app::Report::Top(TopOptions::new(a.n, a.cum)),
             };
-            out(app::view(&tok(a.profile.input()), Some(&store), &view)?.as_bytes())
+            out(app::report(&tok(a.profile.input()), Some(&store), &report)?.as_bytes())
         }
         Command::Peek(a) => {
-            let view = app::View::Peek(a.regex.clone());
+            let report = app::Report::Peek(a.regex.clone());
             let input = tok(a.filters.input(&a.profile));
-            out(app::view(&input, Some(&store()?), &view)?.as_bytes())
+            out(app::report(&input, Some(&store()?), &report)?.as_bytes())
         }
         Command::Source(a) => {
-            let view = app::View::Source(a.regex.clone());
+            let report = app::Report::Source(a.regex.clone());
             let input = tok(a.filters.input(&a.profile));
-            out(app::view(&input, Some(&store()?), &view)?.as_bytes())
+            out(app::report(&input, Some(&store()?), &report)?.as_bytes())
         }
         Command::Tags(a) => {
-            out(app::view(&tok(a.input()), Some(&store()?), &app::View::Tags)?.as_bytes())
+            out(app::report(&tok(a.input()), Some(&store()?), &app::Report::Tags)?.as_bytes())
         }
         Command::Traces(a) => {
-            out(app::view(&tok(a.input()), Some(&store()?), &app::View::Traces)?.as_bytes())
+            out(app::report(&tok(a.input()), Some(&store()?), &app::Report::Traces)?.as_bytes())
         }
         Command::Collapse(a) => {
             let store = store()?;

@@ -2,7 +2,8 @@
 //! and sample type: `peek` (callers and callees with their shares), `list`
 //! (per-line cost, with the source when the file is on disk), `traces`
 //! (every sample's stack), `tags` (label keys and values with their shares)
-//! and a table broken down by one label's values.
+//! and a table broken down by one label's values. With `top`
+//! ([`render::top`](crate::render::top)) these are the [`app::Report`](crate::app::Report)s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
