@@ -12,7 +12,7 @@ use profscope_profile::{Profile, SampleType};
 use regex::Regex;
 
 use crate::error::{Error, Result};
-use crate::units::ValueFormat;
+use crate::units::{ValueFormat, percentage};
 
 /// Each location's frames, innermost first: (function name, file, line).
 fn frames(p: &Profile) -> HashMap<u64, Vec<(String, String, i64)>> {
@@ -81,14 +81,6 @@ fn compile(re: &str) -> Result<Regex> {
         }
         .into()
     })
-}
-
-fn pct(v: i64, total: i64) -> String {
-    if total == 0 {
-        "0%".into()
-    } else {
-        format!("{:.2}%", v as f64 * 100.0 / total as f64)
-    }
 }
 
 /// One function of a `peek`: its values and the value through each edge,
@@ -194,7 +186,7 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
                     "{:>44}   {:>10} {:>7} |   {other}",
                     "",
                     fmt.format(*v),
-                    pct(*v, e.cum)
+                    percentage(*v, e.cum)
                 );
             }
         };
@@ -203,9 +195,9 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
             out,
             "{:>12} {:>8} {:>12} {:>8}   {:>18} | {}",
             fmt.format(e.flat),
-            pct(e.flat, all),
+            percentage(e.flat, all),
             fmt.format(e.cum),
-            pct(e.cum, all),
+            percentage(e.cum, all),
             "",
             e.name
         );
@@ -215,9 +207,13 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
 }
 
 /// Formats `v` of `unit` as `go tool pprof` does, and `v` as a share of
-/// `total` (what the web UI's panes show beside a name).
+/// `total` (what the web UI's panes show beside a name; trimmed, since the
+/// page aligns its cells itself).
 pub fn value_and_share(unit: &str, v: i64, total: i64) -> (String, String) {
-    (Format::for_unit(unit).format(v), pct(v, total))
+    (
+        Format::for_unit(unit).format(v),
+        percentage(v, total).trim().to_string(),
+    )
 }
 
 /// `list REGEX`: for each function matching, per source line, the flat and
@@ -395,7 +391,7 @@ pub fn tags(p: &Profile, st: &SampleType) -> String {
                 "{:>10}  {:>10} ({:>7}): {value}",
                 "",
                 fmt.format(v),
-                pct(v, key_total)
+                percentage(v, key_total)
             );
         }
         out.push('\n');
@@ -431,7 +427,12 @@ pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
         "share"
     );
     for (value, v) in by_label_rows(p, st, key) {
-        let _ = writeln!(out, "{:>12} {:>8}  {value}", fmt.format(v), pct(v, all));
+        let _ = writeln!(
+            out,
+            "{:>12} {:>8}  {value}",
+            fmt.format(v),
+            percentage(v, all)
+        );
     }
     out
 }
