@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use profscope_agent::cpu::{CpuCapture, CpuProfiler};
 use profscope_agent::symbols::Symbolizer;
-use profscope_profile::{Profile, string};
+use profscope_profile::Profile;
 
 static TURN: Mutex<()> = Mutex::new(());
 
@@ -150,12 +150,12 @@ fn stacks(profile: &Profile) -> Vec<(String, Vec<String>, i64)> {
     let functions: HashMap<u64, &str> = profile
         .function
         .iter()
-        .map(|f| (f.id, string(profile, f.name)))
+        .map(|f| (f.id, profile.string_at(f.name)))
         .collect();
     let files: HashMap<u64, &str> = profile
         .mapping
         .iter()
-        .map(|m| (m.id, string(profile, m.filename)))
+        .map(|m| (m.id, profile.string_at(m.filename)))
         .collect();
     let locations: HashMap<u64, Vec<String>> = profile
         .location
@@ -180,8 +180,8 @@ fn stacks(profile: &Profile) -> Vec<(String, Vec<String>, i64)> {
             let thread = s
                 .label
                 .iter()
-                .find(|l| string(profile, l.key) == "thread")
-                .map(|l| string(profile, l.str).to_string())
+                .find(|l| profile.string_at(l.key) == "thread")
+                .map(|l| profile.string_at(l.str).to_string())
                 .unwrap_or_default();
             let frames = s
                 .location_id

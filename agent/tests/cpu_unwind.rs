@@ -75,7 +75,7 @@ fn leaf_function_is_the_top_flat_entry() {
             .and_then(|id| profile.location.iter().find(|l| l.id == *id))
             .and_then(|l| l.line.first())
             .and_then(|line| profile.function.iter().find(|f| f.id == line.function_id))
-            .map(|f| profscope_profile::string(&profile, f.name).to_string())
+            .map(|f| profile.string_at(f.name).to_string())
             .unwrap_or_default();
         *flat.entry(leaf).or_default() += s.value[0];
     }

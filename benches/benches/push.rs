@@ -24,7 +24,7 @@ fn thread_cpu() -> Duration {
 
 fn main() {
     let profile = profscope_test_support::large_profile(10_000, 10_000, 1);
-    let (stacks, total) = (profile.sample.len(), profscope_profile::total(&profile, 0));
+    let (stacks, total) = (profile.sample.len(), profile.sample_total(0));
     let (both, pprof, otlp) = backends(&profile);
     let bytes = profscope_agent::probes::push_bodies(&profile);
     let raw = profscope_profile::encode(&profile);
@@ -95,7 +95,7 @@ fn main() {
     println!(
         "call-tree profile: {} stacks, {} samples, raw pprof {} KiB",
         tree.sample.len(),
-        profscope_profile::total(&tree, 0),
+        tree.sample_total(0),
         prost::Message::encode_to_vec(&tree).len() >> 10
     );
     println!(

@@ -15,7 +15,7 @@ use common::{
 fn function_names(p: &profscope_profile::Profile) -> Vec<String> {
     p.function
         .iter()
-        .map(|f| profscope_profile::string(p, f.name).to_string())
+        .map(|f| p.string_at(f.name).to_string())
         .collect()
 }
 

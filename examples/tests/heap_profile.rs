@@ -30,7 +30,7 @@ fn flat_by_function(
             .and_then(|id| p.location.iter().find(|l| l.id == *id))
             .and_then(|l| l.line.first())
             .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
-            .map(|f| profscope_profile::string(p, f.name).to_string())
+            .map(|f| p.string_at(f.name).to_string())
             .unwrap_or_default();
         *flat.entry(leaf).or_insert(0) += s.value[index];
     }
@@ -51,7 +51,7 @@ fn inuse_space_is_exact_for_large_and_small_objects() {
     let types: Vec<&str> = profile
         .sample_type
         .iter()
-        .map(|t| profscope_profile::string(&profile, t.ty))
+        .map(|t| profile.string_at(t.ty))
         .collect();
     assert_eq!(
         types,
@@ -63,7 +63,7 @@ fn inuse_space_is_exact_for_large_and_small_objects() {
         ]
     );
     assert_eq!(
-        profscope_profile::string(&profile, profile.default_sample_type),
+        profile.string_at(profile.default_sample_type),
         "inuse_space"
     );
     assert_eq!(profile.period, 1 << 14);
@@ -128,7 +128,7 @@ fn allocs_defaults_to_alloc_space() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let profile = decode(&reply.body);
     assert_eq!(
-        profscope_profile::string(&profile, profile.default_sample_type),
+        profile.string_at(profile.default_sample_type),
         "alloc_space"
     );
     let alloc_total: i64 = profile.sample.iter().map(|s| s.value[1]).sum();
@@ -239,11 +239,11 @@ fn a_cpu_capture_leaves_nothing_in_the_heap_profile() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     let mut profile = decode(&reply.body);
     let inuse = profscope_profile::select_sample_type(&profile, Some("inuse_space")).unwrap();
-    let all = profscope_profile::total(&profile, inuse.index);
+    let all = profile.sample_total(inuse.index);
     profscope_profile::Filter::new(Some(SAMPLER_FRAMES), None)
         .unwrap()
         .apply(&mut profile);
-    let sampler = profscope_profile::total(&profile, inuse.index);
+    let sampler = profile.sample_total(inuse.index);
     eprintln!("after two captures: {sampler} of {all} bytes in use under {SAMPLER_FRAMES}");
     assert!(all > 0);
     assert!(sampler < MIB, "{sampler} bytes held by the sampler");
@@ -316,7 +316,7 @@ fn delta_heap_shows_the_allocations_since_the_previous_request() {
         profscope_profile::Filter::new(Some("burst_64_mib"), None)
             .unwrap()
             .apply(&mut p);
-        profscope_profile::total(&p, alloc.index)
+        p.sample_total(alloc.index)
     };
     let first = get(&url);
     assert_eq!(first.status, 200, "{}", first.text());

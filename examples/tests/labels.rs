@@ -105,7 +105,7 @@ fn ours(file: &Path, tagfocus: &str) -> i64 {
     })
     .unwrap()
     .apply(&mut p);
-    profscope_profile::total(&p, 0)
+    p.sample_total(0)
 }
 
 #[test]

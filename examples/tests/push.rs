@@ -596,10 +596,7 @@ fn shutdown_flushes_the_queue_within_its_deadline() {
     assert_eq!(bodies.len() as u64, stats.sent);
     let profile =
         profscope_profile::parse(&bodies[0], &Default::default()).expect("an OTLP request");
-    assert_eq!(
-        profscope_profile::string(&profile, profile.sample_type[0].ty),
-        "samples"
-    );
+    assert_eq!(profile.string_at(profile.sample_type[0].ty), "samples");
 
     // A backend that never answers: shutdown still returns by its deadline.
     let (addr, _) = slow_receiver(Duration::from_secs(3600));
@@ -653,12 +650,9 @@ fn task_profiles_are_pushed_when_asked() {
     drop(tx);
     let body = got.lock().unwrap()[0].clone();
     let profile = profscope_profile::parse(&body, &Default::default()).expect("an OTLP request");
-    assert_eq!(
-        profscope_profile::string(&profile, profile.sample_type[0].ty),
-        "tasks"
-    );
+    assert_eq!(profile.string_at(profile.sample_type[0].ty), "tasks");
     assert!(
-        profscope_profile::total(&profile, 0) >= 1,
+        profile.sample_total(0) >= 1,
         "the parked task is counted: {profile:?}"
     );
 }

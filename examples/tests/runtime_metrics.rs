@@ -231,7 +231,7 @@ fn task_dump_names_parked_tasks_with_their_count() {
         let reply = get(&format!("{base}/debug/pprof/{path}"));
         assert_eq!(reply.status, 200, "{}", reply.text());
         let p = decode(&reply.body);
-        assert_eq!(profscope_profile::string(&p, p.sample_type[0].ty), ty);
+        assert_eq!(p.string_at(p.sample_type[0].ty), ty);
         let folded = profscope_profile::fold::fold(&p, 0);
         let waiting: i64 = folded
             .iter()

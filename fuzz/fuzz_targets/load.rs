@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use profscope_profile::{
-    Filter, FilterOptions, Limits, fold, parse, parse_merged, select_sample_type, total,
+    Filter, FilterOptions, Limits, fold, parse, parse_merged, select_sample_type,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits::uniform(64 << 20);
     if let Ok(profile) = parse_merged(data, &limits) {
         if let Ok(st) = select_sample_type(&profile, None) {
-            let _ = total(&profile, st.index);
+            let _ = profile.sample_total(st.index);
         }
     }
     if let Ok(mut profile) = parse(data, &limits) {

@@ -70,3 +70,8 @@ pub enum Error {
 
 /// The model's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Collapses whitespace (protobuf errors span lines) into one line.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

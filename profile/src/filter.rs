@@ -10,7 +10,6 @@ use regex::Regex;
 use crate::error::{Error, Result};
 use crate::fold::mapping_files;
 use crate::proto::{Location, Profile, Sample};
-use crate::sample_type::string;
 
 /// The filter expressions as given (flags, shell commands, query strings).
 #[derive(Debug, Clone, Copy, Default)]
@@ -139,8 +138,8 @@ impl Filter {
             .function
             .iter()
             .map(|f| {
-                let name = string(p, f.name).to_string();
-                (f.id, (name, string(p, f.filename).to_string()))
+                let name = p.string_at(f.name).to_string();
+                (f.id, (name, p.string_at(f.filename).to_string()))
             })
             .collect();
         let mappings: HashMap<u64, String> = mapping_files(p)
@@ -224,8 +223,8 @@ impl<'p> Labels<'p> {
         let mut units: HashMap<&str, &str> = HashMap::default();
         for s in &profile.sample {
             for l in s.label.iter().filter(|l| l.str == 0) {
-                let key = string(profile, l.key);
-                let unit = string(profile, l.num_unit);
+                let key = profile.string_at(l.key);
+                let unit = profile.string_at(l.num_unit);
                 let slot = units.entry(key).or_insert("");
                 if slot.is_empty() {
                     *slot = unit;
@@ -248,7 +247,7 @@ impl<'p> Labels<'p> {
         s.label
             .iter()
             .filter(|l| l.str != 0)
-            .map(|l| (string(self.profile, l.key), string(self.profile, l.str)))
+            .map(|l| (self.profile.string_at(l.key), self.profile.string_at(l.str)))
     }
 
     /// Numeric labels of `s` as (key, value, unit).
@@ -257,7 +256,7 @@ impl<'p> Labels<'p> {
             .iter()
             .filter(|l| l.str == 0 && (l.num != 0 || l.num_unit != 0))
             .map(|l| {
-                let key = string(self.profile, l.key);
+                let key = self.profile.string_at(l.key);
                 (key, l.num, self.units.get(key).copied().unwrap_or(key))
             })
     }
@@ -431,18 +430,17 @@ fn scale(value: i64, from: &str, to: &str) -> (f64, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folded::folded_to_profile;
     use crate::proto::Label;
-    use crate::sample_type::total;
+    use crate::read_folded::folded_to_profile;
 
     #[test]
     fn focus_and_ignore_follow_go() {
         let text = "main;work;sha 5\nmain;idle 3\nmain;work;gc 2\n";
         let mut p = folded_to_profile(text).unwrap();
         Filter::new(Some("^work$"), None).unwrap().apply(&mut p);
-        assert_eq!(total(&p, 0), 7);
+        assert_eq!(p.sample_total(0), 7);
         Filter::new(None, Some("gc")).unwrap().apply(&mut p);
-        assert_eq!(total(&p, 0), 5);
+        assert_eq!(p.sample_total(0), 5);
         assert!(Filter::new(Some("("), None).is_err());
     }
 
@@ -456,7 +454,7 @@ mod tests {
         .unwrap();
         f.apply(&mut p);
         // A sample left with no frames goes, as in Go.
-        assert_eq!(total(&p, 0), 5);
+        assert_eq!(p.sample_total(0), 5);
         assert_eq!(crate::fold::fold(&p, 0), vec![("main;work".to_string(), 5)]);
     }
 
@@ -491,7 +489,7 @@ mod tests {
     fn kept(opts: FilterOptions<'_>) -> i64 {
         let mut p = labelled();
         Filter::with(&opts).unwrap().apply(&mut p);
-        total(&p, 0)
+        p.sample_total(0)
     }
 
     #[test]

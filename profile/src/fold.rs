@@ -1,11 +1,11 @@
-//! Folding: a profile's samples of one sample type as `root;…;leaf count`
-//! stacks (what inferno, flamegraph.pl and speedscope read), and the names
-//! the stacks are made of.
+//! Profile → folded stacks: a profile's samples of one sample type as
+//! `root;…;leaf count` lines (what inferno, flamegraph.pl and speedscope
+//! read), and the names the stacks are made of.
+//! [`read_folded`](crate::read_folded) is the way back.
 
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::proto::Profile;
-use crate::sample_type::string;
 
 /// Each location's frames as one folded segment: names outermost (caller)
 /// first, inlined frames expanded, joined by `;` and already sanitized; a
@@ -14,7 +14,7 @@ fn location_segments(profile: &Profile) -> HashMap<u64, String> {
     let functions: HashMap<u64, &str> = profile
         .function
         .iter()
-        .map(|f| (f.id, string(profile, f.name)))
+        .map(|f| (f.id, profile.string_at(f.name)))
         .collect();
     let mappings = mapping_files(profile);
     profile
@@ -46,7 +46,7 @@ pub fn mapping_files(profile: &Profile) -> HashMap<u64, &str> {
     profile
         .mapping
         .iter()
-        .map(|m| (m.id, string(profile, m.filename)))
+        .map(|m| (m.id, profile.string_at(m.filename)))
         .collect()
 }
 

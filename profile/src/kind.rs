@@ -2,10 +2,12 @@
 //!
 //! [`ENDPOINTS`] is the single list of what an agent serves: the agent's
 //! router and index page, its auth test, and the viewer's capture form and
-//! snapshot store all read it. A new endpoint is added here and nowhere else.
+//! snapshot store all read it. A new endpoint is a row here plus, for the
+//! agent, its handler's line in `agent/src/delivery/http/mod.rs` (whose
+//! test fails while a row of this table has no handler).
 
 use crate::proto::Profile;
-use crate::sample_type::{default_sample_index, string};
+use crate::sample_type::default_sample_index;
 
 /// One endpoint of the `/debug/pprof` contract (and the pages beside it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +236,7 @@ pub fn kind_from_url(url: &str) -> Option<&'static str> {
 
 /// The kind of a profile, guessed from its sample types.
 pub fn kind_of_profile(p: &Profile) -> &'static str {
-    let types: Vec<&str> = p.sample_type.iter().map(|t| string(p, t.ty)).collect();
+    let types: Vec<&str> = p.sample_type.iter().map(|t| p.string_at(t.ty)).collect();
     let has = |name: &str| types.contains(&name);
     let default = types.get(default_sample_index(p)).copied().unwrap_or("");
     if has("cpu") {
@@ -254,7 +256,7 @@ pub fn kind_of_profile(p: &Profile) -> &'static str {
     } else if has("samples")
         && p.period_type
             .as_ref()
-            .is_some_and(|t| string(p, t.ty) == "cpu")
+            .is_some_and(|t| p.string_at(t.ty) == "cpu")
     {
         "cpu"
     } else {

@@ -7,9 +7,12 @@
 //! * [`parse()`] (gzip or not, bounded by [`Limits`], then [`validate`d](validate));
 //!   [`parse_merged`] sums repeated stacks while decoding (what the web UI loads);
 //!   [`encode`] (prost's bytes, sized once per sample) and [`write_gz`]
-//!   (gzip at best speed, as Go writes);
-//! * [`sample_type`]: which value means what, Go's default, string lookups;
-//! * [`fold`] and [`folded`]: profile ⇄ folded stacks;
+//!   (gzip at best speed, as Go writes); [`gunzip`] and [`gzip`], the one
+//!   gzip of readers and writers;
+//! * [`sample_type`]: which value means what, Go's default;
+//!   [`Profile::string_at`] (string table lookups) and [`Profile::sample_total`];
+//! * [`fold`]: a profile → folded stacks; [`read_folded`]: folded text → a
+//!   profile;
 //! * [`filter`]: `focus`/`ignore`/`hide`/`tagfocus`/`tagignore` as Go has them;
 //! * [`merge`]: repeated stacks summed into one record;
 //! * [`prune`]: Go's pruning of allocator frames from heap stacks;
@@ -21,7 +24,7 @@
 //! let profile = profscope_profile::parse(&bytes, &profscope_profile::Limits::default())?;
 //! let st = profscope_profile::select_sample_type(&profile, None)?;
 //! let folded = profscope_profile::fold::fold(&profile, st.index);
-//! assert_eq!(folded.iter().map(|(_, v)| v).sum::<i64>(), profscope_profile::total(&profile, st.index));
+//! assert_eq!(folded.iter().map(|(_, v)| v).sum::<i64>(), profile.sample_total(st.index));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -45,17 +48,19 @@ mod error;
 pub mod filter;
 pub mod flamegraph;
 pub mod fold;
-pub mod folded;
-mod input;
+mod gzip;
 pub mod kind;
+mod limits;
 pub mod merge;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 pub mod parse;
 pub mod proto;
 pub mod prune;
+pub mod read_folded;
 pub mod sample_type;
 mod validate;
+mod varint;
 mod write;
 
 #[cfg(test)]
@@ -63,10 +68,10 @@ mod testing;
 
 pub use error::{Error, Result};
 pub use filter::{Filter, FilterOptions};
-pub use parse::{Limits, gunzip, parse, parse_merged};
+pub use gzip::{gunzip, gzip};
+pub use limits::Limits;
+pub use parse::{parse, parse_merged};
 pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
-pub use sample_type::{
-    SampleType, default_sample_index, sample_types, select_sample_type, string, total,
-};
+pub use sample_type::{SampleType, default_sample_index, sample_types, select_sample_type};
 pub use validate::validate;
-pub use write::{encode, gzip, write_gz};
+pub use write::{encode, write_gz};

@@ -82,7 +82,8 @@ impl MergedDecoder {
     /// Decodes the complete fields at the start of `buf`; returns how many
     /// bytes they took (a field cut at the end waits for more bytes).
     pub(crate) fn feed(&mut self, buf: &[u8]) -> Result<usize> {
-        use crate::input::{decoded_field_size, read_varint};
+        use crate::limits::decoded_field_size;
+        use crate::varint::read_varint;
         let framing = || Error::Format("malformed protobuf framing".to_string());
         let mut pos = 0;
         while pos < buf.len() {
@@ -204,7 +205,7 @@ impl MergedDecoder {
 fn bad(e: prost::DecodeError) -> Error {
     Error::Format(format!(
         "protobuf: {}",
-        crate::input::one_line(&e.to_string())
+        crate::error::one_line(&e.to_string())
     ))
 }
 
@@ -216,7 +217,7 @@ mod tests {
     #[test]
     fn repeated_stacks_sum_and_labels_stay_apart() {
         let mut p = sample_profile();
-        let before = crate::total(&p, 0);
+        let before = p.sample_total(0);
         let stacks = crate::fold::fold(&p, 0);
         let extra: Vec<Sample> = p.sample.clone();
         p.sample.extend(extra);
@@ -233,7 +234,7 @@ mod tests {
         // [2,1] and [1] unlabelled, [2,1] labelled.
         assert_eq!(p.sample.len(), 3);
         let expected = 2 * before + p.sample.last().unwrap().value[0];
-        assert_eq!(crate::total(&p, 0), expected);
+        assert_eq!(p.sample_total(0), expected);
         let doubled: Vec<(String, i64)> = stacks.iter().map(|(s, v)| (s.clone(), 2 * v)).collect();
         let mut without_labelled = p.clone();
         without_labelled.sample.pop();

@@ -13,12 +13,14 @@ use std::io::Read;
 use flate2::read::MultiGzDecoder;
 use prost::Message;
 
+use crate::error::one_line;
 use crate::error::{Error, Result};
-use crate::folded::{folded_to_profile, looks_folded};
-use crate::input::{GZIP_MAGIC, decoded_field_size, one_line, read_varint};
-pub use crate::input::{Limits, gunzip};
+use crate::gzip::{GZIP_MAGIC, gunzip};
+use crate::limits::{Limits, decoded_field_size};
 use crate::proto::Profile;
+use crate::read_folded::{folded_to_profile, looks_folded};
 use crate::validate::validate;
+use crate::varint::read_varint;
 
 /// Parses bytes as gzip (of either form below), a raw pprof protobuf, or
 /// folded stacks, and validates the result.
@@ -239,7 +241,7 @@ fn estimate_decoded_size(mut buf: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::GIB;
+    use crate::limits::GIB;
     use std::path::Path;
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -321,7 +323,7 @@ mod tests {
         assert_eq!(merged.sample.len(), 1);
         assert_eq!(merged.sample[0].value, vec![14, 5]);
         for i in 0..2 {
-            assert_eq!(crate::total(&merged, i), crate::total(&plain, i));
+            assert_eq!(merged.sample_total(i), plain.sample_total(i));
         }
         // A repeat whose values do not decode is an error, not a sum.
         bytes.extend_from_slice(&[0x12, 0x05, 0x0a, 0x01, 0x01, 0x12, 0x05]);
@@ -361,7 +363,7 @@ mod tests {
             Err(Error::Empty(_))
         ));
         let text = parse_merged(&crate::gzip(b"main;work 3\nmain 2\n").unwrap(), &limits).unwrap();
-        assert_eq!(crate::total(&text, 0), 5);
+        assert_eq!(text.sample_total(0), 5);
         let capped = Limits {
             max_decompressed: 1 << 20,
             ..Limits::default()
@@ -392,7 +394,7 @@ mod tests {
             match (parse(&bytes, &limits), parse_merged(&bytes, &limits)) {
                 (Ok(a), Ok(b)) => {
                     for i in 0..a.sample_type.len() {
-                        assert_eq!(crate::total(&a, i), crate::total(&b, i));
+                        assert_eq!(a.sample_total(i), b.sample_total(i));
                     }
                     agreed += 1;
                 }

@@ -1,26 +1,39 @@
 //! Sample types: which value of a sample means what, the default one by
-//! Go's rule, totals, and the string table lookups everything else uses.
+//! Go's rule, and the two reads of a profile everything else uses: its
+//! string table ([`Profile::string_at`]) and a sample type's total
+//! ([`Profile::sample_total`]).
 
 use crate::error::{Error, Result};
 use crate::proto::Profile;
 
-/// Resolves a string table index; out-of-range ids read as "".
-pub fn string(profile: &Profile, id: i64) -> &str {
-    usize::try_from(id)
-        .ok()
-        .and_then(|i| profile.string_table.get(i))
-        .map_or("", String::as_str)
+impl Profile {
+    /// The string table's entry `id` (what every `*_strindex`-like field of
+    /// the proto refers to); out-of-range ids read as "".
+    pub fn string_at(&self, id: i64) -> &str {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.string_table.get(i))
+            .map_or("", String::as_str)
+    }
+
+    /// Sum of every sample's value of sample type `index` (saturating).
+    pub fn sample_total(&self, index: usize) -> i64 {
+        self.sample
+            .iter()
+            .filter_map(|s| s.value.get(index))
+            .fold(0i64, |a, &v| a.saturating_add(v))
+    }
 }
 
 /// The index of the profile's default sample type: `default_sample_type` when
 /// set and present, else the last type (the rule `go tool pprof` follows).
 pub fn default_sample_index(profile: &Profile) -> usize {
     if profile.default_sample_type != 0 {
-        let wanted = string(profile, profile.default_sample_type);
+        let wanted = profile.string_at(profile.default_sample_type);
         if let Some(i) = profile
             .sample_type
             .iter()
-            .position(|t| string(profile, t.ty) == wanted)
+            .position(|t| profile.string_at(t.ty) == wanted)
         {
             return i;
         }
@@ -46,8 +59,8 @@ pub fn sample_types(p: &Profile) -> Vec<SampleType> {
         .enumerate()
         .map(|(index, t)| SampleType {
             index,
-            name: string(p, t.ty).to_string(),
-            unit: string(p, t.unit).to_string(),
+            name: p.string_at(t.ty).to_string(),
+            unit: p.string_at(t.unit).to_string(),
         })
         .collect()
 }
@@ -91,19 +104,11 @@ pub fn select_sample_type(p: &Profile, wanted: Option<&str>) -> Result<SampleTyp
     }
 }
 
-/// Sum of the sample values of sample type `index`.
-pub fn total(p: &Profile, index: usize) -> i64 {
-    p.sample
-        .iter()
-        .filter_map(|s| s.value.get(index))
-        .fold(0i64, |a, &v| a.saturating_add(v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::folded::folded_to_profile;
     use crate::proto::ValueType;
+    use crate::read_folded::folded_to_profile;
     use crate::testing::sample_profile;
 
     #[test]

@@ -1,12 +1,9 @@
 //! Writing: a profile as gzipped protobuf, the form Go serves.
 
-use std::io::Write;
-
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use prost::encoding::{self, WireType, encode_key, encoded_len_varint};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::gzip::gzip;
 use crate::proto::{Profile, Sample};
 
 /// Serializes `profile` as gzipped protobuf, the form Go serves.
@@ -121,18 +118,6 @@ pub(crate) fn packed_len(payload: usize) -> usize {
     } else {
         1 + encoded_len_varint(payload as u64) + payload
     }
-}
-
-/// gzip at best speed: Go's runtime/pprof writes with gzip.BestSpeed, since
-/// profiles are served (and pushed) often and read once.
-pub fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
-    let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 4 + 64), Compression::fast());
-    gz.write_all(raw)
-        .and_then(|()| gz.finish())
-        .map_err(|e| Error::Write {
-            what: "gzip",
-            reason: e.to_string(),
-        })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use profscope_profile::fold::{fold, folded_text};
-use profscope_profile::folded::folded_to_profile;
+use profscope_profile::read_folded::folded_to_profile;
 use profscope_profile::{Limits, parse, write_gz};
 use profscope_test_support::{XorShift, large_folded};
 

@@ -182,13 +182,13 @@ pub fn prepare_loaded(input: &Input, mut profile: Profile) -> Result<Prepared> {
 
 /// `profscope top`: the table as text.
 pub fn top(input: &Input, store: Option<&Store>, opts: &TopOptions) -> Result<String> {
-    view(input, store, &View::Top(opts.clone()))
+    report(input, store, &Report::Top(opts.clone()))
 }
 
 /// A report over one prepared profile: what the one-shot commands and the
 /// shell print.
 #[derive(Debug, Clone)]
-pub enum View {
+pub enum Report {
     /// The `go tool pprof -top` table.
     Top(TopOptions),
     /// The table broken down by a label's values.
@@ -203,10 +203,10 @@ pub enum View {
     Tags,
 }
 
-/// Renders `view` of a prepared profile.
-pub fn render_view(p: &Prepared, view: &View, full_names: bool) -> Result<String> {
-    Ok(match view {
-        View::Top(opts) => {
+/// Renders `report` of a prepared profile.
+pub fn render_report(p: &Prepared, report: &Report, full_names: bool) -> Result<String> {
+    Ok(match report {
+        Report::Top(opts) => {
             let mut opts = opts.clone().filters(p.filter.clone());
             if !full_names && opts.max_name == 0 {
                 // Rows stay under 160 columns: 50 for the numbers, 110 for the name.
@@ -214,17 +214,17 @@ pub fn render_view(p: &Prepared, view: &View, full_names: bool) -> Result<String
             }
             render::top(&p.profile, &p.sample_type, &opts).render()
         }
-        View::By(key) => crate::views::by_label(&p.profile, &p.sample_type, key),
-        View::Peek(re) => crate::views::peek(&p.profile, &p.sample_type, re)?,
-        View::Source(re) => crate::views::source(&p.profile, &p.sample_type, re)?,
-        View::Traces => crate::views::traces(&p.profile, &p.sample_type),
-        View::Tags => crate::views::tags(&p.profile, &p.sample_type),
+        Report::By(key) => crate::reports::by_label(&p.profile, &p.sample_type, key),
+        Report::Peek(re) => crate::reports::peek(&p.profile, &p.sample_type, re)?,
+        Report::Source(re) => crate::reports::source(&p.profile, &p.sample_type, re)?,
+        Report::Traces => crate::reports::traces(&p.profile, &p.sample_type),
+        Report::Tags => crate::reports::tags(&p.profile, &p.sample_type),
     })
 }
 
-/// `profscope top|peek|source|tags|traces`: one view of one input.
-pub fn view(input: &Input, store: Option<&Store>, view: &View) -> Result<String> {
-    render_view(&prepare(input, store)?, view, input.full_names)
+/// `profscope top|peek|source|tags|traces`: one report of one input.
+pub fn report(input: &Input, store: Option<&Store>, report: &Report) -> Result<String> {
+    render_report(&prepare(input, store)?, report, input.full_names)
 }
 
 /// `profscope collapse`: folded stacks.

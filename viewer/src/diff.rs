@@ -114,7 +114,7 @@ pub fn pair(base: &Profile, new: &Profile, opts: &DiffOptions) -> Result<Pairing
         )));
     }
     let base_scale = if opts.normalize {
-        let (tb, tn) = (model::total(base, b.index), model::total(new, n.index));
+        let (tb, tn) = (base.sample_total(b.index), new.sample_total(n.index));
         if tb == 0 { 1.0 } else { tn as f64 / tb as f64 }
     } else {
         1.0
@@ -157,8 +157,8 @@ pub fn diff_top(base: &Profile, new: &Profile, pairing: &Pairing, opts: &TopOpti
         format!("Type: {} (NEW - BASE)", pairing.new.name),
         format!(
             "BASE total {}, NEW total {}{}",
-            report.format.format(model::total(base, pairing.base.index)),
-            report.format.format(model::total(new, pairing.new.index)),
+            report.format.format(base.sample_total(pairing.base.index)),
+            report.format.format(new.sample_total(pairing.new.index)),
             if pairing.base_scale != 1.0 {
                 format!(" (BASE scaled by {:.4} to NEW's total)", pairing.base_scale)
             } else {
@@ -229,7 +229,7 @@ pub fn diff_flamegraph(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
 
     fn p(text: &str) -> Profile {
         folded_to_profile(text).unwrap()

@@ -17,7 +17,6 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use profscope_profile::Profile;
-use profscope_profile::string;
 
 /// One profile's contribution to a graph: which sample value to read and
 /// how to scale it (`-1` for a diff base, a ratio when normalizing).
@@ -114,7 +113,7 @@ impl Frames {
             let functions: HashMap<u64, &str> = p
                 .function
                 .iter()
-                .map(|f| (f.id, string(p, f.name)))
+                .map(|f| (f.id, p.string_at(f.name)))
                 .collect();
             let mappings = profscope_profile::fold::mapping_files(p);
             let objfile = |mapping_id: u64| -> String {
@@ -291,7 +290,7 @@ pub fn sort_nodes(nodes: &mut [Node], cum: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
 
     #[test]
     fn recursion_counts_cum_once() {

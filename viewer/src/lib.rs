@@ -4,8 +4,9 @@
 //! The data path is load → model → filter → render: [`load`] (and [`fetch`],
 //! the one HTTP client) bring bytes, capped; the model crate
 //! ([`profscope_profile`]) parses, validates and filters them; [`graph`],
-//! [`diff`] and [`render`] turn the profile into tables and pictures;
-//! [`store`] keeps snapshots on disk; [`serve`] is the web UI's server.
+//! [`diff`], [`reports`] and [`render`] turn the profile into tables and
+//! pictures; [`store`] keeps snapshots on disk; [`serve`] is the web UI's
+//! server.
 //!
 //! ```no_run
 //! use profscope::{load, render};
@@ -37,10 +38,10 @@ pub mod load;
 pub mod memory;
 pub mod names;
 pub mod render;
+pub mod reports;
 pub mod serve;
 pub mod store;
 mod time;
 pub mod units;
-pub mod views;
 
 pub use error::{Error, Result};

@@ -14,7 +14,7 @@ profscope_agent::jemalloc_profiling!();
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = match <cli::Cli as clap::Parser>::try_parse() {
+    let args = match cli::parse() {
         Ok(args) => args,
         Err(e) => {
             // Help and version are "errors" that exit 0; usage errors exit 2.

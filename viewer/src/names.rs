@@ -94,7 +94,7 @@ pub fn shorten_profile(p: &mut Profile) {
     let names: Vec<String> = p
         .function
         .iter()
-        .map(|f| profscope_profile::string(p, f.name).to_string())
+        .map(|f| p.string_at(f.name).to_string())
         .collect();
     let shortener = Shortener::new(names.iter().map(String::as_str));
     for (f, full) in p.function.iter_mut().zip(&names) {

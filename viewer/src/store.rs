@@ -169,13 +169,7 @@ impl Store {
             sample_types: profile
                 .sample_type
                 .iter()
-                .map(|t| {
-                    format!(
-                        "{}/{}",
-                        profscope_profile::string(&profile, t.ty),
-                        profscope_profile::string(&profile, t.unit)
-                    )
-                })
+                .map(|t| format!("{}/{}", profile.string_at(t.ty), profile.string_at(t.unit)))
                 .collect(),
         };
         // Written under a temporary name and renamed, so `list` never sees
@@ -338,7 +332,7 @@ fn is_folded_gzip(bytes: &[u8]) -> bool {
     profscope_profile::gunzip(bytes, 1 << 30)
         .ok()
         .and_then(|raw| String::from_utf8(raw).ok())
-        .is_some_and(|t| profscope_profile::folded::looks_folded(&t))
+        .is_some_and(|t| profscope_profile::read_folded::looks_folded(&t))
 }
 
 /// Ids are generated as `[a-z0-9_-]`; anything else (`/`, `..`, NUL) is refused.

@@ -166,7 +166,9 @@ impl ValueFormat {
 }
 
 /// `value` as a percentage of `total`, formatted like Go's
-/// `measurement.Percentage` (`%5.2f%%`, `%5.2g%%` under 1%, `100%`).
+/// `measurement.Percentage` (`%5.2f%%`, `%5.2g%%` under 1%, `100%`): the
+/// viewer's one percentage format, so `top`, `peek`, `tags`, `--by` and the
+/// web UI print a share alike.
 pub fn percentage(value: i64, total: i64) -> String {
     let ratio = if total != 0 {
         (value as f64 / total as f64).abs() * 100.0

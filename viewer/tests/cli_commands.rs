@@ -1,7 +1,8 @@
 //! The commands end to end through the built binary, with PROFSCOPE_HOME in
 //! a temporary directory: top/collapse/flamegraph on every fixture, empty
-//! profiles, completions, and fetch → list → top @latest → diff --since
-//! against a tiny local HTTP server standing in for an agent.
+//! profiles, completions, a profile before or after its command, and fetch
+//! → list → top @latest → diff --since against a tiny local HTTP server
+//! standing in for an agent.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -52,7 +53,7 @@ fn every_fixture_tops_collapses_and_draws() {
             .lines()
             .map(|l| l.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
             .sum();
-        assert_eq!(sum, profscope_profile::total(&profile, st.index), "{name}");
+        assert_eq!(sum, profile.sample_total(st.index), "{name}");
         let svg = tmp.path().join(format!("{name}.svg"));
         ok(
             &["flamegraph", p, "-o", svg.to_str().unwrap(), "--icicle"],
@@ -132,6 +133,32 @@ fn help_and_completions() {
     assert!(ok(&["diff", "--help"], tmp.path()).contains("--normalize"));
     assert!(ok(&["completions", "bash"], tmp.path()).contains("profscope"));
     assert_eq!(run(&["bogus"], tmp.path()).status.code(), Some(2));
+}
+
+#[test]
+fn profile_before_or_after_the_command_prints_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cpu = testdata("go-cpu.pb.gz");
+    let p = cpu.to_str().unwrap();
+    // `profscope PROFILE COMMAND …`, as the usage line offers, against
+    // `profscope COMMAND PROFILE …`; with the command's own options, and
+    // with the global --token in front.
+    for (command, rest) in [
+        ("top", &["-n", "5", "--cum"][..]),
+        ("peek", &["mallocgc$", "--focus", "runtime"][..]),
+        ("collapse", &[][..]),
+        ("tags", &[][..]),
+    ] {
+        let after: Vec<&str> = [command, p].iter().chain(rest).copied().collect();
+        let before: Vec<&str> = [p, command].iter().chain(rest).copied().collect();
+        let expected = ok(&after, tmp.path());
+        assert!(!expected.is_empty(), "{after:?}");
+        assert_eq!(ok(&before, tmp.path()), expected, "{before:?}");
+        let token: Vec<&str> = ["--token", "t"].iter().chain(&before).copied().collect();
+        assert_eq!(ok(&token, tmp.path()), expected, "{token:?}");
+    }
+    // `help top` stays the help of `top`, not `top` of a file named help.
+    assert!(ok(&["help", "top"], tmp.path()).contains("Usage: profscope top"));
 }
 
 /// Serves `responses` in order, one per connection, as a stand-in agent.

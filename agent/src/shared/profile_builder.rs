@@ -305,8 +305,8 @@ mod tests {
         let line = *p.location[0].line.last().expect("a frame");
         let f = &p.function[line.function_id as usize - 1];
         (
-            profscope_profile::string(&p, f.name).to_string(),
-            profscope_profile::string(&p, f.system_name).to_string(),
+            p.string_at(f.name).to_string(),
+            p.string_at(f.system_name).to_string(),
         )
     }
 
@@ -392,9 +392,6 @@ mod tests {
         assert!(folded[0].0.ends_with("profile_marker_fn"), "{folded:?}");
         assert_eq!(folded[0].1, 3);
         assert!(!p.mapping.is_empty());
-        assert_eq!(
-            profscope_profile::string(&p, p.period_type.as_ref().unwrap().ty),
-            "cpu"
-        );
+        assert_eq!(p.string_at(p.period_type.as_ref().unwrap().ty), "cpu");
     }
 }

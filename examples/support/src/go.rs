@@ -89,7 +89,7 @@ pub fn assert_filters_agree_with_go(file: &Path, sample_type: &str, cases: &[(&s
         .expect("parse profile");
     let st =
         profscope_profile::select_sample_type(&profile, Some(sample_type)).expect("sample type");
-    let unfiltered = profscope_profile::total(&profile, st.index);
+    let unfiltered = profile.sample_total(st.index);
     let mut narrowed = 0;
     for &(flag, value) in cases {
         let mut opts = profscope_profile::FilterOptions::default();
@@ -105,7 +105,7 @@ pub fn assert_filters_agree_with_go(file: &Path, sample_type: &str, cases: &[(&s
         profscope_profile::Filter::with(&opts)
             .expect("filter")
             .apply(&mut ours);
-        let got = profscope_profile::total(&ours, st.index);
+        let got = ours.sample_total(st.index);
         let want = go_raw_total(file, &[&format!("-{flag}={value}")], sample_type);
         assert_eq!(
             got,

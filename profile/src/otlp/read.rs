@@ -7,7 +7,8 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::{BUILD_ID_KEY, ExportProfilesServiceRequest};
 use crate::error::{Error, Result};
-use crate::input::{GZIP_MAGIC, Limits, gunzip};
+use crate::gzip::{GZIP_MAGIC, gunzip};
+use crate::limits::Limits;
 use crate::proto::{self, Profile};
 use crate::validate::validate;
 
@@ -40,7 +41,7 @@ pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<ExportProfilesSer
     ExportProfilesServiceRequest::decode(bytes).map_err(|e| {
         Error::Format(format!(
             "OTLP protobuf: {}",
-            crate::input::one_line(&e.to_string())
+            crate::error::one_line(&e.to_string())
         ))
     })
 }

@@ -3,7 +3,7 @@ use prost::Message;
 
 use super::*;
 use crate::error::Error;
-use crate::input::Limits;
+use crate::limits::Limits;
 use crate::proto::{self, Label, Profile};
 use crate::testing::sample_profile;
 
@@ -84,7 +84,7 @@ fn the_bytes_are_what_prost_writes_for_the_request() {
 
 fn totals(p: &Profile) -> Vec<i64> {
     (0..p.sample_type.len())
-        .map(|i| crate::total(p, i))
+        .map(|i| p.sample_total(i))
         .collect()
 }
 
@@ -126,7 +126,7 @@ fn one_profile_per_sample_type_sharing_one_dictionary() {
             (&heap, i - cpu.sample_type.len())
         };
         let sum: i64 = p.samples.iter().flat_map(|s| &s.values).sum();
-        assert_eq!(sum, crate::total(src, t), "profile {i}");
+        assert_eq!(sum, src.sample_total(t), "profile {i}");
     }
 }
 
@@ -149,10 +149,10 @@ fn round_trip_keeps_totals_names_and_labels() {
             .map(|l| {
                 format!(
                     "{}={}{}{}",
-                    crate::string(p, l.key),
-                    crate::string(p, l.str),
+                    p.string_at(l.key),
+                    p.string_at(l.str),
                     l.num,
-                    crate::string(p, l.num_unit)
+                    p.string_at(l.num_unit)
                 )
             })
             .collect();
@@ -164,7 +164,7 @@ fn round_trip_keeps_totals_names_and_labels() {
     assert!(
         back.comment
             .iter()
-            .any(|&c| crate::string(&back, c) == "service.name=svc")
+            .any(|&c| back.string_at(c) == "service.name=svc")
     );
 }
 
@@ -183,7 +183,7 @@ fn resources_told_apart_become_labels() {
         .sample
         .iter()
         .flat_map(|s| &s.label)
-        .map(|l| crate::string(&back, l.key))
+        .map(|l| back.string_at(l.key))
         .collect();
     assert!(keys.contains("service.name"), "{keys:?}");
     assert!(
@@ -237,7 +237,7 @@ fn resources_told_apart_become_labels() {
             .sample
             .iter()
             .flat_map(|s| &s.label)
-            .all(|l| crate::string(&single, l.key) != "service.name")
+            .all(|l| single.string_at(l.key) != "service.name")
     );
 }
 

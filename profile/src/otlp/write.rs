@@ -312,15 +312,15 @@ impl Dictionary {
 
     fn value_type(&mut self, p: &Profile, vt: &proto::ValueType) -> otlp::ValueType {
         otlp::ValueType {
-            type_strindex: self.string(crate::string(p, vt.ty)),
-            unit_strindex: self.string(crate::string(p, vt.unit)),
+            type_strindex: self.string(p.string_at(vt.ty)),
+            unit_strindex: self.string(p.string_at(vt.unit)),
         }
     }
 
     /// Adds one pprof profile's tables, and its per-sample-type profiles,
     /// encoded, to `out`.
     fn add_profile(&mut self, p: &Profile, out: &mut Vec<Vec<u8>>) {
-        let s = |i: i64| crate::string(p, i);
+        let s = |i: i64| p.string_at(i);
         self.strings.reserve(p.string_table.len());
         self.functions.reserve(p.function.len());
         self.locations.reserve(p.location.len());

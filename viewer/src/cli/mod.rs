@@ -1,6 +1,7 @@
 //! Subcommands and their flags (clap derive). Each subcommand maps to one
 //! call into `profscope::app`; this module only parses and prints.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -52,6 +53,8 @@ pub struct Cli {
     token: Option<Token>,
     /// With no subcommand: open PROFILE at an interactive prompt (top, list,
     /// peek, traces, tags, focus=…; type help), like `go tool pprof PROFILE`.
+    /// Before a command that reads one profile, the profile it reads:
+    /// `profscope PROFILE top` is `profscope top PROFILE`.
     profile: Option<String>,
     #[command(flatten)]
     filters: Filters,
@@ -290,6 +293,61 @@ struct FetchArgs {
     label: Option<String>,
 }
 
+/// Parses the command line, `profscope PROFILE COMMAND …` read as
+/// `profscope COMMAND PROFILE …`.
+pub fn parse() -> Result<Cli, clap::Error> {
+    <Cli as Parser>::try_parse_from(profile_after_command(std::env::args_os().collect()))
+}
+
+/// Swaps a profile written before its command to after it. The usage line
+/// offers `profscope PROFILE COMMAND`, but clap gives the top-level PROFILE
+/// to the top level, never to the subcommand's own required one; swapping
+/// the two words makes both orders one parse, hence one output. Only the
+/// first word that is not an option (nor an option's value) moves, and only
+/// when a command whose first argument is a profile follows it.
+fn profile_after_command(mut args: Vec<OsString>) -> Vec<OsString> {
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    // Built, so `help` is a command too (`profscope help top` stays help).
+    cli.build();
+    let takes_value = |word: &str| {
+        cli.get_arguments().any(|a| {
+            a.get_action().takes_values()
+                && (word
+                    .strip_prefix("--")
+                    .is_some_and(|l| a.get_long() == Some(l))
+                    || word.strip_prefix('-').and_then(|s| s.parse::<char>().ok()) == a.get_short())
+        })
+    };
+    let command = |word: &str| cli.find_subcommand(word);
+    let mut i = 1;
+    while let Some(word) = args.get(i).and_then(|w| w.to_str()) {
+        if word == "--" {
+            break;
+        }
+        if word.starts_with('-') && word != "-" {
+            // `--token T` skips its value too; `--token=T` is one word.
+            i += if takes_value(word) { 2 } else { 1 };
+            continue;
+        }
+        let reads_profile = |c: &clap::Command| {
+            c.get_positionals()
+                .next()
+                .is_some_and(|a| a.get_id() == "profile")
+        };
+        if command(word).is_none()
+            && args
+                .get(i + 1)
+                .and_then(|w| w.to_str())
+                .and_then(command)
+                .is_some_and(reads_profile)
+        {
+            args.swap(i, i + 1);
+        }
+        break;
+    }
+    args
+}
+
 fn store() -> Result<Store> {
     Ok(Store::open_default()?)
 }
@@ -308,12 +366,15 @@ pub fn run(cli: Cli) -> Result<()> {
         input.token = token.clone();
         input
     };
-    // `--token` is global and may come first; a profile or view options
-    // before a subcommand would be silently dropped, so they are refused.
+    // `--token` is global and may come first, and a profile right before
+    // its command was moved after it (`parse`); view options, or a profile
+    // before a command that reads none, would be silently dropped, so they
+    // are refused.
     if cli.command.is_some() && (cli.profile.is_some() || cli.filters != Filters::default()) {
         eprintln!(
-            "profscope: a profile and view options go after the subcommand \
-             (profscope top FILE --focus RE); only --token may come before it"
+            "profscope: view options go after the subcommand, a profile right \
+             before or after it (profscope FILE top --focus RE, profscope top FILE \
+             --focus RE); only --token may come anywhere"
         );
         std::process::exit(2);
     }
@@ -343,27 +404,27 @@ pub fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Top(a) => {
             let store = store()?;
-            let view = match a.by {
-                Some(key) => app::View::By(key),
-                None => app::View::Top(TopOptions::new(a.n, a.cum)),
+            let report = match a.by {
+                Some(key) => app::Report::By(key),
+                None => app::Report::Top(TopOptions::new(a.n, a.cum)),
             };
-            out(app::view(&tok(a.profile.input()), Some(&store), &view)?.as_bytes())
+            out(app::report(&tok(a.profile.input()), Some(&store), &report)?.as_bytes())
         }
         Command::Peek(a) => {
-            let view = app::View::Peek(a.regex.clone());
+            let report = app::Report::Peek(a.regex.clone());
             let input = tok(a.filters.input(&a.profile));
-            out(app::view(&input, Some(&store()?), &view)?.as_bytes())
+            out(app::report(&input, Some(&store()?), &report)?.as_bytes())
         }
         Command::Source(a) => {
-            let view = app::View::Source(a.regex.clone());
+            let report = app::Report::Source(a.regex.clone());
             let input = tok(a.filters.input(&a.profile));
-            out(app::view(&input, Some(&store()?), &view)?.as_bytes())
+            out(app::report(&input, Some(&store()?), &report)?.as_bytes())
         }
         Command::Tags(a) => {
-            out(app::view(&tok(a.input()), Some(&store()?), &app::View::Tags)?.as_bytes())
+            out(app::report(&tok(a.input()), Some(&store()?), &app::Report::Tags)?.as_bytes())
         }
         Command::Traces(a) => {
-            out(app::view(&tok(a.input()), Some(&store()?), &app::View::Traces)?.as_bytes())
+            out(app::report(&tok(a.input()), Some(&store()?), &app::Report::Traces)?.as_bytes())
         }
         Command::Collapse(a) => {
             let store = store()?;

@@ -8,7 +8,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Result;
-use profscope::app::{self, Input, Prepared, View};
+use profscope::app::{self, Input, Prepared, Report};
 use profscope::diff::{self, DiffOptions};
 use profscope::render::TopOptions;
 use profscope::store::Store;
@@ -75,14 +75,14 @@ impl Shell<'_> {
         Ok(app::prepare_loaded(&self.input, profile.clone())?)
     }
 
-    fn report(&self, view: View) -> Result<String> {
+    fn report(&self, report: Report) -> Result<String> {
         let p = self.prepared(&self.raw)?;
-        if let (View::Top(opts), Some(base)) = (&view, &self.base) {
+        if let (Report::Top(opts), Some(base)) = (&report, &self.base) {
             let b = self.prepared(base)?;
             let pairing = diff::pair(&b.profile, &p.profile, &DiffOptions::default())?;
             return Ok(diff::diff_top(&b.profile, &p.profile, &pairing, opts).render());
         }
-        Ok(app::render_view(&p, &view, self.input.full_names)?)
+        Ok(app::render_report(&p, &report, self.input.full_names)?)
     }
 
     fn handle(&mut self, line: &str) -> Result<Outcome> {
@@ -122,12 +122,12 @@ impl Shell<'_> {
             "top" | "topN" => {
                 let n = rest.iter().find_map(|w| w.parse().ok()).unwrap_or(10);
                 let cum = rest.contains(&"-cum");
-                self.report(View::Top(TopOptions::new(n, cum)))?
+                self.report(Report::Top(TopOptions::new(n, cum)))?
             }
-            "list" => self.report(View::Source(regex()?))?,
-            "peek" => self.report(View::Peek(regex()?))?,
-            "traces" => self.report(View::Traces)?,
-            "tags" => self.report(View::Tags)?,
+            "list" => self.report(Report::Source(regex()?))?,
+            "peek" => self.report(Report::Peek(regex()?))?,
+            "traces" => self.report(Report::Traces)?,
+            "tags" => self.report(Report::Tags)?,
             "web" => {
                 // The current view (filters and names applied) as a snapshot,
                 // shown by the web UI, which keeps running beside the prompt.

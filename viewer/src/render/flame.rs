@@ -1,5 +1,6 @@
-//! Folded stacks and SVG flamegraphs of one profile, through the agent's
-//! encoder so a snapshot and a live endpoint draw identically.
+//! Folded stacks and SVG flamegraphs of one profile, through the model's
+//! fold and flamegraph (the agent's `format=folded|svg` goes through the same
+//! two), so a snapshot and a live endpoint draw identically.
 
 use profscope_profile::Profile;
 use profscope_profile::flamegraph::FlamegraphOptions;

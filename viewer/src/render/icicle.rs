@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use profscope_profile::{Profile, string};
+use profscope_profile::Profile;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::names::Shortener;
@@ -102,7 +102,7 @@ pub fn icicle_svg(profile: &Profile, sample_index: usize, opts: &IcicleOptions) 
     let function_names: HashMap<u64, u32> = profile
         .function
         .iter()
-        .map(|f| (f.id, names.id(string(profile, f.name))))
+        .map(|f| (f.id, names.id(profile.string_at(f.name))))
         .collect();
     let mapping_files = profscope_profile::fold::mapping_files(profile);
     let mut segments: HashMap<u64, Vec<u32>> = HashMap::default();
@@ -351,7 +351,7 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
 
     fn frames(svg: &str) -> Vec<(String, String)> {
         // (title name, x;w) of every frame.

@@ -10,7 +10,6 @@ use profscope_profile::Profile;
 use crate::graph::{self, Inline, Part};
 use crate::units::{ValueFormat, percentage};
 use profscope_profile::SampleType;
-use profscope_profile::string;
 
 /// Go's default `-nodefraction`: nodes with |cum| under 0.5% of the total
 /// are dropped (and the header says how many).
@@ -170,20 +169,20 @@ pub(crate) fn from_parts(
 fn profile_labels(p: &Profile, st: &SampleType, total: i64, fmt: &ValueFormat) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(m) = p.mapping.first() {
-        let file = string(p, m.filename);
+        let file = p.string_at(m.filename);
         if !file.is_empty() {
             let base = Path::new(file)
                 .file_name()
                 .map_or_else(|| file.to_string(), |b| b.to_string_lossy().into_owned());
             out.push(format!("File: {base}"));
         }
-        let build_id = string(p, m.build_id);
+        let build_id = p.string_at(m.build_id);
         if !build_id.is_empty() {
             out.push(format!("Build ID: {build_id}"));
         }
     }
     for &c in &p.comment {
-        let c = string(p, c);
+        let c = p.string_at(c);
         if !c.starts_with('#') {
             out.push(c.to_string());
         }
@@ -305,7 +304,7 @@ impl TopReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
     use profscope_profile::select_sample_type;
 
     #[test]

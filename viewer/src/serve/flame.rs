@@ -64,7 +64,7 @@ pub(crate) fn inline(svg: &str) -> String {
 mod tests {
     use super::*;
     use crate::diff::DiffOptions;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
 
     #[test]
     fn inline_svg_has_no_script() {

@@ -7,7 +7,7 @@
 //! | path | page |
 //! |---|---|
 //! | `GET /` | snapshots grouped by source, newest first; relabel, delete, pick two to diff, capture |
-//! | `GET /snapshot/{id}?type=NAME&icicle=0&s=RE&focus=PATH&short=&hide=&my=&mydir=DIR&tag=KEY=RE&notag=KEY=RE&by=KEY` | interactive icicle (inline `<svg>`: search, zoom, flip to a flame graph), peek and source panes, label filters, the by-label and top tables ([`view`] reads the query) |
+//! | `GET /snapshot/{id}?type=NAME&icicle=0&s=RE&focus=PATH&short=&hide=&my=&mydir=DIR&tag=KEY=RE&notag=KEY=RE&by=KEY` | interactive icicle (inline `<svg>`: search, zoom, flip to a flame graph), peek and source panes, label filters, the by-label and top tables (`page_query.rs` reads the query) |
 //! | `GET /snapshot/{id}/peek?fn=NAME&…` | `peek` and `list` of one function under the page's settings (JSON) |
 //! | `GET /snapshot/{id}/profile.pb.gz` | the stored profile |
 //! | `POST /snapshot/{id}/label`, `POST /snapshot/{id}/delete` | relabel (form field `label`), delete |
@@ -29,9 +29,9 @@
 mod capture;
 mod flame;
 mod html;
+mod page_query;
 mod pages;
 mod snapshot;
-mod view;
 
 use std::future::Future;
 use std::sync::Arc;

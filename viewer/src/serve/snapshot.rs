@@ -10,15 +10,15 @@ use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::html::{self, esc};
+use super::page_query::{PageQuery, exclude, tag_exact};
 use super::pages::{TOP_ROWS, find, title_of, toolbar, type_select};
-use super::view::{PageView, exclude, tag_exact};
 use super::{AppState, PageError, blocking, flame};
 use crate::app::{self, Prepared};
 use crate::names::Shortener;
 use crate::render::{self, IcicleOptions, TopOptions};
+use crate::reports;
 use crate::store::Snapshot;
 use crate::units::percentage;
-use crate::views;
 use profscope_profile::flamegraph::count_name;
 use profscope_profile::{self as model, Profile, SampleType};
 
@@ -68,7 +68,7 @@ struct Loaded {
 fn load_view(
     st: &AppState,
     id: &str,
-    v: &PageView,
+    v: &PageQuery,
     whole_names: bool,
 ) -> Result<Loaded, PageError> {
     let snap = find(&st.store, id)?;
@@ -76,8 +76,8 @@ fn load_view(
     let types = model::sample_types(&profile);
     let stype =
         model::select_sample_type(&profile, v.ty.as_deref()).map_err(PageError::from_input)?;
-    let labels = views::string_label_values(&profile, &stype);
-    let all = model::total(&profile, stype.index);
+    let labels = reports::string_label_values(&profile, &stype);
+    let all = profile.sample_total(stype.index);
     let prepared = app::prepare_loaded(&v.input(&snap.meta.id, whole_names), profile)
         .map_err(PageError::from_input)?;
     Ok(Loaded {
@@ -92,7 +92,7 @@ fn load_view(
 /// The switches and label filters, one form that reloads on change.
 fn view_form(
     id: &str,
-    v: &PageView,
+    v: &PageQuery,
     types: &[SampleType],
     stype: &SampleType,
     labels: &BTreeMap<String, Vec<(String, i64)>>,
@@ -200,11 +200,11 @@ fn view_form(
 
 /// The by-label table: the shown samples' values per value of one key;
 /// each value links to the page filtered to it.
-fn by_label_table(id: &str, v: &PageView, p: &Prepared, keys: &[&String], all: i64) -> String {
+fn by_label_table(id: &str, v: &PageQuery, p: &Prepared, keys: &[&String], all: i64) -> String {
     let Some(key) = v.by.as_ref().or(keys.first().copied()) else {
         return String::new();
     };
-    let rows = views::by_label_rows(&p.profile, &p.sample_type, key);
+    let rows = reports::by_label_rows(&p.profile, &p.sample_type, key);
     let shown: i64 = rows.iter().map(|r| r.1).sum();
     let fmt = crate::units::ValueFormat::auto(&p.sample_type.unit, shown);
     let mut out = String::from("<table class=\"toptable bylabel\" id=\"by-label\"");
@@ -289,7 +289,7 @@ pub(crate) async fn page(
     Path(id): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Html<String>, PageError> {
-    let v = PageView::parse(&pairs)?;
+    let v = PageQuery::parse(&pairs)?;
     blocking(move || {
         let Loaded { snap, types, labels, all, prepared } = load_view(&st, &id, &v, true)?;
         let stype = prepared.sample_type.clone();
@@ -307,7 +307,7 @@ pub(crate) async fn page(
         );
         if v.short {
             let names = Shortener::new(report.rows.iter().map(|r| r.name.as_str()).chain(
-                prepared.profile.function.iter().map(|f| model::string(&prepared.profile, f.name)),
+                prepared.profile.function.iter().map(|f| prepared.profile.string_at(f.name)),
             ));
             for row in &mut report.rows {
                 row.name = names.get(&row.name).to_string();
@@ -377,7 +377,7 @@ pub(crate) async fn peek(
     Path(id): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let v = PageView::parse(&pairs)?;
+    let v = PageQuery::parse(&pairs)?;
     let name = pairs
         .iter()
         .find(|(k, _)| k == "fn")
@@ -390,16 +390,16 @@ pub(crate) async fn peek(
         let re = format!("^{}$", regex::escape(&name));
         let st = &p.sample_type;
         let (all, entries) =
-            views::peek_entries(&p.profile, st, &re).map_err(PageError::from_input)?;
+            reports::peek_entries(&p.profile, st, &re).map_err(PageError::from_input)?;
         let edge = |(other, v): &(String, i64), cum: i64| {
-            let (value, share) = views::value_and_share(&st.unit, *v, cum);
+            let (value, share) = reports::value_and_share(&st.unit, *v, cum);
             serde_json::json!({ "name": other, "value": value, "share": share })
         };
         let entries: Vec<serde_json::Value> = entries
             .iter()
             .map(|e| {
-                let (flat, flat_share) = views::value_and_share(&st.unit, e.flat, all);
-                let (cum, cum_share) = views::value_and_share(&st.unit, e.cum, all);
+                let (flat, flat_share) = reports::value_and_share(&st.unit, e.flat, all);
+                let (cum, cum_share) = reports::value_and_share(&st.unit, e.cum, all);
                 serde_json::json!({
                     "name": e.name, "flat": flat, "flat_share": flat_share,
                     "cum": cum, "cum_share": cum_share,
@@ -408,8 +408,8 @@ pub(crate) async fn peek(
                 })
             })
             .collect();
-        let peek = views::peek(&p.profile, st, &re).map_err(PageError::from_input)?;
-        let source = views::source(&p.profile, st, &re).unwrap_or_else(|e| format!("{e}\n"));
+        let peek = reports::peek(&p.profile, st, &re).map_err(PageError::from_input)?;
+        let source = reports::source(&p.profile, st, &re).unwrap_or_else(|e| format!("{e}\n"));
         Ok(axum::Json(serde_json::json!({
             "name": name, "entries": entries, "peek": peek, "source": source
         }))

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use profscope_profile::flamegraph::{FlamegraphOptions, flamegraph_svg};
 use profscope_profile::fold::{fold, folded_text};
-use profscope_profile::{Profile, string, write_gz};
+use profscope_profile::{Profile, write_gz};
 
 use crate::shared::symbols::Symbolizer;
 use crate::{Agent, Error};
@@ -84,7 +84,7 @@ fn encode(
             let unit = profile
                 .sample_type
                 .get(sample_index)
-                .map_or("", |t| string(profile, t.unit));
+                .map_or("", |t| profile.string_at(t.unit));
             let opts = FlamegraphOptions::for_unit(format!("{name} profile"), unit);
             flamegraph_svg(&fold(profile, sample_index), &opts)?
         }

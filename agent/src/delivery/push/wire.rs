@@ -101,8 +101,8 @@ pub(crate) fn pyroscope_name(config: &PushConfig, kind: &str) -> String {
 fn sample_type_config(profile: &Profile) -> String {
     let mut map = serde_json::Map::new();
     for vt in &profile.sample_type {
-        let ty = profscope_profile::string(profile, vt.ty);
-        let unit = profscope_profile::string(profile, vt.unit);
+        let ty = profile.string_at(vt.ty);
+        let unit = profile.string_at(vt.unit);
         let entry = match ty {
             "samples" => {
                 serde_json::json!({"display-name": "cpu", "units": "samples", "sampled": true})

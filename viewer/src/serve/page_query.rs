@@ -13,9 +13,9 @@ use std::fmt::Write as _;
 use super::PageError;
 use crate::app::Input;
 
-/// The page's view settings.
+/// The snapshot page's settings, as its query string carries them.
 #[derive(Debug, Clone)]
-pub(crate) struct PageView {
+pub(crate) struct PageQuery {
     /// Sample type name or index.
     pub(crate) ty: Option<String>,
     /// Roots at the top (default).
@@ -44,10 +44,10 @@ pub(crate) struct PageView {
 /// Longest query value accepted (a regex or a frame path).
 const MAX_VALUE: usize = 4096;
 
-impl PageView {
+impl PageQuery {
     /// Reads the query pairs; unknown keys are ignored, oversized or
     /// malformed values are a 400.
-    pub(crate) fn parse(pairs: &[(String, String)]) -> Result<PageView, PageError> {
+    pub(crate) fn parse(pairs: &[(String, String)]) -> Result<PageQuery, PageError> {
         let get = |k: &str| {
             pairs
                 .iter()
@@ -92,7 +92,7 @@ impl PageView {
                 }
             }
         }
-        Ok(PageView {
+        Ok(PageQuery {
             ty: get("type"),
             icicle: get("icicle").is_none_or(|v| v != "0" && v != "false"),
             search: get("s"),
@@ -126,7 +126,7 @@ impl PageView {
         self.query_with(tags, self.tag_ignore.as_deref())
     }
 
-    /// As [`query`](PageView::query), with `notag` replacing the exclusion.
+    /// As [`query`](PageQuery::query), with `notag` replacing the exclusion.
     pub(crate) fn query_with(&self, tags: &[String], notag: Option<&str>) -> String {
         let mut q = String::from("v=1");
         let mut add = |k: &str, v: &str| {
@@ -214,41 +214,42 @@ mod tests {
 
     #[test]
     fn defaults_links_and_forms() {
-        let v = PageView::parse(&[]).unwrap();
+        let v = PageQuery::parse(&[]).unwrap();
         assert!(v.icicle && v.short && v.hide && !v.my_code && v.tags.is_empty());
         // A link that names one switch keeps the other defaults.
-        let v = PageView::parse(&pairs(&[("short", "0"), ("icicle", "0")])).unwrap();
+        let v = PageQuery::parse(&pairs(&[("short", "0"), ("icicle", "0")])).unwrap();
         assert!(!v.short && v.hide && !v.icicle);
         // The form: unchecked boxes are absent.
-        let v = PageView::parse(&pairs(&[("v", "1"), ("my", "1"), ("mydir", "/src/app")])).unwrap();
+        let v =
+            PageQuery::parse(&pairs(&[("v", "1"), ("my", "1"), ("mydir", "/src/app")])).unwrap();
         assert!(!v.short && !v.hide && v.my_code);
         let input = v.input("x", false);
         assert!(input.full_names && input.no_hide);
         assert_eq!(input.my_code.as_deref(), Some("/src/app"));
-        let v = PageView::parse(&pairs(&[
+        let v = PageQuery::parse(&pairs(&[
             ("tag", "thread=^a b$"),
             ("tag", ""),
             ("tag", "route=/x"),
         ]))
         .unwrap();
         assert_eq!(v.tags, ["thread=^a b$", "route=/x"]);
-        let again = PageView::parse(&serde_urlencoded_pairs(&v.query(&v.tags))).unwrap();
+        let again = PageQuery::parse(&serde_urlencoded_pairs(&v.query(&v.tags))).unwrap();
         assert_eq!(again.tags, v.tags);
         assert!(again.short && again.hide && again.icicle);
-        assert!(PageView::parse(&pairs(&[("tag", "novalue")])).is_err());
-        assert!(PageView::parse(&pairs(&[("s", &"x".repeat(5000))])).is_err());
+        assert!(PageQuery::parse(&pairs(&[("tag", "novalue")])).is_err());
+        assert!(PageQuery::parse(&pairs(&[("s", &"x".repeat(5000))])).is_err());
         assert_eq!(tag_exact("thread", "a.b"), "thread=^a\\.b$");
         assert_eq!(exclude(None, "thread", "a"), "thread=^a$");
         assert_eq!(exclude(Some("thread=^a$"), "thread", "b"), "thread=^a$,^b$");
         assert_eq!(exclude(Some("thread=^a$"), "thread", "a"), "thread=^a$");
         assert_eq!(exclude(Some("route=^x$"), "thread", "a"), "thread=^a$");
-        let v = PageView::parse(&pairs(&[("notag", "thread=^a$,^b$")])).unwrap();
+        let v = PageQuery::parse(&pairs(&[("notag", "thread=^a$,^b$")])).unwrap();
         assert_eq!(
             v.input("x", false).tag_ignore.as_deref(),
             Some("thread=^a$,^b$")
         );
         assert!(v.query(&[]).contains("notag=thread%3D%5Ea%24%2C%5Eb%24"));
-        assert!(PageView::parse(&pairs(&[("notag", "=x")])).is_err());
+        assert!(PageQuery::parse(&pairs(&[("notag", "=x")])).is_err());
     }
 
     fn serde_urlencoded_pairs(q: &str) -> Vec<(String, String)> {

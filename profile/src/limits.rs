@@ -1,12 +1,7 @@
-//! What every reader of profile bytes shares: the size limits, gzip, and
-//! protobuf framing (the pprof parser, its merging decoder and the OTLP
-//! reader stand on this, not on each other).
-
-use std::io::Read;
-
-use flate2::read::MultiGzDecoder;
-
-use crate::error::{Error, Result};
+//! The size caps that keep a reader's memory bounded on hostile input, and
+//! the decoded-size estimate a protobuf is checked against before it is
+//! decoded (the pprof parser, its merging decoder and the OTLP reader share
+//! these, not each other's code).
 
 pub(crate) const GIB: u64 = 1 << 30;
 
@@ -43,24 +38,6 @@ impl Limits {
     }
 }
 
-pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-
-/// Inflates a (possibly multi-member) gzip stream, refusing to grow past `limit`.
-pub fn gunzip(bytes: &[u8], limit: u64) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    MultiGzDecoder::new(bytes)
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(Error::Gzip)?;
-    if out.len() as u64 > limit {
-        return Err(Error::TooLarge {
-            what: "decompressed input",
-            limit,
-        });
-    }
-    Ok(out)
-}
-
 /// The memory a length-delimited top-level field of `len` bytes may take
 /// decoded (the parser bounds a profile by their sum before decoding it).
 pub(crate) fn decoded_field_size(field: u64, len: usize) -> u64 {
@@ -78,23 +55,4 @@ pub(crate) fn decoded_field_size(field: u64, len: usize) -> u64 {
     // Nested elements are at least 2 bytes and at most ~32 bytes decoded
     // (a `Label`), hence 16x the payload.
     element + 16 * len as u64
-}
-
-/// A varint; `None` when cut short or longer than 10 bytes.
-pub(crate) fn read_varint(buf: &mut &[u8]) -> Option<u64> {
-    let mut value: u64 = 0;
-    for i in 0..10 {
-        let (&byte, rest) = buf.split_first()?;
-        *buf = rest;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-/// Collapses whitespace (protobuf errors span lines) into one line.
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -2,23 +2,24 @@
 //! and sample type: `peek` (callers and callees with their shares), `list`
 //! (per-line cost, with the source when the file is on disk), `traces`
 //! (every sample's stack), `tags` (label keys and values with their shares)
-//! and a table broken down by one label's values.
+//! and a table broken down by one label's values. With `top`
+//! ([`render::top`](crate::render::top)) these are the [`app::Report`](crate::app::Report)s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
-use profscope_profile::{Profile, SampleType, string};
+use profscope_profile::{Profile, SampleType};
 use regex::Regex;
 
 use crate::error::{Error, Result};
-use crate::units::ValueFormat;
+use crate::units::{ValueFormat, percentage};
 
 /// Each location's frames, innermost first: (function name, file, line).
 fn frames(p: &Profile) -> HashMap<u64, Vec<(String, String, i64)>> {
     let functions: HashMap<u64, (&str, &str)> = p
         .function
         .iter()
-        .map(|f| (f.id, (string(p, f.name), string(p, f.filename))))
+        .map(|f| (f.id, (p.string_at(f.name), p.string_at(f.filename))))
         .collect();
     let mappings = profscope_profile::fold::mapping_files(p);
     p.location
@@ -80,18 +81,6 @@ fn compile(re: &str) -> Result<Regex> {
         }
         .into()
     })
-}
-
-fn total(p: &Profile, st: &SampleType) -> i64 {
-    profscope_profile::total(p, st.index)
-}
-
-fn pct(v: i64, total: i64) -> String {
-    if total == 0 {
-        "0%".into()
-    } else {
-        format!("{:.2}%", v as f64 * 100.0 / total as f64)
-    }
 }
 
 /// One function of a `peek`: its values and the value through each edge,
@@ -168,7 +157,7 @@ pub fn peek_entries(p: &Profile, st: &SampleType, regex: &str) -> Result<(i64, V
             callees: ranked(e.callees),
         })
         .collect();
-    Ok((total(p, st), entries))
+    Ok((p.sample_total(st.index), entries))
 }
 
 /// `peek REGEX`: for each function matching, its callers and callees, each
@@ -197,7 +186,7 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
                     "{:>44}   {:>10} {:>7} |   {other}",
                     "",
                     fmt.format(*v),
-                    pct(*v, e.cum)
+                    percentage(*v, e.cum)
                 );
             }
         };
@@ -206,9 +195,9 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
             out,
             "{:>12} {:>8} {:>12} {:>8}   {:>18} | {}",
             fmt.format(e.flat),
-            pct(e.flat, all),
+            percentage(e.flat, all),
             fmt.format(e.cum),
-            pct(e.cum, all),
+            percentage(e.cum, all),
             "",
             e.name
         );
@@ -218,9 +207,13 @@ pub fn peek(p: &Profile, st: &SampleType, regex: &str) -> Result<String> {
 }
 
 /// Formats `v` of `unit` as `go tool pprof` does, and `v` as a share of
-/// `total` (what the web UI's panes show beside a name).
+/// `total` (what the web UI's panes show beside a name; trimmed, since the
+/// page aligns its cells itself).
 pub fn value_and_share(unit: &str, v: i64, total: i64) -> (String, String) {
-    (Format::for_unit(unit).format(v), pct(v, total))
+    (
+        Format::for_unit(unit).format(v),
+        percentage(v, total).trim().to_string(),
+    )
 }
 
 /// `list REGEX`: for each function matching, per source line, the flat and
@@ -304,11 +297,11 @@ fn labels(p: &Profile, s: &profscope_profile::Sample) -> Vec<(String, String)> {
         .iter()
         .map(|l| {
             let value = if l.str != 0 {
-                string(p, l.str).to_string()
+                p.string_at(l.str).to_string()
             } else {
                 l.num.to_string()
             };
-            (string(p, l.key).to_string(), value)
+            (p.string_at(l.key).to_string(), value)
         })
         .collect()
 }
@@ -359,12 +352,12 @@ fn values_by_key(
                 continue;
             }
             let val = if l.str != 0 {
-                string(p, l.str).to_string()
+                p.string_at(l.str).to_string()
             } else {
                 l.num.to_string()
             };
             *by_key
-                .entry(string(p, l.key).to_string())
+                .entry(p.string_at(l.key).to_string())
                 .or_default()
                 .entry(val)
                 .or_default() += v;
@@ -398,7 +391,7 @@ pub fn tags(p: &Profile, st: &SampleType) -> String {
                 "{:>10}  {:>10} ({:>7}): {value}",
                 "",
                 fmt.format(v),
-                pct(v, key_total)
+                percentage(v, key_total)
             );
         }
         out.push('\n');
@@ -426,7 +419,7 @@ pub fn by_label_rows(p: &Profile, st: &SampleType, key: &str) -> Vec<(String, i6
 /// The profile's values broken down by label `key` (see [`by_label_rows`]).
 pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
     let fmt = Format::for_unit(&st.unit);
-    let all = total(p, st);
+    let all = p.sample_total(st.index);
     let mut out = format!(
         "By {key}, of {} total\n{:>12} {:>8}  {key}\n",
         fmt.format(all),
@@ -434,7 +427,12 @@ pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
         "share"
     );
     for (value, v) in by_label_rows(p, st, key) {
-        let _ = writeln!(out, "{:>12} {:>8}  {value}", fmt.format(v), pct(v, all));
+        let _ = writeln!(
+            out,
+            "{:>12} {:>8}  {value}",
+            fmt.format(v),
+            percentage(v, all)
+        );
     }
     out
 }
@@ -442,7 +440,7 @@ pub fn by_label(p: &Profile, st: &SampleType, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profscope_profile::folded::folded_to_profile;
+    use profscope_profile::read_folded::folded_to_profile;
     use profscope_profile::select_sample_type;
 
     #[test]

@@ -1,6 +1,7 @@
-//! Folded stacks (`root;…;leaf count` lines, as written by inferno,
-//! flamegraph.pl and `profscope collapse`) turned into a pprof profile, so
-//! readers only ever see one model. [`fold`](crate::fold::fold) is the way back.
+//! Folded text → a profile: `root;…;leaf count` lines (as written by
+//! inferno, flamegraph.pl and `profscope collapse`) turned into a pprof
+//! profile, so readers only ever see one model. [`fold`](crate::fold::fold)
+//! is the way back.
 
 use std::collections::HashMap;
 
