@@ -37,6 +37,16 @@ const NO_SLOT: usize = 1;
 const STOPPED: usize = 2;
 /// A SIGPROF someone else sent (`kill`, `setitimer`): not recorded.
 const NOT_OURS: usize = 3;
+/// How the handler reads, for the benchmark's and the edge test's before
+/// and after in one run: [`GUARDED`] reads through the guarded load (else
+/// plain volatile reads, trusting the snapshot alone, as before the
+/// guard), [`LEAF_FIXUP`] takes the leaf's caller from the stack where the
+/// frame pointer would skip it. Both on unless a probe turns them off.
+pub(crate) static MODE: std::sync::atomic::AtomicU8 =
+    std::sync::atomic::AtomicU8::new(GUARDED | LEAF_FIXUP);
+pub(crate) const GUARDED: u8 = 1;
+pub(crate) const LEAF_FIXUP: u8 = 2;
+
 /// Samples dropped since the process started, by [`DROP_REASONS`].
 pub(crate) static DROPPED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 /// Samples whose stack pointer the snapshot did not know (a new mapping):
@@ -203,13 +213,18 @@ fn unwind(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, out: &mut [u64]) -> us
         STACK_UNKNOWN.fetch_add(1, Ordering::Relaxed);
         return 0;
     };
+    let mode = MODE.load(Ordering::Relaxed);
     let mut n = 0;
-    let leaf = leaf_return(snapshot, pc, sp, stack_end);
+    let leaf = if mode & LEAF_FIXUP != 0 {
+        leaf_return(snapshot, pc, sp, stack_end)
+    } else {
+        None
+    };
     if let Some(ret) = leaf {
         out[0] = ret;
         n = 1;
     }
-    let walked = walk(snapshot, sp, stack_end, fp, &mut out[n..]);
+    let walked = walk(snapshot, sp, stack_end, fp, &mut out[n..], mode & GUARDED != 0);
     // A leaf that was not skipped after all (its caller is also the
     // chain's first return address): keep it once.
     if walked > 0 && leaf.is_some() && out[1] == out[0] {
@@ -285,7 +300,14 @@ fn follows_call(ret: u64) -> bool {
 /// frame, 8-aligned, and made through the guarded load; every return
 /// address kept is inside an executable mapping. No syscall.
 #[inline(always)]
-fn walk(snapshot: &Snapshot, sp: u64, stack_end: u64, mut fp: u64, out: &mut [u64]) -> usize {
+fn walk(
+    snapshot: &Snapshot,
+    sp: u64,
+    stack_end: u64,
+    mut fp: u64,
+    out: &mut [u64],
+    guarded: bool,
+) -> usize {
     let mut low = sp;
     let mut n = 0;
     while n < out.len().min(MAX_DEPTH - 1) {
@@ -294,7 +316,19 @@ fn walk(snapshot: &Snapshot, sp: u64, stack_end: u64, mut fp: u64, out: &mut [u6
         }
         // The mapping may have gone since the snapshot: a fault ends the
         // chain here instead of the process.
-        let Some([next, ret]) = guard::load2(fp) else {
+        let read = if guarded {
+            guard::load2(fp)
+        } else {
+            // SAFETY: the benchmark's "before" only: `[fp, fp + 16)` lies
+            // in the snapshot's mapping that holds the stack pointer.
+            Some(unsafe {
+                [
+                    std::ptr::read_volatile(fp as *const u64),
+                    std::ptr::read_volatile((fp + 8) as *const u64),
+                ]
+            })
+        };
+        let Some([next, ret]) = read else {
             break;
         };
         if snapshot.code.find(ret).is_none() {

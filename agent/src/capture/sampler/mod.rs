@@ -810,6 +810,32 @@ extern "C" fn after_fork_in_child() {
     state.consumers.clear();
 }
 
+/// One directed sample of each of `tids`, taken within `within` (the
+/// probe behind the thousand-thread test).
+pub(crate) fn directed_samples(
+    tids: &[i32],
+    within: Duration,
+) -> Result<Vec<(i32, Vec<u64>)>, String> {
+    let consumer = subscribe_directed().map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + within;
+    let mut got: Vec<(i32, Vec<u64>)> = Vec::new();
+    for &tid in tids {
+        consumer.request(tid).map_err(|e| format!("tgkill {tid}: {e}"))?;
+    }
+    while got.len() < tids.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let taken = consumer.take().map_err(|e| e.to_string())?;
+        got.extend(taken.into_iter().map(|s| (s.tid, s.frames)));
+    }
+    Ok(got)
+}
+
+/// Sets how the handler reads (see `handler::MODE`).
+pub(crate) fn set_reads(guarded: bool, leaf_fixup: bool) {
+    let mode = if guarded { handler::GUARDED } else { 0 } | if leaf_fixup { handler::LEAF_FIXUP } else { 0 };
+    handler::MODE.store(mode, Ordering::Relaxed);
+}
+
 /// Whether this thread runs the SIGPROF handler now.
 pub(crate) fn in_handler() -> bool {
     handler::IN_HANDLER.with(std::cell::Cell::get)
