@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::capture::cpu::CpuProfiler;
 use crate::capture::heap::HeapProfiler;
+use crate::capture::recorder::{Recorder, RecorderConfig};
 use crate::capture::runtime::{RouteMetricsLayer, RuntimeObserver, TaskGroups, TokioSnapshot};
 use crate::delivery::http;
 use crate::delivery::push::Pusher;
@@ -31,13 +32,14 @@ struct Inner {
     process: prometheus::Registry,
     config: Config,
     cpu: CpuProfiler,
-    heap: HeapProfiler,
+    heap: Arc<HeapProfiler>,
     requests: Semaphore,
     captures: Semaphore,
     /// Text pages (`/metrics`, `/debug/memory`) rendered at once.
     pages: Semaphore,
     symbolizer: Symbolizer,
     pusher: std::sync::OnceLock<Pusher>,
+    recorder: std::sync::OnceLock<Recorder>,
 }
 
 impl crate::delivery::push::Sources for Inner {
@@ -88,6 +90,7 @@ impl Agent {
         runtime: Option<Handle>,
         registry: Option<prometheus::Registry>,
         push: Option<crate::delivery::push::PushConfig>,
+        recorder: Option<RecorderConfig>,
     ) -> Result<Agent, Error> {
         let process = prometheus::Registry::new();
         // The process collector only fails to register on a name clash,
@@ -103,7 +106,7 @@ impl Agent {
                 task_groups: TaskGroups::default(),
                 registry,
                 process,
-                heap: HeapProfiler::new(config.heap_dump_dir.clone()),
+                heap: Arc::new(HeapProfiler::new(config.heap_dump_dir.clone())),
                 requests: Semaphore::new(config.max_concurrent_requests),
                 captures: Semaphore::new(config.max_concurrent_captures),
                 pages: Semaphore::new(PAGES_AT_ONCE),
@@ -111,8 +114,30 @@ impl Agent {
                 cpu: CpuProfiler::new(),
                 symbolizer: Symbolizer::new(),
                 pusher: std::sync::OnceLock::new(),
+                recorder: std::sync::OnceLock::new(),
             }),
         };
+        if let Some(config) = recorder {
+            let weak = Arc::downgrade(&agent.inner);
+            let sources = crate::capture::recorder::Sources {
+                heap: agent.inner.heap.clone(),
+                symbolizer: agent.inner.symbolizer.clone(),
+                task_groups: agent.inner.task_groups.clone(),
+                metrics: Box::new(move || {
+                    weak.upgrade()
+                        .map(|inner| {
+                            let snapshot = TokioSnapshot {
+                                runtime: inner.runtime.as_ref().map(RuntimeObserver::snapshot),
+                                task_groups: inner.task_groups.snapshot(),
+                            };
+                            serde_json::to_value(snapshot).unwrap_or_default()
+                        })
+                        .unwrap_or_default()
+                }),
+                cgroup_root: agent.inner.config.cgroup_root.clone(),
+            };
+            let _ = agent.inner.recorder.set(Recorder::start(config, sources)?);
+        }
         if let Some(push) = push {
             let weak: std::sync::Weak<Inner> = Arc::downgrade(&agent.inner);
             let sources: std::sync::Weak<dyn crate::delivery::push::Sources> = weak;
@@ -142,6 +167,11 @@ impl Agent {
         deadline: std::time::Duration,
     ) -> Option<crate::delivery::push::PushStats> {
         self.inner.pusher.get().map(|p| p.shutdown(deadline))
+    }
+
+    /// The flight recorder, when the builder turned it on.
+    pub fn recorder(&self) -> Option<&Recorder> {
+        self.inner.recorder.get()
     }
 
     /// The agent's configuration.
@@ -251,6 +281,7 @@ impl Agent {
             &self.tokio_snapshot(),
             &self.memory_report(),
             self.push_stats().as_ref(),
+            self.recorder().map(Recorder::status).as_ref(),
         )
     }
 

@@ -14,6 +14,7 @@ pub struct AgentBuilder {
     runtime: Option<Handle>,
     registry: Option<prometheus::Registry>,
     push: Option<crate::delivery::push::PushConfig>,
+    recorder: Option<crate::capture::recorder::RecorderConfig>,
 }
 
 impl AgentBuilder {
@@ -110,6 +111,16 @@ impl AgentBuilder {
         self
     }
 
+    /// Turns on the flight recorder (see [`recorder`](crate::recorder)): the
+    /// last minutes of CPU, heap and runtime metrics, kept at all times, at
+    /// `/debug/pprof/recent/*`, and incidents when a configured trigger
+    /// fires. Off unless set; `RecorderConfig::default()` can be taken as
+    /// it is (no trigger but the manual one).
+    pub fn recorder(mut self, config: crate::capture::recorder::RecorderConfig) -> Self {
+        self.recorder = Some(config);
+        self
+    }
+
     /// Checks the configuration and readies the profilers.
     ///
     /// Nothing of the CPU profiler is set up here: the sample stream starts
@@ -121,6 +132,15 @@ impl AgentBuilder {
             push.check().map_err(Error::InvalidConfig)?;
         }
         let runtime = self.runtime.or_else(|| Handle::try_current().ok());
-        Agent::assemble(self.config, runtime, self.registry, self.push)
+        if let Some(recorder) = &self.recorder {
+            recorder.check()?;
+        }
+        Agent::assemble(
+            self.config,
+            runtime,
+            self.registry,
+            self.push,
+            self.recorder,
+        )
     }
 }

@@ -84,7 +84,7 @@ mod capture;
 mod delivery;
 mod shared;
 
-pub use capture::{cpu, heap, labels, memory, runtime, tasks};
+pub use capture::{cpu, heap, labels, memory, recorder, runtime, tasks};
 pub use delivery::push;
 pub use shared::symbols;
 

@@ -15,6 +15,7 @@ mod heap;
 mod index;
 mod memory;
 pub(crate) mod metrics;
+mod recorder;
 mod respond;
 pub(crate) mod server;
 mod tasks;
@@ -60,6 +61,11 @@ fn handler(path: &str) -> Option<MethodRouter<Agent>> {
         "/debug/pprof/tasks" => get(tasks::tasks),
         "/debug/pprof/goroutine" => get(tasks::goroutine),
         "/debug/pprof/taskleak" => get(tasks::taskleak),
+        "/debug/pprof/recent/profile" => get(recorder::recent_profile),
+        "/debug/pprof/recent/heap" => get(recorder::recent_heap),
+        "/debug/pprof/recent/metrics" => get(recorder::recent_metrics),
+        "/debug/pprof/incidents" => get(recorder::incidents).post(recorder::fire),
+        "/debug/pprof/incidents/{id}/{profile}" => get(recorder::incident_profile),
         "/debug/pprof/cmdline" => get(cmdline::cmdline),
         "/debug/tokio" => get(metrics::tokio_json),
         "/debug/memory" => get(memory::memory),

@@ -398,6 +398,43 @@ fn sampler_families(page: &mut Page) {
     );
 }
 
+/// The flight recorder: incidents by trigger (every trigger exported from
+/// the start), its ring, what it dropped.
+fn recorder_families(page: &mut Page, r: &crate::capture::recorder::RecorderStatus) {
+    let incidents: Vec<(String, f64)> = r
+        .incidents_total
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v as f64))
+        .collect();
+    page.counters_by(
+        "profscope_incidents_total",
+        "Incidents the flight recorder's triggers fired, by trigger.",
+        "trigger",
+        &incidents,
+    );
+    page.gauge(
+        "profscope_recorder_ring_bytes",
+        "Bytes the flight recorder's ring holds (CPU buckets, heap snapshots, metrics).",
+        r.ring_bytes as f64,
+    );
+    page.gauge(
+        "profscope_recorder_cpu_seconds",
+        "Seconds of CPU the flight recorder's ring reaches back.",
+        r.cpu_seconds as f64,
+    );
+    page.counter(
+        "profscope_recorder_dropped_cpu_seconds_total",
+        "One-second CPU buckets the recorder dropped to stay within its age and byte bounds.",
+        r.dropped.cpu_buckets as f64,
+    );
+    page.gauge(
+        "profscope_recorder_recording",
+        "1 while the flight recorder records CPU; 0 once its sample stream ended (another \
+         SIGPROF handler, a fork) or where the own sampler does not run.",
+        if r.state == "recording" { 1.0 } else { 0.0 },
+    );
+}
+
 /// `/debug/memory`'s figures as gauges.
 fn memory_families(page: &mut Page, m: &crate::capture::memory::MemoryReport) {
     for (name, help, value) in [
@@ -501,6 +538,7 @@ pub(crate) fn render(
     tokio: &TokioSnapshot,
     memory: &crate::capture::memory::MemoryReport,
     push: Option<&crate::delivery::push::PushStats>,
+    recorder: Option<&crate::capture::recorder::RecorderStatus>,
 ) -> Result<String, crate::Error> {
     let mut page = Page::default();
     if let Some(rt) = &tokio.runtime {
@@ -513,6 +551,9 @@ pub(crate) fn render(
     memory_families(&mut page, memory);
     if let Some(push) = push {
         push_families(&mut page, push);
+    }
+    if let Some(recorder) = recorder {
+        recorder_families(&mut page, recorder);
     }
     let mut families = process.gather();
     families.extend(page.families);
