@@ -174,9 +174,11 @@ impl ExampleArgs {
         self.addr.unwrap_or(default)
     }
 
-    /// An agent builder with these flags' agent settings (the token).
+    /// An agent builder with these flags' agent settings (the token), task
+    /// dumps on: the examples build the workspace's patched tokio
+    /// (`vendor/tokio`), which task dumps need.
     pub fn agent_builder(&self) -> AgentBuilder {
-        let builder = Agent::builder();
+        let builder = Agent::builder().task_dumps(true);
         match &self.token {
             Some(token) => builder.bearer_token(token.expose()),
             None => builder,

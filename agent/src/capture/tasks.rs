@@ -19,6 +19,14 @@ use crate::shared::symbols::Symbolizer;
 pub const NOT_ENABLED: &str = "task dumps are not enabled: build with RUSTFLAGS=\"--cfg tokio_unstable\" \
      and profscope-agent's `taskdump` feature (tokio's `taskdump`), on Linux x86_64 or aarch64";
 
+/// What to tell a user of an agent whose builder did not enable task dumps.
+pub const TASK_DUMPS_OFF: &str = "task dumps are off: enable them with AgentBuilder::task_dumps(true), \
+     and only where the service builds profscope's patched tokio ([patch.crates-io] tokio from \
+     profscope's vendor/tokio, see its README): on tokio 1.54.1 as released a dump during a poll \
+     longer than 250 ms can wedge a worker and the service with it (tokio-rs/tokio#8370); on a \
+     current-thread runtime a task that wakes a waker while traced panics the runtime's thread \
+     with \"RefCell already borrowed\" (tokio-rs/tokio#8391, unpatched)";
+
 /// How long a dump may take: tokio's dump waits for every worker, and a
 /// worker blocked for long would hold the request forever.
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
