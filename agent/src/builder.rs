@@ -88,6 +88,22 @@ impl AgentBuilder {
         self
     }
 
+    /// Serves task dumps (`/debug/pprof/tasks`, `goroutine`, `taskleak`)
+    /// and lets the push send task profiles; off by default, when they
+    /// answer 501 with [`TASK_DUMPS_OFF`](crate::tasks::TASK_DUMPS_OFF).
+    ///
+    /// Enable them only where the service builds the tokio that profscope
+    /// patches (`[patch.crates-io]`, see the README's "Task dumps"): on
+    /// tokio 1.54.1 as released, a dump that overlaps a poll longer than
+    /// 250 ms can leave a worker waiting forever (tokio-rs/tokio#8370), and
+    /// with it the whole service. On a current-thread runtime, a task that
+    /// wakes a waker while it is traced panics the runtime's thread
+    /// (tokio-rs/tokio#8391, not fixed by the patch).
+    pub fn task_dumps(mut self, enabled: bool) -> Self {
+        self.config.task_dumps = enabled;
+        self
+    }
+
     /// The tokio runtime whose metrics and tasks the agent shows. Default:
     /// the runtime `build` is called in, if any.
     pub fn runtime(mut self, handle: Handle) -> Self {
@@ -130,6 +146,12 @@ impl AgentBuilder {
         self.config.check()?;
         if let Some(push) = &self.push {
             push.check().map_err(Error::InvalidConfig)?;
+            if push.tasks && !self.config.task_dumps {
+                return Err(Error::InvalidConfig(format!(
+                    "the push of task profiles needs task dumps: {}",
+                    crate::capture::tasks::TASK_DUMPS_OFF
+                )));
+            }
         }
         let runtime = self.runtime.or_else(|| Handle::try_current().ok());
         if let Some(recorder) = &self.recorder {

@@ -220,9 +220,10 @@ impl ExampleArgs {
     }
 
     /// An agent builder with these flags' agent settings (the token, the
-    /// recorder).
+    /// recorder), task dumps on: the examples build the workspace's patched
+    /// tokio (`vendor/tokio`), which task dumps need.
     pub fn agent_builder(&self) -> AgentBuilder {
-        let mut builder = Agent::builder();
+        let mut builder = Agent::builder().task_dumps(true);
         if let Some(token) = &self.token {
             builder = builder.bearer_token(token.expose());
         }
