@@ -15,6 +15,7 @@ pub struct AgentBuilder {
     registry: Option<prometheus::Registry>,
     push: Option<crate::delivery::push::PushConfig>,
     recorder: Option<crate::capture::recorder::RecorderConfig>,
+    watchdog: Option<crate::capture::watchdog::WatchdogConfig>,
 }
 
 impl AgentBuilder {
@@ -137,6 +138,19 @@ impl AgentBuilder {
         self
     }
 
+    /// Turns on the blocking watchdog (see [`watchdog`](crate::watchdog)): a
+    /// poll that holds a runtime worker past the threshold (default 100 ms)
+    /// is sampled while it blocks and reported at `/debug/pprof/block`, on
+    /// `/metrics`, and as a `blocked_poll` incident when the recorder is on.
+    /// Polls are seen through the agent's wrappers (the route layer,
+    /// `labels::scope`, task groups) and, for every task, through
+    /// [`watchdog::install_poll_hooks`](crate::watchdog) on the runtime's
+    /// builder. Off unless set.
+    pub fn watchdog(mut self, config: crate::capture::watchdog::WatchdogConfig) -> Self {
+        self.watchdog = Some(config);
+        self
+    }
+
     /// Checks the configuration and readies the profilers.
     ///
     /// Nothing of the CPU profiler is set up here: the sample stream starts
@@ -157,12 +171,16 @@ impl AgentBuilder {
         if let Some(recorder) = &self.recorder {
             recorder.check()?;
         }
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.check()?;
+        }
         Agent::assemble(
             self.config,
             runtime,
             self.registry,
             self.push,
             self.recorder,
+            self.watchdog,
         )
     }
 }

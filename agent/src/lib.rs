@@ -62,6 +62,16 @@ macro_rules! cfg_not_own_sampler {
     };
 }
 
+/// Items compiled with `--cfg tokio_unstable` (tokio's poll hooks).
+macro_rules! cfg_tokio_unstable {
+    ($($item:item)*) => {
+        $(
+            #[cfg(tokio_unstable)]
+            $item
+        )*
+    };
+}
+
 /// Items compiled with the `tracing` feature.
 macro_rules! cfg_tracing {
     ($($item:item)*) => {
@@ -84,7 +94,7 @@ mod capture;
 mod delivery;
 mod shared;
 
-pub use capture::{cpu, heap, labels, memory, recorder, runtime, tasks};
+pub use capture::{cpu, heap, labels, memory, recorder, runtime, tasks, watchdog};
 pub use delivery::push;
 pub use shared::symbols;
 

@@ -14,7 +14,10 @@ use sha2::{Digest, Sha256};
 /// `/work?n=N` (N SHA-256 rounds over 1 KiB, in [`hash_work`]), `/leak`
 /// (1 MiB retained per call, in [`leak_one_mib`]) and `/drip?kib=N` (N KiB
 /// retained per call, default 64, in [`drip_leak`]: a slow leak under
-/// load, for the flight recorder's heap trigger). Each route is a task
+/// load, for the flight recorder's heap trigger), and two bugs for the
+/// blocking watchdog: `/block?ms=N` (`std::thread::sleep` inside the async
+/// handler, in [`block_in_async`]) and `/spin?ms=N` (a CPU loop inside it,
+/// in [`spin_in_async`]). Each route is a task
 /// group on `/metrics` (`group="/work"`, …).
 pub fn app(agent: &Agent) -> Router {
     Router::new()
@@ -22,6 +25,8 @@ pub fn app(agent: &Agent) -> Router {
         .route("/work", get(work))
         .route("/leak", get(leak))
         .route("/drip", get(drip))
+        .route("/block", get(block_in_async))
+        .route("/spin", get(spin_in_async))
         .route_layer(agent.route_metrics_layer())
         .merge(agent.router())
 }
@@ -42,6 +47,50 @@ async fn work(Query(params): Query<WorkParams>) -> String {
 
 async fn leak() -> String {
     format!("retained {} MiB\n", leak_one_mib())
+}
+
+/// `?ms=N` of the stall routes.
+#[derive(serde::Deserialize)]
+pub struct StallParams {
+    /// How long the handler holds its worker, ms (default 300).
+    pub ms: Option<u64>,
+}
+
+/// The bug the watchdog exists for: a blocking call inside an async
+/// handler, holding the runtime worker for `ms` (default 300).
+#[inline(never)]
+pub async fn block_in_async(Query(params): Query<StallParams>) -> String {
+    let ms = params.ms.unwrap_or(300).min(10_000);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    format!("blocked {ms} ms\n")
+}
+
+/// A CPU loop inside an async handler, holding the worker for `ms`.
+#[inline(never)]
+pub async fn spin_in_async(Query(params): Query<StallParams>) -> String {
+    let ms = params.ms.unwrap_or(300).min(10_000);
+    format!(
+        "spun {} rounds\n",
+        spin_for(std::time::Duration::from_millis(ms))
+    )
+}
+
+/// Burns CPU for `d` of wall time.
+#[inline(never)]
+pub fn spin_for(d: std::time::Duration) -> u64 {
+    let until = std::time::Instant::now() + d;
+    let mut rounds = 0u64;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while std::time::Instant::now() < until {
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        rounds += 1;
+    }
+    std::hint::black_box(x);
+    rounds
 }
 
 #[derive(serde::Deserialize)]
@@ -159,6 +208,10 @@ pub struct ExampleArgs {
     /// See --incident-before-s.
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub incident_after_s: u64,
+    /// Run the blocking watchdog: a poll holding a worker past N ms is
+    /// sampled while it blocks (/debug/pprof/block).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(4..=60_000))]
+    pub watchdog_ms: Option<u64>,
 }
 
 /// A bearer token from the command line or the environment: its `Debug`
@@ -229,6 +282,11 @@ impl ExampleArgs {
         }
         if let Some(recorder) = self.recorder_config() {
             builder = builder.recorder(recorder);
+        }
+        if let Some(ms) = self.watchdog_ms {
+            builder = builder.watchdog(profscope_agent::watchdog::WatchdogConfig::threshold(
+                std::time::Duration::from_millis(ms),
+            ));
         }
         builder
     }

@@ -180,8 +180,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
         path: "/debug/pprof/block",
         kind: Some("block"),
         default_sample_type: Some("delay"),
-        label: "block (Go)",
-        description: "Go's blocking profile; Rust has none: answers 501 with why.",
+        label: "block",
+        description: "Polls that blocked a runtime worker past the watchdog's threshold, caught \
+                      while they blocked (not lock contention): stacks, contentions, delay, \
+                      state; cumulative (seconds=N: the last N seconds). 501 when the watchdog \
+                      is off.",
         example_query: "",
         agent: true,
     },
@@ -190,7 +193,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         kind: Some("mutex"),
         default_sample_type: Some("delay"),
         label: "mutex (Go)",
-        description: "Go's mutex contention profile; Rust has none: answers 501 with why.",
+        description: "Go's mutex contention profile; Rust's runtime records none: answers 501 \
+                      with why.",
         example_query: "",
         agent: true,
     },
@@ -198,8 +202,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
         path: "/debug/pprof/delta_block",
         kind: Some("block"),
         default_sample_type: Some("delay"),
-        label: "block (delta, Go)",
-        description: "godeltaprof's delta_block; Rust has no blocking profile: answers 501 with why.",
+        label: "block (delta)",
+        description: "The block profile's growth since the previous request to this path \
+                      (godeltaprof's semantics).",
         example_query: "",
         agent: true,
     },
