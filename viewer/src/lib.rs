@@ -34,6 +34,7 @@ pub mod diff;
 mod error;
 pub mod fetch;
 pub mod graph;
+pub mod incidents;
 pub mod load;
 pub mod memory;
 pub mod names;
