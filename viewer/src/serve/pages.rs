@@ -425,108 +425,108 @@ pub(crate) async fn diff(
 
 /// The diff page of `q`; `intro` (an incident's header) replaces its title.
 fn diff_page(store: &Store, q: &DiffQuery, intro: Option<&str>) -> Result<Html<String>, PageError> {
-    {
-        let base_id = nonempty(&q.base);
-        let new_id = nonempty(&q.new);
-        let all = store
-            .list()
-            .map_err(|e| PageError::Internal(e.to_string()))?;
-        let chooser = |types: &str| {
-            format!(
-                "<form class=\"controls\" method=\"get\" action=\"/diff\">{} {} {}\
-                 <label><input type=\"checkbox\" name=\"normalize\" value=\"1\"{}> normalize \
-                 (scale BASE to NEW's total; for CPU profiles of different lengths)</label> \
-                 <button type=\"submit\" id=\"diff-go\">Diff</button></form>\n",
-                snapshot_select("base", &all, base_id.as_deref()),
-                snapshot_select("new", &all, new_id.as_deref()),
-                types,
-                if q.normalize.is_some() {
-                    " checked"
+    let base_id = nonempty(&q.base);
+    let new_id = nonempty(&q.new);
+    let all = store
+        .list()
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let chooser = |types: &str| {
+        format!(
+            "<form class=\"controls\" method=\"get\" action=\"/diff\">{} {} {}\
+             <label><input type=\"checkbox\" name=\"normalize\" value=\"1\"{}> normalize \
+             (scale BASE to NEW's total; for CPU profiles of different lengths)</label> \
+             <button type=\"submit\" id=\"diff-go\">Diff</button></form>\n",
+            snapshot_select("base", &all, base_id.as_deref()),
+            snapshot_select("new", &all, new_id.as_deref()),
+            types,
+            if q.normalize.is_some() {
+                " checked"
+            } else {
+                ""
+            },
+        )
+    };
+    let (Some(base_id), Some(new_id)) = (base_id.clone(), new_id.clone()) else {
+        if base_id.is_some() || new_id.is_some() {
+            return Err(PageError::BadRequest(
+                "a diff needs both a BASE and a NEW snapshot".into(),
+            ));
+        }
+        let body = format!(
+            "<h1>Diff two snapshots</h1>\n<p class=\"sub\">Choose BASE (before) and NEW (after).</p>\n{}",
+            chooser("")
+        );
+        return Ok(html::page("Diff", "", &body));
+    };
+    let base = find(store, &base_id)?;
+    let new = find(store, &new_id)?;
+    let pb = base.load().map_err(PageError::from_input)?;
+    let pn = new.load().map_err(PageError::from_input)?;
+    let opts = DiffOptions::new(nonempty(&q.ty), q.normalize.is_some());
+    let pairing = diff::pair(&pb, &pn, &opts).map_err(PageError::from_input)?;
+    let report = diff::diff_top(&pb, &pn, &pairing, &TopOptions::new(TOP_ROWS, false));
+    let svg =
+        flame::diff_svg(&pb, &pn, &pairing).map_err(|e| PageError::Internal(e.to_string()))?;
+    let types = format!(
+        "<label>sample type <select name=\"type\">{}</select></label>",
+        model::sample_types(&pn)
+            .iter()
+            .map(|t| format!(
+                "<option value=\"{}\"{}>{} ({})</option>",
+                esc(&t.name),
+                if t.index == pairing.new.index {
+                    " selected"
                 } else {
                     ""
                 },
-            )
-        };
-        let (Some(base_id), Some(new_id)) = (base_id.clone(), new_id.clone()) else {
-            if base_id.is_some() || new_id.is_some() {
-                return Err(PageError::BadRequest(
-                    "a diff needs both a BASE and a NEW snapshot".into(),
-                ));
-            }
-            let body = format!(
-                "<h1>Diff two snapshots</h1>\n<p class=\"sub\">Choose BASE (before) and NEW (after).</p>\n{}",
-                chooser("")
-            );
-            return Ok(html::page("Diff", "", &body));
-        };
-        let base = find(&store, &base_id)?;
-        let new = find(&store, &new_id)?;
-        let pb = base.load().map_err(PageError::from_input)?;
-        let pn = new.load().map_err(PageError::from_input)?;
-        let opts = DiffOptions::new(nonempty(&q.ty), q.normalize.is_some());
-        let pairing = diff::pair(&pb, &pn, &opts).map_err(PageError::from_input)?;
-        let report = diff::diff_top(&pb, &pn, &pairing, &TopOptions::new(TOP_ROWS, false));
-        let svg =
-            flame::diff_svg(&pb, &pn, &pairing).map_err(|e| PageError::Internal(e.to_string()))?;
-        let types = format!(
-            "<label>sample type <select name=\"type\">{}</select></label>",
-            model::sample_types(&pn)
-                .iter()
-                .map(|t| format!(
-                    "<option value=\"{}\"{}>{} ({})</option>",
-                    esc(&t.name),
-                    if t.index == pairing.new.index {
-                        " selected"
-                    } else {
-                        ""
-                    },
-                    esc(&t.name),
-                    esc(&t.unit)
-                ))
-                .collect::<String>()
-        );
-        let mut body = String::with_capacity(svg.len() + 16 * 1024);
-        if let Some(intro) = intro {
-            body.push_str(intro);
-        }
-        // Under an incident's header the diff's own title is a subheading.
-        let h = if intro.is_some() { "h2" } else { "h1" };
-        let _ = write!(
-            body,
-            "<{h}>Diff: <a href=\"/snapshot/{}\">{}</a> → <a href=\"/snapshot/{}\">{}</a></{h}>\n\
-             <p class=\"sub\">BASE {} · NEW {} · {}{}</p>\n",
-            esc(&base.meta.id),
-            esc(&title_of(&base)),
-            esc(&new.meta.id),
-            esc(&title_of(&new)),
-            esc(&crate::time::display(&base.meta.time)),
-            esc(&crate::time::display(&new.meta.time)),
-            esc(&pairing.new.name),
-            if opts.normalize {
-                format!(" · BASE scaled by {:.4}", pairing.base_scale)
-            } else {
-                String::new()
-            }
-        );
-        body.push_str(&chooser(&types));
-        body.push_str(&toolbar(
-            q.s.as_deref(),
-            q.icicle.as_deref().is_none_or(|v| v != "0" && v != "false"),
-        ));
-        body.push_str("<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph diff\" id=\"fg\">\n");
-        body.push_str(&svg);
-        body.push_str(
-            "\n</div>\n<div id=\"fg-details\" class=\"details\">&nbsp;</div>\n</div>\n<aside class=\"side\">\n",
-        );
-        body.push_str(&html::top_table(
-            &report,
-            "change by function (NEW − BASE), ranked by |flat|",
-        ));
-        body.push_str("</aside>\n</div>\n");
-        Ok(html::page(
-            if intro.is_some() { "Incident" } else { "Diff" },
-            "",
-            &body,
-        ))
+                esc(&t.name),
+                esc(&t.unit)
+            ))
+            .collect::<String>()
+    );
+    let mut body = String::with_capacity(svg.len() + 16 * 1024);
+    if let Some(intro) = intro {
+        body.push_str(intro);
     }
+    // Under an incident's header the diff's own title is a subheading.
+    let h = if intro.is_some() { "h2" } else { "h1" };
+    let _ = write!(
+        body,
+        "<{h}>Diff: <a href=\"/snapshot/{}\">{}</a> → <a href=\"/snapshot/{}\">{}</a></{h}>\n\
+         <p class=\"sub\">BASE {} · NEW {} · {}{}</p>\n",
+        esc(&base.meta.id),
+        esc(&title_of(&base)),
+        esc(&new.meta.id),
+        esc(&title_of(&new)),
+        esc(&crate::time::display(&base.meta.time)),
+        esc(&crate::time::display(&new.meta.time)),
+        esc(&pairing.new.name),
+        if opts.normalize {
+            format!(" · BASE scaled by {:.4}", pairing.base_scale)
+        } else {
+            String::new()
+        }
+    );
+    body.push_str(&chooser(&types));
+    body.push_str(&toolbar(
+        q.s.as_deref(),
+        q.icicle.as_deref().is_none_or(|v| v != "0" && v != "false"),
+    ));
+    body.push_str(
+        "<div class=\"view\">\n<div class=\"graph\">\n<div class=\"flamegraph diff\" id=\"fg\">\n",
+    );
+    body.push_str(&svg);
+    body.push_str(
+        "\n</div>\n<div id=\"fg-details\" class=\"details\">&nbsp;</div>\n</div>\n<aside class=\"side\">\n",
+    );
+    body.push_str(&html::top_table(
+        &report,
+        "change by function (NEW − BASE), ranked by |flat|",
+    ));
+    body.push_str("</aside>\n</div>\n");
+    Ok(html::page(
+        if intro.is_some() { "Incident" } else { "Diff" },
+        "",
+        &body,
+    ))
 }
