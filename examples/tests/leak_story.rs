@@ -297,6 +297,59 @@ fn a_heap_growth_trigger_names_the_leaking_function() {
         leaked / 1048576.0
     );
     assert!((0.8..=1.2).contains(&ratio), "{table}");
+    // The viewer in one step: `profscope incidents URL` lists and stores
+    // it, `profscope incident URL` names the leak as the top growth row and
+    // writes the differential flamegraph; the stored copy reads the same.
+    let listed = run(home.path(), &["incidents", &svc.base]);
+    assert!(
+        listed.contains(&id) && listed.contains("heap_growth") && listed.contains("complete"),
+        "{listed}"
+    );
+    let stored = run(home.path(), &["list"]);
+    for part in ["heap", "heap-before", "cpu", "heap-after", "cpu-after"] {
+        assert!(
+            stored.contains(&format!("incident-{id}-{part} ")),
+            "{part}:\n{stored}"
+        );
+    }
+    let again = run(home.path(), &["incidents", &svc.base]);
+    assert_eq!(run(home.path(), &["list"]), stored, "stored once:\n{again}");
+    for args in [
+        &["incident", &svc.base, "--top", "5"] as &[&str],
+        &["incident", &format!("incident-{id}-heap"), "--top", "5"],
+    ] {
+        let shown = run(home.path(), args);
+        assert!(
+            shown.starts_with(&format!("incident {id}: heap_growth")),
+            "{shown}"
+        );
+        assert!(
+            first_row(&shown).ends_with("drip_leak"),
+            "{args:?}: the leak first:\n{shown}"
+        );
+        let svg = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("wrote ")?.split(" (heap growth").next())
+            .unwrap_or_else(|| panic!("no flamegraph written:\n{shown}"));
+        assert!(
+            std::fs::read_to_string(svg).unwrap().contains("drip_leak"),
+            "{svg}"
+        );
+    }
+    let unknown = Command::new(profscope())
+        .args(["incident", &svc.base, "no-such-incident"])
+        .env("PROFSCOPE_HOME", home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("profscope: ")
+            && stderr.contains("no incident \"no-such-incident\"")
+            && stderr.contains(&id)
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
     // Bad input: one-line 400s and 404s.
     for (path, status) in [
         ("/debug/pprof/recent/profile?seconds=abc", 400),
