@@ -136,6 +136,15 @@ pub mod probes {
             crate::capture::sampler::directed_samples(tids, within)
         }
 
+        /// `n` poll stamps (enter + exit, as every watched poll pays): the
+        /// benchmark's measure of their cost.
+        pub fn poll_stamps(n: u64) {
+            for _ in 0..n {
+                let stamp = crate::capture::poll_stamp::Stamp::enter();
+                drop(std::hint::black_box(stamp));
+            }
+        }
+
         /// The sampler's counters since the process started, by name:
         /// `dropped_<reason>`, `stack_unknown`, `faults_recovered`,
         /// `ranges_truncated`, `signal_taken`, `threads_unsampled`.

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod heap;
 pub mod labels;
 pub mod memory;
+pub(crate) mod poll_stamp;
 pub mod recorder;
 pub mod runtime;
 cfg_own_sampler! {

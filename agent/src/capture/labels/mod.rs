@@ -300,7 +300,7 @@ impl<F: Future> Future for Scoped<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         // The watchdog's stamp: the outermost wrapper marks the poll.
-        let _stamp = crate::capture::watchdog::Stamp::enter();
+        let _stamp = crate::capture::poll_stamp::Stamp::enter();
         let _enter = Enter::new(*this.set);
         this.inner.poll(cx)
     }

@@ -1,6 +1,6 @@
 //! The blocking watchdog: names the poll that blocks a runtime worker while
 //! it blocks. A plain OS thread (`profscope-watchdog`, never a tokio task)
-//! wakes every threshold/4 and reads the poll stamps (`stamp.rs`); a thread
+//! wakes every threshold/4 and reads the poll stamps (`poll_stamp.rs`); a thread
 //! still inside the same poll past the threshold gets directed samples (a
 //! signal to that one thread, through the sample stream's directed
 //! consumer), one per wake while the poll lasts, each weighted by the wall
@@ -13,21 +13,18 @@
 //! never takes a task dump: a dump waits for every worker, the blocked
 //! one included.
 
-mod stamp;
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-pub(crate) use stamp::Stamp;
 cfg_tokio_unstable! {
-    pub use stamp::install_poll_hooks;
+    pub use crate::capture::poll_stamp::install_poll_hooks;
 }
 
 use crate::Error;
 use crate::capture::recorder::{Recorder, TriggerKind};
-use stamp::{MAX_POLLERS, SLOTS};
+use crate::capture::poll_stamp::{MAX_POLLERS, SLOTS};
 
 /// The watchdog's settings.
 #[derive(Debug, Clone)]

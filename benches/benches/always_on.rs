@@ -1,0 +1,140 @@
+//! What the always-on parts cost, in one process under a busy service:
+//! - the watchdog's poll stamps, per poll (enter + exit), target < 10 ns;
+//! - the flight recorder's own CPU (its thread, from
+//!   `/proc/self/task/<tid>/stat`, plus the handler's share at 19 Hz) as a
+//!   share of the service's CPU, target < 0.2 %; its ring's bytes; and the
+//!   latency of a 60 s read of the recent past (`recent_cpu` + symbolize +
+//!   encode), target < 100 ms;
+//! - the watchdog's monitor thread CPU at the default 100 ms threshold,
+//!   target < 0.01 % of a core.
+//!
+//! ```text
+//! cargo bench -p profscope-benches --bench always_on
+//! PROFSCOPE_BENCH_SECS=60 PROFSCOPE_BENCH_RUNS=5 cargo bench -p profscope-benches --bench always_on
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use profscope_agent::Agent;
+use profscope_agent::recorder::RecorderConfig;
+use profscope_agent::symbols::Symbolizer;
+use profscope_agent::watchdog::WatchdogConfig;
+use profscope_benches::{env_or, median_spread};
+
+/// CPU time of this process's thread named `name` (comm, at most 15
+/// bytes), from `/proc/self/task/*/stat` (utime + stime, clock ticks).
+fn thread_cpu(name: &str) -> Duration {
+    let ticks = 100.0; // USER_HZ
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if !name.starts_with(comm.trim_end()) || comm.trim_end().is_empty() {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        total += (utime + stime) / ticks;
+    }
+    Duration::from_secs_f64(total)
+}
+
+#[inline(never)]
+fn busy(stop: &AtomicBool) -> u64 {
+    let mut x = 1u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+    }
+    x
+}
+
+fn main() {
+    let secs: u64 = env_or("PROFSCOPE_BENCH_SECS", 20);
+    let runs: usize = env_or("PROFSCOPE_BENCH_RUNS", 3);
+
+    // Poll stamps: many runs of 10 M pairs.
+    let mut per_poll = Vec::new();
+    for _ in 0..(runs * 3) {
+        let n = 10_000_000;
+        let t0 = Instant::now();
+        profscope_agent::probes::poll_stamps(n);
+        per_poll.push(t0.elapsed().as_nanos() as f64 / n as f64);
+    }
+    let (m, lo, hi) = median_spread(&per_poll);
+    println!("poll stamp (enter + exit): median {m:.2} ns a poll (runs {lo:.2}..{hi:.2})");
+
+    println!("recorder and watchdog: {runs} runs of {secs} s, 2 threads busy");
+    let (mut shares, mut monitor_shares, mut bytes, mut reads) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let agent = Agent::builder()
+            .recorder(RecorderConfig::default())
+            .watchdog(WatchdogConfig::default())
+            .build()
+            .expect("agent");
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || busy(&stop))
+            })
+            .collect();
+        let (_, before) = profscope_agent::probes::handler_cost_histogram();
+        let cpu0 = profscope_test_support::process_cpu_time();
+        let (rec0, mon0) = (thread_cpu("profscope-recorder"), thread_cpu("profscope-watchdog"));
+        std::thread::sleep(Duration::from_secs(secs));
+        let (rec1, mon1) = (thread_cpu("profscope-recorder"), thread_cpu("profscope-watchdog"));
+        let cpu = (profscope_test_support::process_cpu_time() - cpu0).as_secs_f64();
+        let (width, after) = profscope_agent::probes::handler_cost_histogram();
+        let handler_ns: f64 = after
+            .iter()
+            .zip(&before)
+            .enumerate()
+            .map(|(i, (a, b))| (a - b) as f64 * (i as f64 + 0.5) * width as f64)
+            .sum();
+        let recorder = (rec1 - rec0).as_secs_f64() + handler_ns / 1e9;
+        let share = recorder / cpu * 100.0;
+        let monitor = (mon1 - mon0).as_secs_f64() / secs as f64 * 100.0;
+        let r = agent.recorder().unwrap();
+        let t0 = Instant::now();
+        let capture = r.recent_cpu(Duration::from_secs(60)).unwrap();
+        let profile = capture.to_profile(&Symbolizer::new());
+        let encoded = profscope_profile::write_gz(&profile).unwrap();
+        let read_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let status = r.status();
+        println!(
+            "run {run}: recorder {recorder:.4} s of {cpu:.2} s service CPU ({share:.4} %); \
+             watchdog monitor {monitor:.5} % of a core; ring {} bytes over {} s; \
+             recent_cpu(60 s) read + symbolize + encode {read_ms:.1} ms ({} bytes)",
+            status.ring_bytes,
+            status.cpu_seconds,
+            encoded.len()
+        );
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+        shares.push(share);
+        monitor_shares.push(monitor);
+        bytes.push(status.ring_bytes as f64);
+        reads.push(read_ms);
+    }
+    let (m, lo, hi) = median_spread(&shares);
+    println!("recorder CPU: median {m:.4} % of service CPU (runs {lo:.4}..{hi:.4})");
+    let (m, lo, hi) = median_spread(&monitor_shares);
+    println!("watchdog monitor CPU: median {m:.5} % of a core (runs {lo:.5}..{hi:.5})");
+    let (m, lo, hi) = median_spread(&bytes);
+    println!("recorder ring: median {m:.0} bytes after {secs} s (runs {lo:.0}..{hi:.0})");
+    let (m, lo, hi) = median_spread(&reads);
+    println!("recent 60 s read: median {m:.1} ms (runs {lo:.1}..{hi:.1})");
+}
