@@ -60,6 +60,10 @@ impl crate::delivery::push::Sources for Inner {
     fn runtime_handle(&self) -> Option<&Handle> {
         self.runtime_handle.as_ref()
     }
+
+    fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.get()
+    }
 }
 
 /// The profiling agent. Cheap to clone; clones share profilers and caches.

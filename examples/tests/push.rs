@@ -736,3 +736,72 @@ fn credentials_reach_the_backend_and_4xx_is_not_retried() {
             .starts_with("multipart/form-data; boundary=")
     );
 }
+
+/// With the flight recorder on, each incident is pushed too, labelled
+/// `incident=<id>`: the CPU of its before-window (and the heap at the
+/// trigger, where heap profiles run).
+#[test]
+fn incidents_are_pushed_labelled_with_their_id() {
+    let _serial = serial();
+    let (addr, inbox) = receiver();
+    let mut recorder = profscope_agent::recorder::RecorderConfig::default();
+    recorder.before = Duration::from_secs(5);
+    recorder.after = Duration::from_secs(1);
+    let agent = Agent::builder()
+        .recorder(recorder)
+        .push(
+            PushConfig::new("incidents")
+                .pyroscope(format!("http://{addr}"))
+                .period(Duration::from_secs(1))
+                .profiles(true, false, false),
+        )
+        .build()
+        .unwrap();
+    // Some CPU for the window, then a manual incident.
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut x = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            }
+            x
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let id = agent
+        .recorder()
+        .unwrap()
+        .fire(
+            profscope_agent::recorder::TriggerKind::Manual,
+            Default::default(),
+            Default::default(),
+        )
+        .expect("fired");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pushed = loop {
+        let found = inbox.all().into_iter().find(|r| {
+            r.query
+                .get("name")
+                .is_some_and(|n| n.contains(&format!("incident={id}")))
+        });
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no incident pushed: {:?}",
+            agent.push_stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+    agent.shutdown_push(Duration::from_secs(2));
+    let name = &pushed.query["name"];
+    assert!(name.starts_with("incidents.cpu{"), "{name}");
+    let profile = profscope_profile::parse(&pushed.parts["profile"], &Default::default())
+        .expect("the incident's CPU profile");
+    assert!(!profile.sample.is_empty(), "the before-window's CPU");
+}

@@ -23,8 +23,8 @@ cfg_tokio_unstable! {
 }
 
 use crate::Error;
-use crate::capture::recorder::{Recorder, TriggerKind};
 use crate::capture::poll_stamp::{MAX_POLLERS, SLOTS};
+use crate::capture::recorder::{Recorder, TriggerKind};
 
 /// The watchdog's settings.
 #[derive(Debug, Clone)]

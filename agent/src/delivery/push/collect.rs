@@ -1,7 +1,9 @@
 //! The period loop: every period, the CPU profile of the period (a
 //! consumer of the shared sample stream), the heap with `alloc_*` as the
 //! growth over the period, and the task profile when asked; each becomes a
-//! delivery per backend.
+//! delivery per backend. Incidents the flight recorder fired since are
+//! pushed once each, labelled `incident=<id>` (the CPU before the trigger
+//! and the heap at it, over the incident's before-window).
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
@@ -53,10 +55,12 @@ async fn periods(
             heap_base = a.heap().snapshot().await.ok();
         }
     }
+    let mut pushed: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         let Some(a) = agent.upgrade() else {
             return;
         };
+        push_incidents(&*a, config, frequency, queue, counters, &mut pushed);
         let from = SystemTime::now();
         let start = std::time::Instant::now();
         let cpu = if config.cpu && crate::capture::cpu::shares_stream() {
@@ -137,6 +141,103 @@ async fn periods(
             match wire::otlp(endpoint, config, &period) {
                 Ok(d) => queue.push(d),
                 Err(_) => failed(),
+            }
+        }
+    }
+}
+
+/// Each incident not pushed yet whose heap at the trigger is taken: its
+/// before-window's CPU and that heap, as one period labelled
+/// `incident=<id>`.
+fn push_incidents(
+    a: &dyn Sources,
+    config: &PushConfig,
+    frequency: u32,
+    queue: &Queue,
+    counters: &Counters,
+    pushed: &mut std::collections::HashSet<String>,
+) {
+    let Some(recorder) = a.recorder() else { return };
+    for incident in recorder.incidents() {
+        if pushed.contains(&incident.id) {
+            continue;
+        }
+        let heap = match recorder.incident_heap(&incident.id, None) {
+            Ok(Some(heap)) => Some(heap),
+            // Still being taken: at the next period.
+            Ok(None) => continue,
+            // No heap profiles in this build: the CPU alone.
+            Err(_) => None,
+        };
+        push_incident(
+            a,
+            config,
+            frequency,
+            queue,
+            counters,
+            &incident,
+            heap.as_deref(),
+        );
+        pushed.insert(incident.id);
+    }
+}
+
+fn push_incident(
+    a: &dyn Sources,
+    config: &PushConfig,
+    frequency: u32,
+    queue: &Queue,
+    counters: &Counters,
+    incident: &crate::capture::recorder::IncidentInfo,
+    heap: Option<&HeapSnapshot>,
+) {
+    let Some(recorder) = a.recorder() else { return };
+    let until =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(incident.time_unix_seconds);
+    let from = until - std::time::Duration::from_secs_f64(incident.before_seconds);
+    let mut period = Period {
+        from,
+        until,
+        frequency,
+        profiles: Vec::new(),
+    };
+    if config.cpu
+        && let Ok(cpu) = recorder.incident_cpu(&incident.id, false)
+    {
+        period
+            .profiles
+            .push(("cpu", cpu.to_profile(a.symbolizer())));
+    }
+    if config.heap
+        && let Some(heap) = heap
+    {
+        period.profiles.push((
+            "heap",
+            heap.to_profile(a.symbolizer(), "inuse_space", until),
+        ));
+    }
+    if period.profiles.is_empty() {
+        return;
+    }
+    let mut labelled = config.clone();
+    labelled
+        .labels
+        .push(("incident".to_string(), incident.id.clone()));
+    if let Some(endpoint) = &labelled.pyroscope {
+        for (kind, profile) in &period.profiles {
+            match wire::pyroscope(endpoint, &labelled, &period, kind, profile) {
+                Ok(d) => queue.push(d),
+                Err(_) => {
+                    counters.collect_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    if let Some(endpoint) = &labelled.otlp {
+        match wire::otlp(endpoint, &labelled, &period) {
+            Ok(d) => queue.push(d),
+            Err(_) => {
+                counters.collect_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

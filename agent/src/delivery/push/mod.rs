@@ -40,6 +40,8 @@ pub(crate) trait Sources: Send + Sync + 'static {
     fn heap(&self) -> &crate::capture::heap::HeapProfiler;
     fn symbolizer(&self) -> &crate::shared::symbols::Symbolizer;
     fn runtime_handle(&self) -> Option<&tokio::runtime::Handle>;
+    /// The flight recorder, whose incidents are pushed too.
+    fn recorder(&self) -> Option<&crate::capture::recorder::Recorder>;
 }
 
 /// The push's one source of randomness (backoff jitter, multipart
