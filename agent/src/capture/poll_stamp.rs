@@ -39,6 +39,14 @@ struct Local {
 
 const NO_SLOT: usize = usize::MAX;
 
+/// One past the highest slot ever claimed: the monitor reads no further.
+static HIGH_WATER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many slots the monitor must read.
+pub(crate) fn high_water() -> usize {
+    HIGH_WATER.load(Ordering::Acquire)
+}
+
 impl Drop for Local {
     fn drop(&mut self) {
         let i = self.slot.get();
@@ -66,12 +74,14 @@ thread_local! {
 fn claim() -> Option<usize> {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
-    (0..MAX_POLLERS).find(|&i| {
+    let claimed = (0..MAX_POLLERS).find(|&i| {
         SLOTS[i]
             .tid
             .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
-    })
+    })?;
+    HIGH_WATER.fetch_max(claimed + 1, Ordering::AcqRel);
+    Some(claimed)
 }
 
 /// Marks the start of a poll (the outermost of nested ones).

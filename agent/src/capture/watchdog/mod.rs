@@ -23,7 +23,7 @@ cfg_tokio_unstable! {
 }
 
 use crate::Error;
-use crate::capture::poll_stamp::{MAX_POLLERS, SLOTS};
+use crate::capture::poll_stamp::{MAX_POLLERS, SLOTS, high_water as stamp_high_water};
 use crate::capture::recorder::{Recorder, TriggerKind};
 
 /// The watchdog's settings.
@@ -394,8 +394,14 @@ fn monitor(shared: &std::sync::Weak<Shared>, recorder: Option<&Recorder>) {
             return;
         };
         let now = Instant::now();
-        // Samples asked for at the previous wakes.
-        match take(&directed) {
+        // Samples asked for at the previous wakes (none asked, none to take:
+        // an idle wake touches neither the stream's lock nor its rings).
+        let sampling = watches.iter().flatten().any(|w| w.stalled);
+        match if sampling {
+            take(&directed)
+        } else {
+            Ok(Vec::new())
+        } {
             Ok(samples) => {
                 for (tid, frames, labels) in samples {
                     if let Some(w) = watches.iter_mut().flatten().find(|w| w.tid == tid) {
@@ -421,7 +427,8 @@ fn monitor(shared: &std::sync::Weak<Shared>, recorder: Option<&Recorder>) {
                 return;
             }
         }
-        for (i, slot) in SLOTS.iter().enumerate() {
+        let claimed = stamp_high_water();
+        for (i, slot) in SLOTS.iter().enumerate().take(claimed) {
             let tid = slot.tid.load(Ordering::Acquire);
             let seq = slot.seq.load(Ordering::Acquire);
             let in_poll = tid != 0 && seq & 1 == 1;
