@@ -232,7 +232,7 @@ fn fetch_list_top_latest_and_diff_since() {
     let latest = ok(&["top", "@latest"], home);
     assert!(latest.contains("main.main.func3"), "{latest}");
     assert_eq!(ok(&["top", "after"], home), latest);
-    assert!(ok(&["top", "@prev"], home).contains("13027.01KiB"));
+    assert!(ok(&["top", "@prev"], home).contains("12.72MiB"));
 
     let svg = home.join("diff.svg");
     let diff = ok(
