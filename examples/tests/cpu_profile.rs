@@ -406,6 +406,19 @@ fn system_library_frames_are_named_from_debug_files() {
         !bare_names.iter().any(|n| memcpy(n) || n == "start_thread"),
         "{bare_names:?}"
     );
+    // The viewer says once how to get the names.
+    let out = std::process::Command::new(common::profscope())
+        .args(["top", "--no-hide"])
+        .arg(&bare_file)
+        .env("PROFSCOPE_HOME", dir.path())
+        .output()
+        .unwrap();
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(top.matches("No function names in [").count(), 1, "{top}");
+    assert!(
+        top.contains("[libc.so.6]") && top.contains("libc6-dbg"),
+        "{top}"
+    );
     if have_go() {
         let (top, _) = go_pprof(&["-top", "-nodecount=1000"], &named_file);
         let first = top
