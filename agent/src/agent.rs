@@ -13,7 +13,9 @@ use tokio::task::JoinHandle;
 
 use crate::capture::cpu::CpuProfiler;
 use crate::capture::heap::HeapProfiler;
+use crate::capture::recorder::{Recorder, RecorderConfig};
 use crate::capture::runtime::{RouteMetricsLayer, RuntimeObserver, TaskGroups, TokioSnapshot};
+use crate::capture::watchdog::{Watchdog, WatchdogConfig};
 use crate::delivery::http;
 use crate::delivery::push::Pusher;
 use crate::shared::symbols::Symbolizer;
@@ -31,13 +33,15 @@ struct Inner {
     process: prometheus::Registry,
     config: Config,
     cpu: CpuProfiler,
-    heap: HeapProfiler,
+    heap: Arc<HeapProfiler>,
     requests: Semaphore,
     captures: Semaphore,
     /// Text pages (`/metrics`, `/debug/memory`) rendered at once.
     pages: Semaphore,
     symbolizer: Symbolizer,
     pusher: std::sync::OnceLock<Pusher>,
+    recorder: std::sync::OnceLock<Recorder>,
+    watchdog: std::sync::OnceLock<Watchdog>,
 }
 
 impl crate::delivery::push::Sources for Inner {
@@ -88,6 +92,8 @@ impl Agent {
         runtime: Option<Handle>,
         registry: Option<prometheus::Registry>,
         push: Option<crate::delivery::push::PushConfig>,
+        recorder: Option<RecorderConfig>,
+        watchdog: Option<WatchdogConfig>,
     ) -> Result<Agent, Error> {
         let process = prometheus::Registry::new();
         // The process collector only fails to register on a name clash,
@@ -107,7 +113,7 @@ impl Agent {
                 task_groups: TaskGroups::default(),
                 registry,
                 process,
-                heap: HeapProfiler::new(config.heap_dump_dir.clone()),
+                heap: Arc::new(HeapProfiler::new(config.heap_dump_dir.clone())),
                 requests: Semaphore::new(config.max_concurrent_requests),
                 captures: Semaphore::new(config.max_concurrent_captures),
                 pages: Semaphore::new(PAGES_AT_ONCE),
@@ -115,8 +121,35 @@ impl Agent {
                 cpu: CpuProfiler::new(),
                 symbolizer,
                 pusher: std::sync::OnceLock::new(),
+                recorder: std::sync::OnceLock::new(),
+                watchdog: std::sync::OnceLock::new(),
             }),
         };
+        if let Some(config) = recorder {
+            let weak = Arc::downgrade(&agent.inner);
+            let sources = crate::capture::recorder::Sources {
+                heap: agent.inner.heap.clone(),
+                symbolizer: agent.inner.symbolizer.clone(),
+                task_groups: agent.inner.task_groups.clone(),
+                metrics: Box::new(move || {
+                    weak.upgrade()
+                        .map(|inner| {
+                            let snapshot = TokioSnapshot {
+                                runtime: inner.runtime.as_ref().map(RuntimeObserver::snapshot),
+                                task_groups: inner.task_groups.snapshot(),
+                            };
+                            serde_json::to_value(snapshot).unwrap_or_default()
+                        })
+                        .unwrap_or_default()
+                }),
+                cgroup_root: agent.inner.config.cgroup_root.clone(),
+            };
+            let _ = agent.inner.recorder.set(Recorder::start(config, sources)?);
+        }
+        if let Some(config) = watchdog {
+            let recorder = agent.inner.recorder.get().cloned();
+            let _ = agent.inner.watchdog.set(Watchdog::start(config, recorder)?);
+        }
         if let Some(push) = push {
             let weak: std::sync::Weak<Inner> = Arc::downgrade(&agent.inner);
             let sources: std::sync::Weak<dyn crate::delivery::push::Sources> = weak;
@@ -146,6 +179,16 @@ impl Agent {
         deadline: std::time::Duration,
     ) -> Option<crate::delivery::push::PushStats> {
         self.inner.pusher.get().map(|p| p.shutdown(deadline))
+    }
+
+    /// The flight recorder, when the builder turned it on.
+    pub fn recorder(&self) -> Option<&Recorder> {
+        self.inner.recorder.get()
+    }
+
+    /// The blocking watchdog, when the builder turned it on.
+    pub fn watchdog(&self) -> Option<&Watchdog> {
+        self.inner.watchdog.get()
     }
 
     /// The agent's configuration.
@@ -255,6 +298,8 @@ impl Agent {
             &self.tokio_snapshot(),
             &self.memory_report(),
             self.push_stats().as_ref(),
+            self.recorder().map(Recorder::status).as_ref(),
+            self.watchdog().map(Watchdog::metrics).as_ref(),
         )
     }
 
@@ -322,7 +367,40 @@ impl Agent {
         Ok(RunningAgent {
             local_addr,
             stop: Some(stop_tx),
-            task,
+            server: Server::Task(task),
+        })
+    }
+
+    /// Binds [`Config::addr`] and serves from a thread of its own running a
+    /// small tokio runtime of its own (one worker), so the endpoints
+    /// (`/debug/pprof/block`, `/metrics`, CPU profiles) answer even while
+    /// every worker of the service's runtime is stuck: what the watchdog and
+    /// task dumps want. Callable from anywhere, in a runtime or not.
+    pub fn spawn_on_own_runtime(self) -> Result<RunningAgent, Error> {
+        let listener = std::net::TcpListener::bind(self.config().addr)?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("profscope-side-port".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("profscope-agent-runtime")
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    self.serve_on(listener, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                })
+            })?;
+        Ok(RunningAgent {
+            local_addr,
+            stop: Some(stop_tx),
+            server: Server::Thread(thread),
         })
     }
 
@@ -342,12 +420,21 @@ impl Agent {
     }
 }
 
-/// An agent serving on its own address, from [`Agent::spawn`].
+/// An agent serving on its own address, from [`Agent::spawn`] or
+/// [`Agent::spawn_on_own_runtime`].
 #[derive(Debug)]
 pub struct RunningAgent {
     local_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), Error>>,
+    server: Server,
+}
+
+#[derive(Debug)]
+enum Server {
+    /// A task on the service's runtime.
+    Task(JoinHandle<Result<(), Error>>),
+    /// A thread with a runtime of its own.
+    Thread(std::thread::JoinHandle<Result<(), Error>>),
 }
 
 impl RunningAgent {
@@ -361,8 +448,14 @@ impl RunningAgent {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task)
-            .await
-            .map_err(|e| Error::Internal(format!("agent server task: {e}")))?
+        match self.server {
+            Server::Task(task) => task
+                .await
+                .map_err(|e| Error::Internal(format!("agent server task: {e}")))?,
+            Server::Thread(thread) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| Error::Internal(format!("agent server thread: {e}")))?
+                .map_err(|_| Error::Internal("agent server thread panicked".into()))?,
+        }
     }
 }

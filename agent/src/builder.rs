@@ -14,6 +14,8 @@ pub struct AgentBuilder {
     runtime: Option<Handle>,
     registry: Option<prometheus::Registry>,
     push: Option<crate::delivery::push::PushConfig>,
+    recorder: Option<crate::capture::recorder::RecorderConfig>,
+    watchdog: Option<crate::capture::watchdog::WatchdogConfig>,
 }
 
 impl AgentBuilder {
@@ -96,6 +98,22 @@ impl AgentBuilder {
         self
     }
 
+    /// Serves task dumps (`/debug/pprof/tasks`, `goroutine`, `taskleak`)
+    /// and lets the push send task profiles; off by default, when they
+    /// answer 501 with [`TASK_DUMPS_OFF`](crate::tasks::TASK_DUMPS_OFF).
+    ///
+    /// Enable them only where the service builds the tokio that profscope
+    /// patches (`[patch.crates-io]`, see the README's "Task dumps"): on
+    /// tokio 1.54.1 as released, a dump that overlaps a poll longer than
+    /// 250 ms can leave a worker waiting forever (tokio-rs/tokio#8370), and
+    /// with it the whole service. On a current-thread runtime, a task that
+    /// wakes a waker while it is traced panics the runtime's thread
+    /// (tokio-rs/tokio#8391, not fixed by the patch).
+    pub fn task_dumps(mut self, enabled: bool) -> Self {
+        self.config.task_dumps = enabled;
+        self
+    }
+
     /// The tokio runtime whose metrics and tasks the agent shows. Default:
     /// the runtime `build` is called in, if any.
     pub fn runtime(mut self, handle: Handle) -> Self {
@@ -119,6 +137,29 @@ impl AgentBuilder {
         self
     }
 
+    /// Turns on the flight recorder (see [`recorder`](crate::recorder)): the
+    /// last minutes of CPU, heap and runtime metrics, kept at all times, at
+    /// `/debug/pprof/recent/*`, and incidents when a configured trigger
+    /// fires. Off unless set; `RecorderConfig::default()` can be taken as
+    /// it is (no trigger but the manual one).
+    pub fn recorder(mut self, config: crate::capture::recorder::RecorderConfig) -> Self {
+        self.recorder = Some(config);
+        self
+    }
+
+    /// Turns on the blocking watchdog (see [`watchdog`](crate::watchdog)): a
+    /// poll that holds a runtime worker past the threshold (default 100 ms)
+    /// is sampled while it blocks and reported at `/debug/pprof/block`, on
+    /// `/metrics`, and as a `blocked_poll` incident when the recorder is on.
+    /// Polls are seen through the agent's wrappers (the route layer,
+    /// `labels::scope`, task groups) and, for every task, through
+    /// [`watchdog::install_poll_hooks`](crate::watchdog) on the runtime's
+    /// builder. Off unless set.
+    pub fn watchdog(mut self, config: crate::capture::watchdog::WatchdogConfig) -> Self {
+        self.watchdog = Some(config);
+        self
+    }
+
     /// Checks the configuration and readies the profilers.
     ///
     /// Nothing of the CPU profiler is set up here: the sample stream starts
@@ -128,8 +169,27 @@ impl AgentBuilder {
         self.config.check()?;
         if let Some(push) = &self.push {
             push.check().map_err(Error::InvalidConfig)?;
+            if push.tasks && !self.config.task_dumps {
+                return Err(Error::InvalidConfig(format!(
+                    "the push of task profiles needs task dumps: {}",
+                    crate::capture::tasks::TASK_DUMPS_OFF
+                )));
+            }
         }
         let runtime = self.runtime.or_else(|| Handle::try_current().ok());
-        Agent::assemble(self.config, runtime, self.registry, self.push)
+        if let Some(recorder) = &self.recorder {
+            recorder.check()?;
+        }
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.check()?;
+        }
+        Agent::assemble(
+            self.config,
+            runtime,
+            self.registry,
+            self.push,
+            self.recorder,
+            self.watchdog,
+        )
     }
 }

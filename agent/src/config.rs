@@ -41,6 +41,10 @@ pub struct Config {
     /// Side port only: connections served at once; past it a new one gets
     /// a 503 and is closed. Default 64.
     pub max_connections: usize,
+    /// Task dumps (`tasks`, `goroutine`, `taskleak` and their push) are
+    /// served only when set: they need the tokio that profscope patches
+    /// (see [`TASK_DUMPS_OFF`](crate::tasks::TASK_DUMPS_OFF)). Default off.
+    pub task_dumps: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for Config {
             .field("debug_dir", &self.debug_dir)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
+            .field("task_dumps", &self.task_dumps)
             .finish()
     }
 }
@@ -78,6 +83,7 @@ impl Default for Config {
             debug_dir: None,
             header_read_timeout: std::time::Duration::from_secs(10),
             max_connections: 64,
+            task_dumps: false,
         }
     }
 }

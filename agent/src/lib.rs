@@ -62,6 +62,16 @@ macro_rules! cfg_not_own_sampler {
     };
 }
 
+/// Items compiled with `--cfg tokio_unstable` (tokio's poll hooks).
+macro_rules! cfg_tokio_unstable {
+    ($($item:item)*) => {
+        $(
+            #[cfg(tokio_unstable)]
+            $item
+        )*
+    };
+}
+
 /// Items compiled with the `tracing` feature.
 macro_rules! cfg_tracing {
     ($($item:item)*) => {
@@ -84,7 +94,7 @@ mod capture;
 mod delivery;
 mod shared;
 
-pub use capture::{cpu, heap, labels, memory, runtime, tasks};
+pub use capture::{cpu, heap, labels, memory, recorder, runtime, tasks, watchdog};
 pub use delivery::push;
 pub use shared::symbols;
 
@@ -106,6 +116,41 @@ pub mod probes {
         /// Handler runs so far by duration: (bucket width in ns, counts).
         pub fn handler_cost_histogram() -> (u64, Vec<u64>) {
             crate::capture::sampler::cost_histogram()
+        }
+
+        /// How the handler reads: through the guarded load (else plain
+        /// reads checked by the snapshot alone, as before the guard), and
+        /// with the leaf's caller taken from the stack where frame pointers
+        /// skip it. Both on by default; for before/after in one run.
+        pub fn set_sampler_reads(guarded: bool, leaf_fixup: bool) {
+            crate::capture::sampler::set_reads(guarded, leaf_fixup)
+        }
+
+        /// One directed sample of each thread of `tids` (a directed
+        /// consumer's `tgkill`s, no timer armed if no capture runs), as
+        /// (tid, frames as the handler saw them), within `within`.
+        pub fn directed_samples(
+            tids: &[i32],
+            within: std::time::Duration,
+        ) -> Result<Vec<(i32, Vec<u64>)>, String> {
+            crate::capture::sampler::directed_samples(tids, within)
+        }
+
+        /// The sampler's counters since the process started, by name:
+        /// `dropped_<reason>`, `stack_unknown`, `faults_recovered`,
+        /// `ranges_truncated`, `signal_taken`, `threads_unsampled`.
+        pub fn sampler_counters() -> Vec<(String, u64)> {
+            let s = crate::capture::sampler::stats();
+            let mut all: Vec<(String, u64)> =
+                s.dropped.iter().map(|(r, n)| (format!("dropped_{r}"), *n)).collect();
+            all.extend([
+                ("stack_unknown".to_string(), s.stack_unknown),
+                ("faults_recovered".to_string(), s.faults_recovered),
+                ("ranges_truncated".to_string(), s.ranges_truncated),
+                ("signal_taken".to_string(), s.signal_taken),
+                ("threads_unsampled".to_string(), s.threads_unsampled),
+            ]);
+            all
         }
     }
 }

@@ -62,11 +62,12 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 /// An agent built outside a tokio runtime has no runtime to watch: the task
-/// endpoints say so with 501, and `/debug/tokio` shows no runtime.
+/// endpoints (enabled) say so with 501, and `/debug/tokio` shows no runtime.
 #[test]
 fn task_dumps_without_a_runtime_answer_501() {
     let agent = Agent::builder()
         .addr("127.0.0.1:0".parse().unwrap())
+        .task_dumps(true)
         .build()
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -1,6 +1,9 @@
 //! The agent's own CPU sampler, measured from inside one process:
 //! - the SIGPROF handler's cost per sample on 20-frame stacks (the handler
-//!   times itself with the vDSO clock; median and p99 of its histogram);
+//!   times itself with the vDSO clock; median and p99 of its histogram),
+//!   in alternating pairs: before (plain reads checked by the snapshot
+//!   alone, frame pointers only) and after (guarded loads, the leaf's
+//!   caller from the stack);
 //! - the aggregator thread's CPU (`/proc/self/task/<tid>/schedstat`);
 //! - the direct overhead: (handler cost × samples + aggregator CPU) /
 //!   service CPU, at 99 Hz on 2 busy threads;
@@ -26,11 +29,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("sampler: {runs} runs of {secs} s at 99 Hz, 2 threads busy 20 frames deep");
+    println!(
+        "sampler: {runs} pairs of {secs} s runs at 99 Hz, 2 threads busy 20 frames deep, \
+         alternating before/after"
+    );
 
     let (mut medians, mut p99s, mut overheads, mut aggregator_shares) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for run in 0..runs {
+    let (mut before_medians, mut before_p99s) = (Vec::new(), Vec::new());
+    for run in 0..runs * 2 {
+        let is_after = run % 2 == 1;
+        profscope_agent::probes::set_sampler_reads(is_after, is_after);
         let stop = Arc::new(AtomicBool::new(false));
         let busy: Vec<_> = (0..2)
             .map(|_| {
@@ -59,22 +68,39 @@ fn main() {
         let handler_ns = mean(&histogram, width) * runs_seen as f64;
         let overhead = (handler_ns + aggregator as f64) / cpu_used as f64;
         println!(
-            "run {run}: {} samples ({runs_seen} handler runs), handler median {median} ns, p99 {p99} ns; \
+            "run {run} ({}): {} samples ({runs_seen} handler runs), handler median {median} ns, p99 {p99} ns; \
              aggregator {:.2} ms CPU; direct overhead {:.4} % of {:.2} s service CPU",
+            if is_after { "after" } else { "before" },
             capture.sample_count(),
             aggregator as f64 / 1e6,
             overhead * 100.0,
             cpu_used as f64 / 1e9
         );
+        if !is_after {
+            before_medians.push(median as f64);
+            before_p99s.push(p99 as f64);
+            continue;
+        }
         medians.push(median as f64);
         p99s.push(p99 as f64);
         overheads.push(overhead * 100.0);
         aggregator_shares.push(aggregator as f64 / cpu_used as f64 * 100.0);
     }
+    let ratios: Vec<f64> = medians
+        .iter()
+        .zip(&before_medians)
+        .map(|(a, b)| a / b)
+        .collect();
+    let (m, lo, hi) = median_spread(&before_medians);
+    println!("before: handler cost per sample, median: {m:.0} ns (runs {lo:.0}..{hi:.0})");
+    let (m, lo, hi) = median_spread(&before_p99s);
+    println!("before: handler cost per sample, p99: {m:.0} ns (runs {lo:.0}..{hi:.0})");
+    let (m, lo, hi) = median_spread(&ratios);
+    println!("after / before, median of pairs: {m:.3} (pairs {lo:.3}..{hi:.3})");
     let (m, lo, hi) = median_spread(&medians);
-    println!("handler cost per sample, median: {m:.0} ns (runs {lo:.0}..{hi:.0})");
+    println!("after: handler cost per sample, median: {m:.0} ns (runs {lo:.0}..{hi:.0})");
     let (m, lo, hi) = median_spread(&p99s);
-    println!("handler cost per sample, p99: {m:.0} ns (runs {lo:.0}..{hi:.0})");
+    println!("after: handler cost per sample, p99: {m:.0} ns (runs {lo:.0}..{hi:.0})");
     let (m, lo, hi) = median_spread(&aggregator_shares);
     println!("aggregator CPU: {m:.4} % of service CPU (runs {lo:.4}..{hi:.4})");
     let (m, lo, hi) = median_spread(&overheads);

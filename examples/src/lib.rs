@@ -11,14 +11,22 @@ use profscope_agent::{Agent, AgentBuilder};
 use sha2::{Digest, Sha256};
 
 /// The `axum-service` example's routes with the agent merged in: `/hello`,
-/// `/work?n=N` (N SHA-256 rounds over 1 KiB, in [`hash_work`]) and `/leak`
-/// (1 MiB retained per call, in [`leak_one_mib`]). Each route is a task
+/// `/work?n=N` (N SHA-256 rounds over 1 KiB, in [`hash_work`]), `/leak`
+/// (1 MiB retained per call, in [`leak_one_mib`]) and `/drip?kib=N` (N KiB
+/// retained per call, default 64, in [`drip_leak`]: a slow leak under
+/// load, for the flight recorder's heap trigger), and two bugs for the
+/// blocking watchdog: `/block?ms=N` (`std::thread::sleep` inside the async
+/// handler, in [`block_in_async`]) and `/spin?ms=N` (a CPU loop inside it,
+/// in [`spin_in_async`]). Each route is a task
 /// group on `/metrics` (`group="/work"`, …).
 pub fn app(agent: &Agent) -> Router {
     Router::new()
         .route("/hello", get(|| async { "hello\n" }))
         .route("/work", get(work))
         .route("/leak", get(leak))
+        .route("/drip", get(drip))
+        .route("/block", get(block_in_async))
+        .route("/spin", get(spin_in_async))
         .route_layer(agent.route_metrics_layer())
         .merge(agent.router())
 }
@@ -39,6 +47,74 @@ async fn work(Query(params): Query<WorkParams>) -> String {
 
 async fn leak() -> String {
     format!("retained {} MiB\n", leak_one_mib())
+}
+
+/// `?ms=N` of the stall routes.
+#[derive(serde::Deserialize)]
+pub struct StallParams {
+    /// How long the handler holds its worker, ms (default 300).
+    pub ms: Option<u64>,
+}
+
+/// The bug the watchdog exists for: a blocking call inside an async
+/// handler, holding the runtime worker for `ms` (default 300).
+#[inline(never)]
+pub async fn block_in_async(Query(params): Query<StallParams>) -> String {
+    let ms = params.ms.unwrap_or(300).min(10_000);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    format!("blocked {ms} ms\n")
+}
+
+/// A CPU loop inside an async handler, holding the worker for `ms`.
+#[inline(never)]
+pub async fn spin_in_async(Query(params): Query<StallParams>) -> String {
+    let ms = params.ms.unwrap_or(300).min(10_000);
+    format!(
+        "spun {} rounds\n",
+        spin_for(std::time::Duration::from_millis(ms))
+    )
+}
+
+/// Burns CPU for `d` of wall time.
+#[inline(never)]
+pub fn spin_for(d: std::time::Duration) -> u64 {
+    let until = std::time::Instant::now() + d;
+    let mut rounds = 0u64;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while std::time::Instant::now() < until {
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        rounds += 1;
+    }
+    std::hint::black_box(x);
+    rounds
+}
+
+#[derive(serde::Deserialize)]
+struct DripParams {
+    kib: Option<usize>,
+}
+
+async fn drip(Query(params): Query<DripParams>) -> String {
+    let kib = params.kib.unwrap_or(64).clamp(1, 1024);
+    format!("retained {} bytes\n", drip_leak(kib))
+}
+
+static DRIPPED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Retains `kib` KiB for the life of the process: the slow leak of
+/// `/drip`. Returns the bytes retained so far.
+#[inline(never)]
+pub fn drip_leak(kib: usize) -> usize {
+    let block = vec![0x5au8; kib << 10];
+    let mut dripped = DRIPPED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    dripped.push(block);
+    dripped.iter().map(Vec::len).sum()
 }
 
 /// Hashes a 1 KiB buffer with SHA-256 `n` times: the CPU work of `/work`.
@@ -114,6 +190,28 @@ pub struct ExampleArgs {
     /// Seconds each pushed profile covers.
     #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub push_period_s: u64,
+    /// Run the flight recorder (the last 10 minutes of CPU, heap and
+    /// metrics at /debug/pprof/recent/*, incidents at /debug/pprof/incidents).
+    #[arg(long)]
+    pub recorder: bool,
+    /// With --recorder: fire a heap_growth incident when the heap grows by
+    /// N MiB within 60 s.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub heap_trigger_mib: Option<u64>,
+    /// With --recorder: seconds between the recorder's heap snapshots.
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub recorder_heap_every_s: u64,
+    /// With --recorder: the windows an incident keeps before and records
+    /// after its trigger, seconds.
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub incident_before_s: u64,
+    /// See --incident-before-s.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub incident_after_s: u64,
+    /// Run the blocking watchdog: a poll holding a worker past N ms is
+    /// sampled while it blocks (/debug/pprof/block).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(4..=60_000))]
+    pub watchdog_ms: Option<u64>,
 }
 
 /// A bearer token from the command line or the environment: its `Debug`
@@ -174,13 +272,41 @@ impl ExampleArgs {
         self.addr.unwrap_or(default)
     }
 
-    /// An agent builder with these flags' agent settings (the token).
+    /// An agent builder with these flags' agent settings (the token, the
+    /// recorder), task dumps on: the examples build the workspace's patched
+    /// tokio (`vendor/tokio`), which task dumps need.
     pub fn agent_builder(&self) -> AgentBuilder {
-        let builder = Agent::builder();
-        match &self.token {
-            Some(token) => builder.bearer_token(token.expose()),
-            None => builder,
+        let mut builder = Agent::builder().task_dumps(true);
+        if let Some(token) = &self.token {
+            builder = builder.bearer_token(token.expose());
         }
+        if let Some(recorder) = self.recorder_config() {
+            builder = builder.recorder(recorder);
+        }
+        if let Some(ms) = self.watchdog_ms {
+            builder = builder.watchdog(profscope_agent::watchdog::WatchdogConfig::threshold(
+                std::time::Duration::from_millis(ms),
+            ));
+        }
+        builder
+    }
+
+    /// The recorder the `--recorder` flags ask for.
+    pub fn recorder_config(&self) -> Option<profscope_agent::recorder::RecorderConfig> {
+        use profscope_agent::recorder::{HeapGrowth, RecorderConfig};
+        use std::time::Duration;
+        if !self.recorder {
+            return None;
+        }
+        let mut config = RecorderConfig::default();
+        config.heap_every = Duration::from_secs(self.recorder_heap_every_s);
+        config.before = Duration::from_secs(self.incident_before_s);
+        config.after = Duration::from_secs(self.incident_after_s);
+        config.triggers.panic = true;
+        if let Some(mib) = self.heap_trigger_mib {
+            config.triggers.heap_growth = Some(HeapGrowth::bytes(mib << 20));
+        }
+        Some(config)
     }
 }
 

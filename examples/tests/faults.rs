@@ -57,6 +57,7 @@ impl Rig {
             // would in the service.
             .runtime(service_rt.handle().clone())
             .heap_dump_dir(dump_dir.path())
+            .task_dumps(true)
             .header_read_timeout(HEADER_TIMEOUT)
             .max_connections(MAX_CONNECTIONS);
         let agent = configure(builder).build().unwrap();

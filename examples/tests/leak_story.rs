@@ -157,3 +157,217 @@ fn memory_page_as_a_table_and_bars_over_time() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("profscope: "));
 }
+
+/// The story the flight recorder exists for: the service leaks slowly under
+/// load, the heap-growth trigger fires on its own (once: the cooldown
+/// holds), and the incident's heap diff names the leaking function with
+/// the bytes leaked inside its window; every recorder and incident path is
+/// a profile `go tool pprof` reads, and bad input is a clear 400/404.
+#[test]
+fn a_heap_growth_trigger_names_the_leaking_function() {
+    use std::time::{Duration, Instant, SystemTime};
+    let svc = profscope_test_support::Service::start(
+        Command::new(common::example_path("axum-service")).args([
+            "--addr",
+            "127.0.0.1:0",
+            "--recorder",
+            "--heap-trigger-mib",
+            "32",
+            "--recorder-heap-every-s",
+            "2",
+            "--incident-before-s",
+            "20",
+            "--incident-after-s",
+            "3",
+        ]),
+    );
+    let incidents = || -> serde_json::Value {
+        let reply = get(&svc.url("/debug/pprof/incidents"));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        serde_json::from_slice(&reply.body).expect("incidents JSON")
+    };
+    assert_eq!(incidents().as_array().map(Vec::len), Some(0));
+    // Some CPU for the window before, then a throttled leak: 64 KiB 25
+    // times a second, 1.6 MiB/s, each answer saying what is retained.
+    let load = Load::start(svc.url("/work?n=20"), 1);
+    let mut retained: Vec<(SystemTime, f64)> = vec![(SystemTime::now(), 0.0)];
+    let started = Instant::now();
+    let mut fired_after = None;
+    while started.elapsed() < Duration::from_secs(90) {
+        let reply = get(&svc.url("/drip?kib=64"));
+        let bytes: f64 = reply
+            .text()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|b| b.parse().ok())
+            .expect("retained N bytes");
+        retained.push((SystemTime::now(), bytes));
+        std::thread::sleep(Duration::from_millis(40));
+        if retained.len().is_multiple_of(25) && fired_after.is_none() {
+            let list = incidents();
+            if !list.as_array().unwrap().is_empty() {
+                fired_after = Some(started.elapsed());
+            }
+        }
+        // Keep leaking 10 s past the trigger: the cooldown holds.
+        if fired_after.is_some_and(|t| started.elapsed() > t + Duration::from_secs(10)) {
+            break;
+        }
+    }
+    drop(load);
+    let fired_after = fired_after.expect("the heap trigger never fired");
+    let list = incidents();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "one incident (cooldown): {list:?}");
+    let incident = &list[0];
+    assert_eq!(incident["trigger"], "heap_growth");
+    assert!(incident["figures"]["growth_bytes"].as_f64().unwrap() >= 32.0 * 1048576.0);
+    eprintln!("heap trigger fired after {fired_after:?}: {incident}");
+    let id = incident["id"].as_str().unwrap().to_string();
+    // The after-window completes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while incidents()[0]["state"] != "complete" {
+        assert!(Instant::now() < deadline, "the incident never completed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every path is a profile go tool pprof reads.
+    let dir = tempfile::tempdir().unwrap();
+    let fetch = |path: &str, file: &str| {
+        let reply = get(&svc.url(path));
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let file = dir.path().join(file);
+        std::fs::write(&file, &reply.body).unwrap();
+        if profscope_test_support::have_go() {
+            profscope_test_support::go_pprof(&["-raw"], &file);
+        }
+        file
+    };
+    let before = fetch(
+        &format!("/debug/pprof/incidents/{id}/heap?window=before"),
+        "b.pb.gz",
+    );
+    let at = fetch(&format!("/debug/pprof/incidents/{id}/heap"), "a.pb.gz");
+    fetch(
+        &format!("/debug/pprof/incidents/{id}/heap?window=after"),
+        "c.pb.gz",
+    );
+    let cpu = fetch(&format!("/debug/pprof/incidents/{id}/cpu"), "cpu.pb.gz");
+    fetch(
+        &format!("/debug/pprof/incidents/{id}/cpu?window=after"),
+        "cpu-after.pb.gz",
+    );
+    fetch("/debug/pprof/recent/profile?seconds=30", "recent.pb.gz");
+    fetch("/debug/pprof/recent/heap?seconds=60", "recent-heap.pb.gz");
+    let cpu = common::decode(&std::fs::read(&cpu).unwrap());
+    assert!(
+        !cpu.sample.is_empty(),
+        "the CPU window before the trigger is present"
+    );
+    // The heap diff names the leak, with the bytes leaked in its window.
+    let home = tempfile::tempdir().unwrap();
+    let table = run(
+        home.path(),
+        &[
+            "diff",
+            before.to_str().unwrap(),
+            at.to_str().unwrap(),
+            "--top",
+            "5",
+        ],
+    );
+    let row = first_row(&table);
+    assert!(row.ends_with("drip_leak"), "the leak first:\n{table}");
+    let grown = signed_bytes(row.split_whitespace().next().unwrap());
+    let time_of = |file: &std::path::Path| {
+        let p = common::decode(&std::fs::read(file).unwrap());
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(p.time_nanos as u64)
+    };
+    let retained_at = |t: SystemTime| {
+        retained
+            .iter()
+            .take_while(|(when, _)| *when <= t)
+            .last()
+            .map_or(0.0, |(_, b)| *b)
+    };
+    let leaked = retained_at(time_of(&at)) - retained_at(time_of(&before));
+    let ratio = grown / leaked;
+    eprintln!(
+        "incident heap diff: drip_leak +{:.1} MiB, {:.1} MiB leaked in the window (ratio {ratio:.3})",
+        grown / 1048576.0,
+        leaked / 1048576.0
+    );
+    assert!((0.8..=1.2).contains(&ratio), "{table}");
+    // The viewer in one step: `profscope incidents URL` lists and stores
+    // it, `profscope incident URL` names the leak as the top growth row and
+    // writes the differential flamegraph; the stored copy reads the same.
+    let listed = run(home.path(), &["incidents", &svc.base]);
+    assert!(
+        listed.contains(&id) && listed.contains("heap_growth") && listed.contains("complete"),
+        "{listed}"
+    );
+    let stored = run(home.path(), &["list"]);
+    for part in ["heap", "heap-before", "cpu", "heap-after", "cpu-after"] {
+        assert!(
+            stored.contains(&format!("incident-{id}-{part} ")),
+            "{part}:\n{stored}"
+        );
+    }
+    let again = run(home.path(), &["incidents", &svc.base]);
+    assert_eq!(run(home.path(), &["list"]), stored, "stored once:\n{again}");
+    for args in [
+        &["incident", &svc.base, "--top", "5"] as &[&str],
+        &["incident", &format!("incident-{id}-heap"), "--top", "5"],
+    ] {
+        let shown = run(home.path(), args);
+        assert!(
+            shown.starts_with(&format!("incident {id}: heap_growth")),
+            "{shown}"
+        );
+        assert!(
+            first_row(&shown).ends_with("drip_leak"),
+            "{args:?}: the leak first:\n{shown}"
+        );
+        let svg = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("wrote ")?.split(" (heap growth").next())
+            .unwrap_or_else(|| panic!("no flamegraph written:\n{shown}"));
+        assert!(
+            std::fs::read_to_string(svg).unwrap().contains("drip_leak"),
+            "{svg}"
+        );
+    }
+    let unknown = Command::new(profscope())
+        .args(["incident", &svc.base, "no-such-incident"])
+        .env("PROFSCOPE_HOME", home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("profscope: ")
+            && stderr.contains("no incident \"no-such-incident\"")
+            && stderr.contains(&id)
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    // Bad input: one-line 400s and 404s.
+    for (path, status) in [
+        ("/debug/pprof/recent/profile?seconds=abc", 400),
+        ("/debug/pprof/recent/profile?seconds=0", 400),
+        ("/debug/pprof/recent/heap?seconds=601", 400),
+        ("/debug/pprof/recent/metrics?seconds=-1", 400),
+        (
+            &format!("/debug/pprof/incidents/{id}/heap?window=during") as &str,
+            400,
+        ),
+        ("/debug/pprof/incidents/no-such-id/cpu", 404),
+        (
+            &format!("/debug/pprof/incidents/{id}/goroutine") as &str,
+            404,
+        ),
+    ] {
+        let reply = get(&svc.url(path));
+        assert_eq!(reply.status, status, "{path}: {}", reply.text());
+        assert_eq!(reply.text().trim_end().lines().count(), 1, "{path}");
+    }
+}

@@ -629,6 +629,7 @@ fn task_profiles_are_pushed_when_asked() {
     let (addr, got) = slow_receiver(Duration::ZERO);
     let agent = Agent::builder()
         .runtime(handle)
+        .task_dumps(true)
         .push(
             PushConfig::new("tasks")
                 .otlp(format!("http://{addr}"))

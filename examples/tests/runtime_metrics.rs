@@ -422,6 +422,7 @@ fn a_current_thread_runtime_is_dumped_from_another_runtime() {
             profscope_agent::Agent::builder()
                 .addr("127.0.0.1:0".parse().unwrap())
                 .runtime(handle.clone())
+                .task_dumps(true)
                 .build()
                 .unwrap()
                 .spawn(),
@@ -439,4 +440,385 @@ fn a_current_thread_runtime_is_dumped_from_another_runtime() {
     let text = assert_waiting_in_text_dump(&reply, 3);
     // The task that takes the dump is not in it.
     assert!(text.starts_with("tokio task profile: total 3\n"), "{text}");
+}
+
+/// The service's runtime (two workers) serving the example app with the
+/// agent merged into its router, task dumps on: the agent's answers ride
+/// on the very workers a dump stops. Returns the runtime and the base URL.
+fn merged_service() -> (tokio::runtime::Runtime, String) {
+    let rt = common::two_workers();
+    let agent = {
+        let _in_rt = rt.enter();
+        profscope_agent::Agent::builder()
+            .task_dumps(true)
+            .build()
+            .unwrap()
+    };
+    let app = profscope_examples::app(&agent);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    (rt, base)
+}
+
+/// How long a task spawned on `rt` now waits to start, and how late a
+/// 10 ms timer it then sets fires.
+fn spawn_and_timer_lateness(rt: &tokio::runtime::Runtime) -> (Duration, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let asked = Instant::now();
+    rt.spawn(async move {
+        let started = asked.elapsed();
+        let set = Instant::now();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let late = set.elapsed().saturating_sub(Duration::from_millis(10));
+        let _ = tx.send((started, late));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("a spawned task with a 10 ms timer never finished")
+}
+
+/// (median, max) of `figures`.
+fn median_max(figures: &mut [Duration]) -> (Duration, Duration) {
+    figures.sort();
+    (figures[figures.len() / 2], figures[figures.len() - 1])
+}
+
+/// A tokio dump of `handle`'s runtime taken as the agent takes it: on a
+/// thread of its own, from a current-thread runtime; 10 s at most.
+#[cfg(tokio_unstable)]
+fn dump_from_a_thread(handle: &tokio::runtime::Handle) -> tokio::runtime::Dump {
+    let handle = handle.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), handle.dump()).await })
+    })
+    .join()
+    .unwrap()
+    .expect("a dump of an idle runtime took 10 s")
+}
+
+/// After each of 50 dumps of an idle runtime serving the agent merged into
+/// its router: both workers run tasks together at once (no worker waits
+/// out tokio's 250 ms barrier for a request already answered), and a new
+/// task and a 10 ms timer run on time. Every fifth dump is a request to the
+/// merged router; the others are taken as the agent takes them, without
+/// its symbolization (half a second a dump in a test binary).
+#[cfg(tokio_unstable)]
+#[test]
+fn after_each_dump_every_worker_runs_tasks_and_timers_at_once() {
+    let _serial = common::serial();
+    let (rt, base) = merged_service();
+    let url = format!("{base}/debug/pprof/tasks?debug=1");
+    let (mut together, mut spawned, mut timers) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..50 {
+        if i % 5 == 0 {
+            let reply = get(&url);
+            assert_eq!(reply.status, 200, "dump {i}: {}", reply.text());
+        } else {
+            dump_from_a_thread(rt.handle());
+        }
+        let answered = Instant::now();
+        assert!(
+            workers_run_together(&rt, 2, Duration::from_secs(2)),
+            "dump {i}: a worker ran no task for 2 s after it"
+        );
+        together.push(answered.elapsed());
+        let (spawn, timer) = spawn_and_timer_lateness(&rt);
+        spawned.push(spawn);
+        timers.push(timer);
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let (together, spawned, timers) = (
+        median_max(&mut together),
+        median_max(&mut spawned),
+        median_max(&mut timers),
+    );
+    eprintln!(
+        "after 50 dumps (median, max): both workers run {together:?}, \
+         a new task starts {spawned:?}, a 10 ms timer is late {timers:?}"
+    );
+    for (what, (median, max)) in [
+        ("both workers running", together),
+        ("a new task", spawned),
+        ("a timer", timers),
+    ] {
+        assert!(
+            median < Duration::from_millis(20) && max < Duration::from_millis(200),
+            "{what} after a dump: median {median:?}, max {max:?}"
+        );
+    }
+}
+
+/// While a dump waits for a worker blocked in a 2 s poll, the other
+/// worker keeps serving: loopback requests to the service and timers
+/// complete within 200 ms (an idle worker parks briefly between its visits
+/// to the dump's barrier instead of waiting there without serving I/O).
+#[test]
+fn a_dump_waiting_for_a_blocked_worker_leaves_the_other_serving() {
+    let _serial = common::serial();
+    let (rt, base) = merged_service();
+    let client = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let hello = format!("{base}/hello");
+    assert_eq!(common::get_from(&client, &hello).status, 200);
+    let (started, running) = std::sync::mpsc::channel();
+    let blocked = rt.spawn(async move {
+        let _ = started.send(());
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    running.recv().unwrap();
+    let blocked_at = Instant::now();
+    let url = format!("{base}/debug/pprof/tasks?debug=1");
+    let dump = std::thread::spawn(move || get(&url));
+    std::thread::sleep(Duration::from_millis(200));
+    let (mut worst, mut checks) = (Duration::ZERO, 0);
+    while blocked_at.elapsed() < Duration::from_millis(1700) {
+        let asked = Instant::now();
+        let reply = common::get_from(&client, &hello);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let request = asked.elapsed();
+        let (_, timer) = spawn_and_timer_lateness(&rt);
+        worst = worst.max(request).max(timer);
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The dump was waiting all along (the worker is still blocked).
+    let waiting = !blocked.is_finished() && !dump.is_finished();
+    let reply = dump.join().unwrap();
+    let answered = blocked_at.elapsed();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    eprintln!(
+        "during a dump waiting {answered:?} for a blocked worker: {checks} requests and \
+         timers, the slowest {worst:?}"
+    );
+    assert!(waiting, "the dump did not wait for the blocked worker");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(checks >= 5, "only {checks} checks in 1.5 s");
+    assert!(
+        worst < Duration::from_millis(200),
+        "a request or timer took {worst:?} while the dump waited"
+    );
+}
+
+/// Parks until its sender is dropped: the marker of the stale-dump test.
+#[inline(never)]
+async fn spawned_between_dumps(rx: tokio::sync::oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+/// A task spawned between two dumps is in the second: tokio never hands a
+/// dump a trace taken before it was asked for (an unrequested trace left
+/// by the workers after the previous dump). 50 pairs, with two threads
+/// spinning meanwhile, as on a loaded machine: the dumping thread then
+/// wakes late, and with the earlier patch both workers went back to the
+/// barrier before it withdrew the request (8-10 stale dumps in 50).
+#[cfg(tokio_unstable)]
+#[test]
+fn a_dump_never_answers_with_a_trace_older_than_the_request() {
+    let rt = common::two_workers();
+    let dump = || dump_from_a_thread(rt.handle());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_secs(30);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let mut senders = Vec::new();
+    let mut stale = None;
+    for i in 0..50 {
+        dump();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        senders.push(tx);
+        let id = rt.spawn(spawned_between_dumps(rx)).id();
+        let second = dump();
+        if !second.tasks().iter().any(|t| t.id() == id) {
+            stale = Some(i);
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    drop(senders);
+    rt.shutdown_timeout(Duration::from_secs(2));
+    assert_eq!(
+        stale, None,
+        "the second dump of that pair lacks the task spawned before it was asked for (stale)"
+    );
+}
+
+/// Without `AgentBuilder::task_dumps(true)`, every dump path answers 501
+/// saying how to enable them, and a push of task profiles is refused.
+#[test]
+fn task_dumps_are_off_unless_the_builder_enables_them() {
+    let rt = common::two_workers();
+    let agent_rt = tokio::runtime::Runtime::new().unwrap();
+    let running = agent_rt
+        .block_on(
+            profscope_agent::Agent::builder()
+                .addr("127.0.0.1:0".parse().unwrap())
+                .runtime(rt.handle().clone())
+                .build()
+                .unwrap()
+                .spawn(),
+        )
+        .unwrap();
+    let base = format!("http://{}", running.local_addr());
+    for path in [
+        "tasks",
+        "tasks?debug=1",
+        "goroutine",
+        "taskleak?seconds=1",
+        "taskleak?seconds=1&debug=1",
+    ] {
+        let reply = get(&format!("{base}/debug/pprof/{path}"));
+        assert_eq!(reply.status, 501, "{path}: {}", reply.text());
+        let text = reply.text();
+        assert_eq!(
+            text.trim_end(),
+            profscope_agent::tasks::TASK_DUMPS_OFF,
+            "{path}"
+        );
+        assert!(
+            text.contains("task_dumps(true)") && text.contains("#8370"),
+            "{text}"
+        );
+    }
+    // Everything else still answers.
+    assert_eq!(get(&format!("{base}/debug/tokio")).status, 200);
+    drop(running);
+    let push = profscope_agent::Agent::builder()
+        .runtime(rt.handle().clone())
+        .push(
+            profscope_agent::push::PushConfig::new("svc")
+                .otlp("http://127.0.0.1:9")
+                .profiles(false, false, true),
+        )
+        .build();
+    let err = push.map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("task_dumps(true)"), "{err}");
+    shut_down(rt, agent_rt);
+}
+
+#[inline(never)]
+async fn first_order(rx: tokio::sync::oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+#[inline(never)]
+async fn second_order(rx: tokio::sync::oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+#[inline(never)]
+async fn third_order(rx: tokio::sync::oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+/// Waits on two futures at once.
+#[inline(never)]
+async fn waits_in_select(
+    a: tokio::sync::oneshot::Receiver<()>,
+    b: tokio::sync::oneshot::Receiver<()>,
+) {
+    tokio::select! {
+        () = first_order(a) => {}
+        () = second_order(b) => {}
+    }
+}
+
+/// Waits on three futures at once.
+#[inline(never)]
+async fn waits_in_join(
+    a: tokio::sync::oneshot::Receiver<()>,
+    b: tokio::sync::oneshot::Receiver<()>,
+    c: tokio::sync::oneshot::Receiver<()>,
+) {
+    tokio::join!(first_order(a), second_order(b), third_order(c));
+}
+
+/// A task waiting on several futures (`select!`, `join!`) is a stack per
+/// leaf, each from that leaf to the task's root, none through another
+/// leaf; `tasks/count` counts the task once, `leaves/count` every stack.
+#[test]
+fn a_task_waiting_on_several_futures_is_a_stack_per_leaf() {
+    let (rt, agent_rt, agent) = dumped_runtime_and_agent();
+    let mut senders = Vec::new();
+    let mut rx = || {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        senders.push(tx);
+        rx
+    };
+    rt.spawn(waits_in_select(rx(), rx()));
+    rt.spawn(waits_in_join(rx(), rx(), rx()));
+    let base = format!("http://{}", agent.local_addr());
+    let text = get(&format!("{base}/debug/pprof/tasks?debug=1")).text();
+    let leaves = ["first_order", "second_order", "third_order"];
+    for (root, n) in [("waits_in_select", 2), ("waits_in_join", 3)] {
+        let blocks: Vec<&str> = text.split("\n\n").filter(|b| b.contains(root)).collect();
+        assert_eq!(blocks.len(), n, "{root}: {n} stacks expected in\n{text}");
+        for (i, block) in blocks.iter().enumerate() {
+            assert!(
+                block.starts_with(&format!("1 @ task (await point {} of {n})\n", i + 1)),
+                "{block}"
+            );
+            let frames: Vec<&str> = block.lines().skip(1).collect();
+            // Ends at the task's root future, which it reaches once.
+            let task_root = format!("#\truntime_metrics::{root}::{{{{closure}}}}");
+            assert_eq!(frames.last(), Some(&task_root.as_str()), "{block}");
+            assert_eq!(
+                frames.iter().filter(|f| **f == task_root).count(),
+                1,
+                "{block}"
+            );
+            // Exactly one leaf: never one stack through another's leaf.
+            let here: Vec<_> = leaves.iter().filter(|l| block.contains(*l)).collect();
+            assert_eq!(here.len(), 1, "{block}");
+        }
+    }
+    // pprof: each stack from the root to one leaf; the task counted once.
+    let p = decode(&get(&format!("{base}/debug/pprof/goroutine")).body);
+    assert_eq!(p.string_at(p.sample_type[0].ty), "goroutine");
+    assert_eq!(p.string_at(p.sample_type[1].ty), "leaves");
+    for (root, n) in [("waits_in_select", 2), ("waits_in_join", 3)] {
+        let stacks: Vec<(String, i64)> = profscope_profile::fold::fold(&p, 1)
+            .into_iter()
+            .filter(|(s, _)| s.contains(root))
+            .collect();
+        assert_eq!(stacks.len(), n, "{stacks:?}");
+        for (stack, count) in &stacks {
+            assert_eq!(*count, 1, "{stack}");
+            assert!(
+                stack
+                    .split(';')
+                    .next_back()
+                    .is_some_and(|leaf| !leaf.contains(root)),
+                "{stack}"
+            );
+            let here = leaves.iter().filter(|l| stack.contains(*l)).count();
+            assert_eq!(here, 1, "{stack}");
+        }
+        let tasks: i64 = profscope_profile::fold::fold(&p, 0)
+            .into_iter()
+            .filter(|(s, _)| s.contains(root))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(tasks, 1, "{root} counted once in goroutine/count");
+    }
+    drop(senders);
+    drop(agent);
+    shut_down(rt, agent_rt);
 }

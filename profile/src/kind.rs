@@ -129,11 +129,62 @@ pub const ENDPOINTS: &[Endpoint] = &[
         agent: true,
     },
     Endpoint {
+        path: "/debug/pprof/recent/profile",
+        kind: Some("cpu"),
+        default_sample_type: Some("cpu"),
+        label: "recent CPU",
+        description: "The flight recorder's CPU of the last N seconds, answered at once (seconds, \
+                      default 60; the agent's recorder must be on).",
+        example_query: "?seconds=60",
+        agent: true,
+    },
+    Endpoint {
+        path: "/debug/pprof/recent/heap",
+        kind: Some("heap"),
+        default_sample_type: Some("inuse_space"),
+        label: "recent heap",
+        description: "In use as of the recorder's newest heap snapshot; alloc_* as the growth since \
+                      the snapshot nearest to N seconds ago.",
+        example_query: "?seconds=300",
+        agent: true,
+    },
+    Endpoint {
+        path: "/debug/pprof/recent/metrics",
+        kind: None,
+        default_sample_type: None,
+        label: "recent metrics",
+        description: "The recorder's runtime and task-group metrics of the last N seconds (JSON).",
+        example_query: "?seconds=300",
+        agent: true,
+    },
+    Endpoint {
+        path: "/debug/pprof/incidents",
+        kind: None,
+        default_sample_type: None,
+        label: "incidents",
+        description: "Incidents the recorder's triggers froze, oldest first (JSON); POST fires a \
+                      manual one.",
+        example_query: "",
+        agent: true,
+    },
+    Endpoint {
+        path: "/debug/pprof/incidents/{id}/{profile}",
+        kind: None,
+        default_sample_type: None,
+        label: "incident profile",
+        description: "An incident's cpu or heap profile (window=before|after).",
+        example_query: "",
+        agent: true,
+    },
+    Endpoint {
         path: "/debug/pprof/block",
         kind: Some("block"),
         default_sample_type: Some("delay"),
-        label: "block (Go)",
-        description: "Go's blocking profile; Rust has none: answers 501 with why.",
+        label: "block",
+        description: "Polls that blocked a runtime worker past the watchdog's threshold, caught \
+                      while they blocked (not lock contention): stacks, contentions, delay, \
+                      state; cumulative (seconds=N: the last N seconds). 501 when the watchdog \
+                      is off.",
         example_query: "",
         agent: true,
     },
@@ -142,7 +193,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         kind: Some("mutex"),
         default_sample_type: Some("delay"),
         label: "mutex (Go)",
-        description: "Go's mutex contention profile; Rust has none: answers 501 with why.",
+        description: "Go's mutex contention profile; Rust's runtime records none: answers 501 \
+                      with why.",
         example_query: "",
         agent: true,
     },
@@ -150,8 +202,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
         path: "/debug/pprof/delta_block",
         kind: Some("block"),
         default_sample_type: Some("delay"),
-        label: "block (delta, Go)",
-        description: "godeltaprof's delta_block; Rust has no blocking profile: answers 501 with why.",
+        label: "block (delta)",
+        description: "The block profile's growth since the previous request to this path \
+                      (godeltaprof's semantics).",
         example_query: "",
         agent: true,
     },

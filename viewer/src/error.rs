@@ -30,6 +30,9 @@ pub enum Error {
     /// A PROFILE argument names no file, URL or snapshot.
     #[error("{0}: no such file or snapshot (try `profscope list`)")]
     NotFound(String),
+    /// No such incident at the agent or in the store.
+    #[error("{0}")]
+    NoIncident(String),
     /// The snapshot store refused an operation.
     #[error("snapshot store: {0}")]
     Store(String),

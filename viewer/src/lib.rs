@@ -5,8 +5,9 @@
 //! the one HTTP client) bring bytes, capped; the model crate
 //! ([`profscope_profile`]) parses, validates and filters them; [`graph`],
 //! [`diff`], [`reports`] and [`render`] turn the profile into tables and
-//! pictures; [`store`] keeps snapshots on disk; [`serve`] is the web UI's
-//! server.
+//! pictures; [`store`] keeps snapshots on disk; [`incidents`] lists an
+//! agent's flight-recorder incidents, stores their profiles and shows one
+//! against its baseline; [`serve`] is the web UI's server.
 //!
 //! ```no_run
 //! use profscope::{load, render};
@@ -34,6 +35,7 @@ pub mod diff;
 mod error;
 pub mod fetch;
 pub mod graph;
+pub mod incidents;
 pub mod load;
 pub mod memory;
 pub mod names;

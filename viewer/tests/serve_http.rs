@@ -527,3 +527,77 @@ fn capture_from_an_agent() {
     assert!(v["error"].as_str().unwrap().contains("127.0.0.1:9"), "{v}");
     assert_eq!(server.get(&job).status, 502);
 }
+
+#[test]
+fn incidents_listed_and_opened_as_their_heap_diff() {
+    use profscope::fetch::FetchOptions;
+    use profscope::incidents;
+    use serve_common::STUB_INCIDENT;
+    let server = Server::start();
+    let agent = stub_agent(server.rt());
+    // What `profscope incidents URL` does: list, then store what is new.
+    let opts = FetchOptions::default();
+    let list = incidents::list(&agent, &opts).unwrap();
+    assert_eq!(list.len(), 1);
+    let new = |list: &[incidents::Incident]| {
+        incidents::fetch_into(&server.store, &agent, &list[0], &opts)
+            .unwrap()
+            .iter()
+            .filter(|f| f.new)
+            .count()
+    };
+    assert_eq!(
+        new(&list),
+        3,
+        "heap, heap-before, cpu (recording: no after)"
+    );
+    assert_eq!(new(&list), 0, "stored once");
+    let id = STUB_INCIDENT;
+
+    let r = server.get("/");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let section = &r.body[r
+        .body
+        .find("<section class=\"incidents\">")
+        .expect("an incidents section")..];
+    for want in [
+        &format!("href=\"/incident/{id}\"") as &str,
+        "heap_growth",
+        "growth_bytes=32MiB",
+        "recording",
+    ] {
+        assert!(section.contains(want), "{want}:\n{section}");
+    }
+    // The incident's three snapshots are one group, not three.
+    assert_eq!(
+        r.body.matches("<section class=\"group\">").count(),
+        1,
+        "{}",
+        r.body
+    );
+
+    // Opened: the heap diff (at the trigger vs before), as /diff shows it.
+    let page = server.get(&format!("/incident/{id}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains(&format!("<h1>Incident <code>{id}</code>: heap_growth</h1>")),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("id=\"fg\""),
+        "the differential flamegraph"
+    );
+    let stored = incidents::resolve_stored(&server.store, Some(id)).unwrap();
+    let (before, at) = (
+        &stored.part(incidents::Part::HeapBefore).unwrap().meta.id,
+        &stored.part(incidents::Part::Heap).unwrap().meta.id,
+    );
+    let diff = server.get(&format!("/diff?base={before}&new={at}"));
+    let table = |body: &str| body[body.find("<aside").unwrap()..].to_string();
+    assert_eq!(table(&page.body), table(&diff.body));
+
+    assert_eq!(server.get("/incident/1-manual-9").status, 404);
+    assert_eq!(server.get("/incident/a.b").status, 400);
+}

@@ -19,17 +19,34 @@ use crate::shared::symbols::Symbolizer;
 pub const NOT_ENABLED: &str = "task dumps are not enabled: build with RUSTFLAGS=\"--cfg tokio_unstable\" \
      and profscope-agent's `taskdump` feature (tokio's `taskdump`), on Linux x86_64 or aarch64";
 
+/// What to tell a user of an agent whose builder did not enable task dumps.
+pub const TASK_DUMPS_OFF: &str = "task dumps are off: enable them with AgentBuilder::task_dumps(true), \
+     and only where the service builds profscope's patched tokio ([patch.crates-io] tokio from \
+     profscope's vendor/tokio, see its README): on tokio 1.54.1 as released a dump during a poll \
+     longer than 250 ms can wedge a worker and the service with it (tokio-rs/tokio#8370); on a \
+     current-thread runtime a task that wakes a waker while traced panics the runtime's thread \
+     with \"RefCell already borrowed\" (tokio-rs/tokio#8391, unpatched)";
+
 /// How long a dump may take: tokio's dump waits for every worker, and a
 /// worker blocked for long would hold the request forever.
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Identical task backtraces, counted. Frames are outermost-last (leaf
-/// first), as function names.
+/// One task's await points: a stack per leaf future it waits on (several
+/// under `select!`/`join!`), each leaf first and ending at the task's root
+/// future.
+pub type TaskLeaves = Vec<Vec<String>>;
+
+/// Tasks with identical await points, counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskStacks {
-    /// (frames leaf first, number of tasks), most common first.
-    pub stacks: Vec<(Vec<String>, i64)>,
+    /// (a task's stacks, each leaf first; number of such tasks), most
+    /// common first.
+    pub stacks: Vec<(TaskLeaves, i64)>,
 }
+
+/// The second sample type of a task profile: every await point counts, so
+/// a task waiting on k futures counts k times there, once per stack.
+pub const LEAVES: &str = "leaves";
 
 impl TaskStacks {
     /// Total tasks dumped.
@@ -37,16 +54,25 @@ impl TaskStacks {
         self.stacks.iter().map(|(_, n)| n).sum()
     }
 
-    /// A pprof profile with one sample per distinct stack; `name` is the
-    /// sample type (`tasks` or `goroutine`).
+    /// A pprof profile, one sample per await point of each distinct task
+    /// (a task waiting on several futures gives several stacks, each from
+    /// its leaf to the task's root). Two sample types: `name` (`tasks`,
+    /// `goroutine` or `taskleak`) `/count` counts each task once, on its
+    /// first stack, so it sums to the tasks; `leaves/count` (the default,
+    /// as the last) counts every stack.
     pub fn to_profile(&self, symbolizer: &Symbolizer, name: &str) -> Profile {
-        let mut builder =
-            crate::shared::profile_builder::ProfileBuilder::new(symbolizer, &[(name, "count")])
-                .period(name, "count", 1)
-                .time(std::time::SystemTime::now(), Duration::ZERO);
-        for (frames, count) in &self.stacks {
-            let names: Vec<&str> = frames.iter().map(String::as_str).collect();
-            builder.add_named_sample(&names, vec![*count]);
+        let mut builder = crate::shared::profile_builder::ProfileBuilder::new(
+            symbolizer,
+            &[(name, "count"), (LEAVES, "count")],
+        )
+        .period(name, "count", 1)
+        .time(std::time::SystemTime::now(), Duration::ZERO);
+        for (leaves, count) in &self.stacks {
+            for (i, frames) in leaves.iter().enumerate() {
+                let names: Vec<&str> = frames.iter().map(String::as_str).collect();
+                let tasks = if i == 0 { *count } else { 0 };
+                builder.add_named_sample(&names, vec![tasks, *count]);
+            }
         }
         builder.build()
     }
@@ -55,38 +81,51 @@ impl TaskStacks {
     /// count, leaf first.
     pub fn to_text(&self) -> String {
         let mut out = format!("tokio task profile: total {}\n", self.total());
-        for (frames, count) in &self.stacks {
-            out.push_str(&format!("\n{count} @ task\n"));
-            for f in frames {
-                out.push_str("#\t");
-                out.push_str(f);
-                out.push('\n');
-            }
+        for (leaves, count) in &self.stacks {
+            write_task(&mut out, &format!("{count} @ task"), leaves);
         }
         out
     }
 
-    /// Counts identical stacks, most common first (then by stack).
-    pub fn from_backtraces(traces: impl IntoIterator<Item = Vec<String>>) -> Self {
-        let mut counts: std::collections::HashMap<Vec<String>, i64> = Default::default();
+    /// Counts tasks with identical await points, most common first (then
+    /// by stacks).
+    pub fn from_backtraces(traces: impl IntoIterator<Item = TaskLeaves>) -> Self {
+        let mut counts: std::collections::HashMap<TaskLeaves, i64> = Default::default();
         for t in traces {
             *counts.entry(t).or_default() += 1;
         }
-        let mut stacks: Vec<(Vec<String>, i64)> = counts.into_iter().collect();
+        let mut stacks: Vec<(TaskLeaves, i64)> = counts.into_iter().collect();
         stacks.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         TaskStacks { stacks }
     }
 }
 
-/// One dump's tasks: (tokio task id, frames leaf first).
-pub type TaskList = Vec<(u64, Vec<String>)>;
+/// Appends one task group to a text profile: a block per stack, headed
+/// `header` (and, for a task with several, which await point of how many).
+fn write_task(out: &mut String, header: &str, leaves: &TaskLeaves) {
+    for (i, frames) in leaves.iter().enumerate() {
+        out.push_str(&format!("\n{header}"));
+        if leaves.len() > 1 {
+            out.push_str(&format!(" (await point {} of {})", i + 1, leaves.len()));
+        }
+        out.push('\n');
+        for f in frames {
+            out.push_str("#\t");
+            out.push_str(f);
+            out.push('\n');
+        }
+    }
+}
 
-/// Tasks that sat at the same await point through every dump: what a
+/// One dump's tasks: (tokio task id, its stacks).
+pub type TaskList = Vec<(u64, TaskLeaves)>;
+
+/// Tasks that sat at the same await points through every dump: what a
 /// `taskleak` profile shows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskLeaks {
-    /// Stuck tasks grouped by stack: (frames leaf first, tasks), most first.
-    pub stacks: Vec<(Vec<String>, i64)>,
+    /// Stuck tasks grouped by stacks: (stacks, tasks), most first.
+    pub stacks: Vec<(TaskLeaves, i64)>,
     /// Dumps taken.
     pub dumps: usize,
     /// Time from the first dump to the last: every task reported sat still
@@ -97,13 +136,13 @@ pub struct TaskLeaks {
 }
 
 impl TaskLeaks {
-    /// Tasks present in every dump (matched by task id) with an identical
-    /// stack in each, grouped by stack.
+    /// Tasks present in every dump (matched by task id) with identical
+    /// stacks in each, grouped by stacks.
     pub fn find(dumps: &[TaskList], window: Duration) -> TaskLeaks {
         let Some((first, rest)) = dumps.split_first() else {
             return TaskLeaks::default();
         };
-        let later: Vec<std::collections::HashMap<u64, &Vec<String>>> = rest
+        let later: Vec<std::collections::HashMap<u64, &TaskLeaves>> = rest
             .iter()
             .map(|d| d.iter().map(|(id, frames)| (*id, frames)).collect())
             .collect();
@@ -121,7 +160,8 @@ impl TaskLeaks {
         }
     }
 
-    /// A pprof profile (`taskleak/count`), one sample per stuck stack.
+    /// A pprof profile (`taskleak/count`, `leaves/count`), as
+    /// [`TaskStacks::to_profile`].
     pub fn to_profile(&self, symbolizer: &Symbolizer) -> Profile {
         TaskStacks {
             stacks: self.stacks.clone(),
@@ -138,16 +178,12 @@ impl TaskLeaks {
             self.dumps,
             self.window.as_secs_f64()
         );
-        for (frames, count) in &self.stacks {
-            out.push_str(&format!(
-                "\n{count} @ task, stuck for at least {:.1} s\n",
+        for (leaves, count) in &self.stacks {
+            let header = format!(
+                "{count} @ task, stuck for at least {:.1} s",
                 self.window.as_secs_f64()
-            ));
-            for f in frames {
-                out.push_str("#\t");
-                out.push_str(f);
-                out.push('\n');
-            }
+            );
+            write_task(&mut out, &header, leaves);
         }
         out
     }
@@ -173,11 +209,11 @@ pub async fn find_leaks(
     Ok(TaskLeaks::find(&lists, started.elapsed()))
 }
 
-/// Dumps the tasks of the runtime behind `handle`, counted by stack.
+/// Dumps the tasks of the runtime behind `handle`, counted by stacks.
 pub async fn dump(handle: &tokio::runtime::Handle) -> Result<TaskStacks, Error> {
     let tasks = dump_tasks(handle).await?;
     Ok(TaskStacks::from_backtraces(
-        tasks.into_iter().map(|(_, frames)| frames),
+        tasks.into_iter().map(|(_, leaves)| leaves),
     ))
 }
 
@@ -297,8 +333,11 @@ cfg_taskdump! {
         tokio::task::spawn_blocking(move || {
             let stacks: TaskList = dump.tasks().iter().map(|task| {
                 let id: u64 = task.id().to_string().parse().unwrap_or(0);
-                let mut frames: Vec<String> = Vec::new();
-                for bt in task.trace().resolve_backtraces() {
+                // One backtrace per leaf future the task waits on (several
+                // under `select!`/`join!`), each from its leaf to the task's
+                // root: a stack each, never one glued through another.
+                let leaves: TaskLeaves = task.trace().resolve_backtraces().iter().map(|bt| {
+                    let mut frames: Vec<String> = Vec::new();
                     for frame in bt.frames() {
                         for sym in frame.symbols() {
                             if let Some(name) = sym.name_demangled() {
@@ -306,8 +345,14 @@ cfg_taskdump! {
                             }
                         }
                     }
-                }
-                (id, trim_dump_machinery(frames))
+                    trim_dump_machinery(frames)
+                }).collect();
+                let leaves = if leaves.is_empty() {
+                    vec![vec!["[unknown task frame]".to_string()]]
+                } else {
+                    leaves
+                };
+                (id, leaves)
             }).collect();
             // tokio resolves through the `backtrace` crate, whose parsed DWARF
             // of the whole binary (tens of MB) would stay cached: free it.
@@ -375,11 +420,11 @@ mod tests {
     fn counts_identical_stacks_most_common_first() {
         let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let stacks = TaskStacks::from_backtraces([
-            t(&["recv", "worker"]),
-            t(&["sleep"]),
-            t(&["recv", "worker"]),
+            vec![t(&["recv", "worker"])],
+            vec![t(&["sleep"])],
+            vec![t(&["recv", "worker"])],
         ]);
-        assert_eq!(stacks.stacks[0], (t(&["recv", "worker"]), 2));
+        assert_eq!(stacks.stacks[0], (vec![t(&["recv", "worker"])], 2));
         assert_eq!(stacks.total(), 3);
         let text = stacks.to_text();
         assert!(text.starts_with("tokio task profile: total 3\n"));
@@ -395,21 +440,21 @@ mod tests {
     #[test]
     fn leaks_are_tasks_that_never_moved() {
         let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let stuck = t(&["recv", "stuck_worker"]);
+        let stuck = vec![t(&["recv", "stuck_worker"])];
         let d1 = vec![
             (1, stuck.clone()),
             (2, stuck.clone()),
-            (3, t(&["sleep", "ticker"])),
+            (3, vec![t(&["sleep", "ticker"])]),
         ];
         // Task 3 moved; task 4 is new; task 2 is gone.
         let d2 = vec![
             (1, stuck.clone()),
             (2, stuck.clone()),
-            (3, t(&["work", "ticker"])),
+            (3, vec![t(&["work", "ticker"])]),
         ];
         let d3 = vec![
             (1, stuck.clone()),
-            (3, t(&["sleep", "ticker"])),
+            (3, vec![t(&["sleep", "ticker"])]),
             (4, stuck.clone()),
         ];
         let leaks = TaskLeaks::find(&[d1, d2, d3], Duration::from_secs(2));
@@ -420,6 +465,34 @@ mod tests {
                 .to_text()
                 .contains("1 @ task, stuck for at least 2.0 s\n#\trecv")
         );
+    }
+
+    #[test]
+    fn a_task_with_several_leaves_is_a_stack_per_leaf_counted_once() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let select = vec![t(&["recv", "serve"]), t(&["sleep", "serve"])];
+        let stacks = TaskStacks::from_backtraces([
+            select.clone(),
+            select.clone(),
+            vec![t(&["accept", "listen"])],
+        ]);
+        assert_eq!(stacks.total(), 3);
+        let text = stacks.to_text();
+        assert!(
+            text.contains("\n2 @ task (await point 1 of 2)\n#\trecv\n#\tserve\n\n2 @ task (await point 2 of 2)\n#\tsleep\n#\tserve\n"),
+            "{text}"
+        );
+        let p = stacks.to_profile(&Symbolizer::new(), "tasks");
+        assert_eq!(p.string_at(p.sample_type[0].ty), "tasks");
+        assert_eq!(p.string_at(p.sample_type[1].ty), LEAVES);
+        // Tasks counted once; every await point its own stack to the root.
+        assert_eq!(p.sample_total(0), 3);
+        assert_eq!(p.sample_total(1), 5);
+        let leaves = profscope_profile::fold::fold(&p, 1);
+        for (stack, n) in [("serve;recv", 2), ("serve;sleep", 2), ("listen;accept", 1)] {
+            assert!(leaves.contains(&(stack.to_string(), n)), "{leaves:?}");
+        }
+        assert_eq!(leaves.len(), 3, "{leaves:?}");
     }
 
     #[cfg(all(tokio_unstable, feature = "taskdump", target_os = "linux"))]

@@ -46,6 +46,9 @@ pub enum Error {
         /// Seconds after which asking again makes sense.
         retry_after_secs: u64,
     },
+    /// What the request names does not exist (404): an unknown incident.
+    #[error("{0}")]
+    NotFound(String),
     /// This build or platform cannot produce the profile (501).
     #[error("{0}")]
     NotAvailable(String),

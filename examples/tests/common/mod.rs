@@ -280,6 +280,7 @@ pub fn dumped_runtime_and_agent() -> (
             profscope_agent::Agent::builder()
                 .addr("127.0.0.1:0".parse().unwrap())
                 .runtime(rt.handle().clone())
+                .task_dumps(true)
                 .build()
                 .unwrap()
                 .spawn()

@@ -61,7 +61,8 @@ fn capture(store: &Store) -> Result<()> {
         .enable_all()
         .build()
         .context("demo runtime")?;
-    let agent = profscope_agent::Agent::builder().build()?;
+    // Task dumps on: the demo builds the workspace's patched tokio.
+    let agent = profscope_agent::Agent::builder().task_dumps(true).build()?;
     let app = Router::new()
         .route("/checkout", get(checkout))
         .route("/session", get(session))

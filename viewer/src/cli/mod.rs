@@ -17,6 +17,7 @@ use profscope::store::Store;
 #[cfg(feature = "demo")]
 mod demo;
 mod fetch;
+mod incidents;
 mod progress;
 mod serve;
 mod shell;
@@ -83,6 +84,15 @@ enum Command {
     Fetch(FetchArgs),
     /// List the snapshots in the store, oldest first.
     List,
+    /// List a live agent's flight-recorder incidents (id, trigger, state,
+    /// time, figures) and store each one's profiles, labelled
+    /// incident-<id>-heap, -heap-before, -cpu (and -heap-after, -cpu-after
+    /// once complete); profiles already stored are skipped.
+    Incidents(IncidentsArgs),
+    /// Show one incident against its baseline: the heap growth by function
+    /// (heap at the trigger vs before the window) and the CPU after vs
+    /// before the trigger, and write their differential flamegraphs.
+    Incident(IncidentArgs),
     /// Print an agent's /debug/memory page (where the resident memory goes);
     /// with --every, keep reading and draw a stacked bar per reading.
     Memory(MemoryArgs),
@@ -292,6 +302,33 @@ fn parse_every(s: &str) -> Result<std::time::Duration, String> {
 }
 
 #[derive(Debug, Args)]
+struct IncidentsArgs {
+    /// The agent's base address, e.g. http://127.0.0.1:3000.
+    url: String,
+    /// Only list; store nothing.
+    #[arg(long)]
+    no_fetch: bool,
+}
+
+#[derive(Debug, Args)]
+struct IncidentArgs {
+    /// The agent's base address (its incidents are fetched and stored
+    /// first), or a stored incident by its id or a snapshot label
+    /// (incident-<id>-heap); default: the newest stored incident.
+    target: Option<String>,
+    /// With a URL: the incident's id (default: the newest).
+    id: Option<String>,
+    /// Rows of each table (0 for all).
+    #[arg(long = "top", short = 'n', default_value_t = 20)]
+    top: usize,
+    /// Where to write the flamegraphs (default: incidents/ in the store).
+    #[arg(long, value_name = "DIR")]
+    svg_dir: Option<PathBuf>,
+    #[command(flatten)]
+    filters: Filters,
+}
+
+#[derive(Debug, Args)]
 struct FetchArgs {
     /// Full endpoint URL, e.g. http://127.0.0.1:6060/debug/pprof/heap or
     /// …/debug/pprof/profile?seconds=5.
@@ -447,6 +484,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Diff(a) => diff(a, token),
         Command::Fetch(a) => fetch::run(&store()?, &a.url, a.label, token),
         Command::List => out(app::list(&store()?)?.as_bytes()),
+        Command::Incidents(a) => incidents::list(&store()?, &a.url, !a.no_fetch, token),
+        Command::Incident(a) => {
+            let show = incidents::Show {
+                target: a.target.as_deref(),
+                id: a.id.as_deref(),
+                view: a.filters.input(""),
+                rows: a.top,
+                svg_dir: a.svg_dir,
+            };
+            incidents::show(&store()?, show, token)
+        }
         Command::Memory(a) => memory(a, token.as_ref()),
         Command::Serve(a) => serve::run(store()?, a.addr, a.open, token),
         #[cfg(feature = "demo")]

@@ -23,10 +23,11 @@ use profscope_profile::kind::{ENDPOINTS, Endpoint, kind_from_url};
 /// The kinds the form offers: every profile endpoint of the table (Go's
 /// too, since the viewer captures from Go services as well).
 fn capture_kinds() -> impl Iterator<Item = &'static Endpoint> {
-    // One entry a kind: the godeltaprof `delta_*` paths are for scrapers.
-    ENDPOINTS
-        .iter()
-        .filter(|e| e.is_profile() && !e.name().starts_with("delta_"))
+    // One entry a kind: the godeltaprof `delta_*` paths are for scrapers,
+    // the recorder's `recent/*` answer from its ring.
+    ENDPOINTS.iter().filter(|e| {
+        e.is_profile() && !e.name().starts_with("delta_") && !e.path.contains("/recent/")
+    })
 }
 
 /// The longest capture the form accepts, in seconds.

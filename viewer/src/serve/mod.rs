@@ -6,12 +6,13 @@
 //!
 //! | path | page |
 //! |---|---|
-//! | `GET /` | snapshots grouped by source, newest first; relabel, delete, pick two to diff, capture |
+//! | `GET /` | stored incidents, then snapshots grouped by source (an incident's by incident), newest first; relabel, delete, pick two to diff, capture |
 //! | `GET /snapshot/{id}?type=NAME&icicle=0&s=RE&focus=PATH&short=&hide=&my=&mydir=DIR&tag=KEY=RE&notag=KEY=RE&by=KEY` | interactive icicle (inline `<svg>`: search, zoom, flip to a flame graph), peek and source panes, label filters, the by-label and top tables (`page_query.rs` reads the query) |
 //! | `GET /snapshot/{id}/peek?fn=NAME&…` | `peek` and `list` of one function under the page's settings (JSON) |
 //! | `GET /snapshot/{id}/profile.pb.gz` | the stored profile |
 //! | `POST /snapshot/{id}/label`, `POST /snapshot/{id}/delete` | relabel (form field `label`), delete |
 //! | `GET /diff?base=ID&new=ID&type=NAME&normalize=1` | differential flamegraph and the delta table of `profscope diff` |
+//! | `GET /incident/{id}?type=NAME` | a stored incident (`profscope incidents URL`) as its heap diff: at the trigger vs before the window |
 //! | `GET /capture`, `POST /capture` | capture form (`url`, `kind`, `seconds`, `label`) → progress page |
 //! | `GET /capture/{job}`, `GET /capture/{job}/status` | progress (HTML, JSON); redirects to the snapshot when done |
 //!
@@ -135,6 +136,7 @@ fn router_with(store: Store, loopback: bool, options: ServeOptions) -> Router {
         .route("/snapshot/{id}/label", post(pages::relabel))
         .route("/snapshot/{id}/delete", post(pages::delete))
         .route("/diff", get(pages::diff))
+        .route("/incident/{id}", get(pages::incident))
         .route("/capture", get(capture::form).post(capture::start))
         .route("/capture/{job}", get(capture::progress))
         .route("/capture/{job}/status", get(capture::status))

@@ -209,10 +209,32 @@ struct Secs {
     seconds: Option<u64>,
 }
 
+/// The one incident [`stub_agent`] lists (still recording its after-window).
+pub const STUB_INCIDENT: &str = "1795566060-heap_growth-1";
+
 /// A stand-in agent on `rt`: `/debug/pprof/heap` serves the Go heap
 /// fixture and `/debug/pprof/profile` the CPU one, each after sleeping the
-/// request's `seconds` (as a real capture would). Returns its base URL.
+/// request's `seconds` (as a real capture would); `/debug/pprof/incidents`
+/// lists [`STUB_INCIDENT`], whose heap is the `after` fixture, its heap
+/// before the window the `before` one and its CPU the CPU one. Returns its
+/// base URL.
 pub fn stub_agent(rt: &tokio::runtime::Runtime) -> String {
+    async fn incident(
+        axum::extract::Path((id, part)): axum::extract::Path<(String, String)>,
+        q: Query<std::collections::HashMap<String, String>>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let file = match (part.as_str(), q.get("window").map(String::as_str)) {
+            ("heap", Some("before")) => "go-heap-before.pb.gz",
+            ("heap", None) => "go-heap-after.pb.gz",
+            ("cpu", None) => "go-cpu.pb.gz",
+            _ => return (axum::http::StatusCode::NOT_FOUND, "no such window\n").into_response(),
+        };
+        if id != STUB_INCIDENT {
+            return (axum::http::StatusCode::NOT_FOUND, "no such incident\n").into_response();
+        }
+        fixture(file).into_response()
+    }
     async fn serve(file: &'static str, q: Query<Secs>) -> Vec<u8> {
         if let Some(s) = q.seconds {
             tokio::time::sleep(Duration::from_secs(s.min(10))).await;
@@ -227,7 +249,26 @@ pub fn stub_agent(rt: &tokio::runtime::Runtime) -> String {
         .route(
             "/debug/pprof/profile",
             get(|q: Query<Secs>| serve("go-cpu.pb.gz", q)),
-        );
+        )
+        .route(
+            "/debug/pprof/incidents",
+            get(|| async {
+                axum::Json(serde_json::json!([{
+                    "id": STUB_INCIDENT,
+                    "trigger": "heap_growth",
+                    "state": "recording",
+                    "time_unix_seconds": 1795566060.5,
+                    "time": "2026-11-25T00:21:00Z",
+                    "figures": {"growth_bytes": 33554432.0, "window_seconds": 60.0},
+                    "labels": {},
+                    "before_seconds": 60.0,
+                    "after_seconds": 30.0,
+                    "agent_version": "0.1.0",
+                    "files": []
+                }]))
+            }),
+        )
+        .route("/debug/pprof/incidents/{id}/{part}", get(incident));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();

@@ -67,7 +67,7 @@ fn run(duration: Duration, frequency: u32, stop: &mpsc::Receiver<()>) -> Result<
 fn to_error(e: SamplerError) -> Error {
     match e {
         SamplerError::SignalInUse | SamplerError::SignalTaken => Error::Conflict(e.to_string()),
-        SamplerError::Os(_) => Error::Internal(e.to_string()),
+        SamplerError::Os(_) | SamplerError::Gone => Error::Internal(e.to_string()),
     }
 }
 

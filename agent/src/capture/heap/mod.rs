@@ -133,6 +133,13 @@ impl HeapSnapshot {
         }
     }
 
+    /// The same snapshot, said to be taken at `time` (a delta's span starts
+    /// at its base).
+    pub fn with_time(mut self, time: SystemTime) -> Self {
+        self.time = Some(time);
+        self
+    }
+
     /// `self − base`, per stack: Go's `?seconds=N` delta semantics.
     pub fn delta(&self, base: &HeapSnapshot) -> HeapSnapshot {
         let mut stacks = self.stacks.clone();
@@ -363,7 +370,27 @@ impl HeapProfiler {
             .await
             .map_err(|e| Error::Internal(format!("heap dump thread failed: {e}")))??;
         drop(counter);
-        let snapshot = HeapSnapshot::from_dump(dump, time);
+        Ok(self.keep(HeapSnapshot::from_dump(dump, time)))
+    }
+
+    /// Dumps the heap now on this thread (never a runtime's: the flight
+    /// recorder's own thread calls it).
+    pub(crate) fn snapshot_blocking(&self) -> Result<HeapSnapshot, Error> {
+        if !Self::is_available() {
+            return Err(Error::NotAvailable(NOT_ENABLED.into()));
+        }
+        let dir = self.dir()?;
+        let mut counter = self.lock.blocking_lock();
+        *counter += 1;
+        let path = dir.join(format!("heap-{}-{}.dump", std::process::id(), *counter));
+        let time = SystemTime::now();
+        let dump = dump_and_parse(&path)?;
+        drop(counter);
+        Ok(self.keep(HeapSnapshot::from_dump(dump, time)))
+    }
+
+    /// Notes a snapshot's in-use bytes for `/debug/memory`.
+    fn keep(&self, snapshot: HeapSnapshot) -> HeapSnapshot {
         let in_use = snapshot
             .stacks
             .values()
@@ -373,7 +400,7 @@ impl HeapProfiler {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((in_use, std::time::Instant::now()));
-        Ok(snapshot)
+        snapshot
     }
 
     /// A snapshot whose `alloc_*` values are the growth since the previous

@@ -342,6 +342,8 @@ impl<F: Future> Future for Scoped<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
+        // The watchdog's stamp: the outermost wrapper marks the poll.
+        let _stamp = crate::capture::watchdog::Stamp::enter();
         let outer = current_id();
         if outer != this.cached.0 {
             *this.cached = (outer, compose(outer, *this.own));

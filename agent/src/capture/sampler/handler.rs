@@ -37,6 +37,16 @@ const NO_SLOT: usize = 1;
 const STOPPED: usize = 2;
 /// A SIGPROF someone else sent (`kill`, `setitimer`): not recorded.
 const NOT_OURS: usize = 3;
+/// How the handler reads, for the benchmark's and the edge test's before
+/// and after in one run: [`GUARDED`] reads through the guarded load (else
+/// plain volatile reads, trusting the snapshot alone, as before the
+/// guard), [`LEAF_FIXUP`] takes the leaf's caller from the stack where the
+/// frame pointer would skip it. Both on unless a probe turns them off.
+pub(crate) static MODE: std::sync::atomic::AtomicU8 =
+    std::sync::atomic::AtomicU8::new(GUARDED | LEAF_FIXUP);
+pub(crate) const GUARDED: u8 = 1;
+pub(crate) const LEAF_FIXUP: u8 = 2;
+
 /// Samples dropped since the process started, by [`DROP_REASONS`].
 pub(crate) static DROPPED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 /// Samples whose stack pointer the snapshot did not know (a new mapping):
@@ -203,13 +213,18 @@ fn unwind(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, out: &mut [u64]) -> us
         STACK_UNKNOWN.fetch_add(1, Ordering::Relaxed);
         return 0;
     };
+    let mode = MODE.load(Ordering::Relaxed);
     let mut n = 0;
-    let leaf = leaf_return(snapshot, pc, sp, stack_end);
+    let leaf = if mode & LEAF_FIXUP != 0 {
+        leaf_return(snapshot, pc, sp, fp, stack_end)
+    } else {
+        None
+    };
     if let Some(ret) = leaf {
         out[0] = ret;
         n = 1;
     }
-    let walked = walk(snapshot, sp, stack_end, fp, &mut out[n..]);
+    let walked = walk(snapshot, sp, stack_end, fp, &mut out[n..], mode & GUARDED != 0);
     // A leaf that was not skipped after all (its caller is also the
     // chain's first return address): keep it once.
     if walked > 0 && leaf.is_some() && out[1] == out[0] {
@@ -225,14 +240,17 @@ fn unwind(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, out: &mut [u64]) -> us
 /// - at the first instruction (`push rbp`, or `endbr64; push rbp`) and at
 ///   `ret`: the return address is at `[sp]`;
 /// - at `mov rbp, rsp` (just after `push rbp`): at `[sp + 8]`;
-/// - in a leaf without frame pointers (glibc's `memcpy`), outside the
-///   program's own code (built with frame pointers): `[sp]` when it holds a
-///   code address right after a call instruction.
+/// - in code outside the program (a C library without frame pointers, such
+///   as glibc's `memcpy` or `clock_nanosleep`): the first word from `sp` up
+///   (at most [`SCAN_WORDS`], never past `fp`) that is a return address into
+///   the program's own code (built with frame pointers) right after a call
+///   instruction: the library's frames have no names worth a guess, but the
+///   program's function that called into them does (`std::thread::sleep`).
 ///
 /// Everything read goes through the guarded load; nothing here can fault.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn leaf_return(snapshot: &Snapshot, pc: u64, sp: u64, stack_end: u64) -> Option<u64> {
+fn leaf_return(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, stack_end: u64) -> Option<u64> {
     if sp & 7 != 0 || sp > stack_end.saturating_sub(16) {
         return None;
     }
@@ -244,13 +262,31 @@ fn leaf_return(snapshot: &Snapshot, pc: u64, sp: u64, stack_end: u64) -> Option<
             if snapshot.own_code.find(pc).is_some() {
                 return None;
             }
-            let [ret, _] = guard::load2(sp)?;
-            return (snapshot.code.find(ret).is_some() && follows_call(ret)).then_some(ret);
+            // Up the stack, two words a load, to the frame pointer's frame.
+            let limit = if fp > sp { fp.min(stack_end) } else { stack_end }
+                .min(sp + SCAN_WORDS * 8)
+                .saturating_sub(16);
+            let mut at = sp;
+            while at <= limit {
+                let words = guard::load2(at)?;
+                for ret in words {
+                    if snapshot.own_code.find(ret).is_some() && follows_call(ret) {
+                        return Some(ret);
+                    }
+                }
+                at += 16;
+            }
+            return None;
         }
     };
     let [ret, _] = guard::load2(sp + at)?;
     snapshot.code.find(ret).map(|_| ret)
 }
+
+/// How far up the stack a leaf outside the program is searched for the
+/// program's return address, in words.
+#[cfg(target_arch = "x86_64")]
+const SCAN_WORDS: u64 = 64;
 
 /// aarch64: the leaf's caller is in the link register until the prologue
 /// saves it; not read yet (the context's x30 is only right before the
@@ -258,7 +294,7 @@ fn leaf_return(snapshot: &Snapshot, pc: u64, sp: u64, stack_end: u64) -> Option<
 /// Compiled only there; untested.
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
-fn leaf_return(_: &Snapshot, _: u64, _: u64, _: u64) -> Option<u64> {
+fn leaf_return(_: &Snapshot, _: u64, _: u64, _: u64, _: u64) -> Option<u64> {
     None
 }
 
@@ -285,7 +321,14 @@ fn follows_call(ret: u64) -> bool {
 /// frame, 8-aligned, and made through the guarded load; every return
 /// address kept is inside an executable mapping. No syscall.
 #[inline(always)]
-fn walk(snapshot: &Snapshot, sp: u64, stack_end: u64, mut fp: u64, out: &mut [u64]) -> usize {
+fn walk(
+    snapshot: &Snapshot,
+    sp: u64,
+    stack_end: u64,
+    mut fp: u64,
+    out: &mut [u64],
+    guarded: bool,
+) -> usize {
     let mut low = sp;
     let mut n = 0;
     while n < out.len().min(MAX_DEPTH - 1) {
@@ -294,7 +337,19 @@ fn walk(snapshot: &Snapshot, sp: u64, stack_end: u64, mut fp: u64, out: &mut [u6
         }
         // The mapping may have gone since the snapshot: a fault ends the
         // chain here instead of the process.
-        let Some([next, ret]) = guard::load2(fp) else {
+        let read = if guarded {
+            guard::load2(fp)
+        } else {
+            // SAFETY: the benchmark's "before" only: `[fp, fp + 16)` lies
+            // in the snapshot's mapping that holds the stack pointer.
+            Some(unsafe {
+                [
+                    std::ptr::read_volatile(fp as *const u64),
+                    std::ptr::read_volatile((fp + 8) as *const u64),
+                ]
+            })
+        };
+        let Some([next, ret]) = read else {
             break;
         };
         if snapshot.code.find(ret).is_none() {
@@ -395,14 +450,16 @@ mod tests {
         // "Code": a page of our own whose bytes we choose, and two return
         // addresses after call instructions in it.
         let mut text = [0u8; 64];
-        text[..5].copy_from_slice(&[0xe8, 0, 0, 0, 0]); // call rel32; ret addr = 5
+        // Library code: the leaf's states.
         text[8] = 0x55; // push rbp
         text[16..19].copy_from_slice(&[0x48, 0x89, 0xe5]); // mov rbp, rsp
         text[24] = 0xc3; // ret
-        text[32] = 0x90; // a nop: the body of a frameless leaf
+        text[0] = 0x90; // a nop: the body of a frameless leaf
+        // The program's code: two call sites.
+        text[32..37].copy_from_slice(&[0xe8, 0, 0, 0, 0]); // ret addr = 37
         text[40..45].copy_from_slice(&[0xe8, 0, 0, 0, 0]); // ret addr = 45
         let t = text.as_ptr() as u64;
-        let (caller, grandcaller) = (t + 5, t + 45);
+        let (caller, grandcaller) = (t + 37, t + 45);
         let mut stack = [0u64; 16];
         let base = stack.as_ptr() as u64;
         stack[0] = caller; // [sp]: the leaf's return address
@@ -410,18 +467,21 @@ mod tests {
         stack[4] = 0; // the caller's frame: next = 0 ends the chain
         stack[5] = grandcaller;
         let fp = base + 4 * 8;
+        // The leaf's code is a library's; the callers' the program's own.
         let maps = format!(
-            "{base:x}-{:x} rw-p 0 00:00 0\n{t:x}-{:x} r-xp 0 08:01 1 /lib/x.so\n",
+            "{base:x}-{:x} rw-p 0 00:00 0\n{t:x}-{:x} r-xp 0 08:01 1 /lib/x.so\n{:x}-{:x} r-xp 0 08:01 2 /bin/own\n",
             base + 16 * 8,
+            t + 32,
+            t + 32,
             t + 64
         );
-        fill_snapshot(snap, &maps, None);
+        fill_snapshot(snap, &maps, Some("/bin/own"));
         let mut out = [0u64; 8];
         for (pc, what) in [
             (t + 8, "push rbp"),
             (t + 16, "mov rbp, rsp"),
             (t + 24, "ret"),
-            (t + 32, "frameless leaf outside the program"),
+            (t, "frameless leaf outside the program"),
         ] {
             if what == "mov rbp, rsp" {
                 stack[0] = 0x77; // the pushed rbp
@@ -432,8 +492,7 @@ mod tests {
             assert_eq!(&out[..n], [caller, grandcaller], "{what}");
         }
         // The program's own code has frame pointers: no guess from [sp].
-        fill_snapshot(snap, &maps, Some("/lib/x.so"));
-        let n = unwind(snap, t + 32, base, fp, &mut out);
+        let n = unwind(snap, t + 33, base, fp, &mut out);
         assert_eq!(&out[..n], [grandcaller]);
         std::hint::black_box((&stack, &text));
     }

@@ -93,6 +93,10 @@ pub(crate) enum SamplerError {
          (another CPU profiler?); the sampler stopped and left it in place"
     )]
     SignalTaken,
+    /// The consumer is no longer in the stream: the process forked since
+    /// it joined (the child starts from nothing).
+    #[error("the sample stream was reset (the process forked since this consumer joined)")]
+    Gone,
     /// The kernel refused the mapping or the handler.
     #[error("cannot start the CPU sampler: {0}")]
     Os(#[from] std::io::Error),
@@ -358,6 +362,56 @@ impl Subscription {
             period,
             start: c.start,
             duration: c.started.elapsed(),
+            dropped,
+        })
+    }
+}
+
+impl Subscription {
+    /// Everything sampled since the previous take (or the join), staying
+    /// subscribed: what a consumer that records continuously (the flight
+    /// recorder) calls once per bucket.
+    pub(crate) fn take(&self) -> Result<Collected, SamplerError> {
+        let mut state = lock();
+        drain_all(&mut state);
+        let period = state.running.as_ref().map_or(Duration::ZERO, |r| r.period);
+        let Some(c) = state.consumers.iter_mut().find(|c| c.id == self.id) else {
+            return Err(SamplerError::Gone);
+        };
+        if let Some(e) = c.failed.take() {
+            return Err(e);
+        }
+        let now = dropped_now();
+        let dropped = DROP_REASONS
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| (r, now[i].saturating_sub(c.dropped_at_start[i])))
+            .collect();
+        c.dropped_at_start = now;
+        let stacks = std::mem::take(&mut c.stacks);
+        let counts = std::mem::take(&mut c.counts);
+        c.last.clear();
+        let start = std::mem::replace(&mut c.start, SystemTime::now());
+        let duration = std::mem::replace(&mut c.started, Instant::now()).elapsed();
+        let stacks = stacks
+            .into_iter()
+            .map(|(key, index)| {
+                let tid = key[0] as i32;
+                let name = c.names.get(&tid).cloned().unwrap_or_else(|| tid.to_string().into());
+                CollectedStack {
+                    frames: key[2..].to_vec(),
+                    thread: name,
+                    labels: key[1] as u32,
+                    samples: counts[index].samples,
+                    cpu_ns: counts[index].nanos,
+                }
+            })
+            .collect();
+        Ok(Collected {
+            stacks,
+            period,
+            start,
+            duration,
             dropped,
         })
     }
@@ -808,6 +862,32 @@ extern "C" fn after_fork_in_child() {
         drop(mapping);
     }
     state.consumers.clear();
+}
+
+/// One directed sample of each of `tids`, taken within `within` (the
+/// probe behind the thousand-thread test).
+pub(crate) fn directed_samples(
+    tids: &[i32],
+    within: Duration,
+) -> Result<Vec<(i32, Vec<u64>)>, String> {
+    let consumer = subscribe_directed().map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + within;
+    let mut got: Vec<(i32, Vec<u64>)> = Vec::new();
+    for &tid in tids {
+        consumer.request(tid).map_err(|e| format!("tgkill {tid}: {e}"))?;
+    }
+    while got.len() < tids.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let taken = consumer.take().map_err(|e| e.to_string())?;
+        got.extend(taken.into_iter().map(|s| (s.tid, s.frames)));
+    }
+    Ok(got)
+}
+
+/// Sets how the handler reads (see `handler::MODE`).
+pub(crate) fn set_reads(guarded: bool, leaf_fixup: bool) {
+    let mode = if guarded { handler::GUARDED } else { 0 } | if leaf_fixup { handler::LEAF_FIXUP } else { 0 };
+    handler::MODE.store(mode, Ordering::Relaxed);
 }
 
 /// Whether this thread runs the SIGPROF handler now.

@@ -15,6 +15,7 @@ pub(crate) fn status(error: &Error) -> StatusCode {
         Error::CaptureRunning { .. } | Error::Conflict(_) => StatusCode::CONFLICT,
         Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::NotAvailable(_) => StatusCode::NOT_IMPLEMENTED,
         Error::Internal(_) | Error::InvalidConfig(_) | Error::Io(_) => {
             StatusCode::INTERNAL_SERVER_ERROR

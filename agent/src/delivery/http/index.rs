@@ -6,10 +6,13 @@ use profscope_profile::kind::agent_endpoints;
 pub(crate) async fn index() -> Html<String> {
     let mut rows = String::new();
     // The profiles and pages under /debug/pprof/ (the index itself aside).
-    for e in
-        agent_endpoints().filter(|e| e.path.starts_with("/debug/pprof/") && e.name() != "pprof")
-    {
-        let (path, name, query, description) = (e.path, e.name(), e.example_query, e.description);
+    // (Paths with a parameter, an incident's profiles, are reached from the
+    // incidents list.)
+    for e in agent_endpoints().filter(|e| {
+        e.path.starts_with("/debug/pprof/") && e.name() != "pprof" && !e.path.contains('{')
+    }) {
+        let name = e.path.trim_start_matches("/debug/pprof/");
+        let (path, query, description) = (e.path, e.example_query, e.description);
         rows.push_str(&format!(
             "<tr><td><a href=\"{path}{query}\">{name}</a></td><td>{description}</td></tr>\n"
         ));

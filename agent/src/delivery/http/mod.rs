@@ -2,11 +2,13 @@
 //! model → encode ([`respond`]). The router serves the model's endpoint
 //! table (`profscope_profile::kind::ENDPOINTS`) behind the bearer-token
 //! check, one handler module per profile or page (`heap.rs` answers the
-//! heap's three paths, `unavailable.rs` Go's paths Rust has no profile
+//! heap's three paths, `block.rs` the watchdog's two, `recorder.rs` the
+//! flight recorder's, `unavailable.rs` Go's paths Rust has no profile
 //! for); a new endpoint is a row in that table plus its line in
 //! [`handler`] (a test fails when one is missing). Errors become answers
 //! in `error.rs` alone.
 
+mod block;
 mod cmdline;
 mod cpu;
 mod error;
@@ -15,6 +17,7 @@ mod heap;
 mod index;
 mod memory;
 pub(crate) mod metrics;
+mod recorder;
 mod respond;
 pub(crate) mod server;
 mod tasks;
@@ -53,13 +56,17 @@ fn handler(path: &str) -> Option<MethodRouter<Agent>> {
         "/debug/pprof/heap" => get(heap::heap),
         "/debug/pprof/allocs" => get(heap::allocs),
         "/debug/pprof/delta_heap" => get(heap::delta_heap),
-        "/debug/pprof/block"
-        | "/debug/pprof/mutex"
-        | "/debug/pprof/delta_block"
-        | "/debug/pprof/delta_mutex" => get(unavailable::not_in_rust),
+        "/debug/pprof/block" => get(block::block),
+        "/debug/pprof/delta_block" => get(block::delta_block),
+        "/debug/pprof/mutex" | "/debug/pprof/delta_mutex" => get(unavailable::not_in_rust),
         "/debug/pprof/tasks" => get(tasks::tasks),
         "/debug/pprof/goroutine" => get(tasks::goroutine),
         "/debug/pprof/taskleak" => get(tasks::taskleak),
+        "/debug/pprof/recent/profile" => get(recorder::recent_profile),
+        "/debug/pprof/recent/heap" => get(recorder::recent_heap),
+        "/debug/pprof/recent/metrics" => get(recorder::recent_metrics),
+        "/debug/pprof/incidents" => get(recorder::incidents).post(recorder::fire),
+        "/debug/pprof/incidents/{id}/{profile}" => get(recorder::incident_profile),
         "/debug/pprof/cmdline" => get(cmdline::cmdline),
         "/debug/tokio" => get(metrics::tokio_json),
         "/debug/memory" => get(memory::memory),

@@ -1,5 +1,6 @@
 //! `GET /debug/pprof/tasks` and `GET /debug/pprof/goroutine` (`debug=1` for
-//! text, `format=` otherwise): tokio task dumps, counted by backtrace.
+//! text, `format=` otherwise): tokio task dumps, counted by backtrace; and
+//! `taskleak`. All three answer 501 unless `AgentBuilder::task_dumps(true)`.
 
 use axum::extract::State;
 use axum::http::header;
@@ -32,8 +33,8 @@ async fn serve(
     format: Format,
     name: &'static str,
 ) -> Result<Response, Error> {
-    let _permit = agent.request_permit()?;
     let handle = watched_runtime(&agent)?;
+    let _permit = agent.request_permit()?;
     let stacks = crate::capture::tasks::dump(&handle).await?;
     if debug {
         return Ok((
@@ -56,8 +57,8 @@ pub(crate) async fn taskleak(
     Param(DebugText(debug, _)): Param<DebugText>,
     Param(ProfileFormat(format)): Param<ProfileFormat>,
 ) -> Result<Response, Error> {
-    let _permit = agent.request_permit()?;
     let handle = watched_runtime(&agent)?;
+    let _permit = agent.request_permit()?;
     // Dropped with the request when the client goes away.
     let leaks = crate::capture::tasks::find_leaks(&handle, window, 3).await?;
     if debug {
@@ -73,8 +74,14 @@ pub(crate) async fn taskleak(
     .await
 }
 
-/// The runtime whose tasks the agent dumps.
+/// The runtime whose tasks the agent dumps; 501 unless the builder
+/// enabled task dumps.
 fn watched_runtime(agent: &Agent) -> Result<tokio::runtime::Handle, Error> {
+    if !agent.config().task_dumps {
+        return Err(Error::NotAvailable(
+            crate::capture::tasks::TASK_DUMPS_OFF.into(),
+        ));
+    }
     agent
         .runtime_handle()
         .cloned()

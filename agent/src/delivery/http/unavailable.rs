@@ -1,15 +1,15 @@
-//! Go's `block`, `mutex` and their godeltaprof `delta_*` paths, which a
-//! Rust runtime has no profile for: answered 501 with the reason.
+//! Go's `mutex` and godeltaprof's `delta_mutex`, which a Rust runtime has
+//! no profile for: answered 501 with the reason.
 
 use crate::Error;
 
-/// Go's `block`, `mutex` and their godeltaprof `delta_*` paths: 501, said
-/// plainly, so a scrape config that asks for them learns why.
+/// Go's `mutex` paths: 501, said plainly, so a scrape config that asks for
+/// them learns why.
 pub(crate) async fn not_in_rust() -> Error {
     Error::NotAvailable(
-        "Rust has no blocking or mutex contention profile (Go records them in its runtime); \
-         disable block and mutex in the scrape config. This agent serves profile, heap, \
-         allocs, delta_heap, goroutine, tasks and taskleak."
+        "Rust's runtime records no mutex contention profile (Go records it in its runtime); \
+         disable mutex in the scrape config. Blocking polls are at /debug/pprof/block with \
+         the agent's watchdog on."
             .into(),
     )
 }

@@ -110,6 +110,9 @@ const MAX_CACHED_ADDRESSES: usize = 1 << 17;
 /// let frames = symbolizer.resolve(answer as *const () as usize as u64);
 /// assert!(frames.last().unwrap().function.ends_with("answer"));
 /// ```
+/// Clones share the caches (the recorder's thread and the HTTP layer use
+/// one).
+#[derive(Clone)]
 pub struct Symbolizer {
     inner: Arc<Inner>,
 }

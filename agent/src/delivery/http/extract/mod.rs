@@ -9,6 +9,7 @@ mod delta;
 mod format;
 mod frequency;
 mod seconds;
+mod window;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -20,6 +21,7 @@ pub(crate) use delta::DeltaSeconds;
 pub(crate) use format::ProfileFormat;
 pub(crate) use frequency::Frequency;
 pub(crate) use seconds::Seconds;
+pub(crate) use window::{IncidentWindow, Lookback};
 
 /// A query parameter read from a query string with the agent's settings.
 pub(crate) trait FromQuery: Sized {
@@ -61,6 +63,8 @@ pub(crate) fn check_query(query: &str, config: &Config) -> Vec<Result<String, Er
         ProfileFormat::from_query(query, config).map(|v| format!("{v:?}")),
         DebugText::<debug::Pprof>::from_query(query, config).map(|v| format!("{v:?}")),
         DebugText::<JsonByDefault>::from_query(query, config).map(|v| format!("{v:?}")),
+        Lookback::from_query(query, config).map(|v| format!("{v:?}")),
+        IncidentWindow::from_query(query, config).map(|v| format!("{v:?}")),
     ]
 }
 

@@ -398,6 +398,90 @@ fn sampler_families(page: &mut Page) {
     );
 }
 
+/// The flight recorder: incidents by trigger (every trigger exported from
+/// the start), its ring, what it dropped.
+fn recorder_families(page: &mut Page, r: &crate::capture::recorder::RecorderStatus) {
+    let incidents: Vec<(String, f64)> = r
+        .incidents_total
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v as f64))
+        .collect();
+    page.counters_by(
+        "profscope_incidents_total",
+        "Incidents the flight recorder's triggers fired, by trigger.",
+        "trigger",
+        &incidents,
+    );
+    page.gauge(
+        "profscope_recorder_ring_bytes",
+        "Bytes the flight recorder's ring holds (CPU buckets, heap snapshots, metrics).",
+        r.ring_bytes as f64,
+    );
+    page.gauge(
+        "profscope_recorder_cpu_seconds",
+        "Seconds of CPU the flight recorder's ring reaches back.",
+        r.cpu_seconds as f64,
+    );
+    page.counter(
+        "profscope_recorder_dropped_cpu_seconds_total",
+        "One-second CPU buckets the recorder dropped to stay within its age and byte bounds.",
+        r.dropped.cpu_buckets as f64,
+    );
+    page.gauge(
+        "profscope_recorder_recording",
+        "1 while the flight recorder records CPU; 0 once its sample stream ended (another \
+         SIGPROF handler, a fork) or where the own sampler does not run.",
+        if r.state == "recording" { 1.0 } else { 0.0 },
+    );
+}
+
+/// The blocking watchdog: stalls by state and their durations.
+fn watchdog_families(page: &mut Page, w: &crate::capture::watchdog::WatchdogMetrics) {
+    let by_state: Vec<(String, f64)> = w
+        .stalls_by_state
+        .iter()
+        .map(|(s, n)| (s.to_string(), *n as f64))
+        .collect();
+    page.counters_by(
+        "profscope_blocked_polls_total",
+        "Polls that held a runtime worker past the watchdog's threshold, by the state the \
+         thread spent most of the stall in: running (on CPU), runnable (ready, no CPU given), \
+         blocked (sleeping or in a syscall).",
+        "state",
+        &by_state,
+    );
+    let opts = prometheus::HistogramOpts::new(
+        "profscope_blocked_poll_seconds",
+        "How long each poll past the watchdog's threshold held its worker.",
+    )
+    .buckets(w.bounds.clone());
+    if let Ok(h) = prometheus::Histogram::with_opts(opts) {
+        let mut families = h.collect();
+        // The counts are the watchdog's own: written into the family.
+        if let Some(m) = families
+            .first_mut()
+            .and_then(|f| f.mut_metric().first_mut())
+        {
+            let mut hist = m.get_histogram().clone();
+            hist.set_sample_count(w.count);
+            hist.set_sample_sum(w.sum);
+            let buckets = hist
+                .get_bucket()
+                .iter()
+                .zip(&w.counts)
+                .map(|(b, count)| {
+                    let mut b = b.clone();
+                    b.set_cumulative_count(*count);
+                    b
+                })
+                .collect();
+            hist.set_bucket(buckets);
+            m.set_histogram(hist);
+        }
+        page.families.extend(families);
+    }
+}
+
 /// `/debug/memory`'s figures as gauges.
 fn memory_families(page: &mut Page, m: &crate::capture::memory::MemoryReport) {
     for (name, help, value) in [
@@ -501,6 +585,8 @@ pub(crate) fn render(
     tokio: &TokioSnapshot,
     memory: &crate::capture::memory::MemoryReport,
     push: Option<&crate::delivery::push::PushStats>,
+    recorder: Option<&crate::capture::recorder::RecorderStatus>,
+    watchdog: Option<&crate::capture::watchdog::WatchdogMetrics>,
 ) -> Result<String, crate::Error> {
     let mut page = Page::default();
     if let Some(rt) = &tokio.runtime {
@@ -513,6 +599,12 @@ pub(crate) fn render(
     memory_families(&mut page, memory);
     if let Some(push) = push {
         push_families(&mut page, push);
+    }
+    if let Some(recorder) = recorder {
+        recorder_families(&mut page, recorder);
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog_families(&mut page, watchdog);
     }
     let mut families = process.gather();
     families.extend(page.families);

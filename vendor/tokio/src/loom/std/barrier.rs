@@ -179,16 +179,25 @@ impl Barrier {
                 let (guard, timeout_result) = self.cvar.wait_timeout(lock, timeout).unwrap();
                 lock = guard;
                 if timeout_result.timed_out() {
-                    // profscope: the fix of tokio-rs/tokio#8370. If the
-                    // generation advanced, the barrier completed as this
-                    // wait timed out and this thread is part of it.
-                    // Otherwise take the arrival back: a counted thread
-                    // that left would let a later generation elect a
-                    // leader too early (and leave a worker waiting at the
-                    // task dump's end barrier forever).
+                    // profscope: tokio-rs/tokio#8370 (open upstream), as proposed there.
+                    // The generation may have advanced while we were timing out,
+                    // meaning the barrier was completed by another thread and we
+                    // were released as part of that rendezvous rather than
+                    // actually timing out. Treat it as a successful wait.
                     if local_gen != lock.generation_id {
                         break;
                     }
+                    // Otherwise we really timed out. Roll back the `count += 1`
+                    // performed above before returning. `count` is reset to 0
+                    // only on the leader path (the `else` branch below), so a
+                    // generation that never reaches `num_threads` would
+                    // otherwise leak this arrival. A later generation could then
+                    // cross `num_threads` with fewer than `num_threads` threads
+                    // actually present and elect a spurious leader. This cannot
+                    // underflow: we hold the lock and the generation is
+                    // unchanged since our own `count += 1`, so no leader has
+                    // reset `count`, and it therefore still includes this thread.
+                    debug_assert!(lock.count > 0);
                     lock.count -= 1;
                     return None;
                 }

@@ -7,6 +7,8 @@ use crate::sync::notify::Notify;
 /// Tracing status of the worker.
 pub(super) struct TraceStatus {
     pub(super) trace_requested: AtomicBool,
+    /// profscope: the open request has no result yet.
+    pub(super) trace_pending: AtomicBool,
     pub(super) trace_start: Barrier,
     pub(super) trace_end: Barrier,
     pub(super) result_ready: Notify,
@@ -17,6 +19,7 @@ impl TraceStatus {
     pub(super) fn new(remotes_len: usize) -> Self {
         Self {
             trace_requested: AtomicBool::new(false),
+            trace_pending: AtomicBool::new(false), // profscope: no request
             trace_start: Barrier::new(remotes_len),
             trace_end: Barrier::new(remotes_len),
             result_ready: Notify::new(),
@@ -25,7 +28,7 @@ impl TraceStatus {
     }
 
     pub(super) fn trace_requested(&self) -> bool {
-        self.trace_requested.load(Ordering::Relaxed)
+        self.trace_pending.load(Ordering::Acquire) // profscope: not `trace_requested`
     }
 
     pub(super) async fn start_trace_request(&self, handle: &Handle) {
@@ -37,6 +40,7 @@ impl TraceStatus {
             handle.notify_all();
             crate::task::yield_now().await;
         }
+        self.trace_pending.store(true, Ordering::Release); // profscope: request open
     }
 
     pub(super) fn stash_result(&self, dump: Dump) {

@@ -842,31 +842,26 @@ impl Context {
             f();
         }
 
-        // profscope: an idle worker does not park while a task dump is
-        // requested. One that gave up at the dump's barrier (a worker was
-        // in a long poll) would otherwise sleep until new work woke it, and
-        // the dump, once that worker is free, would find nobody to meet:
-        // it stays requested, and every worker that wakes waits 250 ms at
-        // the barrier. Not parking, the idle worker goes back to the
-        // barrier (checking for work between waits) until the dump ends.
-        // Maintenance, as a wake from parking would run it, also sees a
-        // shutdown and sets `is_traced`.
-        if !core.is_traced && self.worker.handle.shared.trace_status.trace_requested() {
-            core.maintenance(&self.worker);
-        }
-
         if core.transition_to_parked(&self.worker) {
             while !core.is_shutdown && !core.is_traced {
                 core.stats.about_to_park();
                 core.stats
                     .submit(&self.worker.handle.shared.worker_metrics[self.worker.index]);
 
-                core = self.park_internal(core, None);
+                // profscope: while a task dump is requested, park for 10 ms at
+                // most (I/O and timers served as in any park), then meet the
+                // dump's barrier again (`trace_core`), unless tasks came: they
+                // run first. A worker that gave up at the barrier must neither
+                // sleep through the dump nor stop serving I/O and timers.
+                let requested = self.worker.handle.shared.trace_status.trace_requested();
+                let timeout = requested.then(|| Duration::from_millis(10));
+                core = self.park_internal(core, timeout);
 
                 core.stats.unparked();
 
                 // Run regularly scheduled maintenance
                 core.maintenance(&self.worker);
+                core.is_traced &= !core.has_tasks(); // profscope: see above
 
                 if core.transition_from_parked(&self.worker) {
                     break;
