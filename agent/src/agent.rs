@@ -106,6 +106,10 @@ impl Agent {
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
         let frequency = config.default_frequency;
+        let symbolizer = match &config.debug_dir {
+            Some(dir) => Symbolizer::with_debug_dir(dir.clone()),
+            None => Symbolizer::new(),
+        };
         let agent = Agent {
             inner: Arc::new(Inner {
                 runtime: runtime.clone().map(RuntimeObserver::new),
@@ -119,7 +123,7 @@ impl Agent {
                 pages: Semaphore::new(PAGES_AT_ONCE),
                 config,
                 cpu: CpuProfiler::new(),
-                symbolizer: Symbolizer::new(),
+                symbolizer,
                 pusher: std::sync::OnceLock::new(),
                 recorder: std::sync::OnceLock::new(),
                 watchdog: std::sync::OnceLock::new(),

@@ -66,6 +66,15 @@ impl AgentBuilder {
         self
     }
 
+    /// Where separate debug files of stripped libraries are read from
+    /// (`/usr/lib/debug` by default, or `$PROFSCOPE_DEBUG_DIR`; `None`:
+    /// nowhere). Debian installs libc's with `apt-get install libc6-dbg`;
+    /// without one, frames in a stripped library carry only its name.
+    pub fn debug_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.config.debug_dir = Some(dir);
+        self
+    }
+
     /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` by
     /// default), for the cgroup lines of `/debug/memory`.
     pub fn cgroup_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {

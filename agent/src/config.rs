@@ -31,6 +31,9 @@ pub struct Config {
     /// Where the cgroup v2 hierarchy is mounted, for `/debug/memory`.
     /// Default `/sys/fs/cgroup`.
     pub cgroup_root: std::path::PathBuf,
+    /// Where separate debug files are read from, when set (`Some(None)`:
+    /// nowhere); unset: `$PROFSCOPE_DEBUG_DIR`, else `/usr/lib/debug`.
+    pub debug_dir: Option<Option<std::path::PathBuf>>,
     /// Side port only: how long a connection may take to send a whole
     /// request head (idle keep-alive connections included) before it is
     /// closed. Default 10 s.
@@ -58,6 +61,7 @@ impl std::fmt::Debug for Config {
             .field("max_concurrent_captures", &self.max_concurrent_captures)
             .field("heap_dump_dir", &self.heap_dump_dir)
             .field("cgroup_root", &self.cgroup_root)
+            .field("debug_dir", &self.debug_dir)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("task_dumps", &self.task_dumps)
@@ -76,6 +80,7 @@ impl Default for Config {
             max_concurrent_captures: 8,
             heap_dump_dir: None,
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
+            debug_dir: None,
             header_read_timeout: std::time::Duration::from_secs(10),
             max_connections: 64,
             task_dumps: false,

@@ -36,6 +36,30 @@ fn per_poll(c: &mut Criterion) {
             ))
         })
     });
+    // Under an outer set (a tracing span's, a task group's): the wrapper
+    // adds its set to it. A fresh wrapper finds the combination in the
+    // shared table; later polls of the same wrapper compare one id.
+    let outer = LabelSet::new([("method", "GET")]);
+    group.bench_function("labelled under an outer set, fresh wrapper", |b| {
+        labels::with(outer.pairs().iter().cloned(), || {
+            b.iter(|| {
+                poll_once(Scoped::new(
+                    set.clone(),
+                    std::hint::black_box(std::future::ready(1u64)),
+                ))
+            })
+        })
+    });
+    group.bench_function("labelled under an outer set, same wrapper", |b| {
+        labels::with(outer.pairs().iter().cloned(), || {
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut fut = pin!(Scoped::new(
+                set.clone(),
+                std::future::poll_fn(|_| Poll::Ready(1u64))
+            ));
+            b.iter(|| std::hint::black_box(fut.as_mut().poll(&mut cx)))
+        })
+    });
     group.finish();
     // The interning a scope does when built (once per task, not per poll).
     c.bench_function("scope/build", |b| {

@@ -328,3 +328,118 @@ fn index_and_cmdline() {
     assert!(args[0].ends_with("axum-service"), "{args:?}");
     assert_eq!(&args[1..], ["--addr", "127.0.0.1:0"]);
 }
+
+/// A route that copies large buffers spends its time in glibc's memcpy.
+/// With `libc6-dbg`'s debug files (read by build id from the agent's debug
+/// directory) `go tool pprof -top` names the implementation and the thread
+/// entry; an agent whose debug directory points away keeps the object's
+/// name for the same frames.
+#[test]
+fn system_library_frames_are_named_from_debug_files() {
+    if !profscope_test_support::have_libc_debug_files() {
+        return;
+    }
+    let _serial = serial();
+    let rt = common::two_workers();
+    let away = tempfile::tempdir().unwrap();
+    let (named, bare) = rt.block_on(async {
+        let named = profscope_agent::Agent::builder()
+            .debug_dir(Some("/usr/lib/debug".into()))
+            .build()
+            .unwrap();
+        let bare = profscope_agent::Agent::builder()
+            .addr("127.0.0.1:0".parse().unwrap())
+            .debug_dir(Some(away.path().to_path_buf()))
+            .build()
+            .unwrap()
+            .spawn()
+            .await
+            .unwrap();
+        (named, bare)
+    });
+    let app = axum::Router::new()
+        .route(
+            "/copy",
+            axum::routing::get(|| async {
+                let src = vec![7u8; 32 << 20];
+                let mut dst = vec![0u8; 32 << 20];
+                for _ in 0..8 {
+                    dst.copy_from_slice(std::hint::black_box(&src));
+                }
+                dst[12345].to_string()
+            }),
+        )
+        .merge(named.router());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let load = Load::start(format!("{base}/copy"), 1);
+    let bare_url = format!("http://{}/debug/pprof/profile?seconds=2", bare.local_addr());
+    let other = std::thread::spawn(move || get(&bare_url));
+    let reply = get(&format!("{base}/debug/pprof/profile?seconds=2"));
+    let bare_reply = other.join().unwrap();
+    load.stop();
+    assert_eq!((reply.status, bare_reply.status), (200, 200));
+    let dir = tempfile::tempdir().unwrap();
+    let (named_file, bare_file) = (
+        dir.path().join("named.pb.gz"),
+        dir.path().join("bare.pb.gz"),
+    );
+    std::fs::write(&named_file, &reply.body).unwrap();
+    std::fs::write(&bare_file, &bare_reply.body).unwrap();
+    // glibc's memcpy implementations (`__memcpy_avx_unaligned_erms`, or
+    // the memmove they alias), named only by the debug file.
+    let memcpy =
+        |name: &str| name.starts_with("__mem") && (name.contains("cpy_") || name.contains("move_"));
+    let names = function_names(&decode(&reply.body));
+    assert!(
+        names.iter().any(|n| memcpy(n)),
+        "no memcpy implementation in {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "start_thread" || n == "clone3"),
+        "no thread entry in {names:?}"
+    );
+    let bare_names = function_names(&decode(&bare_reply.body));
+    assert!(
+        !bare_names.iter().any(|n| memcpy(n) || n == "start_thread"),
+        "{bare_names:?}"
+    );
+    // The viewer says once how to get the names.
+    let out = std::process::Command::new(common::profscope())
+        .args(["top", "--no-hide"])
+        .arg(&bare_file)
+        .env("PROFSCOPE_HOME", dir.path())
+        .output()
+        .unwrap();
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(top.matches("No function names in [").count(), 1, "{top}");
+    assert!(
+        top.contains("[libc.so.6]") && top.contains("libc6-dbg"),
+        "{top}"
+    );
+    if have_go() {
+        let (top, _) = go_pprof(&["-top", "-nodecount=1000"], &named_file);
+        let first = top
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("flat"))
+            .nth(1)
+            .unwrap_or("");
+        assert!(
+            first.split_whitespace().last().is_some_and(memcpy),
+            "the top row is memcpy's implementation:\n{top}"
+        );
+        assert!(
+            top.contains(" start_thread\n") || top.contains(" clone3\n"),
+            "{top}"
+        );
+        let (top, _) = go_pprof(&["-top", "-nodecount=1000"], &bare_file);
+        assert!(
+            top.contains("[libc.so.6]"),
+            "the object's name stays:\n{top}"
+        );
+        assert!(!top.contains(" start_thread\n"), "{top}");
+    }
+}

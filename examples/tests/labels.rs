@@ -2,7 +2,8 @@
 //! two kinds of work in a 1:3 CPU ratio on a 2-worker runtime, where tasks
 //! move between workers at every yield, labelled three ways (the route
 //! layer, a `tracing` span field, `labels::scope`). Among labelled samples
-//! the shares must read 25 % / 75 % ± 5 points.
+//! the shares must read 25 % / 75 % ± 5 points. And they compose: tower-
+//! http's request span around the route layer labels samples with both.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
@@ -171,14 +172,107 @@ fn spawn_loops(
     (stop, tasks)
 }
 
+/// The one global subscriber of this binary (the tasks run on the
+/// runtime's workers, so it must be global): `tenant` for the span test,
+/// `method` from tower-http's request spans, as the README sets it up.
+fn global_subscriber() {
+    use tracing_subscriber::layer::SubscriberExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber =
+            tracing_subscriber::registry().with(labels::TracingLayer::new(["tenant", "method"]));
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+    });
+}
+
+/// Samples of `file` carrying `key=value` for every pair of `pairs`.
+fn samples_with(file: &Path, pairs: &[(&str, &str)]) -> i64 {
+    let bytes = std::fs::read(file).unwrap();
+    let p = profscope_profile::parse(&bytes, &profscope_profile::Limits::default()).unwrap();
+    p.sample
+        .iter()
+        .filter(|s| {
+            pairs.iter().all(|(k, v)| {
+                s.label
+                    .iter()
+                    .any(|l| p.string_at(l.key) == *k && p.string_at(l.str) == *v)
+            })
+        })
+        .map(|s| s.value[0])
+        .sum()
+}
+
+/// tower-http's `TraceLayer` span (its `method` field through the tracing
+/// layer) around the route layer: the route's samples carry both, so
+/// `-tagfocus method=GET` and `-tagfocus route=/x` find the same CPU.
+#[test]
+fn route_and_tracing_labels_compose() {
+    let _turn = turn();
+    global_subscriber();
+    let rt = two_workers();
+    let agent = rt.block_on(async { Agent::builder().build().unwrap() });
+    let app = Router::new()
+        .route("/x", get(|| async { unit_of_work().await.to_string() }))
+        .route_layer(agent.route_metrics_layer())
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}/x", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), url.clone());
+            std::thread::spawn(move || {
+                let agent = ureq::agent();
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = agent.get(&url).call();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let capture = rt
+        .block_on(CpuProfiler::new().capture(Duration::from_secs(3), 997))
+        .expect("capture");
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let profile = capture.to_profile(&profscope_agent::symbols::Symbolizer::new());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cpu.pb.gz");
+    std::fs::write(&file, profscope_profile::write_gz(&profile).unwrap()).unwrap();
+    let route = ours(&file, "route=/x");
+    let method = ours(&file, "method=GET");
+    let both = samples_with(&file, &[("route", "/x"), ("method", "GET")]);
+    eprintln!("route=/x {route}, method=GET {method}, both {both}");
+    assert!(route >= 300, "only {route} samples of route=/x");
+    assert!(
+        both as f64 >= 0.95 * route as f64,
+        "{both} of {route} route samples carry method=GET"
+    );
+    assert!(
+        (method - route).abs() as f64 <= 0.05 * route as f64,
+        "method=GET {method} vs route=/x {route}"
+    );
+    if have_go() {
+        let go_route = go_raw_total(&file, &["-tagfocus=route=/x"], "samples");
+        let go_method = go_raw_total(&file, &["-tagfocus=method=GET"], "samples");
+        assert_eq!((go_route, go_method), (route, method), "go agrees");
+        assert!(
+            (go_method - go_route).abs() as f64 <= 0.05 * go_route as f64,
+            "go: method=GET {go_method} vs route=/x {go_route}"
+        );
+    }
+}
+
 #[test]
 fn tracing_span_fields_label_samples() {
     use tracing::Instrument;
-    use tracing_subscriber::layer::SubscriberExt;
     let _turn = turn();
-    let subscriber = tracing_subscriber::registry().with(labels::TracingLayer::new(["tenant"]));
-    // The subscriber must be global: the tasks run on the runtime's workers.
-    tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+    global_subscriber();
     let rt = two_workers();
     let (stop, tasks) = spawn_loops(&rt, |which, fut| {
         tokio::spawn(fut.instrument(tracing::info_span!("job", tenant = which)))
@@ -244,4 +338,85 @@ fn task_groups_label_and_monitor() {
     }));
     assert_eq!(seen.as_deref(), Some("ingest"));
     assert_eq!(ingest.monitor().cumulative().instrumented_count, 1);
+    // A scope inside the group adds to it, across polls; the group's
+    // labels apply again after the scope.
+    let (inner, after) = rt.block_on(ingest.instrument(async {
+        let inner = labels::scope([("job", "batch")], async {
+            tokio::task::yield_now().await;
+            labels::current()
+        })
+        .await;
+        (inner, labels::current())
+    }));
+    assert_eq!(
+        (inner.get("task_group"), inner.get("job")),
+        (Some("ingest"), Some("batch"))
+    );
+    assert_eq!(
+        (after.get("task_group"), after.get("job")),
+        (Some("ingest"), None)
+    );
+}
+
+/// The README's embedding, as it is written there: state, the route layer,
+/// tower-http's `TraceLayer` and a 10 s `TimeoutLayer`, then `with_state`
+/// and only then `merge(agent.router())`, so the agent's routes are outside
+/// the app's timeout. A 15 s capture succeeds while an app route that takes
+/// 11 s is cut at 10 s (the timeout is live in this very app).
+#[test]
+fn a_capture_outlives_the_apps_timeout_layer() {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use tower_http::timeout::TimeoutLayer;
+    use tower_http::trace::TraceLayer;
+
+    #[derive(Clone, Default)]
+    struct Db;
+
+    async fn todos(State(_db): State<Db>) -> &'static str {
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        "[]"
+    }
+
+    let rt = two_workers();
+    let agent = rt.block_on(async { Agent::builder().build().unwrap() });
+    let app = Router::new()
+        .route("/todos", get(todos))
+        .route_layer(agent.route_metrics_layer())
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .with_state(Db)
+        .merge(agent.router());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let slow = {
+        let url = format!("{base}/todos");
+        std::thread::spawn(move || match ureq::get(&url).call() {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("{e}"),
+        })
+    };
+    let started = std::time::Instant::now();
+    let reply = ureq::get(&format!("{base}/debug/pprof/profile?seconds=15"))
+        .timeout(Duration::from_secs(60))
+        .call()
+        .expect("the 15 s capture answers 200");
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut reply.into_reader(), &mut body).unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(15));
+    let profile = profscope_profile::parse(&body, &profscope_profile::Limits::default())
+        .expect("a whole profile");
+    assert!(
+        (14_500_000_000..16_000_000_000).contains(&profile.duration_nanos),
+        "{} ns",
+        profile.duration_nanos
+    );
+    assert_eq!(slow.join().unwrap(), 408, "the app's own timeout applies");
 }

@@ -85,6 +85,17 @@ fn retained_memory_is_explained_and_freed_memory_kept_is_named() {
     let text = get(&format!("{base}/debug/memory?debug=1")).text();
     assert!(text.contains("freed, kept by the allocator"), "{text}");
     assert!(text.contains("dirty_decay_ms"), "{text}");
+    // It says why its lines add up to more than rss.
+    assert!(
+        text.contains("Why the lines add up to more than rss")
+            && text.contains("upper bound")
+            && text.contains("count one of the two"),
+        "{text}"
+    );
+    // A bad `debug` names this endpoint's meanings: 0 is JSON here.
+    let bad = get(&format!("{base}/debug/memory?debug=x"));
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("0 = JSON, 1 = text"), "{}", bad.text());
     // The same figures are gauges on /metrics.
     let metrics = get(&format!("{base}/metrics")).text();
     assert!(

@@ -22,6 +22,11 @@ pub struct FilterOptions<'a> {
     pub hide: Option<&'a str>,
     /// Keep only frames matching this regex in stacks (values stay).
     pub show: Option<&'a str>,
+    /// Keep only frames whose source file is under this directory (a path
+    /// prefix, `DIR/target/` excluded: build output is not one's code).
+    /// Unlike `show`, never matched against function names or mapping
+    /// files: a binary built under DIR is not all "my code".
+    pub my_code: Option<&'a str>,
     /// Keep samples whose labels match (`KEY=VALUE`, see the module docs).
     pub tagfocus: Option<&'a str>,
     /// Drop samples whose labels match.
@@ -35,6 +40,8 @@ pub struct Filter {
     ignore: Option<Regex>,
     hide: Option<Regex>,
     show: Option<Regex>,
+    /// `DIR/`, for `my_code`.
+    my_dir: Option<String>,
     tagfocus: Option<TagFilter>,
     tagignore: Option<TagFilter>,
 }
@@ -61,6 +68,10 @@ impl Filter {
             ignore: compile("ignore", opts.ignore)?,
             hide: compile("hide", opts.hide)?,
             show: compile("show", opts.show)?,
+            my_dir: opts
+                .my_code
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("{}/", d.trim_end_matches('/'))),
             tagfocus: opts
                 .tagfocus
                 .filter(|e| !e.is_empty())
@@ -80,6 +91,7 @@ impl Filter {
             && self.ignore.is_none()
             && self.hide.is_none()
             && self.show.is_none()
+            && self.my_dir.is_none()
             && self.tagfocus.is_none()
             && self.tagignore.is_none()
     }
@@ -96,6 +108,7 @@ impl Filter {
         regexes
             .iter()
             .filter_map(|(name, re)| re.as_ref().map(|re| format!("{name}={}", re.as_str())))
+            .chain(self.my_dir.iter().map(|d| format!("my_code={d}")))
             .chain(
                 tags.iter()
                     .filter_map(|(name, t)| t.as_ref().map(|t| format!("{name}={}", t.expr))),
@@ -111,6 +124,7 @@ impl Filter {
             || self.ignore.is_some()
             || self.hide.is_some()
             || self.show.is_some()
+            || self.my_dir.is_some()
         {
             self.apply_names(p);
         }
@@ -176,6 +190,17 @@ impl Filter {
                 } else {
                     loc.line.retain(|l| !line_matches(re, l.function_id));
                 }
+                if loc.line.is_empty() {
+                    hidden.insert(loc.id);
+                }
+            }
+            if let Some(dir) = &self.my_dir {
+                let build = format!("{dir}target/");
+                loc.line.retain(|l| {
+                    functions.get(&l.function_id).is_some_and(|(_, file)| {
+                        file.starts_with(dir.as_str()) && !file.starts_with(&build)
+                    })
+                });
                 if loc.line.is_empty() {
                     hidden.insert(loc.id);
                 }

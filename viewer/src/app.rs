@@ -37,7 +37,8 @@ pub struct Input {
     pub full_names: bool,
     /// Keep the runtime and framework frames the built-in hide-list removes.
     pub no_hide: bool,
-    /// Keep only frames whose file is under this directory ("my code").
+    /// Keep only frames whose source file is under this directory ("my
+    /// code"; mapping and binary paths never count).
     pub my_code: Option<String>,
     /// Drop samples whose labels match (Go's `-tagignore`).
     pub tag_ignore: Option<String>,
@@ -88,15 +89,11 @@ impl Input {
             (false, None) => Some(crate::names::HIDE.to_string()),
             (false, Some(user)) => Some(format!("(?:{})|(?:{user})", crate::names::HIDE)),
         };
-        let show = self
-            .my_code
-            .as_deref()
-            .map(|dir| format!("^{}", regex::escape(dir.trim_end_matches('/'))));
         let mut filters = vec![Filter::with(&model::FilterOptions {
             focus: self.focus.as_deref(),
             ignore: self.ignore.as_deref(),
             hide: hide.as_deref(),
-            show: show.as_deref(),
+            my_code: self.my_code.as_deref(),
             ..Default::default()
         })?];
         for tag in &self.tags {
@@ -131,7 +128,7 @@ impl Input {
         note("focus", self.focus.as_deref());
         note("ignore", self.ignore.as_deref());
         note("hide", self.hide.as_deref());
-        note("show", self.my_code.as_deref());
+        note("my_code", self.my_code.as_deref());
         for tag in &self.tags {
             note("tagfocus", Some(tag));
         }

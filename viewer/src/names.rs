@@ -5,8 +5,13 @@
 //! `std::collections::hash::map::HashMap<K,V,S>::clone` reads
 //! `HashMap::clone`: generic arguments go, and each path keeps its last two
 //! segments (`Type::method`), or more where two distinct functions of one
-//! profile would otherwise read the same. Full names stay one flag away
-//! (`--full-names`) and on hover in the web UI.
+//! profile would otherwise read the same. An impl keeps what identifies it:
+//! `app::_::<impl serde::ser::Serialize for app::Todo>::serialize` (a
+//! derive's) reads `<Todo as Serialize>::serialize`, `core::slice::<impl
+//! [T]>::copy_from_slice` reads `<[T]>::copy_from_slice`; segments that name
+//! nothing (`_`, private modules such as `inner`, `imp`) are skipped, so
+//! hashbrown's `raw::alloc::inner::do_alloc` reads `alloc::do_alloc`. Full
+//! names stay one flag away (`--full-names`) and on hover in the web UI.
 //!
 //! **The hide-list** ([`HIDE`]): frames of the tokio task harness and
 //! scheduler, hyper/tower/axum dispatch, `core::future` and `futures`
@@ -106,9 +111,24 @@ pub fn shorten_profile(p: &mut Profile) {
     }
 }
 
+/// Path segments that identify nothing: a derive's `const _` block and
+/// private implementation modules. Skipped in short names.
+const NOISE: &[&str] = &[
+    "_",
+    "inner",
+    "imp",
+    "private",
+    "__private",
+    "internal",
+    "__internal",
+    "detail",
+    "sealed",
+];
+
 /// `name` with generic arguments dropped and each path cut to its last
 /// `keep` segments (a `<T as Trait>` qualifier's parts each so).
 pub fn shorten(name: &str, keep: usize) -> String {
+    let name = &*impl_as_qualified(name);
     // `<T as Trait>::rest`: shorten T and Trait, then the rest.
     if let Some(body) = name.strip_prefix('<')
         && let Some(close) = matching_angle(body)
@@ -118,24 +138,58 @@ pub fn shorten(name: &str, keep: usize) -> String {
         // The type keeps one segment, more when names collide
         // (`<slice::iter::Iter as Iterator>::next`, `<map::Iter as …>`).
         let inner_keep = keep.saturating_sub(1).max(1);
-        let inner = if let Some(imp) = inner.strip_prefix("impl ")
-            && let Some((tr, ty)) = imp.split_once(" for ")
-        {
-            format!(
-                "impl {} for {}",
-                path_tail(tr, 1),
-                path_tail(ty, inner_keep)
-            )
-        } else {
-            match split_as(inner) {
-                Some((ty, tr)) => format!("{} as {}", path_tail(ty, inner_keep), path_tail(tr, 1)),
-                None => path_tail(inner, inner_keep),
-            }
+        let inner = match split_as(inner) {
+            Some((ty, tr)) => format!("{} as {}", path_tail(ty, inner_keep), path_tail(tr, 1)),
+            None => path_tail(inner, inner_keep),
         };
         let rest = strip_generics(rest);
         return format!("<{inner}>{rest}");
     }
     path_tail(name, keep)
+}
+
+/// `path::<impl Trait for Type>::rest` as `<Type as Trait>::rest`, and
+/// `path::<impl Type>::rest` as `Type::rest` (`<[T]>::rest` for a type that
+/// is no path): the impl's own path (often a derive's `_`) names nothing,
+/// its type and trait do.
+fn impl_as_qualified(name: &str) -> std::borrow::Cow<'_, str> {
+    let at = if name.starts_with("<impl ") {
+        Some(0)
+    } else {
+        top_level_find(name, "::<impl ").map(|i| i + 2)
+    };
+    let Some(at) = at else {
+        return name.into();
+    };
+    let body = &name[at + 1..];
+    let Some(close) = matching_angle(body) else {
+        return name.into();
+    };
+    let inner = &body["impl ".len()..close];
+    let rest = &body[close + 1..];
+    match top_level_find(inner, " for ") {
+        Some(i) => format!("<{} as {}>{rest}", &inner[i + 5..], &inner[..i]).into(),
+        None if inner.starts_with(|c: char| c.is_alphabetic() || c == '_') => {
+            format!("{inner}{rest}").into()
+        }
+        None => format!("<{inner}>{rest}").into(),
+    }
+}
+
+/// The first index of `pat` in `s` outside any `<…>`, `(…)`, `[…]` group.
+fn top_level_find(s: &str, pat: &str) -> Option<usize> {
+    let mut depth = 0i32;
+    for (i, b) in s.bytes().enumerate() {
+        if depth == 0 && s[i..].starts_with(pat) {
+            return Some(i);
+        }
+        match b {
+            b'<' | b'(' | b'[' => depth += 1,
+            b'>' | b')' | b']' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The index of the `>` closing the `<` just before `s` starts.
@@ -192,7 +246,13 @@ fn strip_generics(s: &str) -> String {
 /// and `{shim}` segments do not count towards `keep`.
 fn path_tail(s: &str, keep: usize) -> String {
     let plain = strip_generics(s);
-    let segments: Vec<&str> = plain.split("::").collect();
+    let mut segments: Vec<&str> = plain.split("::").collect();
+    let last = segments.len() - 1;
+    let mut i = 0;
+    segments.retain(|seg| {
+        i += 1;
+        i - 1 == last || !NOISE.contains(seg)
+    });
     let mut counted = 0;
     let mut start = segments.len();
     while start > 0 {
@@ -258,11 +318,11 @@ mod tests {
             ("alloc::raw_vec::RawVec<T,A>::grow_one", "RawVec::grow_one"),
             (
                 "<impl core::fmt::Debug for app::Order>::fmt",
-                "<impl Debug for Order>::fmt",
+                "<Order as Debug>::fmt",
             ),
             (
                 "core::ptr::const_ptr::<impl *const T>::is_aligned_to",
-                "const_ptr::is_aligned_to",
+                "<*const T>::is_aligned_to",
             ),
             ("malloc", "malloc"),
             (
@@ -272,6 +332,102 @@ mod tests {
         ] {
             let s = Shortener::new([full]);
             assert_eq!(s.get(full), short, "{full}");
+        }
+    }
+
+    /// Real symbols (from the workspace's test binaries, std's hashbrown
+    /// and serde's derive output): each short name keeps its type and
+    /// trait, none starts with `_::` or a private module, none two alike.
+    #[test]
+    fn real_symbols_keep_what_identifies_them() {
+        let table = [
+            (
+                "todos::_::<impl serde::ser::Serialize for todos::Todo>::serialize",
+                "<Todo as Serialize>::serialize",
+            ),
+            (
+                "profscope_agent::capture::heap::_::<impl serde_core::ser::Serialize for profscope_agent::capture::heap::JemallocStats>::serialize",
+                "<JemallocStats as Serialize>::serialize",
+            ),
+            (
+                "profscope_agent::capture::memory::_::<impl serde_core::ser::Serialize for profscope_agent::capture::memory::MemoryLine>::serialize",
+                "<MemoryLine as Serialize>::serialize",
+            ),
+            (
+                "serde_core::ser::impls::<impl serde_core::ser::Serialize for alloc::vec::Vec<T>>::serialize",
+                "<Vec as Serialize>::serialize",
+            ),
+            (
+                "axum::routing::_::<impl tower_service::Service<axum::serve::IncomingStream<L>> for axum::routing::Router>::call",
+                "<Router as Service>::call",
+            ),
+            (
+                "axum::handler::future::_::<impl axum::handler::future::IntoServiceFuture<F>>::project",
+                "IntoServiceFuture::project",
+            ),
+            (
+                "aho_corasick::util::primitives::<impl core::ops::index::Index<aho_corasick::util::primitives::PatternID> for alloc::vec::Vec<T>>::index",
+                "<Vec as Index>::index",
+            ),
+            (
+                "adler2::algo::<impl adler2::Adler32>::compute",
+                "Adler32::compute",
+            ),
+            (
+                "core::slice::<impl [T]>::copy_from_slice",
+                "<[T]>::copy_from_slice",
+            ),
+            ("hashbrown::raw::alloc::inner::do_alloc", "alloc::do_alloc"),
+            (
+                "<flate2::crc::inner::Crc as core::default::Default>::default",
+                "<Crc as Default>::default",
+            ),
+            (
+                "<once_cell::imp::Guard as core::ops::drop::Drop>::drop::{{closure}}",
+                "<Guard as Drop>::drop::{{closure}}",
+            ),
+            (
+                "todos::todos_index::{{closure}}",
+                "todos::todos_index::{{closure}}",
+            ),
+            (
+                "<&mut serde_json::ser::Serializer<W,F> as serde_core::ser::Serializer>::serialize_bool",
+                "<Serializer as Serializer>::serialize_bool",
+            ),
+            (
+                "alloc::collections::btree::navigate::<impl alloc::collections::btree::node::Handle<alloc::collections::btree::node::NodeRef<alloc::collections::btree::node::marker::Immut,K,V,alloc::collections::btree::node::marker::Leaf>,alloc::collections::btree::node::marker::Edge>>::next_unchecked::{{closure}}",
+                "Handle::next_unchecked::{{closure}}",
+            ),
+            (
+                "<T as alloc::slice::<impl [T]>::to_vec_in::ConvertVec>::to_vec",
+                "<T as ConvertVec>::to_vec",
+            ),
+        ];
+        for (full, short) in table {
+            assert_eq!(Shortener::new([full]).get(full), short, "{full}");
+        }
+        // Together, and with neighbours that could collide.
+        let mut names: Vec<&str> = table.iter().map(|(full, _)| *full).collect();
+        names.extend([
+            "profscope_agent::capture::heap::_::<impl serde_core::ser::Serialize for profscope_agent::capture::memory::JemallocStats>::serialize",
+            "other::_::<impl serde::ser::Serialize for other::Todo>::serialize",
+            "hashbrown::raw::alloc::do_alloc",
+            "core::ptr::drop_in_place<alloc::vec::Vec<u8>>",
+            "core::ptr::drop_in_place<alloc::string::String>",
+        ]);
+        let s = Shortener::new(names.iter().copied());
+        let mut seen = std::collections::HashMap::new();
+        for full in &names {
+            let short = s.get(full);
+            assert!(
+                !short.starts_with("_::") && !short.contains("::_::"),
+                "{short}"
+            );
+            let first = short.trim_start_matches('<').split("::").next().unwrap();
+            assert!(!NOISE.contains(&first), "{full} → {short}");
+            if let Some(other) = seen.insert(short.to_string(), *full) {
+                panic!("{other} and {full} both read {short}");
+            }
         }
     }
 

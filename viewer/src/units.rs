@@ -2,6 +2,13 @@
 //! `internal/measurement` so that numbers read like `go tool pprof`'s:
 //! nanoseconds scale to µs/ms/s, bytes to KiB/MiB/GiB (1024-based, which Go
 //! labels kB/MB/GB), anything else prints as a plain count.
+//!
+//! Every figure takes its own unit, Go's automatic choice: the largest unit
+//! that keeps the value at least 1 (`4.88s`, `512KiB`). So a figure reads
+//! the same wherever it is printed: in a one-shot `top`, the shell, a
+//! `--tag`-filtered table and the web UI (a table-wide unit picked from the
+//! rows shown, as `go tool pprof -top` does, printed one total as `4.88s`
+//! in one view and `4878.79ms` in another).
 
 /// The family a sample unit belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,51 +114,43 @@ impl UnitKind {
 pub struct ValueFormat {
     /// Base units per raw sample value (e.g. 1e3 for `microseconds`).
     pub base_per_value: f64,
-    /// The display unit.
+    /// The unit of the value the format was made for (the total); each
+    /// figure is still printed in its own unit.
     pub scale: Scale,
+    kind: UnitKind,
 }
 
 impl ValueFormat {
-    /// Picks the display unit like Go's report does for `unit`: from the
-    /// smallest non-zero value shown, unless the largest (`total`) is over
-    /// 100 times larger and in another unit, then from 100x the smallest.
+    /// The format of a table of `unit` values whose smallest non-zero one
+    /// is `min_nonzero` and whose total is `total`. Kept for the callers
+    /// that pass the rows shown: figures no longer depend on them.
     pub fn for_values(unit: &str, min_nonzero: i64, total: i64) -> Self {
-        let (kind, base_per_value) = UnitKind::of(unit);
-        let min = if min_nonzero == 0 { total } else { min_nonzero };
-        let (min, max) = (
-            (min as f64 * base_per_value).abs(),
-            (total as f64 * base_per_value).abs(),
-        );
-        let (lo, hi) = (kind.auto(min), kind.auto(max));
-        let scale = if lo != hi && min * 100.0 < max {
-            kind.auto(100.0 * min)
-        } else {
-            lo
-        };
-        ValueFormat {
-            base_per_value,
-            scale,
-        }
+        let _ = min_nonzero;
+        ValueFormat::auto(unit, total)
     }
 
-    /// A value auto-scaled on its own (durations in headers).
+    /// The format of `unit` values, its reference unit chosen for `value`.
     pub fn auto(unit: &str, value: i64) -> Self {
         let (kind, base_per_value) = UnitKind::of(unit);
         ValueFormat {
             base_per_value,
             scale: kind.auto(value as f64 * base_per_value),
+            kind,
         }
     }
 
-    /// Formats like Go: two decimals, `.00` trimmed, zero as `0`.
+    /// Formats like Go: the largest unit keeping the value at least 1, two
+    /// decimals, `.00` trimmed, zero as `0`.
     pub fn format(&self, value: i64) -> String {
-        let v = value as f64 * self.base_per_value / self.scale.factor;
+        let base = value as f64 * self.base_per_value;
+        let scale = self.kind.auto(base);
+        let v = base / scale.factor;
         let s = format!("{v:.2}");
         let s = s.strip_suffix(".00").unwrap_or(&s);
         if s == "0" || s == "-0" {
             return "0".to_string();
         }
-        format!("{s}{}", self.scale.label)
+        format!("{s}{}", scale.label)
     }
 
     /// Like [`format`](Self::format) with an explicit `+` on growth (diffs).
@@ -223,14 +222,19 @@ mod tests {
 
     #[test]
     fn values_scale_like_go() {
-        // go-cpu: min 10ms, total 18.67s → seconds.
+        // Each figure in the largest unit that keeps it at least 1, so one
+        // figure reads alike whatever else a table shows.
         let f = ValueFormat::for_values("nanoseconds", 10_000_000, 18_670_000_000);
         assert_eq!(f.format(16_570_000_000), "16.57s");
-        assert_eq!(f.format(10_000_000), "0.01s");
+        assert_eq!(f.format(10_000_000), "10ms");
         assert_eq!(f.format(1_000_000_000), "1s");
-        // go-heap-before: min 512 KiB, total 14 MiB → KiB.
+        let g = ValueFormat::for_values("nanoseconds", 1_000_000, 4_878_790_000);
+        assert_eq!(g.format(4_878_790_000), "4.88s");
+        assert_eq!(f.format(4_878_790_000), "4.88s");
+        assert_eq!(f.format(999_000), "999us");
         let f = ValueFormat::for_values("bytes", 524_339, 14_913_106);
-        assert_eq!(f.format(13_339_658), "13027.01KiB");
+        assert_eq!(f.format(13_339_658), "12.72MiB");
+        assert_eq!(f.format(524_288), "512KiB");
         assert_eq!(ValueFormat::for_values("count", 1, 3).format(2), "2");
         assert_eq!(
             ValueFormat::auto("nanoseconds", 11_000_000_000).format(11_000_000_000),

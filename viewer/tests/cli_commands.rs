@@ -232,7 +232,7 @@ fn fetch_list_top_latest_and_diff_since() {
     let latest = ok(&["top", "@latest"], home);
     assert!(latest.contains("main.main.func3"), "{latest}");
     assert_eq!(ok(&["top", "after"], home), latest);
-    assert!(ok(&["top", "@prev"], home).contains("13027.01KiB"));
+    assert!(ok(&["top", "@prev"], home).contains("12.72MiB"));
 
     let svg = home.join("diff.svg");
     let diff = ok(
@@ -305,4 +305,119 @@ fn otlp_requests_read_like_their_pprof() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.otlp") && err.contains("OTLP"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// `--my-code` run from a crate root: the crate's binary lies under it
+/// (`target/release/app`), and so does build output; only frames whose
+/// source file is the crate's own stay.
+#[test]
+fn my_code_keeps_only_the_crates_own_source_frames() {
+    use profscope_profile::proto::{Function, Line, Location, Mapping, Profile, Sample, ValueType};
+    let root = tempfile::tempdir().unwrap();
+    let root_path = std::fs::canonicalize(root.path()).unwrap();
+    let dir = root_path.to_str().unwrap();
+    let mut strings = vec![String::new()];
+    let mut s = |v: &str| {
+        strings.push(v.to_string());
+        strings.len() as i64 - 1
+    };
+    let funcs = [
+        ("app::handler", format!("{dir}/src/main.rs")),
+        ("app::store::save", format!("{dir}/src/store.rs")),
+        (
+            "serde_json::ser::to_vec",
+            "/root/.cargo/registry/src/index/serde_json-1.0.0/src/ser.rs".to_string(),
+        ),
+        (
+            "core::slice::copy",
+            "/rustc/abc/library/core/src/slice/mod.rs".to_string(),
+        ),
+        (
+            "app::generated",
+            format!("{dir}/target/release/build/app-1/out/gen.rs"),
+        ),
+    ];
+    let function: Vec<Function> = funcs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, file))| Function {
+            id: i as u64 + 1,
+            name: s(name),
+            filename: s(file),
+            ..Default::default()
+        })
+        .collect();
+    let mapping = vec![Mapping {
+        id: 1,
+        memory_start: 0x1000,
+        memory_limit: 0x9000,
+        filename: s(&format!("{dir}/target/release/app")),
+        has_functions: true,
+        ..Default::default()
+    }];
+    let location: Vec<Location> = (1..=5)
+        .map(|i| Location {
+            id: i,
+            mapping_id: 1,
+            address: 0x1000 + i * 16,
+            line: vec![Line {
+                function_id: i,
+                line: 1,
+            }],
+            ..Default::default()
+        })
+        .collect();
+    let sample_type = vec![ValueType {
+        ty: s("samples"),
+        unit: s("count"),
+    }];
+    let sample = vec![
+        Sample {
+            location_id: vec![4, 3, 1],
+            value: vec![10],
+            ..Default::default()
+        },
+        Sample {
+            location_id: vec![5, 2, 1],
+            value: vec![5],
+            ..Default::default()
+        },
+    ];
+    let profile = Profile {
+        sample_type,
+        sample,
+        mapping,
+        location,
+        function,
+        string_table: strings,
+        ..Default::default()
+    };
+    let file = root_path.join("cpu.pb.gz");
+    std::fs::write(&file, profscope_profile::write_gz(&profile).unwrap()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let p = file.to_str().unwrap();
+    let top = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_profscope"))
+            .args(args)
+            .current_dir(&root_path)
+            .env("PROFSCOPE_HOME", home.path())
+            .output()
+            .unwrap();
+        profscope_test_support::stdout_of(&out, format_args!("{args:?}"))
+    };
+    for args in [
+        &["top", p, "--my-code", "--full-names"][..],
+        &["top", "--my-code", p, "--full-names"][..],
+        &["top", p, &format!("--my-code={dir}"), "--full-names"][..],
+    ] {
+        let out = top(args);
+        let table = out.split("flat  flat%").nth(1).unwrap_or("");
+        assert!(
+            table.contains("app::handler") && table.contains("app::store::save"),
+            "{args:?}: {out}"
+        );
+        for other in ["serde_json", "core::slice::copy", "app::generated"] {
+            assert!(!table.contains(other), "{args:?} keeps {other}: {out}");
+        }
+    }
 }

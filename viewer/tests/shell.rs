@@ -191,3 +191,30 @@ fn web_shows_the_current_view_in_the_web_ui() {
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
+
+/// One figure, one unit: the profile's total reads the same in a one-shot
+/// `top`, a shorter one, a `--tag`-filtered one's header and at the prompt
+/// (each figure in the largest unit that keeps it at least 1, as Go's
+/// automatic unit; a table-wide unit from the rows shown printed this
+/// total as 13027.01KiB in one view and 12.72MiB in another).
+#[test]
+fn a_figure_reads_the_same_in_every_view() {
+    let heap = fixture("go-heap-before.pb.gz");
+    let heap = heap.to_str().unwrap();
+    let total = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("Showing nodes accounting for "))
+            .and_then(|l| l.rsplit(" of ").next())
+            .map(|t| t.trim_end_matches(" total").to_string())
+            .unwrap_or_else(|| panic!("no total in {out}"))
+    };
+    let (all, _, _) = profscope(&["top", heap], "");
+    let (one, _, _) = profscope(&["top", heap, "-n", "1"], "");
+    let (shell, _, _) = profscope(&[heap], "top 1\ntop\nquit\n");
+    let (tagged, _, _) = profscope(&["top", heap, "--tag", "bytes=1B:", "-n", "2"], "");
+    let figure = total(&all);
+    assert!(figure.ends_with("MiB"), "{figure}");
+    assert_eq!(total(&one), figure);
+    assert_eq!(total(&shell), figure);
+    assert_eq!(total(&tagged), figure);
+}

@@ -438,6 +438,21 @@ fn lines(r: &MemoryReport) -> Vec<MemoryLine> {
     out
 }
 
+/// Why the lines do not add up to `rss`, under the text form's lines.
+pub const WHY_MORE_THAN_RSS: &str = "\
+Why the lines add up to more than rss: they overlap and some are bounds.
+- rss and cgroup are totals of the lines under them (the cgroup's also
+  counts page cache and the other processes in it);
+- heap in use (profile) estimates the same live bytes allocated counts:
+  count one of the two;
+- freed, kept by the allocator is an upper bound (jemalloc's resident counts
+  pages it reserved but never touched), and retained is not resident at all;
+- binary code, binary data and other files are page cache, shared with
+  other processes and counted in rss only for the pages this one touched.
+The parts of rss are allocated, fragmentation, freed (at most), metadata,
+thread stacks, binary code and data, other files and unexplained.
+";
+
 impl MemoryReport {
     /// The report as aligned text (`/debug/memory?debug=1`).
     pub fn to_text(&self) -> String {
@@ -456,6 +471,8 @@ impl MemoryReport {
         if !self.missing.is_empty() {
             out.push('\n');
         }
+        out.push('\n');
+        out.push_str(WHY_MORE_THAN_RSS);
         out
     }
 }

@@ -355,7 +355,8 @@ where
             .get::<MatchedPath>()
             .map_or("unmatched", MatchedPath::as_str);
         let (monitor, labels) = self.groups.route(group);
-        // Every poll of the request's future runs under `route=<path>`.
+        // Every poll of the request's future adds `route=<path>` to the
+        // labels current then (a tracing span's `method`, say).
         crate::capture::labels::Scoped::new(labels, monitor.instrument(self.inner.call(request)))
     }
 }
@@ -370,8 +371,9 @@ pub struct TaskGroup {
 }
 
 impl TaskGroup {
-    /// `fut`, monitored as this group and polled under `task_group=<name>`
-    /// (added to the labels current where `instrument` is called).
+    /// `fut`, monitored as this group and polled with `task_group=<name>`
+    /// and the labels current where `instrument` is called (so a spawned
+    /// task keeps its spawner's) added to the labels current at each poll.
     pub fn instrument<F: std::future::Future>(
         &self,
         fut: F,

@@ -123,3 +123,23 @@ pub fn assert_filters_agree_with_go(file: &Path, sample_type: &str, cases: &[(&s
         cases.len()
     );
 }
+
+/// Whether Debian's `libc6-dbg` (glibc's separate debug files under
+/// `/usr/lib/debug`) is installed: absent locally, a loud skip; absent
+/// under `CI=true`, a failure (`.ci/run` installs it).
+pub fn have_libc_debug_files() -> bool {
+    let ok = Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}", "libc6-dbg"])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout == b"installed");
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "libc6-dbg is not installed but CI=true: .ci/run must install it"
+        );
+        eprintln!(
+            "\n!!!!! SKIPPING libc debug-file checks: not installed (apt-get install libc6-dbg) !!!!!\n"
+        );
+    }
+    ok
+}

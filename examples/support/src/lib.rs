@@ -27,7 +27,9 @@ pub fn process_cpu_time() -> std::time::Duration {
 }
 
 pub use alloc::AllocationStorm;
-pub use go::{assert_filters_agree_with_go, go_pprof, go_raw_total, have_go, have_tool};
+pub use go::{
+    assert_filters_agree_with_go, go_pprof, go_raw_total, have_go, have_libc_debug_files, have_tool,
+};
 pub use large::{call_tree_profile, large_folded, large_profile};
 pub use rng::XorShift;
 pub use service::{Service, run_with_stdin, stdout_of};

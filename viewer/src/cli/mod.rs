@@ -137,9 +137,16 @@ struct Filters {
     /// core::future, std's wrappers) that the default view hides.
     #[arg(long)]
     no_hide: bool,
-    /// Keep only frames whose source file is under the current directory.
-    #[arg(long)]
-    my_code: bool,
+    /// Keep only frames whose source file is under DIR (default: the
+    /// current directory); binary and mapping paths never count.
+    #[arg(
+        long,
+        value_name = "DIR",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "."
+    )]
+    my_code: Option<std::path::PathBuf>,
 }
 
 impl Filters {
@@ -153,10 +160,11 @@ impl Filters {
         input.tags = self.tags.clone();
         input.full_names = self.full_names;
         input.no_hide = self.no_hide;
+        // Absolute, as the files debug info records are.
         input.my_code = self
             .my_code
-            .then(|| std::env::current_dir().ok())
-            .flatten()
+            .as_ref()
+            .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()))
             .map(|d| d.display().to_string());
         input
     }

@@ -261,6 +261,9 @@ impl TopReport {
                 ));
             }
         }
+        out.extend(unnamed_libraries_note(
+            self.rows.iter().map(|r| r.name.as_str()),
+        ));
         out
     }
 
@@ -301,6 +304,38 @@ impl TopReport {
     }
 }
 
+/// One line, once per report, when rows are shared libraries without
+/// function names (`[libc.so.6]`: distributions strip them): how to get
+/// the names where the profile was taken.
+fn unnamed_libraries_note<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut unnamed: Vec<&str> = names
+        .filter(|n| {
+            n.strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|lib| lib.contains(".so"))
+        })
+        .collect();
+    unnamed.sort_unstable();
+    unnamed.dedup();
+    if unnamed.is_empty() {
+        return None;
+    }
+    let glibc = unnamed.iter().any(|n| {
+        ["[libc.so", "[libm.so", "[libpthread.so", "[ld-linux"]
+            .iter()
+            .any(|p| n.starts_with(p))
+    });
+    let how = if glibc {
+        "apt-get install libc6-dbg (Debian/Ubuntu) or dnf debuginfo-install glibc"
+    } else {
+        "the distribution's -dbg / debuginfo package of each"
+    };
+    Some(format!(
+        "No function names in {}: install their debug symbols where the profile was taken ({how}); the agent reads them from /usr/lib/debug",
+        unnamed.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +358,24 @@ mod tests {
             text.contains("         7 70.00% 70.00%          7 70.00%  sha\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn unnamed_system_libraries_get_one_note() {
+        let p =
+            folded_to_profile("main;[libc.so.6] 5\nmain;[libc.so.6];[libc.so.6] 2\nmain;work 3\n")
+                .unwrap();
+        let st = select_sample_type(&p, None).unwrap();
+        let text = top(&p, &st, &TopOptions::default()).render();
+        assert_eq!(
+            text.matches("No function names in [libc.so.6]").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("apt-get install libc6-dbg"), "{text}");
+        let named = folded_to_profile("main;__memcpy_avx_unaligned_erms 5\n").unwrap();
+        let text = top(&named, &st, &TopOptions::default()).render();
+        assert!(!text.contains("No function names"), "{text}");
     }
 
     #[test]

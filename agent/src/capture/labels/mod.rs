@@ -13,11 +13,16 @@
 //!   `task_group=<name>`;
 //! - with the `tracing` feature, [`TracingLayer`]: chosen span fields.
 //!
-//! Scopes nest: a scope made inside another adds its pairs to the outer
-//! ones (a key it repeats takes the inner value), and the outer set applies
-//! again after the inner scope's poll. Tasks spawned inside a scope do not
-//! inherit it (tokio has no spawn hook for that): carry it over with
-//! [`spawn`], or `scope(current(), fut)`.
+//! They compose: each adds its pairs to the set current when its future is
+//! polled (a key it repeats takes the inner value), so a request under
+//! tower-http's span and the route layer carries `method` and `route`, and
+//! the outer set applies again after the inner poll. The combined set is
+//! interned once per (outer set, own set) pair and remembered both in the
+//! wrapper and in a table shared by all wrappers, so a poll under an outer
+//! set it has seen costs what a bare one does: a thread-local read and
+//! compare. Tasks spawned inside a scope do not inherit it (tokio has no
+//! spawn hook for that): carry it over with [`spawn`], or
+//! `scope(current(), fut)`.
 //!
 //! The table holds at most [`MAX_SETS`] sets, since values such as trace ids
 //! are unbounded: past it, new sets all become the one set `labels=other`,
@@ -69,6 +74,16 @@ static TABLE: LazyLock<RwLock<Table>> = LazyLock::new(|| {
 });
 
 static OVERFLOW: AtomicU64 = AtomicU64::new(0);
+
+/// (outer set, own set) → the outer set plus the own pairs. Shared by every
+/// wrapper so that only the first request of a route under a given outer
+/// set interns anything.
+static COMPOSED: LazyLock<RwLock<HashMap<(u32, u32), u32>>> = LazyLock::new(Default::default);
+
+/// Most pairs `COMPOSED` remembers; past it combinations are still right,
+/// only interned again by each new wrapper (ids are bounded by [`MAX_SETS`],
+/// so this is reached only by services far past the set cap).
+const MAX_COMPOSED: usize = 4 * MAX_SETS;
 
 impl LabelSet {
     /// Interns `pairs` (later pairs win for a repeated key).
@@ -188,6 +203,30 @@ pub(crate) fn table_size() -> (usize, u64) {
     (sets, OVERFLOW.load(Ordering::Relaxed))
 }
 
+/// The id of `outer` plus the pairs of `own` (`own`'s value wins for a key
+/// both have).
+pub(crate) fn compose(outer: u32, own: u32) -> u32 {
+    if outer == EMPTY || outer == own {
+        return own;
+    }
+    if own == EMPTY {
+        return outer;
+    }
+    if let Some(&id) = COMPOSED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&(outer, own))
+    {
+        return id;
+    }
+    let combined = by_id(outer).with(by_id(own).pairs().iter().cloned()).id;
+    let mut memo = COMPOSED.write().unwrap_or_else(PoisonError::into_inner);
+    if memo.len() < MAX_COMPOSED {
+        memo.insert((outer, own), combined);
+    }
+    combined
+}
+
 /// The set this thread runs under now.
 pub fn current() -> LabelSet {
     by_id(current_id())
@@ -240,7 +279,7 @@ where
     f()
 }
 
-/// `fut` with the current labels plus `pairs` set for every poll, on
+/// `fut` with `pairs` added to the labels current at each of its polls, on
 /// whatever thread polls it; the previous set is restored after each poll.
 ///
 /// ```
@@ -260,7 +299,7 @@ where
     V: Into<String>,
     F: Future,
 {
-    Scoped::new(current().with(pairs), fut)
+    Scoped::new(LabelSet::new(pairs), fut)
 }
 
 /// Spawns `fut` on the current tokio runtime under the labels of the
@@ -274,20 +313,24 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A future polled under a label set; see [`scope`].
+    /// A future polled with a label set added to the current one; see
+    /// [`scope`].
     #[derive(Debug)]
     pub struct Scoped<F> {
-        set: u32,
+        own: u32,
+        // (outer set id, combined set id) of the last poll.
+        cached: (u32, u32),
         #[pin]
         inner: F,
     }
 }
 
 impl<F> Scoped<F> {
-    /// `inner` polled under `set`.
+    /// `inner` polled with `set` added to the labels current at each poll.
     pub fn new(set: LabelSet, inner: F) -> Scoped<F> {
         Scoped {
-            set: set.id(),
+            own: set.id(),
+            cached: (EMPTY, set.id()),
             inner,
         }
     }
@@ -301,7 +344,11 @@ impl<F: Future> Future for Scoped<F> {
         let this = self.project();
         // The watchdog's stamp: the outermost wrapper marks the poll.
         let _stamp = crate::capture::poll_stamp::Stamp::enter();
-        let _enter = Enter::new(*this.set);
+        let outer = current_id();
+        if outer != this.cached.0 {
+            *this.cached = (outer, compose(outer, *this.own));
+        }
+        let _enter = Enter::new(this.cached.1);
         this.inner.poll(cx)
     }
 }
@@ -319,6 +366,30 @@ mod tests {
         assert_eq!(a.with([("tenant", "y")]).get("tenant"), Some("y"));
         assert_eq!(LabelSet::empty().id(), EMPTY);
         assert_eq!(pairs_of(a.id()).unwrap()[0].0, "route");
+    }
+
+    #[test]
+    fn scoped_adds_to_the_set_current_at_each_poll() {
+        use std::task::Waker;
+        let own = LabelSet::new([("route", "/x"), ("k", "inner")]);
+        let mut fut = std::pin::pin!(Scoped::new(
+            own.clone(),
+            std::future::poll_fn(|_| Poll::Ready(current()))
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        let outer = LabelSet::new([("method", "GET"), ("k", "outer")]);
+        let seen = with(outer.pairs().iter().cloned(), || fut.as_mut().poll(&mut cx));
+        let Poll::Ready(seen) = seen else {
+            panic!("ready")
+        };
+        assert_eq!(seen.get("method"), Some("GET"));
+        assert_eq!(seen.get("route"), Some("/x"));
+        assert_eq!(seen.get("k"), Some("inner"), "the inner key wins");
+        assert_eq!(current().id(), EMPTY, "restored");
+        // Remembered for every wrapper of the same sets.
+        assert_eq!(compose(outer.id(), own.id()), seen.id());
+        assert_eq!(compose(EMPTY, own.id()), own.id());
+        assert_eq!(compose(outer.id(), EMPTY), outer.id());
     }
 
     #[test]

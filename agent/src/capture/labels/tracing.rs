@@ -16,15 +16,21 @@ use super::{Enter, LabelSet, by_id, current_id};
 /// Labels CPU samples with fields of the spans they run in.
 ///
 /// ```no_run
+/// use tracing_subscriber::Layer;
+/// use tracing_subscriber::filter::LevelFilter;
 /// use tracing_subscriber::layer::SubscriberExt;
-/// let subscriber = tracing_subscriber::registry()
-///     .with(profscope_agent::labels::TracingLayer::new(["http.route", "tenant"]));
-/// tracing::subscriber::set_global_default(subscriber).unwrap();
+/// use tracing_subscriber::util::SubscriberInitExt;
+/// // tower-http's request spans have `method`, `uri` and `version`; they
+/// // are DEBUG-level, so the layer has its own filter.
+/// tracing_subscriber::registry()
+///     .with(profscope_agent::labels::TracingLayer::new(["method", "tenant"]).with_filter(LevelFilter::DEBUG))
+///     .init();
 /// ```
 ///
 /// A field is labelled by its name; `trace_id` works the same way when the
 /// service records it as a span field. Nested spans add their fields to the
-/// outer ones'.
+/// outer ones', and to whatever labels are current when the span is entered
+/// (a route layer's, a scope's).
 #[derive(Debug, Clone)]
 pub struct TracingLayer {
     fields: Arc<[String]>,

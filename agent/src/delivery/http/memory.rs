@@ -6,12 +6,12 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::extract::{DebugText, Param};
+use super::extract::{DebugText, JsonByDefault, Param};
 use crate::{Agent, Error};
 
 pub(crate) async fn memory(
     State(agent): State<Agent>,
-    Param(DebugText(debug)): Param<DebugText>,
+    Param(DebugText(debug, _)): Param<DebugText<JsonByDefault>>,
 ) -> Result<Response, Error> {
     // Reads /proc files: off the runtime, bounded.
     let report = agent.render_page(Agent::memory_report).await?;

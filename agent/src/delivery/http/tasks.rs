@@ -13,7 +13,7 @@ use crate::{Agent, Error};
 
 pub(crate) async fn tasks(
     State(agent): State<Agent>,
-    Param(DebugText(debug)): Param<DebugText>,
+    Param(DebugText(debug, _)): Param<DebugText>,
     Param(ProfileFormat(format)): Param<ProfileFormat>,
 ) -> Result<Response, Error> {
     serve(agent, debug, format, "tasks").await
@@ -21,7 +21,7 @@ pub(crate) async fn tasks(
 
 pub(crate) async fn goroutine(
     State(agent): State<Agent>,
-    Param(DebugText(debug)): Param<DebugText>,
+    Param(DebugText(debug, _)): Param<DebugText>,
     Param(ProfileFormat(format)): Param<ProfileFormat>,
 ) -> Result<Response, Error> {
     serve(agent, debug, format, "goroutine").await
@@ -54,7 +54,7 @@ async fn serve(
 pub(crate) async fn taskleak(
     State(agent): State<Agent>,
     Param(Seconds(window)): Param<Seconds>,
-    Param(DebugText(debug)): Param<DebugText>,
+    Param(DebugText(debug, _)): Param<DebugText>,
     Param(ProfileFormat(format)): Param<ProfileFormat>,
 ) -> Result<Response, Error> {
     let handle = watched_runtime(&agent)?;

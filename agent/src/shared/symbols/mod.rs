@@ -13,10 +13,16 @@
 //! - the per-object indexes (symbols, unit ranges: a few MB) are dropped
 //!   after [`DEBUG_INFO_IDLE`] without use.
 //!
+//! Stripped objects (a distribution's libc) are named from their separate
+//! debug files or MiniDebugInfo (`debugfile.rs`), looked up under
+//! [`DEFAULT_DEBUG_DIR`] unless configured otherwise; without them their
+//! frames keep only the object's name.
+//!
 //! pprof-rs (at each capture start) and tokio (for task dumps) still resolve
 //! through the `backtrace` crate, which parses the whole binary's DWARF into
 //! its own cache; the agent clears that cache right after each such use.
 
+mod debugfile;
 mod demangle;
 mod dwarf;
 mod maps;
@@ -30,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap as HashMap;
 
+pub use debugfile::DEFAULT_DEBUG_DIR;
 pub use maps::{Mapping, parse_maps};
 
 use dwarf::RawFrame;
@@ -105,13 +112,20 @@ const MAX_CACHED_ADDRESSES: usize = 1 << 17;
 /// ```
 /// Clones share the caches (the recorder's thread and the HTTP layer use
 /// one).
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Symbolizer {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Symbolizer::new()
+    }
+}
+
 struct Inner {
+    /// Where separate debug files are looked up; `None`: nowhere.
+    debug_dir: Option<std::path::PathBuf>,
     state: Mutex<State>,
     /// Last use of the indexes, as milliseconds since `EPOCH`.
     last_use_ms: AtomicU64,
@@ -176,10 +190,36 @@ impl std::fmt::Debug for Symbolizer {
     }
 }
 
+/// The environment variable naming the debug directory for
+/// [`Symbolizer::new`] (empty: look for no separate debug files).
+pub const DEBUG_DIR_ENV: &str = "PROFSCOPE_DEBUG_DIR";
+
 impl Symbolizer {
-    /// An empty symbolizer.
+    /// An empty symbolizer reading separate debug files from
+    /// `$PROFSCOPE_DEBUG_DIR`, or [`DEFAULT_DEBUG_DIR`] when it is unset.
     pub fn new() -> Self {
-        Self::default()
+        let dir = match std::env::var_os(DEBUG_DIR_ENV) {
+            Some(dir) if dir.is_empty() => None,
+            Some(dir) => Some(dir.into()),
+            None => Some(DEFAULT_DEBUG_DIR.into()),
+        };
+        Self::with_debug_dir(dir)
+    }
+
+    /// An empty symbolizer reading separate debug files (by build id:
+    /// `DIR/.build-id/xx/….debug`; by `.gnu_debuglink`: beside the object,
+    /// in its `.debug/` and under `DIR/<object's directory>`) from `dir`;
+    /// `None` reads none (MiniDebugInfo, inside the object, still counts).
+    pub fn with_debug_dir(dir: Option<std::path::PathBuf>) -> Self {
+        Symbolizer {
+            inner: Arc::new(Inner {
+                debug_dir: dir,
+                state: Mutex::default(),
+                last_use_ms: AtomicU64::default(),
+                loaded: AtomicBool::default(),
+                janitor: OnceLock::default(),
+            }),
+        }
     }
 
     /// The frames at `addr`, innermost first; empty when nothing is known
@@ -237,9 +277,9 @@ impl Symbolizer {
             if addr >= m.end || !m.path.starts_with('/') {
                 continue;
             }
-            let object = objects
-                .entry(m.path.clone())
-                .or_insert_with(|| ObjectFile::open(&maps::object_file(&m.path)));
+            let object = objects.entry(m.path.clone()).or_insert_with(|| {
+                ObjectFile::open(&maps::object_file(&m.path), self.inner.debug_dir.as_deref())
+            });
             if let Some(address) = object
                 .as_ref()
                 .and_then(|o| o.address_of_offset(addr - m.start + m.offset))

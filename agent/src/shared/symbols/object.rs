@@ -6,23 +6,53 @@
 //! itself is read from the mapped file at each lookup, one compilation unit
 //! at a time, and dropped after it (see `dwarf.rs`): parsed DWARF kept
 //! for a whole binary, as addr2line-based symbolizers do, costs tens of MB.
+//!
+//! A stripped object (a distribution's libraries) takes its symbols, and
+//! DWARF when it has none, from its separate debug file or MiniDebugInfo
+//! (`debugfile.rs`). Compressed DWARF sections (Debian's `-dbg` files)
+//! are skipped: reading them would mean inflating a whole library's debug
+//! info on every capture, and their symbol tables already name every
+//! function.
+
+use std::path::Path;
 
 use std::borrow::Cow;
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 
+use super::debugfile;
 use super::demangle::demangle;
 use super::dwarf::{self, RawFrame};
 use super::reader::Reader;
 
 /// A function symbol: `[start, end)` in the object's own addresses, name as
-/// an offset and length into the mapped file (the string table is there).
+/// an offset and length into the mapped file (the string table is there),
+/// or into the debug file when `name_len` has [`IN_DEBUG`] set.
 #[derive(Clone, Copy)]
 struct Symbol {
     start: u64,
     end: u64,
     name_at: u32,
     name_len: u32,
+}
+
+/// The bit of `Symbol::name_len` saying the name is in the debug file.
+const IN_DEBUG: u32 = 1 << 31;
+
+/// Bytes of a separate debug file: mapped, or MiniDebugInfo decompressed.
+enum DebugBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for DebugBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            DebugBytes::Mapped(map) => map,
+            DebugBytes::Owned(bytes) => bytes,
+        }
+    }
 }
 
 /// `[start, end)` belongs to the compilation unit at `units[unit]`.
@@ -35,6 +65,11 @@ struct UnitRange {
 
 pub(super) struct ObjectFile {
     map: memmap2::Mmap,
+    /// The separate debug file or MiniDebugInfo, when the object is
+    /// stripped and one was found.
+    debug: Option<DebugBytes>,
+    /// The DWARF indexed is the debug file's.
+    dwarf_in_debug: bool,
     /// (file offset, file size, address) of each loadable segment.
     segments: Vec<(u64, u64, u64)>,
     /// Function symbols by start address.
@@ -56,40 +91,63 @@ impl std::fmt::Debug for ObjectFile {
 }
 
 impl ObjectFile {
-    /// Maps and indexes the object at `path`; `None` when it cannot be read
-    /// or is not an object file (addresses in it then stay unsymbolized).
-    pub(super) fn open(path: &str) -> Option<ObjectFile> {
-        let file = std::fs::File::open(path).ok()?;
-        // SAFETY: the mapping is read-only and only read while `map` lives;
-        // a concurrent truncation of a loaded object would already break the
-        // process itself, which has it mapped too.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        let (segments, symbols, ranges, units) = {
-            let object = object::File::parse(&*map).ok()?;
-            let segments = object
-                .segments()
-                .map(|s| {
-                    let (offset, size) = s.file_range();
-                    (offset, size, s.address())
-                })
-                .collect();
-            let symbols = index_symbols(&object, map.as_ptr() as usize);
-            let (ranges, units) = match load_dwarf(&object) {
-                Some(sections) => {
-                    let dwarf = borrow_dwarf(&sections, &object);
-                    index_units(&dwarf).unwrap_or_default()
-                }
-                None => Default::default(),
-            };
-            (segments, symbols, ranges, units)
-        };
+    /// Maps and indexes the object at `path`, with its separate debug
+    /// information looked up under `debug_dir` (and beside it) when it is
+    /// stripped; `None` when it cannot be read or is not an object file
+    /// (addresses in it then stay unsymbolized).
+    pub(super) fn open(path: &str, debug_dir: Option<&Path>) -> Option<ObjectFile> {
+        let map = debugfile::map_file(Path::new(path))?;
+        let object = object::File::parse(&*map).ok()?;
+        let segments = object
+            .segments()
+            .map(|s| {
+                let (offset, size) = s.file_range();
+                (offset, size, s.address())
+            })
+            .collect();
+        let (mut symbols, own_symtab) = index_symbols(&object, map.as_ptr() as usize, 0);
+        let (mut ranges, mut units) = index_dwarf(&object);
+        let mut debug = None;
+        if !own_symtab || ranges.is_empty() {
+            debug = debug_dir
+                .and_then(|dir| debugfile::find(&object, path, dir))
+                .map(DebugBytes::Mapped);
+            if debug.is_none() && !own_symtab {
+                debug = debugfile::mini_debuginfo(&object).map(DebugBytes::Owned);
+            }
+        }
+        let mut dwarf_in_debug = false;
+        if let Some(bytes) = &debug
+            && let Ok(theirs) = object::File::parse(&**bytes)
+        {
+            if !own_symtab {
+                // Together: MiniDebugInfo leaves out what `.dynsym` has.
+                let (more, _) = index_symbols(&theirs, bytes.as_ptr() as usize, IN_DEBUG);
+                symbols.extend(more);
+                symbols = finish_symbols(symbols);
+            }
+            if ranges.is_empty() {
+                (ranges, units) = index_dwarf(&theirs);
+                dwarf_in_debug = !ranges.is_empty();
+            }
+        }
         Some(ObjectFile {
             map,
+            debug,
+            dwarf_in_debug,
             segments,
             symbols,
             ranges,
             units,
         })
+    }
+
+    /// The bytes of the file the indexed DWARF is in.
+    fn dwarf_bytes(&self) -> &[u8] {
+        match (&self.debug, self.dwarf_in_debug) {
+            (Some(debug), true) => debug,
+            _ => &self.map,
+        }
     }
 
     /// The object's own address (as its symbols and DWARF use) for an offset
@@ -110,7 +168,7 @@ impl ObjectFile {
         let mut locations: Vec<Option<(Option<String>, u32)>> = vec![None; probes.len()];
         let mut qualified = vec![false; probes.len()];
         if !self.ranges.is_empty()
-            && let Ok(object) = object::File::parse(&*self.map)
+            && let Ok(object) = object::File::parse(self.dwarf_bytes())
             && let Some(sections) = load_dwarf(&object)
         {
             let dwarf = borrow_dwarf(&sections, &object);
@@ -193,7 +251,11 @@ impl ObjectFile {
             return None;
         }
         let at = symbol.name_at as usize;
-        let bytes = self.map.get(at..at + symbol.name_len as usize)?;
+        let file: &[u8] = match (&self.debug, symbol.name_len & IN_DEBUG != 0) {
+            (Some(debug), true) => debug,
+            _ => &self.map,
+        };
+        let bytes = file.get(at..at + (symbol.name_len & !IN_DEBUG) as usize)?;
         let linkage = String::from_utf8_lossy(bytes).into_owned();
         Some((demangle(&linkage), linkage))
     }
@@ -205,6 +267,10 @@ impl ObjectFile {
             + self.symbols.capacity() * std::mem::size_of::<Symbol>()
             + self.ranges.capacity() * std::mem::size_of::<UnitRange>()
             + self.units.capacity() * std::mem::size_of::<usize>()
+            + match &self.debug {
+                Some(DebugBytes::Owned(bytes)) => bytes.capacity(),
+                _ => 0,
+            }
     }
 }
 
@@ -221,13 +287,24 @@ fn qualifies(symbol: &str, name: &str) -> bool {
 }
 
 /// Function symbols from `.symtab`, or `.dynsym` when the object is stripped,
-/// sorted; a symbol without a size ends where the next one starts.
-fn index_symbols(object: &object::File<'_>, base: usize) -> Vec<Symbol> {
+/// sorted; a symbol without a size ends where the next one starts. `flag`
+/// is or-ed into each name length. Also says whether they came from
+/// `.symtab`.
+fn index_symbols(object: &object::File<'_>, base: usize, flag: u32) -> (Vec<Symbol>, bool) {
     let mut symbols: Vec<Symbol> = Vec::new();
     collect_symbols(object.symbols(), base, &mut symbols);
-    if symbols.is_empty() {
+    let symtab = !symbols.is_empty();
+    if !symtab {
         collect_symbols(object.dynamic_symbols(), base, &mut symbols);
     }
+    for s in &mut symbols {
+        s.name_len |= flag;
+    }
+    (finish_symbols(symbols), symtab)
+}
+
+/// Sorts `symbols`, drops aliases and gives sizeless ones an end.
+fn finish_symbols(mut symbols: Vec<Symbol>) -> Vec<Symbol> {
     // Aliases share an address: keep the one with a size.
     symbols.sort_unstable_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
     symbols.dedup_by_key(|s| s.start);
@@ -253,7 +330,7 @@ fn collect_symbols<'data: 'file, 'file>(
         if name.is_empty() {
             continue;
         }
-        let (Ok(name_at), Ok(name_len)) = (
+        let (Ok(name_at), Ok(name_len @ ..IN_DEBUG)) = (
             u32::try_from(name.as_ptr() as usize - base),
             u32::try_from(name.len()),
         ) else {
@@ -265,6 +342,17 @@ fn collect_symbols<'data: 'file, 'file>(
             name_at,
             name_len,
         });
+    }
+}
+
+/// The unit index of `object`'s DWARF, empty without any.
+fn index_dwarf(object: &object::File<'_>) -> (Vec<UnitRange>, Vec<usize>) {
+    match load_dwarf(object) {
+        Some(sections) => {
+            let dwarf = borrow_dwarf(&sections, object);
+            index_units(&dwarf).unwrap_or_default()
+        }
+        None => Default::default(),
     }
 }
 
@@ -383,5 +471,89 @@ mod tests {
         assert!(!qualifies("app::<", "<"));
         assert!(!qualifies("call", "call"));
         assert!(!qualifies("_rjem_je_malloc_default", "je_malloc_default"));
+    }
+
+    fn fixture(name: &str) -> String {
+        format!(
+            "{}/../testdata/debuginfo/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    /// The names `object` gives the fixture's two local functions (at their
+    /// addresses in the unstripped build, which the stripped ones share).
+    fn local_names(object: &ObjectFile) -> Vec<String> {
+        // fixture_local_alpha, fixture_local_beta, fixture_exported
+        [0x10f9u64, 0x10fe, 0x1107]
+            .iter()
+            .map(|&addr| {
+                let mut probes = [(addr, 0)];
+                let mut out = vec![Vec::new()];
+                object.resolve(&mut probes, &mut out);
+                out[0].last().map_or(String::new(), |f| f.function.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stripped_object_is_named_by_its_debug_file() {
+        let names = [
+            "fixture_local_alpha",
+            "fixture_local_beta",
+            "fixture_exported",
+        ];
+        // By build id under the debug directory.
+        let root = tempfile::tempdir().unwrap();
+        let lib = fixture("libdebuglink.so");
+        let map = debugfile::map_file(Path::new(&lib)).unwrap();
+        let id: String = object::File::parse(&*map)
+            .unwrap()
+            .build_id()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let at = root.path().join(".build-id").join(&id[..2]);
+        std::fs::create_dir_all(&at).unwrap();
+        std::fs::copy(
+            fixture("libdebuglink.debug"),
+            at.join(format!("{}.debug", &id[2..])),
+        )
+        .unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        let alone = copy.path().join("libdebuglink.so");
+        std::fs::copy(&lib, &alone).unwrap();
+        let object = ObjectFile::open(alone.to_str().unwrap(), Some(root.path())).unwrap();
+        assert_eq!(local_names(&object), names, "by build id");
+        // Without a debug directory: only the exported name.
+        let object = ObjectFile::open(alone.to_str().unwrap(), None).unwrap();
+        assert_eq!(local_names(&object), ["", "", "fixture_exported"]);
+        // By .gnu_debuglink, beside the object (as in testdata/).
+        let object = ObjectFile::open(&lib, Some(Path::new("/nonexistent"))).unwrap();
+        assert_eq!(local_names(&object), names, "by debug link");
+        // A debug file of another build (this test binary) is refused.
+        std::os::unix::fs::symlink(
+            std::env::current_exe().unwrap(),
+            copy.path().join("libdebuglink.debug"),
+        )
+        .unwrap();
+        let object =
+            ObjectFile::open(alone.to_str().unwrap(), Some(Path::new("/nonexistent"))).unwrap();
+        assert_eq!(local_names(&object), ["", "", "fixture_exported"]);
+    }
+
+    #[test]
+    fn minidebuginfo_names_local_functions() {
+        let object = ObjectFile::open(&fixture("libmini.so"), None).unwrap();
+        assert_eq!(
+            local_names(&object),
+            [
+                "fixture_local_alpha",
+                "fixture_local_beta",
+                "fixture_exported"
+            ]
+        );
+        assert!(object.heap_bytes() > 0);
     }
 }

@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 
 use crate::{Agent, Config, Error};
 
-pub(crate) use debug::DebugText;
+pub(crate) use debug::{DebugText, Json as JsonByDefault};
 pub(crate) use delta::DeltaSeconds;
 pub(crate) use format::ProfileFormat;
 pub(crate) use frequency::Frequency;
@@ -61,7 +61,8 @@ pub(crate) fn check_query(query: &str, config: &Config) -> Vec<Result<String, Er
         DeltaSeconds::from_query(query, config).map(|v| format!("{v:?}")),
         Frequency::from_query(query, config).map(|v| format!("{v:?}")),
         ProfileFormat::from_query(query, config).map(|v| format!("{v:?}")),
-        DebugText::from_query(query, config).map(|v| format!("{v:?}")),
+        DebugText::<debug::Pprof>::from_query(query, config).map(|v| format!("{v:?}")),
+        DebugText::<JsonByDefault>::from_query(query, config).map(|v| format!("{v:?}")),
         Lookback::from_query(query, config).map(|v| format!("{v:?}")),
         IncidentWindow::from_query(query, config).map(|v| format!("{v:?}")),
     ]
