@@ -152,7 +152,11 @@ impl Agent {
         }
         if let Some(config) = watchdog {
             let recorder = agent.inner.recorder.get().cloned();
-            let _ = agent.inner.watchdog.set(Watchdog::start(config, recorder)?);
+            let symbolizer = agent.inner.symbolizer.clone();
+            let _ = agent
+                .inner
+                .watchdog
+                .set(Watchdog::start(config, recorder, symbolizer)?);
         }
         if let Some(push) = push {
             let weak: std::sync::Weak<Inner> = Arc::downgrade(&agent.inner);

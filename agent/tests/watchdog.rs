@@ -78,10 +78,30 @@ async fn read_fifo_in_handler(
 struct Rig {
     rt: tokio::runtime::Runtime,
     agent: Agent,
-    side: RunningAgent,
+    side: Option<RunningAgent>,
     base: String,
     fifo: Arc<std::path::PathBuf>,
     _dir: TempDir,
+}
+
+impl Rig {
+    fn side_addr(&self) -> std::net::SocketAddr {
+        self.side.as_ref().unwrap().local_addr()
+    }
+}
+
+impl Drop for Rig {
+    /// Stops the side port, whose agent (and watchdog) would otherwise
+    /// outlive the test and watch the next one's threads too.
+    fn drop(&mut self) {
+        if let Some(side) = self.side.take() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = rt.block_on(side.shutdown());
+        }
+    }
 }
 
 /// A private directory under the temp dir, removed on drop.
@@ -109,16 +129,27 @@ impl Drop for TempDir {
 }
 
 fn rig(config: WatchdogConfig) -> Rig {
+    rig_with(config, None)
+}
+
+fn rig_with(
+    config: WatchdogConfig,
+    recorder: Option<profscope_agent::recorder::RecorderConfig>,
+) -> Rig {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(2).enable_all();
     profscope_agent::watchdog::install_poll_hooks(&mut builder);
     let rt = builder.build().unwrap();
     let agent = rt.block_on(async {
-        Agent::builder()
+        let builder = Agent::builder()
             .addr("127.0.0.1:0".parse().unwrap())
-            .watchdog(config)
-            .build()
-            .unwrap()
+            .watchdog(config);
+        match recorder {
+            Some(r) => builder.recorder(r),
+            None => builder,
+        }
+        .build()
+        .unwrap()
     });
     let side = agent.clone().spawn_on_own_runtime().unwrap();
     let dir = TempDir::new();
@@ -142,7 +173,7 @@ fn rig(config: WatchdogConfig) -> Rig {
     Rig {
         rt,
         agent,
-        side,
+        side: Some(side),
         base,
         fifo,
         _dir: dir,
@@ -179,7 +210,7 @@ type BlockSample = (Vec<String>, Vec<(String, String)>, i64);
 fn block_samples(rig: &Rig, query: &str) -> Vec<BlockSample> {
     let (status, body) = get(&format!(
         "http://{}/debug/pprof/block{query}",
-        rig.side.local_addr()
+        rig.side_addr()
     ));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let p = profscope_profile::parse(&body, &profscope_profile::Limits::default()).unwrap();
@@ -262,7 +293,6 @@ fn a_sleep_in_a_handler_is_one_blocked_stall_under_its_handler() {
     // The delay is the stall's wall time, give or take a sample.
     let ms = total as f64 / 1e6;
     assert!((200.0..=400.0).contains(&ms), "{ms} ms of delay");
-    drop(rig.rt);
 }
 
 #[test]
@@ -288,7 +318,6 @@ fn a_spin_in_a_handler_is_one_running_stall_with_the_spinner_on_top() {
         .map(|(n, _)| *n)
         .unwrap_or("");
     assert!(top.ends_with("spin_for"), "{flat:?}");
-    drop(rig.rt);
 }
 
 #[test]
@@ -332,7 +361,6 @@ fn a_lock_wait_and_a_fifo_read_are_each_a_stall_with_their_culprit() {
     eprintln!("lock {lock} ns, read {read} ns");
     assert!(lock > 100_000_000, "{samples:?}");
     assert!(read > 100_000_000, "{samples:?}");
-    drop(rig.rt);
 }
 
 #[test]
@@ -371,7 +399,6 @@ fn both_workers_wedged_are_named_while_they_are_wedged() {
     for r in requests {
         r.join().unwrap();
     }
-    drop(rig.rt);
 }
 
 #[test]
@@ -396,10 +423,7 @@ fn stalls_carry_the_task_group_and_go_tool_pprof_isolates_a_route() {
     if !profscope_test_support::have_go() {
         return;
     }
-    let (_, body) = get(&format!(
-        "http://{}/debug/pprof/block",
-        rig.side.local_addr()
-    ));
+    let (_, body) = get(&format!("http://{}/debug/pprof/block", rig.side_addr()));
     let dir = TempDir::new();
     let file = dir.0.join("block.pb.gz");
     std::fs::write(&file, body).unwrap();
@@ -409,5 +433,32 @@ fn stalls_carry_the_task_group_and_go_tool_pprof_isolates_a_route() {
         !top.contains("task_group") && !top.contains("jobs"),
         "{top}"
     );
-    drop(rig.rt);
+}
+
+#[test]
+fn a_stall_fires_a_blocked_poll_incident_naming_its_culprit() {
+    let _turn = turn();
+    let mut recorder = profscope_agent::recorder::RecorderConfig::default();
+    recorder.after = Duration::from_secs(1);
+    let rig = rig_with(WatchdogConfig::default(), Some(recorder));
+    assert_eq!(get(&format!("{}/sleep", rig.base)).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let incident = loop {
+        let found = rig
+            .agent
+            .recorder()
+            .unwrap()
+            .incidents()
+            .into_iter()
+            .find(|i| i.trigger == "blocked_poll");
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no blocked_poll incident");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let culprit = &incident.labels["culprit"];
+    eprintln!("blocked_poll incident: {incident:?}");
+    assert!(culprit.contains("sleep"), "{culprit}");
+    assert!(incident.figures["seconds"] >= 0.2, "{incident:?}");
 }

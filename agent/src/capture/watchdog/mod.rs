@@ -143,6 +143,8 @@ impl std::fmt::Debug for Watchdog {
 
 struct Shared {
     config: WatchdogConfig,
+    /// Ended stalls, to the reporting thread.
+    ended: Mutex<std::sync::mpsc::Sender<Ended>>,
     profile: Mutex<Profile>,
     /// Why it cannot sample, when it cannot.
     stopped: Mutex<Option<String>>,
@@ -153,10 +155,20 @@ const BOUNDS: [f64; 10] = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0
 
 impl Watchdog {
     /// Starts the monitor thread.
-    pub(crate) fn start(config: WatchdogConfig, recorder: Option<Recorder>) -> Result<Self, Error> {
+    pub(crate) fn start(
+        config: WatchdogConfig,
+        recorder: Option<Recorder>,
+        symbolizer: crate::shared::symbols::Symbolizer,
+    ) -> Result<Self, Error> {
         config.check()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("profscope-watchdog-report".into())
+            .spawn(move || announce(&rx, &symbolizer, recorder.as_ref()))
+            .map_err(|e| Error::Internal(format!("cannot start the watchdog thread: {e}")))?;
         let shared = Arc::new(Shared {
             config,
+            ended: Mutex::new(tx),
             profile: Mutex::new(Profile {
                 histogram_bounds: BOUNDS.to_vec(),
                 histogram_counts: vec![0; BOUNDS.len()],
@@ -167,7 +179,7 @@ impl Watchdog {
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("profscope-watchdog".into())
-            .spawn(move || monitor(&weak, recorder.as_ref()))
+            .spawn(move || monitor(&weak))
             .map_err(|e| Error::Internal(format!("cannot start the watchdog thread: {e}")))?;
         Ok(Watchdog { shared })
     }
@@ -322,6 +334,8 @@ struct Watch {
     by_state: BTreeMap<&'static str, Duration>,
     contention_counted: bool,
     name: Arc<str>,
+    /// The stack of its latest sample.
+    culprit: Option<Vec<u64>>,
 }
 
 fn thread_name(tid: i32) -> Arc<str> {
@@ -375,7 +389,7 @@ cfg_not_own_sampler! {
 }
 
 /// The monitor thread.
-fn monitor(shared: &std::sync::Weak<Shared>, recorder: Option<&Recorder>) {
+fn monitor(shared: &std::sync::Weak<Shared>) {
     let Some(s) = shared.upgrade() else { return };
     let config = s.config.clone();
     let directed = match directed() {
@@ -407,6 +421,7 @@ fn monitor(shared: &std::sync::Weak<Shared>, recorder: Option<&Recorder>) {
                     if let Some(w) = watches.iter_mut().flatten().find(|w| w.tid == tid) {
                         let (state, delay) =
                             w.states.pop_front().unwrap_or((ThreadState::Blocked, tick));
+                        w.culprit = Some(frames.clone());
                         w.pending.push((
                             StallKey {
                                 frames,
@@ -440,7 +455,7 @@ fn monitor(shared: &std::sync::Weak<Shared>, recorder: Option<&Recorder>) {
                 if let Some(w) = watches[i].take()
                     && w.stalled
                 {
-                    report(&shared, w, now, true, recorder);
+                    report(&shared, w, now, true);
                 }
                 if in_poll {
                     watches[i] = Some(Watch {
@@ -456,6 +471,7 @@ fn monitor(shared: &std::sync::Weak<Shared>, recorder: Option<&Recorder>) {
                         by_state: BTreeMap::new(),
                         contention_counted: false,
                         name: "".into(),
+                        culprit: None,
                     });
                 }
                 continue;
@@ -512,9 +528,10 @@ fn monitor(shared: &std::sync::Weak<Shared>, recorder: Option<&Recorder>) {
                     by_state: w.by_state.clone(),
                     contention_counted: w.contention_counted,
                     name: w.name.clone(),
+                    culprit: w.culprit.clone(),
                 };
                 w.contention_counted = true;
-                report(&shared, reported, now, false, None);
+                report(&shared, reported, now, false);
             }
         }
     }
@@ -522,7 +539,7 @@ fn monitor(shared: &std::sync::Weak<Shared>, recorder: Option<&Recorder>) {
 
 /// Puts a stall's samples into the block profile; a stall that ended is
 /// also counted (metrics, incident).
-fn report(shared: &Shared, mut w: Watch, now: Instant, ended: bool, recorder: Option<&Recorder>) {
+fn report(shared: &Shared, mut w: Watch, now: Instant, ended: bool) {
     let duration = now.duration_since(w.first_seen) + shared.config.threshold / 8;
     // The time since the last sample, to the end, is the last stack's.
     if ended && let (Some(last), Some((_, delay))) = (w.last_sample, w.pending.last_mut()) {
@@ -571,22 +588,77 @@ fn report(shared: &Shared, mut w: Watch, now: Instant, ended: bool, recorder: Op
         profile.recent.pop_front();
     }
     drop(profile);
-    #[cfg(feature = "tracing")]
-    warn_rate_limited(&w.name, duration, dominant);
-    if let Some(recorder) = recorder {
-        let figures = BTreeMap::from([("seconds".to_string(), seconds)]);
-        let labels = BTreeMap::from([
-            ("thread".to_string(), w.name.to_string()),
-            ("state".to_string(), dominant.to_string()),
-        ]);
-        recorder.fire(TriggerKind::BlockedPoll, figures, labels);
+    // Naming the culprit symbolizes (cold: hundreds of ms): never on the
+    // monitor, which must not miss a wake.
+    let _ = shared
+        .ended
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send(Ended {
+            thread: w.name.to_string(),
+            seconds,
+            state: dominant,
+            frames: w.culprit.unwrap_or_default(),
+        });
+}
+
+/// A stall that ended, for the reporting thread.
+struct Ended {
+    thread: String,
+    seconds: f64,
+    state: &'static str,
+    frames: Vec<u64>,
+}
+
+/// The reporting thread: names each ended stall's culprit, warns (with the
+/// `tracing` feature), and fires the recorder's `blocked_poll` incident.
+fn announce(
+    ended: &std::sync::mpsc::Receiver<Ended>,
+    symbolizer: &crate::shared::symbols::Symbolizer,
+    recorder: Option<&Recorder>,
+) {
+    for stall in ended {
+        let culprit = culprit(symbolizer, &stall.frames);
+        #[cfg(feature = "tracing")]
+        warn_rate_limited(
+            &stall.thread,
+            Duration::from_secs_f64(stall.seconds),
+            stall.state,
+            &culprit,
+        );
+        if let Some(recorder) = recorder {
+            let figures = BTreeMap::from([("seconds".to_string(), stall.seconds)]);
+            let labels = BTreeMap::from([
+                ("thread".to_string(), stall.thread),
+                ("state".to_string(), stall.state.to_string()),
+                ("culprit".to_string(), culprit),
+            ]);
+            recorder.fire(TriggerKind::BlockedPoll, figures, labels);
+        }
     }
+}
+
+/// The innermost frames of a stall's stack, named: `leaf <- caller <- …`.
+fn culprit(symbolizer: &crate::shared::symbols::Symbolizer, frames: &[u64]) -> String {
+    frames
+        .iter()
+        .take(3)
+        .enumerate()
+        .filter_map(|(i, &a)| {
+            let lookup = if i == 0 { a } else { a.saturating_sub(1) };
+            symbolizer
+                .resolve(lookup)
+                .first()
+                .map(|f| f.function.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(" <- ")
 }
 
 cfg_tracing! {
     /// At most one warning every 10 s, so a wedged service does not flood
     /// its own log.
-    fn warn_rate_limited(thread: &str, duration: Duration, state: &str) {
+    fn warn_rate_limited(thread: &str, duration: Duration, state: &str, culprit: &str) {
         static LAST: Mutex<Option<Instant>> = Mutex::new(None);
         let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
@@ -597,6 +669,7 @@ cfg_tracing! {
             thread,
             seconds = duration.as_secs_f64(),
             state,
+            culprit,
             "a poll blocked a runtime worker; its stack is in /debug/pprof/block"
         );
     }
