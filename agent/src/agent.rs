@@ -293,12 +293,20 @@ impl Agent {
             cgroup_root: self.inner.config.cgroup_root.clone(),
             ..Default::default()
         };
-        let heap = self.inner.heap.last_in_use().map(|(bytes, age)| {
-            crate::capture::memory::HeapEstimate {
-                in_use_bytes: bytes,
-                age_seconds: age.as_secs_f64(),
-            }
-        });
+        // The sampling allocator's estimate is current (read from its live
+        // records); jemalloc's is the last profile's.
+        let heap = match crate::capture::heap::wrapper_in_use() {
+            Some(bytes) => Some(crate::capture::memory::HeapEstimate {
+                in_use_bytes: bytes as i64,
+                age_seconds: 0.0,
+            }),
+            None => self.inner.heap.last_in_use().map(|(bytes, age)| {
+                crate::capture::memory::HeapEstimate {
+                    in_use_bytes: bytes,
+                    age_seconds: age.as_secs_f64(),
+                }
+            }),
+        };
         crate::capture::memory::report(&sources, crate::capture::heap::jemalloc_stats(), heap)
     }
 

@@ -62,6 +62,22 @@ macro_rules! cfg_not_own_sampler {
     };
 }
 
+/// Items compiled where the sampling allocator works: the `sampled-alloc`
+/// feature where the agent's own sampler (whose walker it uses) runs.
+macro_rules! cfg_sampled_alloc {
+    ($($item:item)*) => {
+        $(
+            #[cfg(all(
+                feature = "sampled-alloc",
+                target_os = "linux",
+                any(target_arch = "x86_64", target_arch = "aarch64"),
+                not(feature = "pprof-rs")
+            ))]
+            $item
+        )*
+    };
+}
+
 /// Items compiled with the `tracing` feature.
 macro_rules! cfg_tracing {
     ($($item:item)*) => {
@@ -95,6 +111,20 @@ pub mod probes {
     /// push does: (Pyroscope multipart body bytes, OTLP gzip body bytes).
     pub fn push_bodies(profile: &profscope_profile::Profile) -> (usize, usize) {
         crate::delivery::push::encode_for_bench(profile)
+    }
+
+    cfg_sampled_alloc! {
+        /// Whether this thread is inside the sampling allocator's sampled
+        /// path now (an inner allocator called then is a re-entry).
+        pub fn in_sampled_path() -> bool {
+            crate::capture::heap::sampled::in_sampled_path()
+        }
+
+        /// The sampling allocator's counters: (sampled allocations,
+        /// overflowed to the inner allocator, re-entries refused).
+        pub fn sampled_counters() -> (u64, u64, u64) {
+            crate::capture::heap::sampled::counters()
+        }
     }
 
     cfg_own_sampler! {

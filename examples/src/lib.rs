@@ -159,6 +159,74 @@ pub struct ExampleArgs {
     /// See --incident-before-s.
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub incident_after_s: u64,
+    /// With the sampling allocator (`axum-service-system`,
+    /// `axum-service-mimalloc`): mean bytes between heap samples (default
+    /// 524288, like Go).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=(1u64 << 40)))]
+    pub heap_sample_period: Option<u64>,
+}
+
+/// Runs an example service named `name` until Ctrl-C: parses the flags,
+/// applies `--heap-sample-period` before any runtime thread exists (so
+/// every thread's first draw uses it), builds the agent and serves
+/// [`app`].
+pub fn run_service(name: &str) {
+    let args = ExampleArgs::from_env();
+    if let Some(period) = args.heap_sample_period {
+        profscope_agent::heap::set_sample_period(period);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(serve(name, args));
+}
+
+async fn serve(name: &str, args: ExampleArgs) {
+    let addr = args.addr_or(([127, 0, 0, 1], 3000).into());
+    let mut builder = args.agent_builder();
+    if let Some(push) = args.push_config(name) {
+        builder = builder.push(push);
+    }
+    let agent = match builder.build() {
+        Ok(agent) => agent,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let service = app(&agent);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{name}: cannot bind {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    println!("listening on http://{local}");
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if let Err(e) = axum::serve(listener, service)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        eprintln!("{name}: {e}");
+        std::process::exit(1);
+    }
+    if let Some(stats) = agent.shutdown_push(std::time::Duration::from_secs(2)) {
+        println!(
+            "push: {} sent, {} failed attempts",
+            stats.sent, stats.errors
+        );
+    }
 }
 
 /// A bearer token from the command line or the environment: its `Debug`

@@ -300,7 +300,7 @@ fn follows_call(ret: u64) -> bool {
 /// frame, 8-aligned, and made through the guarded load; every return
 /// address kept is inside an executable mapping. No syscall.
 #[inline(always)]
-fn walk(
+pub(super) fn walk(
     snapshot: &Snapshot,
     sp: u64,
     stack_end: u64,

@@ -37,6 +37,9 @@
 //!   and the child starts from nothing (no stream, consumers, timers or
 //!   cached thread id; SIGPROF as before the stream).
 
+cfg_sampled_alloc! {
+    pub(crate) mod fresh;
+}
 mod guard;
 mod handler;
 mod region;

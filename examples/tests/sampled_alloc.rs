@@ -1,0 +1,318 @@
+//! The sampling allocator (`SampledAlloc<System>` at a 16 KiB period, in
+//! this test binary): in-use exact within sampling error for large and
+//! small objects, frees and reallocs, labels by route read by go tool
+//! pprof, every heap path Go-readable, bad input 400, and no re-entry into
+//! the allocator under an allocation storm with CPU captures, thread
+//! churn and a fork.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{decode, get, have_go, in_process_agent};
+use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
+
+/// The inner allocator: `System`, counting calls made while this thread is
+/// inside the wrapper's sampled path (the sampled path must never call it).
+struct Counting;
+
+static REENTRIES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to `System` unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if profscope_agent::probes::in_sampled_path() {
+            REENTRIES.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if profscope_agent::probes::in_sampled_path() {
+            REENTRIES.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: allocated by `System` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        if profscope_agent::probes::in_sampled_path() {
+            REENTRIES.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+profscope_agent::sampled_alloc!(Counting, period = 16 << 10);
+
+const MIB: i64 = 1 << 20;
+
+/// Values of sample type `index` by leaf function name, and by `route`.
+fn by_leaf(p: &profscope_profile::Profile, index: usize) -> std::collections::HashMap<String, i64> {
+    let mut flat = std::collections::HashMap::new();
+    for s in &p.sample {
+        let leaf = s
+            .location_id
+            .first()
+            .and_then(|id| p.location.iter().find(|l| l.id == *id))
+            .and_then(|l| l.line.first())
+            .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
+            .map(|f| p.string_at(f.name).to_string())
+            .unwrap_or_default();
+        *flat.entry(leaf).or_insert(0) += s.value[index];
+    }
+    flat
+}
+
+fn leaf_total(flat: &std::collections::HashMap<String, i64>, name: &str) -> i64 {
+    flat.iter()
+        .filter(|(k, _)| k.ends_with(name))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+fn heap(addr: &str, path: &str) -> profscope_profile::Profile {
+    let reply = get(&format!("http://{addr}{path}"));
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    decode(&reply.body)
+}
+
+#[inline(never)]
+fn make_block(size: usize) -> Vec<u8> {
+    std::hint::black_box(vec![7u8; size])
+}
+
+#[inline(never)]
+fn grow_block(v: &mut Vec<u8>, to: usize) {
+    v.reserve_exact(to - v.len());
+    v.resize(to, 9);
+}
+
+#[inline(never)]
+fn leak_for_route(bytes: usize) -> Vec<Vec<u8>> {
+    (0..bytes / 4096).map(|_| vec![3u8; 4096]).collect()
+}
+
+/// One process, one agent: the tests below run in order (they read one
+/// heap, and the fork must not race other tests' threads).
+#[test]
+fn sampled_alloc_end_to_end() {
+    let (_rt, running) = in_process_agent();
+    let addr = running.local_addr().to_string();
+    accuracy(&addr);
+    free_and_realloc(&addr);
+    labels_by_route(&addr);
+    go_reads_every_path_and_bad_input_is_400(&addr);
+    storm_with_captures_churn_and_fork(&addr);
+    let (sampled, overflow, refused) = profscope_agent::probes::sampled_counters();
+    assert!(sampled > 1000, "sampled {sampled}");
+    assert_eq!(overflow, 0, "no slot ran out");
+    assert_eq!(refused, 0, "the sampled path never re-entered itself");
+    assert_eq!(
+        REENTRIES.load(Ordering::Relaxed),
+        0,
+        "no call into the inner allocator from the sampled path"
+    );
+}
+
+fn accuracy(addr: &str) {
+    let mut big = Vec::with_capacity(64);
+    let mut small = Vec::with_capacity(65_536);
+    retain_mib_blocks(&mut big);
+    retain_kib_blocks(&mut small);
+    let p = heap(addr, "/debug/pprof/heap");
+    let types: Vec<&str> = p.sample_type.iter().map(|t| p.string_at(t.ty)).collect();
+    assert_eq!(
+        types,
+        [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space"
+        ]
+    );
+    let flat = by_leaf(&p, 3);
+    let mib = leaf_total(&flat, "retain_mib_blocks");
+    let kib = leaf_total(&flat, "retain_kib_blocks");
+    eprintln!(
+        "64 MiB as 1 MiB objects reads {:.2} MiB; as 1 KiB objects {:.2} MiB",
+        mib as f64 / MIB as f64,
+        kib as f64 / MIB as f64
+    );
+    assert!(
+        (mib - 64 * MIB).abs() <= 64 * MIB * 3 / 100,
+        "1 MiB objects: {mib}"
+    );
+    assert!(
+        (kib - 64 * MIB).abs() <= 64 * MIB / 10,
+        "1 KiB objects: {kib}"
+    );
+    drop((big, small));
+}
+
+fn free_and_realloc(addr: &str) {
+    let blocks: Vec<Vec<u8>> = (0..32).map(|_| make_block(1 << 20)).collect();
+    let before = heap(addr, "/debug/pprof/heap");
+    let held = leaf_total(&by_leaf(&before, 3), "make_block");
+    assert!((held - 32 * MIB).abs() <= 32 * MIB * 3 / 100, "held {held}");
+    drop(blocks);
+    let after = heap(addr, "/debug/pprof/heap");
+    assert_eq!(
+        leaf_total(&by_leaf(&after, 3), "make_block"),
+        0,
+        "freed reads 0 in use"
+    );
+    assert_eq!(
+        leaf_total(&by_leaf(&after, 1), "make_block"),
+        leaf_total(&by_leaf(&before, 1), "make_block"),
+        "alloc_space unchanged by the free"
+    );
+    // A 1 MiB object (always sampled at 16 KiB) grown to 3 MiB: counted
+    // once, at its new size, where it grew.
+    let mut v = make_block(1 << 20);
+    let p0 = leaf_total(&by_leaf(&heap(addr, "/debug/pprof/heap"), 3), "make_block");
+    grow_block(&mut v, 3 << 20);
+    let p = heap(addr, "/debug/pprof/heap");
+    let flat = by_leaf(&p, 3);
+    let total: i64 = leaf_total(&flat, "make_block") + leaf_total(&flat, "grow_block");
+    assert!(p0 >= MIB, "{p0}");
+    assert!(
+        (total - 3 * MIB).abs() < MIB / 8,
+        "grown object counted once at 3 MiB: {flat:?}"
+    );
+    drop(v);
+}
+
+fn labels_by_route(addr: &str) {
+    let a = profscope_agent::labels::with([("route", "/a")], || leak_for_route(16 << 20));
+    let b = profscope_agent::labels::with([("route", "/b")], || leak_for_route(48 << 20));
+    let reply = get(&format!("http://{addr}/debug/pprof/heap"));
+    let p = decode(&reply.body);
+    let route_key = p
+        .string_table
+        .iter()
+        .position(|s| s == "route")
+        .map(|i| i as i64);
+    let mut by_route = std::collections::HashMap::<String, i64>::new();
+    for s in &p.sample {
+        for l in &s.label {
+            if Some(l.key) == route_key {
+                *by_route.entry(p.string_at(l.str).to_string()).or_default() += s.value[3];
+            }
+        }
+    }
+    let (ra, rb) = (by_route["/a"], by_route["/b"]);
+    let share_a = ra as f64 / (ra + rb) as f64;
+    eprintln!("route shares: /a {:.3}, /b {:.3}", share_a, 1.0 - share_a);
+    assert!((share_a - 0.25).abs() <= 0.05, "/a share {share_a}");
+    if have_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("heap.pb.gz");
+        std::fs::write(&file, &reply.body).unwrap();
+        let ga =
+            profscope_test_support::go_raw_total(&file, &["-tagfocus", "route=/a"], "inuse_space");
+        let gb =
+            profscope_test_support::go_raw_total(&file, &["-tagfocus", "route=/b"], "inuse_space");
+        let go_share = ga as f64 / (ga + gb) as f64;
+        eprintln!("go tool pprof -tagfocus: /a {go_share:.3}");
+        assert!((go_share - 0.25).abs() <= 0.05, "go's /a share {go_share}");
+    }
+    drop((a, b));
+}
+
+fn go_reads_every_path_and_bad_input_is_400(addr: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    for path in [
+        "/debug/pprof/heap",
+        "/debug/pprof/allocs",
+        "/debug/pprof/delta_heap",
+        "/debug/pprof/heap?seconds=1",
+        "/debug/pprof/allocs?seconds=1",
+    ] {
+        let reply = get(&format!("http://{addr}{path}"));
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        if have_go() {
+            let file = dir.path().join("p.pb.gz");
+            std::fs::write(&file, &reply.body).unwrap();
+            let (raw, _) = profscope_test_support::go_pprof(&["-raw"], &file);
+            assert!(raw.contains("inuse_space/bytes"), "{path}: {raw}");
+        }
+    }
+    for path in [
+        "/debug/pprof/heap?seconds=abc",
+        "/debug/pprof/allocs?seconds=-1",
+        "/debug/pprof/heap?format=bogus",
+        "/debug/pprof/delta_heap?format=bogus",
+    ] {
+        let reply = get(&format!("http://{addr}{path}"));
+        assert_eq!(reply.status, 400, "{path}: {}", reply.text());
+        assert!(
+            !reply.text().trim().is_empty() && reply.text().lines().count() == 1,
+            "{path}: {}",
+            reply.text()
+        );
+    }
+}
+
+fn storm_with_captures_churn_and_fork(addr: &str) {
+    let storm = profscope_test_support::AllocationStorm::start(4, 256, |i| {
+        16 + (i as usize).wrapping_mul(37) % 8192
+    });
+    let capture = {
+        let url = format!("http://{addr}/debug/pprof/profile?seconds=3&frequency=997");
+        std::thread::spawn(move || get(&url))
+    };
+    // Thread churn: short-lived threads that allocate and exit.
+    for round in 0..50 {
+        let t: Vec<_> = (0..4)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let v: Vec<Vec<u8>> = (0..200)
+                        .map(|j| vec![1u8; 64 + (round * i + j) % 4096])
+                        .collect();
+                    std::hint::black_box(v).len()
+                })
+            })
+            .collect();
+        for t in t {
+            t.join().unwrap();
+        }
+    }
+    // A fork while the storm runs: the child allocates (sampled and not)
+    // and exits; it must not deadlock.
+    // SAFETY: the child only allocates, frees and calls _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let v: Vec<Vec<u8>> = (0..2000).map(|i| vec![5u8; 64 + i * 13]).collect();
+        drop(std::hint::black_box(v));
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    assert!(pid > 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "forked child deadlocked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status}"
+    );
+    let reply = capture.join().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let allocations = storm.stop();
+    assert!(allocations > 10_000, "{allocations}");
+    // The heap still answers.
+    heap(addr, "/debug/pprof/heap");
+}
