@@ -223,9 +223,12 @@ impl Agent {
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
         let agent = self.clone();
-        tokio::task::spawn_blocking(move || render(&agent))
-            .await
-            .map_err(|e| Error::Internal(format!("page rendering thread failed: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let _agent = crate::capture::labels::agent_scope();
+            render(&agent)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("page rendering thread failed: {e}")))
     }
 
     /// The task monitor of group `name` (created on first use): instrument

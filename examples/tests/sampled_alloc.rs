@@ -203,6 +203,24 @@ fn labels_by_route(addr: &str) {
             }
         }
     }
+    // The agent's own allocations (symbolizer caches, encoders) carry
+    // profscope=agent, which the viewer hides by default.
+    let agent_key = p
+        .string_table
+        .iter()
+        .position(|s| s == "profscope")
+        .map(|i| i as i64);
+    let agents: i64 = p
+        .sample
+        .iter()
+        .filter(|s| {
+            s.label
+                .iter()
+                .any(|l| Some(l.key) == agent_key && p.string_at(l.str) == "agent")
+        })
+        .map(|s| s.value[1])
+        .sum();
+    assert!(agents > 0, "no allocation labelled profscope=agent");
     let (ra, rb) = (by_route["/a"], by_route["/b"]);
     let share_a = ra as f64 / (ra + rb) as f64;
     eprintln!("route shares: /a {:.3}, /b {:.3}", share_a, 1.0 - share_a);

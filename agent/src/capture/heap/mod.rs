@@ -648,6 +648,30 @@ mod tests {
     }
 
     #[test]
+    fn sweep_removes_empty_dirs_of_dead_pids_only() {
+        let tmp = std::env::temp_dir().join(format!("profscope-sweep-test-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let make = |name: String| {
+            use std::os::unix::fs::DirBuilderExt;
+            let d = tmp.join(name);
+            std::fs::DirBuilder::new().mode(0o700).create(&d).unwrap();
+            d
+        };
+        let gone = make(format!("profscope-heap-{dead}-0001"));
+        let full = make(format!("profscope-heap-{dead}-0002"));
+        std::fs::write(full.join("keep"), b"x").unwrap();
+        let live = make(format!("profscope-heap-{}-0003", std::process::id()));
+        let other = make(format!("other-{dead}"));
+        assert_eq!(sweep_dead_dirs(&tmp), 1);
+        assert!(!gone.exists());
+        assert!(full.exists() && live.exists() && other.exists());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
     fn delta_subtracts_per_stack() {
         let mut a = HeapSnapshot::default();
         a.stacks.insert(vec![1, 2], [1, 10, 1, 10]);
