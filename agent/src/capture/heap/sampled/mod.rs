@@ -54,6 +54,25 @@ thread_local! {
     static RNG: Cell<u64> = const { Cell::new(0) };
     /// Set while this thread runs the sampled path.
     static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread reads the samples (the collector): its own
+    /// allocations are not sampled, or folding freed samples would make
+    /// new ones as fast as it folds them.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Quiets sampling on this thread until dropped.
+struct Quiet(bool);
+
+impl Quiet {
+    fn new() -> Quiet {
+        Quiet(QUIET.with(|q| q.replace(true)))
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        QUIET.with(|q| q.set(self.0));
+    }
 }
 
 /// A global allocator that wraps `A` and samples its allocations for heap
@@ -117,9 +136,10 @@ macro_rules! sampled_alloc {
 /// [`sampled_alloc!`](crate::sampled_alloc) calls it before `main`.
 #[doc(hidden)]
 pub fn start_sampling() {
-    if is_installed() {
-        start_helper();
-    }
+    // Only the macro calls it, next to the `#[global_allocator]` it
+    // declares: the wrapper is the global allocator.
+    INSTALLED.store(true, Ordering::Relaxed);
+    start_helper();
 }
 
 /// Sets the mean sampling period for every thread from now on (bytes,
@@ -197,14 +217,15 @@ impl<A: GlobalAlloc> SampledAlloc<A> {
     fn redraw(&self, left: i64) -> bool {
         if !INSTALLED.load(Ordering::Relaxed) {
             INSTALLED.store(true, Ordering::Relaxed);
-            if PERIOD.load(Ordering::Relaxed) == 0 {
-                let _ = PERIOD.compare_exchange(
-                    0,
-                    self.period.max(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
+        }
+        if PERIOD.load(Ordering::Relaxed) == 0 {
+            // The wrapper's own period, unless `set_sample_period` came first.
+            let _ = PERIOD.compare_exchange(
+                0,
+                self.period.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
         let first = RNG.with(Cell::get) == 0;
         let next = draw(sample_period());
@@ -219,7 +240,10 @@ impl<A: GlobalAlloc> SampledAlloc<A> {
         } else {
             COUNTDOWN.with(|c| c.set(next));
         }
-        ACTIVE.load(Ordering::Relaxed) && !BUSY.with(Cell::get) && fresh::is_ready()
+        ACTIVE.load(Ordering::Relaxed)
+            && !BUSY.with(Cell::get)
+            && !QUIET.with(Cell::get)
+            && fresh::is_ready()
     }
 
     /// Serves a sampled allocation from the wrapper's slots, recording its
@@ -342,6 +366,7 @@ fn key_of(record: &slots::Record, key: &mut Vec<u64>) {
 /// Folds freed objects into the cumulative counts and recycles their slots
 /// (the helper thread calls it often, so slots come back).
 pub(crate) fn fold_freed() {
+    let _quiet = Quiet::new();
     let mut guard = COLLECTOR.lock().unwrap_or_else(PoisonError::into_inner);
     let collector = guard.get_or_insert_with(Collector::default);
     let mut key = Vec::with_capacity(slots::DEPTH + 1);
@@ -360,6 +385,7 @@ pub(crate) fn fold_freed() {
 /// `[label-set id, return addresses…]` ([`HeapSnapshot::labelled`]).
 pub(crate) fn snapshot() -> HeapSnapshot {
     let time = SystemTime::now();
+    let _quiet = Quiet::new();
     let mut guard = COLLECTOR.lock().unwrap_or_else(PoisonError::into_inner);
     let collector = guard.get_or_insert_with(Collector::default);
     let mut live: HashMap<Vec<u64>, (u64, u64)> = HashMap::default();
