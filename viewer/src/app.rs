@@ -430,12 +430,11 @@ mod tests {
                         str: 2,
                         ..Default::default()
                     }],
-                    ..Default::default()
                 },
                 Sample {
                     location_id: vec![1],
                     value: vec![2],
-                    ..Default::default()
+                    label: vec![],
                 },
             ],
             ..Default::default()

@@ -346,8 +346,8 @@ pub(crate) fn collect(mut live: impl FnMut(&Record), mut freed: impl FnMut(&Reco
     if RECORDS.load(Ordering::Acquire) == 0 {
         return;
     }
-    for class in 0..CLASSES {
-        let used = CLASS[class].bump.load(Ordering::Acquire).min(slots(class));
+    for (class, state) in CLASS.iter().enumerate() {
+        let used = state.bump.load(Ordering::Acquire).min(slots(class));
         for slot in 0..used {
             let record = record(first_record(class) + slot);
             match record.state.load(Ordering::Acquire) {
@@ -369,8 +369,8 @@ pub(crate) fn collect_live(mut live: impl FnMut(&Record)) {
     if RECORDS.load(Ordering::Acquire) == 0 {
         return;
     }
-    for class in 0..CLASSES {
-        let used = CLASS[class].bump.load(Ordering::Acquire).min(slots(class));
+    for (class, state) in CLASS.iter().enumerate() {
+        let used = state.bump.load(Ordering::Acquire).min(slots(class));
         for slot in 0..used {
             let record = record(first_record(class) + slot);
             if record.state.load(Ordering::Acquire) == LIVE {
