@@ -14,14 +14,17 @@ use sha2::{Digest, Sha256};
 /// `/work?n=N` (N SHA-256 rounds over 1 KiB, in [`hash_work`]), `/leak`
 /// (1 MiB retained per call, in [`leak_one_mib`]) and `/drip?kib=N` (N KiB
 /// retained per call, default 64, in [`drip_leak`]: a slow leak under
-/// load, for the flight recorder's heap trigger). Each route is a task
-/// group on `/metrics` (`group="/work"`, …).
+/// load, for the flight recorder's heap trigger) and `/retain?objects=mib|kib`
+/// (64 MiB retained as 1 MiB or as 1 KiB objects, in [`retain_mib_blocks`]
+/// / [`retain_kib_blocks`]: heap accuracy across allocators). Each route is
+/// a task group on `/metrics` (`group="/work"`, …).
 pub fn app(agent: &Agent) -> Router {
     Router::new()
         .route("/hello", get(|| async { "hello\n" }))
         .route("/work", get(work))
         .route("/leak", get(leak))
         .route("/drip", get(drip))
+        .route("/retain", get(retain))
         .route_layer(agent.route_metrics_layer())
         .merge(agent.router())
 }
@@ -38,6 +41,26 @@ async fn work(Query(params): Query<WorkParams>) -> String {
         "{:02x}{:02x}{:02x}{:02x}\n",
         digest[0], digest[1], digest[2], digest[3]
     )
+}
+
+#[derive(serde::Deserialize)]
+struct RetainParams {
+    objects: Option<String>,
+}
+
+static RETAINED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+async fn retain(Query(params): Query<RetainParams>) -> String {
+    let mut kept = Vec::with_capacity(65_536);
+    match params.objects.as_deref() {
+        Some("kib") => retain_kib_blocks(&mut kept),
+        _ => retain_mib_blocks(&mut kept),
+    }
+    let mut all = RETAINED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.extend(kept);
+    format!("retained {} objects\n", all.len())
 }
 
 async fn leak() -> String {
