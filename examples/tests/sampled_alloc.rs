@@ -162,6 +162,16 @@ fn free_and_realloc(addr: &str) {
     let before = heap(addr, "/debug/pprof/heap");
     let held = leaf_total(&by_leaf(&before, 3), "make_block");
     assert!((held - 32 * MIB).abs() <= 32 * MIB * 3 / 100, "held {held}");
+    // /debug/memory reads the wrapper's live estimate (no profile needed).
+    let memory = get(&format!("http://{addr}/debug/memory"));
+    assert_eq!(memory.status, 200, "{}", memory.text());
+    let memory: serde_json::Value = serde_json::from_slice(&memory.body).unwrap();
+    let in_use = memory["heap_profile"]["in_use_bytes"].as_i64().unwrap_or(0);
+    assert!(
+        in_use >= 31 * MIB,
+        "/debug/memory heap in use {in_use}: {memory}"
+    );
+    assert_eq!(memory["heap_profile"]["age_seconds"].as_f64(), Some(0.0));
     drop(blocks);
     let after = heap(addr, "/debug/pprof/heap");
     assert_eq!(
