@@ -103,6 +103,7 @@ fn sampled_alloc_end_to_end() {
     let addr = running.local_addr().to_string();
     accuracy(&addr);
     free_and_realloc(&addr);
+    over_aligned();
     labels_by_route(&addr);
     go_reads_every_path_and_bad_input_is_400(&addr);
     let (sampled, overflow, _) = profscope_agent::probes::sampled_counters();
@@ -198,6 +199,44 @@ fn free_and_realloc(addr: &str) {
         "grown object counted once at 3 MiB: {flat:?}"
     );
     drop(v);
+}
+
+/// Over-aligned layouts keep their alignment whether sampled or not, and
+/// through `realloc` into and out of the wrapper's slots.
+fn over_aligned() {
+    let before = profscope_agent::probes::sampled_counters().0;
+    for align in [64usize, 4096, 1 << 16, 1 << 21] {
+        let small = Layout::from_size_align(64, align).unwrap();
+        let big = Layout::from_size_align(100_000, align).unwrap();
+        // SAFETY: valid layouts; each block is checked, written within its
+        // size and freed with the layout it has.
+        unsafe {
+            let ptrs: Vec<*mut u8> = (0..500).map(|_| std::alloc::alloc(small)).collect();
+            for &p in &ptrs {
+                assert!(
+                    !p.is_null() && p as usize % align == 0,
+                    "align {align}: {p:?}"
+                );
+                std::ptr::write_bytes(p, 1, 64);
+            }
+            for p in ptrs {
+                let q = std::alloc::realloc(p, small, big.size());
+                assert!(
+                    !q.is_null() && q as usize % align == 0,
+                    "realloc, align {align}: {q:?}"
+                );
+                assert_eq!(*q.add(63), 1, "contents kept");
+                std::ptr::write_bytes(q, 2, big.size());
+                std::alloc::dealloc(q, big);
+            }
+        }
+    }
+    let after = profscope_agent::probes::sampled_counters().0;
+    assert!(
+        after - before > 100,
+        "over-aligned allocations were sampled: {}",
+        after - before
+    );
 }
 
 fn labels_by_route(addr: &str) {
