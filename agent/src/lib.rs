@@ -63,15 +63,15 @@ macro_rules! cfg_not_own_sampler {
 }
 
 /// Items compiled where the sampling allocator works: the `sampled-alloc`
-/// feature where the agent's own sampler (whose walker it uses) runs.
+/// feature on the platforms of the agent's own sampler (whose walker it
+/// uses; compiled for it even when `pprof-rs` samples the CPU).
 macro_rules! cfg_sampled_alloc {
     ($($item:item)*) => {
         $(
             #[cfg(all(
                 feature = "sampled-alloc",
                 target_os = "linux",
-                any(target_arch = "x86_64", target_arch = "aarch64"),
-                not(feature = "pprof-rs")
+                any(target_arch = "x86_64", target_arch = "aarch64")
             ))]
             $item
         )*

@@ -49,8 +49,7 @@ fn wrapper() -> bool {
     #[cfg(all(
         feature = "sampled-alloc",
         target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64"),
-        not(feature = "pprof-rs")
+        any(target_arch = "x86_64", target_arch = "aarch64")
     ))]
     return sampled::is_installed();
     #[allow(unreachable_code)]
@@ -62,8 +61,7 @@ fn wrapper_snapshot() -> HeapSnapshot {
     #[cfg(all(
         feature = "sampled-alloc",
         target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64"),
-        not(feature = "pprof-rs")
+        any(target_arch = "x86_64", target_arch = "aarch64")
     ))]
     return sampled::snapshot();
     #[allow(unreachable_code)]
@@ -76,8 +74,7 @@ pub fn wrapper_in_use() -> Option<u64> {
     #[cfg(all(
         feature = "sampled-alloc",
         target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64"),
-        not(feature = "pprof-rs")
+        any(target_arch = "x86_64", target_arch = "aarch64")
     ))]
     return sampled::estimated_in_use();
     #[allow(unreachable_code)]
@@ -350,8 +347,7 @@ impl HeapProfiler {
         #[cfg(all(
             feature = "sampled-alloc",
             target_os = "linux",
-            any(target_arch = "x86_64", target_arch = "aarch64"),
-            not(feature = "pprof-rs")
+            any(target_arch = "x86_64", target_arch = "aarch64")
         ))]
         if wrapper() {
             sampled::start_helper();
@@ -381,8 +377,7 @@ impl HeapProfiler {
         #[cfg(all(
             feature = "sampled-alloc",
             target_os = "linux",
-            any(target_arch = "x86_64", target_arch = "aarch64"),
-            not(feature = "pprof-rs")
+            any(target_arch = "x86_64", target_arch = "aarch64")
         ))]
         if wrapper() {
             sampled::set_active(active);
@@ -396,8 +391,7 @@ impl HeapProfiler {
         #[cfg(all(
             feature = "sampled-alloc",
             target_os = "linux",
-            any(target_arch = "x86_64", target_arch = "aarch64"),
-            not(feature = "pprof-rs")
+            any(target_arch = "x86_64", target_arch = "aarch64")
         ))]
         if wrapper() {
             return sampled::is_active();
