@@ -214,7 +214,7 @@ fn over_aligned() {
             let ptrs: Vec<*mut u8> = (0..500).map(|_| std::alloc::alloc(small)).collect();
             for &p in &ptrs {
                 assert!(
-                    !p.is_null() && p as usize % align == 0,
+                    !p.is_null() && (p as usize).is_multiple_of(align),
                     "align {align}: {p:?}"
                 );
                 std::ptr::write_bytes(p, 1, 64);
@@ -222,7 +222,7 @@ fn over_aligned() {
             for p in ptrs {
                 let q = std::alloc::realloc(p, small, big.size());
                 assert!(
-                    !q.is_null() && q as usize % align == 0,
+                    !q.is_null() && (q as usize).is_multiple_of(align),
                     "realloc, align {align}: {q:?}"
                 );
                 assert_eq!(*q.add(63), 1, "contents kept");

@@ -107,7 +107,8 @@ pub fn jemalloc_stats() -> Option<JemallocStats> {
 /// What to tell a user whose build cannot produce heap profiles.
 pub const NOT_ENABLED: &str = "heap profiling is not enabled: build profscope-agent with the \
      `heap` feature and add `profscope_agent::jemalloc_profiling!();` to the service's main.rs \
-     (jemalloc as global allocator with profiling on)";
+     (jemalloc as global allocator with profiling on), or with the `sampled-alloc` feature and \
+     `profscope_agent::sampled_alloc!(std::alloc::System);` (any allocator)";
 
 /// Go's heap sample types, in Go's order.
 pub const SAMPLE_TYPES: [(&str, &str); 4] = [

@@ -471,11 +471,20 @@ pub fn estimated_in_use() -> Option<u64> {
 pub(crate) fn start_helper() {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
-        fresh::start();
         install_fork_hooks();
         let _ = std::thread::Builder::new()
             .name("profscope-heap".into())
             .spawn(|| {
+                // Started from `.init_array`, before std's runtime set-up
+                // installs its stack-overflow reporter for SIGSEGV only if
+                // the disposition is still the default: the guarded load's
+                // fault handler (which chains to whatever it finds) waits
+                // for it, up to 200 ms.
+                let deadline = std::time::Instant::now() + Duration::from_millis(200);
+                while segv_is_default() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                fresh::start();
                 let _labels = crate::capture::labels::agent_scope();
                 let mut misses = fresh::misses();
                 let mut refreshed = std::time::Instant::now();
@@ -491,6 +500,16 @@ pub(crate) fn start_helper() {
                 }
             });
     });
+}
+
+/// Whether SIGSEGV still has its default disposition.
+fn segv_is_default() -> bool {
+    // SAFETY: a zeroed sigaction to receive the current one; reads only.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_DFL
+    }
 }
 
 fn install_fork_hooks() {

@@ -288,7 +288,10 @@ pub(crate) fn release(ptr: *mut u8) {
 /// it (a `realloc` in place); false when it must move.
 pub(crate) fn resize(ptr: *mut u8, size: usize, align: usize) -> bool {
     let (class, slot) = locate(ptr);
-    if class >= CLASSES || slot >= slots(class) || class_of(size, align) != Some(class) {
+    // Grown within its slot or shrunk (a smaller class fits too: the slot
+    // is aligned to its own size).
+    if class >= CLASSES || slot >= slots(class) || class_of(size, align).is_none_or(|c| c > class)
+    {
         return false;
     }
     record(first_record(class) + slot)
