@@ -77,7 +77,11 @@ thread_local! {
 }
 
 /// The SIGPROF handler (`SA_SIGINFO | SA_ONSTACK | SA_RESTART`).
-pub(super) extern "C" fn on_sigprof(_signal: i32, info: *mut libc::siginfo_t, context: *mut c_void) {
+pub(super) extern "C" fn on_sigprof(
+    _signal: i32,
+    info: *mut libc::siginfo_t,
+    context: *mut c_void,
+) {
     // SAFETY: errno is thread-local; it is read and put back, nothing else.
     let errno = unsafe { *libc::__errno_location() };
     let began = now_ns();
@@ -224,7 +228,14 @@ fn unwind(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, out: &mut [u64]) -> us
         out[0] = ret;
         n = 1;
     }
-    let walked = walk(snapshot, sp, stack_end, fp, &mut out[n..], mode & GUARDED != 0);
+    let walked = walk(
+        snapshot,
+        sp,
+        stack_end,
+        fp,
+        &mut out[n..],
+        mode & GUARDED != 0,
+    );
     // A leaf that was not skipped after all (its caller is also the
     // chain's first return address): keep it once.
     if walked > 0 && leaf.is_some() && out[1] == out[0] {
