@@ -248,9 +248,12 @@ impl Agent {
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
         let agent = self.clone();
-        tokio::task::spawn_blocking(move || render(&agent))
-            .await
-            .map_err(|e| Error::Internal(format!("page rendering thread failed: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let _agent = crate::capture::labels::agent_scope();
+            render(&agent)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("page rendering thread failed: {e}")))
     }
 
     /// The task monitor of group `name` (created on first use): instrument
@@ -319,12 +322,20 @@ impl Agent {
             cgroup_root: self.inner.config.cgroup_root.clone(),
             ..Default::default()
         };
-        let heap = self.inner.heap.last_in_use().map(|(bytes, age)| {
-            crate::capture::memory::HeapEstimate {
-                in_use_bytes: bytes,
-                age_seconds: age.as_secs_f64(),
-            }
-        });
+        // The sampling allocator's estimate is current (read from its live
+        // records); jemalloc's is the last profile's.
+        let heap = match crate::capture::heap::wrapper_in_use() {
+            Some(bytes) => Some(crate::capture::memory::HeapEstimate {
+                in_use_bytes: bytes as i64,
+                age_seconds: 0.0,
+            }),
+            None => self.inner.heap.last_in_use().map(|(bytes, age)| {
+                crate::capture::memory::HeapEstimate {
+                    in_use_bytes: bytes,
+                    age_seconds: age.as_secs_f64(),
+                }
+            }),
+        };
         crate::capture::memory::report(&sources, crate::capture::heap::jemalloc_stats(), heap)
     }
 

@@ -72,6 +72,22 @@ macro_rules! cfg_tokio_unstable {
     };
 }
 
+/// Items compiled where the sampling allocator works: the `sampled-alloc`
+/// feature on the platforms of the agent's own sampler (whose walker it
+/// uses; compiled for it even when `pprof-rs` samples the CPU).
+macro_rules! cfg_sampled_alloc {
+    ($($item:item)*) => {
+        $(
+            #[cfg(all(
+                feature = "sampled-alloc",
+                target_os = "linux",
+                any(target_arch = "x86_64", target_arch = "aarch64")
+            ))]
+            $item
+        )*
+    };
+}
+
 /// Items compiled with the `tracing` feature.
 macro_rules! cfg_tracing {
     ($($item:item)*) => {
@@ -105,6 +121,20 @@ pub mod probes {
     /// push does: (Pyroscope multipart body bytes, OTLP gzip body bytes).
     pub fn push_bodies(profile: &profscope_profile::Profile) -> (usize, usize) {
         crate::delivery::push::encode_for_bench(profile)
+    }
+
+    cfg_sampled_alloc! {
+        /// Whether this thread is inside the sampling allocator's sampled
+        /// path now (an inner allocator called then is a re-entry).
+        pub fn in_sampled_path() -> bool {
+            crate::capture::heap::sampled::in_sampled_path()
+        }
+
+        /// The sampling allocator's counters: (sampled allocations,
+        /// overflowed to the inner allocator, re-entries refused).
+        pub fn sampled_counters() -> (u64, u64, u64) {
+            crate::capture::heap::sampled::counters()
+        }
     }
 
     cfg_own_sampler! {

@@ -14,11 +14,13 @@ use sha2::{Digest, Sha256};
 /// `/work?n=N` (N SHA-256 rounds over 1 KiB, in [`hash_work`]), `/leak`
 /// (1 MiB retained per call, in [`leak_one_mib`]) and `/drip?kib=N` (N KiB
 /// retained per call, default 64, in [`drip_leak`]: a slow leak under
-/// load, for the flight recorder's heap trigger), and two bugs for the
-/// blocking watchdog: `/block?ms=N` (`std::thread::sleep` inside the async
-/// handler, in [`block_in_async`]) and `/spin?ms=N` (a CPU loop inside it,
-/// in [`spin_in_async`]). Each route is a task
-/// group on `/metrics` (`group="/work"`, …).
+/// load, for the flight recorder's heap trigger), `/retain?objects=mib|kib`
+/// (64 MiB retained as 1 MiB or as 1 KiB objects, in [`retain_mib_blocks`]
+/// / [`retain_kib_blocks`]: heap accuracy across allocators), and two bugs
+/// for the blocking watchdog: `/block?ms=N` (`std::thread::sleep` inside
+/// the async handler, in [`block_in_async`]) and `/spin?ms=N` (a CPU loop
+/// inside it, in [`spin_in_async`]). Each route is a task group on
+/// `/metrics` (`group="/work"`, …).
 pub fn app(agent: &Agent) -> Router {
     Router::new()
         .route("/hello", get(|| async { "hello\n" }))
@@ -27,6 +29,7 @@ pub fn app(agent: &Agent) -> Router {
         .route("/drip", get(drip))
         .route("/block", get(block_in_async))
         .route("/spin", get(spin_in_async))
+        .route("/retain", get(retain))
         .route_layer(agent.route_metrics_layer())
         .merge(agent.router())
 }
@@ -43,6 +46,26 @@ async fn work(Query(params): Query<WorkParams>) -> String {
         "{:02x}{:02x}{:02x}{:02x}\n",
         digest[0], digest[1], digest[2], digest[3]
     )
+}
+
+#[derive(serde::Deserialize)]
+struct RetainParams {
+    objects: Option<String>,
+}
+
+static RETAINED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+async fn retain(Query(params): Query<RetainParams>) -> String {
+    let mut kept = Vec::with_capacity(65_536);
+    match params.objects.as_deref() {
+        Some("kib") => retain_kib_blocks(&mut kept),
+        _ => retain_mib_blocks(&mut kept),
+    }
+    let mut all = RETAINED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.extend(kept);
+    format!("retained {} objects\n", all.len())
 }
 
 async fn leak() -> String {
@@ -212,6 +235,74 @@ pub struct ExampleArgs {
     /// sampled while it blocks (/debug/pprof/block).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(4..=60_000))]
     pub watchdog_ms: Option<u64>,
+    /// With the sampling allocator (`axum-service-system`,
+    /// `axum-service-mimalloc`): mean bytes between heap samples (default
+    /// 524288, like Go).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=(1u64 << 40)))]
+    pub heap_sample_period: Option<u64>,
+}
+
+/// Runs an example service named `name` until Ctrl-C: parses the flags,
+/// applies `--heap-sample-period` before any runtime thread exists (so
+/// every thread's first draw uses it), builds the agent and serves
+/// [`app`].
+pub fn run_service(name: &str) {
+    let args = ExampleArgs::from_env();
+    if let Some(period) = args.heap_sample_period {
+        profscope_agent::heap::set_sample_period(period);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(serve(name, args));
+}
+
+async fn serve(name: &str, args: ExampleArgs) {
+    let addr = args.addr_or(([127, 0, 0, 1], 3000).into());
+    let mut builder = args.agent_builder();
+    if let Some(push) = args.push_config(name) {
+        builder = builder.push(push);
+    }
+    let agent = match builder.build() {
+        Ok(agent) => agent,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let service = app(&agent);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{name}: cannot bind {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    println!("listening on http://{local}");
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if let Err(e) = axum::serve(listener, service)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        eprintln!("{name}: {e}");
+        std::process::exit(1);
+    }
+    if let Some(stats) = agent.shutdown_push(std::time::Duration::from_secs(2)) {
+        println!(
+            "push: {} sent, {} failed attempts",
+            stats.sent, stats.errors
+        );
+    }
 }
 
 /// A bearer token from the command line or the environment: its `Debug`

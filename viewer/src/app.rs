@@ -17,6 +17,9 @@ use crate::store::{NewSnapshot, Snapshot, Store};
 use profscope_profile::{self as model, Filter, SampleType};
 
 /// A PROFILE argument plus the options every single-profile command takes.
+/// The label the agent puts on its own allocations; left out by default.
+pub const AGENT_LABEL: &str = "profscope=agent";
+
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Input {
@@ -108,6 +111,14 @@ impl Input {
                 ..Default::default()
             })?);
         }
+        if !self.no_hide {
+            // The agent's own allocations (symbolizer caches, encoders,
+            // push buffers): a service owner sees their own memory first.
+            filters.push(Filter::with(&model::FilterOptions {
+                tagignore: Some(AGENT_LABEL),
+                ..Default::default()
+            })?);
+        }
         Ok(filters)
     }
 
@@ -135,6 +146,9 @@ impl Input {
         note("tagignore", self.tag_ignore.as_deref());
         if !self.no_hide {
             described.push("hide=<runtime and framework frames> (--no-hide shows them)".into());
+            described.push(format!(
+                "tagignore={AGENT_LABEL} (the agent's own; --no-hide shows it)"
+            ));
         }
         if !self.full_names {
             crate::names::shorten_profile(profile);
@@ -380,4 +394,60 @@ pub fn capture(store: &Store, url: &str, opts: &FetchOptions) -> Result<Snapshot
             origin: url.to_string(),
             inner: Box::new(e),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profscope_profile::{Function, Label, Line, Location, Sample};
+
+    /// Two samples, one labelled as the agent's own.
+    fn labelled() -> Profile {
+        Profile {
+            string_table: vec!["".into(), "profscope".into(), "agent".into(), "main".into()],
+            function: vec![Function {
+                id: 1,
+                name: 3,
+                ..Default::default()
+            }],
+            location: vec![Location {
+                id: 1,
+                line: vec![Line {
+                    function_id: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            sample: vec![
+                Sample {
+                    location_id: vec![1],
+                    value: vec![1],
+                    label: vec![Label {
+                        key: 1,
+                        str: 2,
+                        ..Default::default()
+                    }],
+                },
+                Sample {
+                    location_id: vec![1],
+                    value: vec![2],
+                    label: vec![],
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn agent_allocations_are_hidden_unless_no_hide() {
+        let mut p = labelled();
+        Input::new("x").apply(&mut p).unwrap();
+        assert_eq!(p.sample.len(), 1);
+        assert_eq!(p.sample[0].value, [2]);
+        let mut p = labelled();
+        let mut input = Input::new("x");
+        input.no_hide = true;
+        input.apply(&mut p).unwrap();
+        assert_eq!(p.sample.len(), 2);
+    }
 }

@@ -11,8 +11,14 @@ pub mod memory;
 pub(crate) mod poll_stamp;
 pub mod recorder;
 pub mod runtime;
-cfg_own_sampler! {
-    pub(crate) mod sampler;
-}
+// The sampler, and its walker for the sampling allocator (compiled for it
+// even when `pprof-rs` samples the CPU: then only the walker is used).
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    any(not(feature = "pprof-rs"), feature = "sampled-alloc")
+))]
+#[cfg_attr(feature = "pprof-rs", allow(dead_code, unused_imports))]
+pub(crate) mod sampler;
 pub mod tasks;
 pub mod watchdog;

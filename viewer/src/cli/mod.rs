@@ -134,7 +134,8 @@ struct Filters {
     #[arg(long)]
     full_names: bool,
     /// Keep the runtime and framework frames (tokio, hyper, tower, axum,
-    /// core::future, std's wrappers) that the default view hides.
+    /// core::future, std's wrappers) that the default view hides, and the
+    /// agent's own allocations (label `profscope=agent`, left out by default).
     #[arg(long)]
     no_hide: bool,
     /// Keep only frames whose source file is under DIR (default: the

@@ -36,6 +36,51 @@ use dump::{HeapDump, unsample};
 #[cfg(feature = "heap")]
 pub use backend::{Jemalloc, MallocConf};
 
+cfg_sampled_alloc! {
+    pub(crate) mod sampled;
+    pub use sampled::{
+        DEFAULT_PERIOD, SampledAlloc, estimated_in_use, is_installed, sample_period,
+        set_sample_period, start_sampling,
+    };
+}
+
+/// Whether the sampling allocator serves this process's heap profiles.
+fn wrapper() -> bool {
+    #[cfg(all(
+        feature = "sampled-alloc",
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    return sampled::is_installed();
+    #[allow(unreachable_code)]
+    false
+}
+
+/// The heap snapshot the sampling allocator holds now.
+fn wrapper_snapshot() -> HeapSnapshot {
+    #[cfg(all(
+        feature = "sampled-alloc",
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    return sampled::snapshot();
+    #[allow(unreachable_code)]
+    HeapSnapshot::default()
+}
+
+/// The sampling allocator's estimate of bytes in use, when it is the
+/// global allocator (for `/debug/memory` and the recorder's trigger).
+pub fn wrapper_in_use() -> Option<u64> {
+    #[cfg(all(
+        feature = "sampled-alloc",
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    return sampled::estimated_in_use();
+    #[allow(unreachable_code)]
+    None
+}
+
 /// jemalloc's allocator statistics, in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JemallocStats {
@@ -62,7 +107,8 @@ pub fn jemalloc_stats() -> Option<JemallocStats> {
 /// What to tell a user whose build cannot produce heap profiles.
 pub const NOT_ENABLED: &str = "heap profiling is not enabled: build profscope-agent with the \
      `heap` feature and add `profscope_agent::jemalloc_profiling!();` to the service's main.rs \
-     (jemalloc as global allocator with profiling on)";
+     (jemalloc as global allocator with profiling on), or with the `sampled-alloc` feature and \
+     `profscope_agent::sampled_alloc!(std::alloc::System);` (any allocator)";
 
 /// Go's heap sample types, in Go's order.
 pub const SAMPLE_TYPES: [(&str, &str); 4] = [
@@ -85,6 +131,9 @@ pub struct HeapSnapshot {
     pub time: Option<SystemTime>,
     /// Estimated values per stack.
     pub stacks: HashMap<Vec<u64>, Values>,
+    /// Each stack's first element is its label-set id, not an address (the
+    /// sampling allocator's snapshots; jemalloc's dumps carry no labels).
+    pub labelled: bool,
 }
 
 impl HeapSnapshot {
@@ -111,6 +160,7 @@ impl HeapSnapshot {
             sample_period: period,
             time: Some(time),
             stacks,
+            labelled: false,
         }
     }
 
@@ -130,6 +180,7 @@ impl HeapSnapshot {
             sample_period: self.sample_period,
             time: base.time,
             stacks,
+            labelled: self.labelled,
         }
     }
 
@@ -154,6 +205,7 @@ impl HeapSnapshot {
             sample_period: self.sample_period,
             time: base.time,
             stacks,
+            labelled: self.labelled,
         }
     }
 
@@ -190,9 +242,14 @@ impl HeapSnapshot {
         order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         let mut index: HashMap<u64, u32> = HashMap::default();
         let mut addrs: Vec<u64> = Vec::new();
-        let stacks: Vec<(Vec<u32>, &Values)> = order
+        let labelled = self.labelled;
+        let stacks: Vec<(Vec<u32>, u32, &Values)> = order
             .into_iter()
             .map(|(_, addresses, values)| {
+                let (labels, addresses) = match addresses.split_first() {
+                    Some((first, rest)) if labelled => (*first as u32, rest),
+                    _ => (0, addresses.as_slice()),
+                };
                 let ids = addresses
                     .iter()
                     .map(|&a| {
@@ -204,7 +261,7 @@ impl HeapSnapshot {
                         })
                     })
                     .collect();
-                (ids, values)
+                (ids, labels, values)
             })
             .collect();
         symbolizer.resolve_all(addrs.iter().copied());
@@ -214,7 +271,7 @@ impl HeapSnapshot {
             .collect();
         // Location per address index, made on first use (0: not yet).
         let mut locations: Vec<u64> = vec![0; addrs.len()];
-        for (ids, values) in stacks {
+        for (ids, labels, values) in stacks {
             let per_address = ids.iter().map(|&id| classes[id as usize].as_slice());
             let (skip, dropped) = trim_allocator_frames(per_address, ids.len());
             if skip >= ids.len() {
@@ -236,7 +293,13 @@ impl HeapSnapshot {
                     *slot
                 })
                 .collect();
-            builder.add_sample_at(location_ids, values.to_vec(), &[]);
+            let pairs = crate::capture::labels::pairs_of(labels);
+            let pairs: Vec<(&str, &str)> = pairs
+                .iter()
+                .flat_map(|p| p.iter())
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            builder.add_sample_at(location_ids, values.to_vec(), &pairs);
         }
         builder.build()
     }
@@ -282,6 +345,17 @@ impl HeapProfiler {
     /// A heap profiler dumping into `dir`, or into a private temporary
     /// directory when `None`.
     pub fn new(dir: Option<PathBuf>) -> Self {
+        #[cfg(all(
+            feature = "sampled-alloc",
+            target_os = "linux",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        ))]
+        if wrapper() {
+            sampled::start_helper();
+        }
+        if dir.is_none() && backend::profiling_enabled() {
+            sweep_dead_dirs(&std::env::temp_dir());
+        }
         HeapProfiler {
             dir: match dir {
                 Some(d) => DumpDir::Configured(d),
@@ -296,16 +370,33 @@ impl HeapProfiler {
     /// Whether this process can produce heap profiles (the `heap` feature
     /// and jemalloc running with `prof:true`).
     pub fn is_available() -> bool {
-        backend::profiling_enabled()
+        wrapper() || backend::profiling_enabled()
     }
 
     /// Switches sampling of new allocations on or off (`prof.active`).
     pub fn set_active(active: bool) -> Result<(), Error> {
+        #[cfg(all(
+            feature = "sampled-alloc",
+            target_os = "linux",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        ))]
+        if wrapper() {
+            sampled::set_active(active);
+            return Ok(());
+        }
         backend::set_active(active)
     }
 
     /// Whether sampling of new allocations is on (`prof.active`).
     pub fn is_active() -> bool {
+        #[cfg(all(
+            feature = "sampled-alloc",
+            target_os = "linux",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        ))]
+        if wrapper() {
+            return sampled::is_active();
+        }
         backend::is_active()
     }
 
@@ -358,6 +449,10 @@ impl HeapProfiler {
 
     /// Dumps the heap now and undoes sampling.
     pub async fn snapshot(&self) -> Result<HeapSnapshot, Error> {
+        if wrapper() {
+            // No dump, no file: the wrapper's records, read in place.
+            return Ok(self.keep(wrapper_snapshot()));
+        }
         if !Self::is_available() {
             return Err(Error::NotAvailable(NOT_ENABLED.into()));
         }
@@ -376,6 +471,9 @@ impl HeapProfiler {
     /// Dumps the heap now on this thread (never a runtime's: the flight
     /// recorder's own thread calls it).
     pub(crate) fn snapshot_blocking(&self) -> Result<HeapSnapshot, Error> {
+        if wrapper() {
+            return Ok(self.keep(wrapper_snapshot()));
+        }
         if !Self::is_available() {
             return Err(Error::NotAvailable(NOT_ENABLED.into()));
         }
@@ -449,6 +547,43 @@ fn is_private_dir(dir: &std::path::Path) -> bool {
     })
 }
 
+/// Removes the empty `profscope-heap-<pid>-*` directories that processes
+/// killed while running left in `tmp`: only those of dead pids, owned by
+/// us, private and empty (a live process's, or anything else, stays).
+pub fn sweep_dead_dirs(tmp: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("profscope-heap-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid <= 0 || pid as u32 == std::process::id() || pid_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        // `remove_dir` only removes an empty directory.
+        if is_private_dir(&path) && std::fs::remove_dir(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 fn create_private_dir() -> Result<PathBuf, String> {
     use std::os::unix::fs::DirBuilderExt;
     let nanos = SystemTime::now()
@@ -505,6 +640,30 @@ mod tests {
         let d = b.alloc_delta(&a);
         assert_eq!(d.stacks[&vec![1]], [2, 20, 1, 10]);
         assert_eq!(d.stacks[&vec![2]], [2, 20, 2, 20]);
+    }
+
+    #[test]
+    fn sweep_removes_empty_dirs_of_dead_pids_only() {
+        let tmp = std::env::temp_dir().join(format!("profscope-sweep-test-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let make = |name: String| {
+            use std::os::unix::fs::DirBuilderExt;
+            let d = tmp.join(name);
+            std::fs::DirBuilder::new().mode(0o700).create(&d).unwrap();
+            d
+        };
+        let gone = make(format!("profscope-heap-{dead}-0001"));
+        let full = make(format!("profscope-heap-{dead}-0002"));
+        std::fs::write(full.join("keep"), b"x").unwrap();
+        let live = make(format!("profscope-heap-{}-0003", std::process::id()));
+        let other = make(format!("other-{dead}"));
+        assert_eq!(sweep_dead_dirs(&tmp), 1);
+        assert!(!gone.exists());
+        assert!(full.exists() && live.exists() && other.exists());
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

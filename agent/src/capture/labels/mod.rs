@@ -268,6 +268,18 @@ impl Drop for Enter {
     }
 }
 
+/// The label set of the agent's own work (`profscope=agent`): its threads
+/// enter it, so their allocations carry it and the viewer can hide them.
+pub(crate) fn agent_set() -> u32 {
+    static SET: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| LabelSet::new([("profscope", "agent")]).id)
+}
+
+/// Enters [`agent_set`] on this thread until the guard drops.
+pub(crate) fn agent_scope() -> Enter {
+    Enter::new(agent_set())
+}
+
 /// Runs `f` under the current labels plus `pairs`.
 pub fn with<K, V, R>(pairs: impl IntoIterator<Item = (K, V)>, f: impl FnOnce() -> R) -> R
 where

@@ -258,7 +258,10 @@ impl Recorder {
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("profscope-recorder".into())
-            .spawn(move || run(&weak, &rx))
+            .spawn(move || {
+                let _agent = crate::capture::labels::agent_scope();
+                run(&weak, &rx)
+            })
             .map_err(|e| Error::Internal(format!("cannot start the recorder thread: {e}")))?;
         if shared.config.triggers.panic {
             trigger::install_panic_hook(Recorder {

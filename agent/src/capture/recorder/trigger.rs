@@ -398,6 +398,9 @@ impl Evaluator {
 /// The heap's figure: jemalloc's `allocated` when the service runs on it,
 /// else the cgroup's `memory.current`, else the process's RSS.
 fn heap_figure(cgroup_root: &Path) -> Option<(&'static str, u64)> {
+    if let Some(in_use) = crate::capture::heap::wrapper_in_use() {
+        return Some(("sampled_alloc_in_use", in_use));
+    }
     if let Some(stats) = crate::capture::heap::jemalloc_stats() {
         return Some(("jemalloc_allocated", stats.allocated));
     }

@@ -77,7 +77,11 @@ thread_local! {
 }
 
 /// The SIGPROF handler (`SA_SIGINFO | SA_ONSTACK | SA_RESTART`).
-pub(super) extern "C" fn on_sigprof(_signal: i32, info: *mut libc::siginfo_t, context: *mut c_void) {
+pub(super) extern "C" fn on_sigprof(
+    _signal: i32,
+    info: *mut libc::siginfo_t,
+    context: *mut c_void,
+) {
     // SAFETY: errno is thread-local; it is read and put back, nothing else.
     let errno = unsafe { *libc::__errno_location() };
     let began = now_ns();
@@ -224,7 +228,14 @@ fn unwind(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, out: &mut [u64]) -> us
         out[0] = ret;
         n = 1;
     }
-    let walked = walk(snapshot, sp, stack_end, fp, &mut out[n..], mode & GUARDED != 0);
+    let walked = walk(
+        snapshot,
+        sp,
+        stack_end,
+        fp,
+        &mut out[n..],
+        mode & GUARDED != 0,
+    );
     // A leaf that was not skipped after all (its caller is also the
     // chain's first return address): keep it once.
     if walked > 0 && leaf.is_some() && out[1] == out[0] {
@@ -263,9 +274,13 @@ fn leaf_return(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, stack_end: u64) -
                 return None;
             }
             // Up the stack, two words a load, to the frame pointer's frame.
-            let limit = if fp > sp { fp.min(stack_end) } else { stack_end }
-                .min(sp + SCAN_WORDS * 8)
-                .saturating_sub(16);
+            let limit = if fp > sp {
+                fp.min(stack_end)
+            } else {
+                stack_end
+            }
+            .min(sp + SCAN_WORDS * 8)
+            .saturating_sub(16);
             let mut at = sp;
             while at <= limit {
                 let words = guard::load2(at)?;
@@ -321,7 +336,7 @@ fn follows_call(ret: u64) -> bool {
 /// frame, 8-aligned, and made through the guarded load; every return
 /// address kept is inside an executable mapping. No syscall.
 #[inline(always)]
-fn walk(
+pub(super) fn walk(
     snapshot: &Snapshot,
     sp: u64,
     stack_end: u64,

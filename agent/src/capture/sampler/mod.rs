@@ -37,6 +37,9 @@
 //!   and the child starts from nothing (no stream, consumers, timers or
 //!   cached thread id; SIGPROF as before the stream).
 
+cfg_sampled_alloc! {
+    pub(crate) mod fresh;
+}
 mod guard;
 mod handler;
 mod region;
@@ -347,7 +350,11 @@ impl Subscription {
             .map(|(key, index)| {
                 let counts = &c.counts[index];
                 let tid = key[0] as i32;
-                let name = c.names.get(&tid).cloned().unwrap_or_else(|| tid.to_string().into());
+                let name = c
+                    .names
+                    .get(&tid)
+                    .cloned()
+                    .unwrap_or_else(|| tid.to_string().into());
                 CollectedStack {
                     frames: key[2..].to_vec(),
                     thread: name,
@@ -397,7 +404,11 @@ impl Subscription {
             .into_iter()
             .map(|(key, index)| {
                 let tid = key[0] as i32;
-                let name = c.names.get(&tid).cloned().unwrap_or_else(|| tid.to_string().into());
+                let name = c
+                    .names
+                    .get(&tid)
+                    .cloned()
+                    .unwrap_or_else(|| tid.to_string().into());
                 CollectedStack {
                     frames: key[2..].to_vec(),
                     thread: name,
@@ -874,7 +885,9 @@ pub(crate) fn directed_samples(
     let deadline = Instant::now() + within;
     let mut got: Vec<(i32, Vec<u64>)> = Vec::new();
     for &tid in tids {
-        consumer.request(tid).map_err(|e| format!("tgkill {tid}: {e}"))?;
+        consumer
+            .request(tid)
+            .map_err(|e| format!("tgkill {tid}: {e}"))?;
     }
     while got.len() < tids.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -886,7 +899,8 @@ pub(crate) fn directed_samples(
 
 /// Sets how the handler reads (see `handler::MODE`).
 pub(crate) fn set_reads(guarded: bool, leaf_fixup: bool) {
-    let mode = if guarded { handler::GUARDED } else { 0 } | if leaf_fixup { handler::LEAF_FIXUP } else { 0 };
+    let mode = if guarded { handler::GUARDED } else { 0 }
+        | if leaf_fixup { handler::LEAF_FIXUP } else { 0 };
     handler::MODE.store(mode, Ordering::Relaxed);
 }
 
@@ -899,7 +913,10 @@ pub(crate) fn in_handler() -> bool {
 pub(crate) fn cost_histogram() -> (u64, Vec<u64>) {
     (
         handler::COST_BUCKET_NS,
-        handler::COST.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+        handler::COST
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect(),
     )
 }
 

@@ -239,10 +239,8 @@ pub(super) fn fill_snapshot(snapshot: &Snapshot, maps: &str, own: Option<&str>) 
         let Some((start, end)) = range.split_once('-') else {
             continue;
         };
-        let (Ok(start), Ok(end)) = (
-            u64::from_str_radix(start, 16),
-            u64::from_str_radix(end, 16),
-        ) else {
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
             continue;
         };
         let perms = perms.as_bytes();

@@ -203,7 +203,9 @@ impl Threads {
         // Its slot's records stay readable; the slot is free for a new
         // thread once the aggregator has drained it (`drain` frees retired
         // slots), so a new thread never overwrites undrained records.
-        region.slots[thread.slot].tid.store(RETIRED, Ordering::Release);
+        region.slots[thread.slot]
+            .tid
+            .store(RETIRED, Ordering::Release);
     }
 
     /// Re-arms every timer at `period` (restarting each countdown; a zero
@@ -251,5 +253,4 @@ impl Threads {
     pub(super) fn name_of_slot(&self, slot: usize) -> Option<&Arc<str>> {
         self.names.get(slot)?.as_ref()
     }
-
 }

@@ -64,6 +64,8 @@ where
 {
     let agent = agent.clone();
     tokio::task::spawn_blocking(move || {
+        // The symbolizer's caches and the encoder's buffers are the agent's.
+        let _agent = crate::capture::labels::agent_scope();
         let profile = build(agent.symbolizer());
         encode(&profile, format, name, sample_index)
     })

@@ -125,6 +125,7 @@ impl Pusher {
             std::thread::Builder::new()
                 .name("profscope-push-collect".into())
                 .spawn(move || {
+                    let _agent = crate::capture::labels::agent_scope();
                     collect::run(agent, &config, frequency, &queue, &counters, stopped)
                 })?
         };
@@ -134,7 +135,10 @@ impl Pusher {
                 send::Policy::new(config.request_timeout, config.max_attempts, config.period);
             std::thread::Builder::new()
                 .name("profscope-push-send".into())
-                .spawn(move || send::run(&queue, &counters, policy))?
+                .spawn(move || {
+                    let _agent = crate::capture::labels::agent_scope();
+                    send::run(&queue, &counters, policy)
+                })?
         };
         Ok(Pusher {
             queue,

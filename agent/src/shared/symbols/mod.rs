@@ -157,6 +157,7 @@ impl Inner {
             let _ = std::thread::Builder::new()
                 .name("profscope-symbols".into())
                 .spawn(move || {
+                    let _agent = crate::capture::labels::agent_scope();
                     loop {
                         std::thread::sleep(DEBUG_INFO_IDLE / 4);
                         let Some(inner) = weak.upgrade() else { break };

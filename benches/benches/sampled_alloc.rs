@@ -1,0 +1,226 @@
+//! The sampling allocator's figures (issue 30), this binary running on
+//! `SampledAlloc<System>` itself:
+//!
+//! 1. pairs — alloc+free of 64-byte objects, 1 and 4 threads, the wrapper
+//!    vs the bare inner allocator (System and mimalloc), alternating rounds,
+//!    median ns per pair and the difference;
+//! 2. sampled — one sampled allocation (+ its free) from a 20-frame stack
+//!    (period 1 byte: every allocation sampled), median ns;
+//! 3. endpoint — `/debug/pprof/heap` with ~10k distinct sampled stacks,
+//!    cold and warm p50/p90.
+//!
+//! ```text
+//! cargo bench -p profscope-benches --bench sampled_alloc
+//! ```
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use mimalloc::MiMalloc;
+use profscope_agent::heap::{SampledAlloc, set_sample_period};
+use profscope_benches::{env_or, median_spread};
+
+profscope_agent::sampled_alloc!(System);
+
+static WRAPPED_SYSTEM: SampledAlloc<System> = SampledAlloc::new(System);
+static WRAPPED_MIMALLOC: SampledAlloc<MiMalloc> = SampledAlloc::new(MiMalloc);
+
+fn main() {
+    let rounds: usize = env_or("PROFSCOPE_BENCH_ROUNDS", 9);
+    let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS_PER_ROUND", 2_000_000);
+    println!(
+        "== pairs: alloc+free of 64 B, {rounds} alternating rounds of {pairs} pairs per thread"
+    );
+    for threads in [1usize, 4] {
+        pair_figures("System", threads, rounds, pairs, &System, &WRAPPED_SYSTEM);
+        pair_figures(
+            "mimalloc",
+            threads,
+            rounds,
+            pairs,
+            &MiMalloc,
+            &WRAPPED_MIMALLOC,
+        );
+    }
+    println!("\n== sampled: one sampled allocation + free from a 20-frame stack");
+    sampled_cost();
+    println!("\n== endpoint: /debug/pprof/heap at ~10k distinct sampled stacks");
+    endpoint();
+}
+
+/// ns per alloc+free pair of `alloc` on `threads` threads.
+fn pairs_ns(alloc: &'static (dyn GlobalAlloc + Sync), threads: usize, pairs: usize) -> f64 {
+    let layout = Layout::from_size_align(64, 8).expect("layout");
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                for _ in 0..pairs {
+                    // SAFETY: a valid layout; the block goes back at once.
+                    unsafe {
+                        let p = alloc.alloc(layout);
+                        black_box(p);
+                        alloc.dealloc(p, layout);
+                    }
+                }
+                start.elapsed().as_nanos() as f64 / pairs as f64
+            })
+        })
+        .collect();
+    let per: Vec<f64> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    per.iter().sum::<f64>() / per.len() as f64
+}
+
+fn pair_figures(
+    name: &str,
+    threads: usize,
+    rounds: usize,
+    pairs: usize,
+    bare: &'static (dyn GlobalAlloc + Sync),
+    wrapped: &'static (dyn GlobalAlloc + Sync),
+) {
+    let _ = pairs_ns(bare, threads, pairs / 10);
+    let _ = pairs_ns(wrapped, threads, pairs / 10);
+    let (mut a, mut b, mut d) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first, so drift hits both.
+        let (x, y) = if round % 2 == 0 {
+            let x = pairs_ns(bare, threads, pairs);
+            (x, pairs_ns(wrapped, threads, pairs))
+        } else {
+            let y = pairs_ns(wrapped, threads, pairs);
+            (pairs_ns(bare, threads, pairs), y)
+        };
+        a.push(x);
+        b.push(y);
+        d.push(y - x);
+    }
+    let (ma, _, _) = median_spread(&a);
+    let (mb, _, _) = median_spread(&b);
+    let (md, lo, hi) = median_spread(&d);
+    println!(
+        "  {name:8} {threads} thread(s): bare {ma:.2} ns, wrapped {mb:.2} ns, added {md:+.2} ns per pair (rounds {lo:+.2}..{hi:+.2})"
+    );
+}
+
+#[inline(never)]
+fn at_depth(depth: usize, n: usize, layout: Layout) -> Duration {
+    if depth > 1 {
+        return black_box(at_depth(black_box(depth - 1), n, layout));
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: a valid layout; the block goes back at once.
+        unsafe {
+            let p = WRAPPED_SYSTEM.alloc(layout);
+            black_box(p);
+            WRAPPED_SYSTEM.dealloc(p, layout);
+        }
+    }
+    start.elapsed()
+}
+
+fn sampled_cost() {
+    let layout = Layout::from_size_align(64, 8).expect("layout");
+    let n = 10_000;
+    set_sample_period(1);
+    let before = profscope_agent::probes::sampled_counters();
+    let mut per = Vec::new();
+    for _ in 0..15 {
+        per.push(at_depth(20, n, layout).as_nanos() as f64 / n as f64);
+        // The helper recycles freed slots every 100 ms.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    set_sample_period(profscope_agent::heap::DEFAULT_PERIOD);
+    let after = profscope_agent::probes::sampled_counters();
+    let (m, lo, hi) = median_spread(&per);
+    println!(
+        "  sampled alloc+free, 64 B, 20 frames deep: median {m:.0} ns (batches {lo:.0}..{hi:.0}); {} sampled, {} overflowed",
+        after.0 - before.0,
+        after.1 - before.1
+    );
+}
+
+/// Allocates one 8 KiB block from a stack chosen by `path`'s low `bits`
+/// bits: 2^bits distinct stacks.
+#[inline(never)]
+fn branch(path: u32, bits: u32, out: &mut Vec<Vec<u8>>) {
+    if bits == 0 {
+        out.push(vec![1u8; 8192]);
+        return;
+    }
+    if path & 1 == 0 {
+        left(path >> 1, bits - 1, out);
+    } else {
+        right(path >> 1, bits - 1, out);
+    }
+    black_box(());
+}
+
+#[inline(never)]
+fn left(path: u32, bits: u32, out: &mut Vec<Vec<u8>>) {
+    branch(path, bits, out);
+    black_box(());
+}
+
+#[inline(never)]
+fn right(path: u32, bits: u32, out: &mut Vec<Vec<u8>>) {
+    branch(path, bits, out);
+    black_box(());
+}
+
+fn endpoint() {
+    set_sample_period(1024);
+    let mut kept = Vec::with_capacity(10_000);
+    for path in 0..10_000u32 {
+        branch(path, 14, &mut kept);
+    }
+    set_sample_period(profscope_agent::heap::DEFAULT_PERIOD);
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let running = rt
+        .block_on(
+            profscope_agent::Agent::builder()
+                .addr("127.0.0.1:0".parse().expect("addr"))
+                .build()
+                .expect("agent")
+                .spawn(),
+        )
+        .expect("spawn");
+    let url = format!("http://{}/debug/pprof/heap", running.local_addr());
+    let fetch = || {
+        let start = Instant::now();
+        let reply = ureq::get(&url).call().expect("heap");
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut reply.into_reader(), &mut body).expect("body");
+        (start.elapsed().as_secs_f64() * 1e3, body.len())
+    };
+    let (cold, size) = fetch();
+    let warm: Vec<f64> = (0..30).map(|_| fetch().0).collect();
+    let mut sorted = warm.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
+    let profile = {
+        let reply = ureq::get(&url).call().expect("heap");
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut reply.into_reader(), &mut body).expect("body");
+        body
+    };
+    let stacks = count_samples(&profile);
+    println!(
+        "  {stacks} samples in the profile ({size} bytes gzipped): cold {cold:.1} ms; warm p50 {:.2} ms, p90 {:.2} ms",
+        p(0.5),
+        p(0.9)
+    );
+    drop(black_box(kept));
+}
+
+fn count_samples(body: &[u8]) -> usize {
+    use prost::Message;
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut raw).expect("gzip");
+    profscope_profile::Profile::decode(&raw[..]).map_or(0, |p| p.sample.len())
+}
