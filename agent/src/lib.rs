@@ -175,6 +175,14 @@ pub mod probes {
             }
         }
 
+        /// One poll stamped on this thread that blocks for `d` (a
+        /// `std::thread::sleep` inside it), as a stuck poll looks to the
+        /// watchdog: the benchmark's measure of detection latency.
+        pub fn blocking_poll(d: std::time::Duration) {
+            let _stamp = crate::capture::poll_stamp::Stamp::enter();
+            std::thread::sleep(d);
+        }
+
         /// The sampler's counters since the process started, by name:
         /// `dropped_<reason>`, `stack_unknown`, `faults_recovered`,
         /// `ranges_truncated`, `signal_taken`, `threads_unsampled`.

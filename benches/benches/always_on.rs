@@ -160,6 +160,44 @@ fn main() {
         bytes.push(status.ring_bytes as f64);
         reads.push(read_ms);
     }
+    // Detection latency: polls blocked 300 ms on a thread of their own,
+    // from the threshold crossing to the first directed sample.
+    let agent = Agent::builder()
+        .watchdog(WatchdogConfig::default())
+        .build()
+        .expect("agent");
+    let threshold = agent.watchdog().unwrap().config().threshold;
+    let mut latencies = Vec::new();
+    for _ in 0..(runs * 5) {
+        let started = Instant::now();
+        std::thread::Builder::new()
+            .name("stuck-poll".into())
+            .spawn(|| profscope_agent::probes::blocking_poll(Duration::from_millis(300)))
+            .unwrap()
+            .join()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let stall = agent
+            .watchdog()
+            .unwrap()
+            .recent_stalls()
+            .into_iter()
+            .rev()
+            .find(|s| s.thread == "stuck-poll");
+        if let Some(first) = stall.and_then(|s| s.first_sample) {
+            let crossing = started + threshold;
+            latencies.push(first.saturating_duration_since(crossing).as_secs_f64() * 1000.0);
+        }
+    }
+    let (m, lo, hi) = median_spread(&latencies);
+    println!(
+        "watchdog detection: threshold crossing to first directed sample, median {m:.1} ms \
+         (max {hi:.1}, min {lo:.1}; {} of {} polls; threshold/4 = {:.0} ms)",
+        latencies.len(),
+        runs * 5,
+        threshold.as_secs_f64() * 250.0
+    );
+
     let (m, lo, hi) = median_spread(&shares);
     println!("recorder CPU: median {m:.4} % of service CPU (runs {lo:.4}..{hi:.4})");
     let (m, lo, hi) = median_spread(&monitor_shares);

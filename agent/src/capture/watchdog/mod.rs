@@ -110,6 +110,9 @@ pub struct Stall {
     pub ended: bool,
     /// Wall time by state.
     pub states: BTreeMap<&'static str, Duration>,
+    /// When its first directed sample was asked for (detection latency is
+    /// this minus the poll's start and the threshold).
+    pub first_sample: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -323,6 +326,7 @@ struct Watch {
     first_seen: Instant,
     stalled: bool,
     last_sample: Option<Instant>,
+    first_sample: Option<Instant>,
     last_report: Instant,
     /// On-CPU ns at the previous look (`schedstat`), for running vs runnable.
     cpu_ns: Option<(Instant, u64)>,
@@ -462,6 +466,7 @@ fn monitor(shared: &std::sync::Weak<Shared>) {
                         tid,
                         seq,
                         first_seen: now,
+                        first_sample: None,
                         stalled: false,
                         last_sample: None,
                         last_report: now,
@@ -512,6 +517,7 @@ fn monitor(shared: &std::sync::Weak<Shared>) {
             *w.by_state.entry(state.name()).or_default() += stands_for;
             w.states.push_back((state, stands_for));
             w.last_sample = Some(now);
+            w.first_sample.get_or_insert(now);
             request(&directed, tid);
             if now.duration_since(w.last_report) >= config.report_every {
                 w.last_report = now;
@@ -521,6 +527,7 @@ fn monitor(shared: &std::sync::Weak<Shared>) {
                     first_seen: w.first_seen,
                     stalled: true,
                     last_sample: w.last_sample,
+                    first_sample: w.first_sample,
                     last_report: now,
                     cpu_ns: None,
                     pending: std::mem::take(&mut w.pending),
@@ -583,6 +590,7 @@ fn report(shared: &Shared, mut w: Watch, now: Instant, ended: bool) {
         duration,
         ended,
         states: w.by_state.clone(),
+        first_sample: w.first_sample,
     });
     if profile.recent.len() > 64 {
         profile.recent.pop_front();
