@@ -344,26 +344,7 @@ impl Subscription {
             .enumerate()
             .map(|(i, &r)| (r, now[i].saturating_sub(c.dropped_at_start[i])))
             .collect();
-        let stacks = c
-            .stacks
-            .into_iter()
-            .map(|(key, index)| {
-                let counts = &c.counts[index];
-                let tid = key[0] as i32;
-                let name = c
-                    .names
-                    .get(&tid)
-                    .cloned()
-                    .unwrap_or_else(|| tid.to_string().into());
-                CollectedStack {
-                    frames: key[2..].to_vec(),
-                    thread: name,
-                    labels: key[1] as u32,
-                    samples: counts.samples,
-                    cpu_ns: counts.nanos,
-                }
-            })
-            .collect();
+        let stacks = collected_stacks(c.stacks, &c.counts, &c.names);
         Ok(Collected {
             stacks,
             period,
@@ -400,24 +381,7 @@ impl Subscription {
         c.last.clear();
         let start = std::mem::replace(&mut c.start, SystemTime::now());
         let duration = std::mem::replace(&mut c.started, Instant::now()).elapsed();
-        let stacks = stacks
-            .into_iter()
-            .map(|(key, index)| {
-                let tid = key[0] as i32;
-                let name = c
-                    .names
-                    .get(&tid)
-                    .cloned()
-                    .unwrap_or_else(|| tid.to_string().into());
-                CollectedStack {
-                    frames: key[2..].to_vec(),
-                    thread: name,
-                    labels: key[1] as u32,
-                    samples: counts[index].samples,
-                    cpu_ns: counts[index].nanos,
-                }
-            })
-            .collect();
+        let stacks = collected_stacks(stacks, &counts, &c.names);
         Ok(Collected {
             stacks,
             period,
@@ -426,6 +390,32 @@ impl Subscription {
             dropped,
         })
     }
+}
+
+/// A consumer's counts as stacks: `[tid, label set, frames…]` keys, the
+/// thread named by its last known name (else its id).
+fn collected_stacks(
+    stacks: HashMap<Box<[u64]>, usize>,
+    counts: &[Counts],
+    names: &HashMap<i32, Arc<str>>,
+) -> Vec<CollectedStack> {
+    stacks
+        .into_iter()
+        .map(|(key, index)| {
+            let tid = key[0] as i32;
+            let thread = names
+                .get(&tid)
+                .cloned()
+                .unwrap_or_else(|| tid.to_string().into());
+            CollectedStack {
+                frames: key[2..].to_vec(),
+                thread,
+                labels: key[1] as u32,
+                samples: counts[index].samples,
+                cpu_ns: counts[index].nanos,
+            }
+        })
+        .collect()
 }
 
 impl Drop for Subscription {
