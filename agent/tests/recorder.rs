@@ -176,6 +176,69 @@ fn a_panic_fires_the_panic_trigger_and_the_services_hook_still_runs() {
     let _ = std::panic::take_hook();
 }
 
+/// With `panic_writes_at_once` (the default under `panic = "abort"`) the
+/// before-window is on disk when the hooks return: a child process whose
+/// own hook aborts (what `panic = "abort"` does right after the hooks)
+/// leaves its incident behind, CPU and manifest.
+#[test]
+fn a_panic_that_ends_the_process_leaves_its_incident_on_disk() {
+    const CHILD: &str = "PROFSCOPE_TEST_PANIC_DIR";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        let mut config = RecorderConfig::default();
+        config.triggers.panic = true;
+        config.triggers.panic_writes_at_once = true;
+        config.incident_dir = Some(dir.into());
+        // The service's hook ends the process, as `panic = "abort"` does.
+        std::panic::set_hook(Box::new(|_| std::process::abort()));
+        let _agent = Agent::builder().recorder(config).build().unwrap();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| burn_for_the_trigger(&stop));
+            std::thread::sleep(Duration::from_millis(1500));
+            stop.store(true, Ordering::Relaxed);
+        });
+        panic!("the last bug");
+    }
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_panic_that_ends_the_process_leaves_its_incident_on_disk",
+            "--nocapture",
+        ])
+        .env(CHILD, dir.path())
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "the child aborted (SIGABRT): {status:?}"
+    );
+    let incident = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("manifest.json").is_file())
+        .expect("an incident directory with its manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(incident.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["trigger"], "panic", "{manifest}");
+    let cpu = std::fs::read(incident.join("cpu-before.pb.gz")).expect("the CPU before the panic");
+    let profile = profscope_profile::parse(&cpu, &profscope_profile::Limits::default())
+        .expect("a pprof profile");
+    let names: Vec<&str> = profile
+        .function
+        .iter()
+        .map(|f| profile.string_at(f.name))
+        .collect();
+    assert!(
+        names.iter().any(|n| n.contains("burn_for_the_trigger")),
+        "the burn before the panic is in the before-window: {names:?}"
+    );
+}
+
 #[inline(never)]
 fn a_quarter(stop: &AtomicBool) {
     burn_for_the_trigger(stop);

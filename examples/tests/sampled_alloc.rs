@@ -1,9 +1,10 @@
 //! The sampling allocator (`SampledAlloc<System>` at a 16 KiB period, in
 //! this test binary): in-use exact within sampling error for large and
 //! small objects, frees and reallocs, labels by route read by go tool
-//! pprof, every heap path Go-readable, bad input 400, and no re-entry into
+//! pprof, every heap path Go-readable, bad input 400, no re-entry into
 //! the allocator under an allocation storm with CPU captures, thread
-//! churn and a fork.
+//! churn and a fork; and the flight recorder's ring within its cap as the
+//! heap profile measures it.
 
 mod common;
 
@@ -121,6 +122,127 @@ fn sampled_alloc_end_to_end() {
         0,
         "no call into the inner allocator from the sampled path"
     );
+    recorder_ring_within_its_cap(&addr);
+}
+
+/// One of 2^`bits` distinct stacks, chosen by `path`: a little work at the
+/// leaf, so CPU samples land on many different stacks.
+#[inline(never)]
+fn fork_path(path: u32, bits: u32) -> u64 {
+    if bits == 0 {
+        let mut x = u64::from(path) | 1;
+        for _ in 0..2_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        return x;
+    }
+    let r = if path & 1 == 0 {
+        fork_left(path >> 1, bits - 1)
+    } else {
+        fork_right(path >> 1, bits - 1)
+    };
+    std::hint::black_box(r)
+}
+
+#[inline(never)]
+fn fork_left(path: u32, bits: u32) -> u64 {
+    std::hint::black_box(fork_path(path, bits))
+}
+
+#[inline(never)]
+fn fork_right(path: u32, bits: u32) -> u64 {
+    std::hint::black_box(fork_path(path, bits))
+}
+
+/// The flight recorder's ring measured by the heap profile rather than by
+/// its own estimate: at a 1 MiB cap, with CPU samples at 997 Hz over
+/// thousands of distinct stacks, what is allocated under the recorder's
+/// functions and still in use stays under the cap once old seconds are
+/// being dropped. Last: it samples every 512 bytes for a precise reading.
+fn recorder_ring_within_its_cap(addr: &str) {
+    use profscope_agent::recorder::RecorderConfig;
+    const CAP: usize = 1 << 20;
+    profscope_agent::heap::set_sample_period(512);
+    let mut config = RecorderConfig::default();
+    config.cpu_hz = 997;
+    config.max_bytes = CAP;
+    let agent = profscope_agent::Agent::builder()
+        .recorder(config)
+        .build()
+        .unwrap();
+    let recorder = agent.recorder().expect("recorder on");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let full = std::thread::scope(|s| {
+        for t in 0..2u32 {
+            let stop = &stop;
+            s.spawn(move || {
+                let mut path = t.wrapping_mul(0x9e37_79b9);
+                while !stop.load(Ordering::Relaxed) {
+                    path = path.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    std::hint::black_box(fork_path(path >> 8, 14));
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut dropped_since = None;
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            let status = recorder.status();
+            assert!(status.ring_bytes <= CAP, "{status:?}");
+            if status.dropped.cpu_buckets > 0 {
+                let since = *dropped_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= Duration::from_secs(2) {
+                    break;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        dropped_since.is_some()
+    });
+    let status = recorder.status();
+    assert!(
+        full,
+        "the ring reached its cap and dropped old seconds: {status:?}"
+    );
+    let profile = heap(addr, "/debug/pprof/heap");
+    profscope_agent::heap::set_sample_period(16 << 10);
+    let in_recorder = |s: &profscope_profile::Sample| {
+        s.location_id.iter().any(|id| {
+            profile
+                .location
+                .iter()
+                .find(|l| l.id == *id)
+                .is_some_and(|l| {
+                    l.line.iter().any(|line| {
+                        profile
+                            .function
+                            .iter()
+                            .find(|f| f.id == line.function_id)
+                            .is_some_and(|f| {
+                                profile.string_at(f.name).contains("capture::recorder")
+                            })
+                    })
+                })
+        })
+    };
+    let held: i64 = profile
+        .sample
+        .iter()
+        .filter(|s| in_recorder(s))
+        .map(|s| s.value[3])
+        .sum();
+    eprintln!(
+        "recorder at a {CAP}-byte cap: {held} bytes in use under its functions (heap profile), ring estimate {} bytes, {} seconds dropped",
+        status.ring_bytes, status.dropped.cpu_buckets
+    );
+    assert!(held > (CAP / 2) as i64, "the ring's memory is seen: {held}");
+    assert!(
+        held <= CAP as i64,
+        "in use under the recorder: {held} > {CAP}"
+    );
+    drop(agent);
 }
 
 fn accuracy(addr: &str) {

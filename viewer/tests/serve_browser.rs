@@ -6,7 +6,9 @@
 //! frame on the first screen at 1280×800, the short-name, hide-list and
 //! "my code" switches, the peek and source panes of a clicked function,
 //! and a label filter and a label exclusion whose totals must equal
-//! `go tool pprof -tagfocus`'s and `-tagignore`'s on the same profile. The browser is driven by
+//! `go tool pprof -tagfocus`'s and `-tagignore`'s on the same profile; an
+//! incident fetched from the (stub) agent listed and opened as its heap
+//! diff. The browser is driven by
 //! `tests/ui/ui.js` (playwright-core from npm, Debian's /usr/bin/chromium);
 //! screenshots of every page land in `target/ui-screenshots/`.
 //!
@@ -129,6 +131,11 @@ fn browse_search_diff_and_capture_in_chromium() {
         });
     let server = Server::start_with(store, dir);
     let agent = stub_agent(server.rt());
+    // What `profscope incidents URL` stores: the stub agent's incident.
+    let opts = profscope::fetch::FetchOptions::default();
+    for incident in profscope::incidents::list(&agent, &opts).unwrap() {
+        profscope::incidents::fetch_into(&server.store, &agent, &incident, &opts).unwrap();
+    }
     let shots = screenshots();
 
     let mut cmd = Command::new("node");
@@ -139,6 +146,7 @@ fn browse_search_diff_and_capture_in_chromium() {
         .current_dir(ui_dir())
         .env("PROFSCOPE_CHROMIUM", chromium())
         .env("PROFSCOPE_UI_DEMO", "1")
+        .env("PROFSCOPE_UI_INCIDENT", serve_common::STUB_INCIDENT)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(id) = &large {
@@ -182,6 +190,7 @@ fn browse_search_diff_and_capture_in_chromium() {
         "peek and source panes",
         "label filter",
         "label left out",
+        "incident listed and opened",
         "no off-site requests",
         "no script errors",
     ] {
@@ -197,6 +206,7 @@ fn browse_search_diff_and_capture_in_chromium() {
         "7-diff",
         "8-capture-progress",
         "9-captured",
+        "16-incident",
     ] {
         assert!(shots.join(format!("{name}.png")).exists(), "{name}.png");
     }

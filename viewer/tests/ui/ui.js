@@ -6,7 +6,8 @@
 // BASE_URL serves a store seeded with the Go fixtures (labels go-cpu,
 // before, after, allocs) and, when PROFSCOPE_UI_DEMO=1, the snapshots of
 // `profscope demo` (demo-cpu: a Rust service's CPU profile with deep async
-// stacks and `thread` labels); AGENT_URL is a live agent (or a stub)
+// stacks and `thread` labels), and with PROFSCOPE_UI_INCIDENT=ID the stub
+// agent's incident ID as `profscope incidents` stores it; AGENT_URL is a live agent (or a stub)
 // serving /debug/pprof/heap. Prints one line per step and, last,
 // `RESULT {json}` with the measured timings; exits non-zero on the first
 // failure. `label-check KEY VALUE TOTAL` lines give the totals the page
@@ -421,6 +422,29 @@ async function demo(page) {
   console.log("label-ignore-check thread " + choice.label + " " + left.total);
   step("label left out thread=" + choice.label + ": " + left.total + " of " + whole.total);
   await page.setViewportSize({ width: 1600, height: 1000 });
+
+  // 16. An incident fetched from the agent (`profscope incidents URL`):
+  // listed beside the snapshots, opened as its heap diff (at the trigger
+  // vs before) from the list.
+  const incident = process.env.PROFSCOPE_UI_INCIDENT;
+  if (incident) {
+    await page.goto(base + "/");
+    const listed = page.locator(`section.incidents a[href="/incident/${incident}"]`);
+    check((await listed.count()) === 1, "incident " + incident + " listed");
+    const row = await page.locator("section.incidents").innerText();
+    check(row.includes("heap_growth"), "the incident's trigger listed: " + row);
+    await listed.click();
+    await page.waitForURL(/\/incident\//);
+    await page.waitForSelector("#fg[data-ready]");
+    check((await page.locator("h1").textContent()).includes("heap_growth"), "incident page title");
+    const iframes = await page.locator("#fg svg#frames > g").count();
+    check(iframes > 5, "incident diff frames " + iframes);
+    check((await page.locator("#fg svg #title").textContent()).includes("NEW vs BASE"), "incident: a differential flamegraph");
+    const irows = await page.locator("aside table.toptable tbody tr").count();
+    check(irows > 3, "incident growth rows " + irows);
+    await shot(page, "16-incident");
+    step("incident listed and opened: " + iframes + " frames, " + irows + " growth rows");
+  }
 }
 
 main().then(

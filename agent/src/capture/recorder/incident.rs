@@ -316,13 +316,19 @@ impl Incidents {
     }
 
     /// The before-part's files at once (a panic with `panic = "abort"`).
+    /// The heap at the trigger is still the recorder thread's to take, if
+    /// the process lives on.
     pub(crate) fn before_files(&mut self, id: &str) -> Option<Files> {
         let job = Job {
             id: id.to_string(),
             time: SystemTime::now(),
             after: false,
         };
-        self.complete_step(&job, None, None)
+        let files = self.complete_step(&job, None, None);
+        if let Some(i) = self.list.iter_mut().find(|i| i.info.id == id) {
+            i.heap_at_taken = false;
+        }
+        files
     }
 
     /// Removes the oldest incidents (and their files) past the count or

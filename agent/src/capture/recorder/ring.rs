@@ -31,12 +31,15 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
+    /// What it holds on the heap: the stack list as allocated (its spare
+    /// capacity too) and each stack's frames.
     fn bytes(&self) -> usize {
         std::mem::size_of::<Bucket>()
+            + self.stacks.capacity() * std::mem::size_of::<BucketStack>()
             + self
                 .stacks
                 .iter()
-                .map(|s| std::mem::size_of::<BucketStack>() + s.frames.len() * 8)
+                .map(|s| s.frames.len() * 8)
                 .sum::<usize>()
     }
 
@@ -102,7 +105,8 @@ impl Ring {
         self.bytes
     }
 
-    pub(crate) fn push_cpu(&mut self, bucket: Bucket) {
+    pub(crate) fn push_cpu(&mut self, mut bucket: Bucket) {
+        bucket.stacks.shrink_to_fit();
         self.bytes += bucket.bytes();
         self.cpu.push_back(bucket);
         self.trim();

@@ -65,6 +65,13 @@ pub struct Triggers {
     /// Fire on a panic of the service's threads (the agent chains its hook
     /// before the service's, which still runs).
     pub panic: bool,
+    /// Write a panic incident's before-window on the panicking thread,
+    /// before the hooks return, rather than on the recorder's thread. On by
+    /// default with `panic = "abort"` (the process ends right after the
+    /// hooks); turn it on where a panic ends the process anyway (a service
+    /// whose own hook exits, or whose `main` panics). It holds the
+    /// panicking thread for the symbolization and the write.
+    pub panic_writes_at_once: bool,
     /// Cooldown of manual and panic incidents. Default 10 s.
     pub cooldown: Duration,
 }
@@ -76,6 +83,7 @@ impl Default for Triggers {
             cpu: None,
             latency: None,
             panic: false,
+            panic_writes_at_once: cfg!(panic = "abort"),
             cooldown: Duration::from_secs(10),
         }
     }
@@ -443,10 +451,11 @@ thread_local! {
 /// Chains a panic hook that fires a `panic` incident, then runs the hook
 /// that was there before (the service's own, or std's report). The agent's
 /// own threads (named `profscope-*`) never fire. With `panic = "abort"`
-/// the process ends right after the hooks, so the before-window is frozen
-/// and written at once, on the panicking thread; otherwise the recorder's
-/// thread does the work.
+/// (or [`Triggers::panic_writes_at_once`]) the process ends right after the
+/// hooks, so the before-window is frozen and written at once, on the
+/// panicking thread; otherwise the recorder's thread does the work.
 pub(crate) fn install_panic_hook(recorder: super::Recorder) {
+    let at_once = recorder.shared.config.triggers.panic_writes_at_once;
     let weak = std::sync::Arc::downgrade(&recorder.shared);
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -465,7 +474,7 @@ pub(crate) fn install_panic_hook(recorder: super::Recorder) {
             if let Some(name) = std::thread::current().name() {
                 labels.insert("thread".to_string(), name.to_string());
             }
-            if cfg!(panic = "abort") {
+            if at_once {
                 if let Some(id) = recorder.fire(TriggerKind::Panic, BTreeMap::new(), labels) {
                     recorder.write_now(&id);
                 }
