@@ -429,7 +429,7 @@ async function demo(page) {
   const incident = process.env.PROFSCOPE_UI_INCIDENT;
   if (incident) {
     await page.goto(base + "/");
-    const listed = page.locator(`section.incidents a[href="/incident/${incident}"]`);
+    const listed = page.locator(`section.incidents tr[data-incident="${incident}"] a.open-incident`);
     check((await listed.count()) === 1, "incident " + incident + " listed");
     const row = await page.locator("section.incidents").innerText();
     check(row.includes("heap_growth"), "the incident's trigger listed: " + row);
