@@ -3,8 +3,9 @@
 //! small objects, frees and reallocs, labels by route read by go tool
 //! pprof, every heap path Go-readable, bad input 400, no re-entry into
 //! the allocator under an allocation storm with CPU captures, thread
-//! churn and a fork; and the flight recorder's ring within its cap as the
-//! heap profile measures it.
+//! churn and a fork; the flight recorder's ring within its cap as the
+//! heap profile measures it; and std's stack-overflow report still made
+//! under the wrapper's early start.
 
 mod common;
 
@@ -574,4 +575,49 @@ fn mimalloc_system_and_jemalloc_agree() {
             readings[2]
         );
     }
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)] // The stack overflow is the point.
+fn overflow(depth: u64) -> u64 {
+    let buffer = std::hint::black_box([depth; 64]);
+    overflow(depth + 1) + buffer[3]
+}
+
+/// `sampled_alloc!` starts the wrapper from `.init_array`, before std's
+/// runtime set-up, which installs its stack-overflow reporter only if
+/// SIGSEGV still has the default action: the wrapper's fault guard must
+/// come after it and chain to it, so a service that overflows a stack
+/// still says so (in a child process: the overflow ends it).
+#[test]
+fn a_stack_overflow_is_still_reported_under_the_wrapper() {
+    const CHILD: &str = "PROFSCOPE_TEST_OVERFLOW_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        // Past the helper's wait for std's handler (at most 200 ms): the
+        // guard is installed by now.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = std::thread::Builder::new()
+            .name("deep-recursion".into())
+            .stack_size(256 << 10)
+            .spawn(|| std::hint::black_box(overflow(0)))
+            .unwrap()
+            .join();
+        std::process::exit(0);
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_stack_overflow_is_still_reported_under_the_wrapper",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        stderr.contains("thread 'deep-recursion'") && stderr.contains("has overflowed its stack"),
+        "std's report: {stderr}"
+    );
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
 }
