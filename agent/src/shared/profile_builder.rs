@@ -135,19 +135,36 @@ impl<'a> ProfileBuilder<'a> {
         values: Vec<i64>,
         labels: &[(&str, &str)],
     ) {
-        let label = labels
+        let label = self.labels(labels);
+        self.add_labelled_sample_at(location_id, values, label);
+    }
+
+    /// Like [`add_sample_at`](Self::add_sample_at), with labels already
+    /// made by [`labels`](Self::labels) (for producers that meet the same
+    /// label set on many samples).
+    pub(crate) fn add_labelled_sample_at(
+        &mut self,
+        location_id: Vec<u64>,
+        values: Vec<i64>,
+        label: Vec<Label>,
+    ) {
+        self.profile.sample.push(Sample {
+            location_id,
+            value: values,
+            label,
+        });
+    }
+
+    /// String labels over this profile's string table.
+    pub(crate) fn labels(&mut self, pairs: &[(&str, &str)]) -> Vec<Label> {
+        pairs
             .iter()
             .map(|(k, v)| Label {
                 key: self.string(k),
                 str: self.string(v),
                 ..Default::default()
             })
-            .collect();
-        self.profile.sample.push(Sample {
-            location_id,
-            value: values,
-            label,
-        });
+            .collect()
     }
 
     /// Adds a sample whose stack is already a list of function names, leaf

@@ -240,28 +240,30 @@ impl HeapSnapshot {
             })
             .collect();
         order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        let mut index: HashMap<u64, u32> = HashMap::default();
+        let mut index: HashMap<u64, u32> =
+            HashMap::with_capacity_and_hasher(4096, Default::default());
         let mut addrs: Vec<u64> = Vec::new();
         let labelled = self.labelled;
-        let stacks: Vec<(Vec<u32>, u32, &Values)> = order
+        // Every stack's address indices in one buffer, each stack a range
+        // of it: one allocation, not one per stack.
+        let mut all_ids: Vec<u32> = Vec::with_capacity(order.iter().map(|o| o.1.len()).sum());
+        let stacks: Vec<(std::ops::Range<usize>, u32, &Values)> = order
             .into_iter()
             .map(|(_, addresses, values)| {
                 let (labels, addresses) = match addresses.split_first() {
                     Some((first, rest)) if labelled => (*first as u32, rest),
                     _ => (0, addresses.as_slice()),
                 };
-                let ids = addresses
-                    .iter()
-                    .map(|&a| {
-                        // Dumped addresses are return addresses: look up the call.
-                        let lookup = a.saturating_sub(1);
-                        *index.entry(lookup).or_insert_with(|| {
-                            addrs.push(lookup);
-                            addrs.len() as u32 - 1
-                        })
+                let start = all_ids.len();
+                all_ids.extend(addresses.iter().map(|&a| {
+                    // Dumped addresses are return addresses: look up the call.
+                    let lookup = a.saturating_sub(1);
+                    *index.entry(lookup).or_insert_with(|| {
+                        addrs.push(lookup);
+                        addrs.len() as u32 - 1
                     })
-                    .collect();
-                (ids, labels, values)
+                }));
+                (start..all_ids.len(), labels, values)
             })
             .collect();
         symbolizer.resolve_all(addrs.iter().copied());
@@ -271,7 +273,9 @@ impl HeapSnapshot {
             .collect();
         // Location per address index, made on first use (0: not yet).
         let mut locations: Vec<u64> = vec![0; addrs.len()];
-        for (ids, labels, values) in stacks {
+        let mut label_sets: HashMap<u32, Vec<profscope_profile::Label>> = HashMap::default();
+        for (range, labels, values) in stacks {
+            let ids = &all_ids[range];
             let per_address = ids.iter().map(|&id| classes[id as usize].as_slice());
             let (skip, dropped) = trim_allocator_frames(per_address, ids.len());
             if skip >= ids.len() {
@@ -293,13 +297,20 @@ impl HeapSnapshot {
                     *slot
                 })
                 .collect();
-            let pairs = crate::capture::labels::pairs_of(labels);
-            let pairs: Vec<(&str, &str)> = pairs
-                .iter()
-                .flat_map(|p| p.iter())
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            builder.add_sample_at(location_ids, values.to_vec(), &pairs);
+            // A label set's labels are made once, however many stacks carry it.
+            let label = label_sets
+                .entry(labels)
+                .or_insert_with(|| {
+                    let pairs = crate::capture::labels::pairs_of(labels);
+                    let pairs: Vec<(&str, &str)> = pairs
+                        .iter()
+                        .flat_map(|p| p.iter())
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    builder.labels(&pairs)
+                })
+                .clone();
+            builder.add_labelled_sample_at(location_ids, values.to_vec(), label);
         }
         builder.build()
     }

@@ -410,18 +410,6 @@ pub(crate) fn snapshot() -> HeapSnapshot {
         },
     );
     let mut stacks: Vec<DumpStack> = Vec::with_capacity(collector.freed.len() + live.len());
-    for (k, &(objects, bytes)) in &live {
-        let (fo, fb) = collector.freed.get(k).copied().unwrap_or((0, 0));
-        stacks.push(DumpStack {
-            addresses: k.clone(),
-            counts: Counts {
-                inuse_objects: objects,
-                inuse_bytes: bytes,
-                alloc_objects: objects + fo,
-                alloc_bytes: bytes + fb,
-            },
-        });
-    }
     for (k, &(fo, fb)) in &collector.freed {
         if !live.contains_key(k) {
             stacks.push(DumpStack {
@@ -433,6 +421,19 @@ pub(crate) fn snapshot() -> HeapSnapshot {
                 },
             });
         }
+    }
+    // The live stacks' keys move: this map is this request's own.
+    for (k, (objects, bytes)) in live {
+        let (fo, fb) = collector.freed.get(&k).copied().unwrap_or((0, 0));
+        stacks.push(DumpStack {
+            addresses: k,
+            counts: Counts {
+                inuse_objects: objects,
+                inuse_bytes: bytes,
+                alloc_objects: objects + fo,
+                alloc_bytes: bytes + fb,
+            },
+        });
     }
     drop(guard);
     let dump = HeapDump {
