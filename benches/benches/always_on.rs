@@ -6,7 +6,8 @@
 //!   latency of a 60 s read of the recent past (`recent_cpu` + symbolize +
 //!   encode), target < 100 ms;
 //! - the watchdog's monitor thread CPU at the default 100 ms threshold,
-//!   target < 0.01 % of a core.
+//!   target < 0.01 % of a core, beside a thread that only sleeps for the
+//!   monitor's tick (the machine's floor for a thread that wakes that often).
 //!
 //! ```text
 //! cargo bench -p profscope-benches --bench always_on
@@ -88,8 +89,8 @@ fn main() {
     println!("poll stamp (enter + exit): median {m:.2} ns a poll (runs {lo:.2}..{hi:.2})");
 
     println!("recorder and watchdog: {runs} runs of {secs} s, 2 threads busy");
-    let (mut shares, mut monitor_shares, mut bytes, mut reads) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut shares, mut monitor_shares, mut bare_shares, mut bytes, mut reads) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         let agent = Agent::builder()
             .recorder(RecorderConfig::default())
@@ -97,24 +98,41 @@ fn main() {
             .build()
             .expect("agent");
         let stop = Arc::new(AtomicBool::new(false));
-        let workers: Vec<_> = (0..2)
+        let mut workers: Vec<_> = (0..2)
             .map(|_| {
                 let stop = stop.clone();
                 std::thread::spawn(move || busy(&stop))
             })
             .collect();
+        // The floor under the monitor: a thread that only sleeps for the
+        // monitor's tick (threshold/4) in a loop, measured the same way.
+        let tick = WatchdogConfig::default().threshold / 4;
+        workers.push({
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("bare-sleeper".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                    }
+                    0
+                })
+                .unwrap()
+        });
         let (_, before) = profscope_agent::probes::handler_cost_histogram();
         let cpu0 = profscope_test_support::process_cpu_time();
-        let (rec0, mon0, agg0) = (
+        let (rec0, mon0, agg0, bare0) = (
             thread_cpu("profscope-recorder"),
             thread_cpu("profscope-watchdog"),
             thread_cpu("profscope-sampler"),
+            thread_cpu("bare-sleeper"),
         );
         std::thread::sleep(Duration::from_secs(secs));
-        let (rec1, mon1, agg1) = (
+        let (rec1, mon1, agg1, bare1) = (
             thread_cpu("profscope-recorder"),
             thread_cpu("profscope-watchdog"),
             thread_cpu("profscope-sampler"),
+            thread_cpu("bare-sleeper"),
         );
         let cpu = (profscope_test_support::process_cpu_time() - cpu0).as_secs_f64();
         let (width, after) = profscope_agent::probes::handler_cost_histogram();
@@ -127,6 +145,7 @@ fn main() {
         let recorder = cpu_between(&rec0, &rec1) + handler_ns / 1e9;
         let share = recorder / cpu * 100.0;
         let monitor = cpu_between(&mon0, &mon1) / secs as f64 * 100.0;
+        let bare = cpu_between(&bare0, &bare1) / secs as f64 * 100.0;
         // The stream's aggregator, which both keep running (drains, thread
         // scans, the mapping snapshot kept fresh).
         let aggregator = cpu_between(&agg0, &agg1) / secs as f64 * 100.0;
@@ -145,7 +164,8 @@ fn main() {
         let status = r.status();
         println!(
             "run {run}: recorder {recorder:.4} s of {cpu:.2} s service CPU ({share:.4} %); \
-             watchdog monitor {monitor:.5} % of a core; stream aggregator {aggregator:.4} % of a \
+             watchdog monitor {monitor:.5} % of a core (a bare sleeper at its tick \
+             {bare:.5} %); stream aggregator {aggregator:.4} % of a \
              core; ring {} bytes over {} s; \
              recent_cpu(60 s) read + symbolize + encode {read_ms:.1} ms warm, {cold_ms:.1} ms \
              cold ({encoded} bytes)",
@@ -157,6 +177,7 @@ fn main() {
         }
         shares.push(share);
         monitor_shares.push(monitor);
+        bare_shares.push(bare);
         bytes.push(status.ring_bytes as f64);
         reads.push(read_ms);
     }
@@ -202,6 +223,10 @@ fn main() {
     println!("recorder CPU: median {m:.4} % of service CPU (runs {lo:.4}..{hi:.4})");
     let (m, lo, hi) = median_spread(&monitor_shares);
     println!("watchdog monitor CPU: median {m:.5} % of a core (runs {lo:.5}..{hi:.5})");
+    let (m, lo, hi) = median_spread(&bare_shares);
+    println!(
+        "a thread that only sleeps the monitor's tick: median {m:.5} % of a core (runs {lo:.5}..{hi:.5})"
+    );
     let (m, lo, hi) = median_spread(&bytes);
     println!("recorder ring: median {m:.0} bytes after {secs} s (runs {lo:.0}..{hi:.0})");
     let (m, lo, hi) = median_spread(&reads);
