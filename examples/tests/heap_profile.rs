@@ -118,6 +118,59 @@ fn inuse_space_is_exact_for_large_and_small_objects() {
     drop((big, small));
 }
 
+/// jemalloc's dumps carry no labels: the agent's own allocations (here the
+/// symbolizer's indexes, which the first request builds) are labelled
+/// `profscope=agent` from their stacks; the service's are not.
+#[test]
+fn the_agents_own_allocations_are_labelled_from_their_stacks() {
+    let mut big = Vec::with_capacity(64);
+    retain_mib_blocks(&mut big);
+    let (_rt, running) = in_process_agent();
+    let url = format!("http://{}/debug/pprof/heap", running.local_addr());
+    assert_eq!(get(&url).status, 200);
+    let profile = decode(&get(&url).body);
+    let names = |s: &profscope_profile::Sample| -> Vec<String> {
+        s.location_id
+            .iter()
+            .filter_map(|id| profile.location.iter().find(|l| l.id == *id))
+            .flat_map(|l| &l.line)
+            .filter_map(|line| profile.function.iter().find(|f| f.id == line.function_id))
+            .map(|f| profile.string_at(f.name).to_string())
+            .collect()
+    };
+    let (mut symbolizer_labelled, mut symbolizer_not, mut service) = (0i64, 0i64, 0i64);
+    for s in &profile.sample {
+        let agents = s.label.iter().any(|l| {
+            profile.string_at(l.key) == "profscope" && profile.string_at(l.str) == "agent"
+        });
+        let names = names(s);
+        if names.iter().any(|n| n.ends_with("retain_mib_blocks")) {
+            assert!(
+                !agents,
+                "the service's memory is not the agent's: {names:?}"
+            );
+            service += s.value[3];
+        } else if names
+            .iter()
+            .any(|n| n.contains("profscope_agent::shared::symbols"))
+        {
+            if agents {
+                symbolizer_labelled += s.value[3];
+            } else {
+                symbolizer_not += s.value[3];
+                eprintln!("unlabelled: {names:?}");
+            }
+        }
+    }
+    eprintln!(
+        "symbolizer in use: {symbolizer_labelled} bytes labelled profscope=agent, {symbolizer_not} not; service {service} bytes"
+    );
+    assert!(symbolizer_labelled > 0, "the symbolizer's indexes are seen");
+    assert_eq!(symbolizer_not, 0, "every symbolizer stack is the agent's");
+    assert!(service > 32 * MIB, "{service}");
+    drop(big);
+}
+
 #[test]
 fn allocs_defaults_to_alloc_space() {
     let (_rt, running) = in_process_agent();

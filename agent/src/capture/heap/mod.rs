@@ -271,6 +271,21 @@ impl HeapSnapshot {
             .iter()
             .map(|&addr| classify(&symbolizer.resolve(addr)))
             .collect();
+        // jemalloc's dumps carry no labels: the agent's own allocations are
+        // told by their stacks instead (see `AgentFrame`).
+        let owners: Vec<AgentFrame> = if labelled {
+            Vec::new()
+        } else {
+            addrs
+                .iter()
+                .map(|&addr| AgentFrame::of(&symbolizer.resolve(addr)))
+                .collect()
+        };
+        let agent_label = if owners.contains(&AgentFrame::Own) {
+            builder.labels(&[crate::capture::labels::AGENT_PAIR])
+        } else {
+            Vec::new()
+        };
         // Location per address index, made on first use (0: not yet).
         let mut locations: Vec<u64> = vec![0; addrs.len()];
         let mut label_sets: HashMap<u32, Vec<profscope_profile::Label>> = HashMap::default();
@@ -297,6 +312,16 @@ impl HeapSnapshot {
                     *slot
                 })
                 .collect();
+            let agents = !labelled
+                && ids[skip..]
+                    .iter()
+                    .map(|&id| owners[id as usize])
+                    .find(|o| *o != AgentFrame::None)
+                    == Some(AgentFrame::Own);
+            if agents {
+                builder.add_labelled_sample_at(location_ids, values.to_vec(), agent_label.clone());
+                continue;
+            }
             // A label set's labels are made once, however many stacks carry it.
             let label = label_sets
                 .entry(labels)
@@ -313,6 +338,47 @@ impl HeapSnapshot {
             builder.add_labelled_sample_at(location_ids, values.to_vec(), label);
         }
         builder.build()
+    }
+}
+
+/// Whose code a frame is, for telling the agent's own allocations on
+/// jemalloc's path (whose dumps carry no labels): the agent frame nearest
+/// the allocation decides. The agent's wrappers of the service's code (a
+/// labelled future or closure, the route-metrics service, a task group's
+/// instrument) leave it to the service; any other agent frame makes it the
+/// agent's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentFrame {
+    /// Not the agent's code.
+    None,
+    /// The agent wrapping the service's code.
+    Wrapper,
+    /// The agent's own work.
+    Own,
+}
+
+impl AgentFrame {
+    /// The innermost agent frame of an address's symbolization decides.
+    fn of(frames: &[crate::shared::symbols::Frame]) -> AgentFrame {
+        for f in frames {
+            let name = f.function.trim_start_matches('<');
+            if !name.starts_with("profscope_agent::") {
+                continue;
+            }
+            const WRAPPERS: [&str; 4] = [
+                "::Scoped<",
+                "::RouteMetrics<",
+                "::TaskGroup::instrument",
+                "::labels::with",
+            ];
+            let wrapper = WRAPPERS.iter().any(|w| name.contains(w));
+            return if wrapper {
+                AgentFrame::Wrapper
+            } else {
+                AgentFrame::Own
+            };
+        }
+        AgentFrame::None
     }
 }
 
@@ -640,6 +706,55 @@ fn dump_and_parse(path: &std::path::Path) -> Result<HeapDump, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_innermost_agent_frame_tells_the_agents_work_from_its_wrappers() {
+        let frames = |names: &[&str]| -> Vec<crate::shared::symbols::Frame> {
+            names
+                .iter()
+                .map(|n| crate::shared::symbols::Frame {
+                    function: (*n).into(),
+                    linkage: None,
+                    file: None,
+                    line: 0,
+                })
+                .collect()
+        };
+        let of = |names: &[&str]| AgentFrame::of(&frames(names));
+        assert_eq!(
+            of(&[
+                "gimli::read::unit::parse",
+                "profscope_agent::shared::symbols::dwarf::walk"
+            ]),
+            AgentFrame::Own
+        );
+        assert_eq!(
+            of(&[
+                "checkout::price",
+                "<profscope_agent::capture::labels::Scoped<F> as core::future::future::Future>::poll",
+                "profscope_agent::delivery::http::serve",
+            ]),
+            AgentFrame::Wrapper,
+            "the agent frame nearest the allocation decides: the service's code under a wrapper"
+        );
+        assert_eq!(
+            of(&[
+                "<profscope_agent::capture::labels::Scoped<F> as core::future::future::Future>::poll"
+            ]),
+            AgentFrame::Wrapper
+        );
+        assert_eq!(
+            of(&[
+                "<profscope_agent::capture::runtime::RouteMetrics<S> as tower_service::Service<R>>::call"
+            ]),
+            AgentFrame::Wrapper
+        );
+        assert_eq!(
+            of(&["profscope_agent::capture::labels::with"]),
+            AgentFrame::Wrapper
+        );
+        assert_eq!(of(&["tokio::runtime::task::raw::poll"]), AgentFrame::None);
+    }
 
     #[test]
     fn alloc_delta_subtracts_allocations_only() {

@@ -268,11 +268,14 @@ impl Drop for Enter {
     }
 }
 
+/// The label of the agent's own work, which the viewer hides by default.
+pub(crate) const AGENT_PAIR: (&str, &str) = ("profscope", "agent");
+
 /// The label set of the agent's own work (`profscope=agent`): its threads
 /// enter it, so their allocations carry it and the viewer can hide them.
 pub(crate) fn agent_set() -> u32 {
     static SET: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| LabelSet::new([("profscope", "agent")]).id)
+    *SET.get_or_init(|| LabelSet::new([AGENT_PAIR]).id)
 }
 
 /// Enters [`agent_set`] on this thread until the guard drops.

@@ -377,7 +377,8 @@ cfg_own_sampler! {
     }
 }
 cfg_not_own_sampler! {
-    type Directed = ();
+    /// Never made: [`directed`] refuses without the own sampler.
+    struct Directed;
 
     fn directed() -> Result<Directed, String> {
         Err("the watchdog needs the agent's own CPU sampler (Linux x86_64, without the \
