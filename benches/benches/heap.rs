@@ -23,7 +23,7 @@ use profscope_agent::Agent;
 use profscope_agent::heap::{HeapProfiler, HeapSnapshot};
 use profscope_agent::symbols::Symbolizer;
 use profscope_benches::{
-    SERVE_ENV, ab_pairs, env_or, median_spread, run_load, serve_child, spawn_self,
+    SERVE_ENV, ab_pairs, alloc_route, env_or, median_spread, run_load, serve_child, spawn_self,
 };
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 
@@ -124,14 +124,6 @@ fn accuracy_child() {
 }
 
 // ---- overhead -------------------------------------------------------------
-
-/// The allocation-heavy route: 200 short strings and a 16 KiB buffer per
-/// request, all freed before answering.
-async fn alloc_route() -> String {
-    let words: Vec<String> = (0..200).map(|i| format!("item-{i}")).collect();
-    let buf = vec![7u8; 16 << 10];
-    format!("{} {}\n", words.len(), black_box(buf).len())
-}
 
 fn alloc_service() {
     serve_child(|| {

@@ -7,7 +7,12 @@
 //! 2. sampled — one sampled allocation (+ its free) from a 20-frame stack
 //!    (period 1 byte: every allocation sampled), median ns;
 //! 3. endpoint — `/debug/pprof/heap` with ~10k distinct sampled stacks,
-//!    cold and warm p50/p90.
+//!    cold and warm p50/p90;
+//! 4. route — the allocation-heavy route of the jemalloc bench (`heap`),
+//!    served by child processes of this binary: the wrapper sampling at
+//!    512 KiB (B) vs the wrapper never sampling (A, period 2^62: the
+//!    countdown only), alternating A/B pairs; with the pairs figure above,
+//!    the whole cost of the wrapper.
 //!
 //! ```text
 //! cargo bench -p profscope-benches --bench sampled_alloc
@@ -19,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use mimalloc::MiMalloc;
 use profscope_agent::heap::{SampledAlloc, set_sample_period};
-use profscope_benches::{env_or, median_spread};
+use profscope_benches::{
+    SERVE_ENV, ab_pairs, alloc_route, env_or, median_spread, run_load, serve_child, spawn_self,
+};
 
 profscope_agent::sampled_alloc!(System);
 
@@ -27,6 +34,9 @@ static WRAPPED_SYSTEM: SampledAlloc<System> = SampledAlloc::new(System);
 static WRAPPED_MIMALLOC: SampledAlloc<MiMalloc> = SampledAlloc::new(MiMalloc);
 
 fn main() {
+    if std::env::var(SERVE_ENV).as_deref() == Ok("alloc-service") {
+        alloc_service();
+    }
     let rounds: usize = env_or("PROFSCOPE_BENCH_ROUNDS", 9);
     let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS_PER_ROUND", 2_000_000);
     println!(
@@ -47,6 +57,41 @@ fn main() {
     sampled_cost();
     println!("\n== endpoint: /debug/pprof/heap at ~10k distinct sampled stacks");
     endpoint();
+    route();
+}
+
+/// The allocation-heavy route with the wrapper never sampling (A) and
+/// sampling at 512 KiB (B).
+fn route() {
+    let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS", 9);
+    let secs: f64 = env_or("PROFSCOPE_BENCH_SECS", 3.0);
+    println!("\n== route: /alloc, {pairs} A/B pairs of {secs} s, 8 connections");
+    let never = (1u64 << 62).to_string();
+    let off = spawn_self("alloc-service", &[("PROFSCOPE_BENCH_PERIOD", &never)]);
+    let on = spawn_self("alloc-service", &[]);
+    let _ = run_load(&off, "/alloc", 8, 1.0);
+    let _ = run_load(&on, "/alloc", 8, 1.0);
+    let outcome = ab_pairs(
+        "/alloc, SampledAlloc<System> never sampling (A) vs at 512 KiB (B)",
+        pairs,
+        |sampling| run_load(if sampling { &on } else { &off }, "/alloc", 8, secs),
+    );
+    outcome.print();
+}
+
+/// Child: the route and the agent's endpoints, at the period asked for.
+fn alloc_service() -> ! {
+    set_sample_period(env_or(
+        "PROFSCOPE_BENCH_PERIOD",
+        profscope_agent::heap::DEFAULT_PERIOD,
+    ));
+    serve_child(|| {
+        let agent = profscope_agent::Agent::builder().build().expect("agent");
+        axum::Router::new()
+            .route("/alloc", axum::routing::get(alloc_route))
+            .merge(agent.router())
+    });
+    unreachable!("serve_child never returns")
 }
 
 /// ns per alloc+free pair of `alloc` on `threads` threads.

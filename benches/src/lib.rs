@@ -266,3 +266,11 @@ pub fn median_spread(xs: &[f64]) -> (f64, f64, f64) {
     };
     (median, v[0], v[v.len() - 1])
 }
+
+/// The allocation-heavy route both heap benches load: 200 short strings
+/// and a 16 KiB buffer per request, all freed before answering.
+pub async fn alloc_route() -> String {
+    let words: Vec<String> = (0..200).map(|i| format!("item-{i}")).collect();
+    let buf = vec![7u8; 16 << 10];
+    format!("{} {}\n", words.len(), std::hint::black_box(buf).len())
+}
