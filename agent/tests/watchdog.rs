@@ -462,3 +462,52 @@ fn a_stall_fires_a_blocked_poll_incident_naming_its_culprit() {
     assert!(culprit.contains("sleep"), "{culprit}");
     assert!(incident.figures["seconds"] >= 0.2, "{incident:?}");
 }
+
+/// Context switches of this process's watchdog threads (comm
+/// `profscope-watch`: the monitor and its reporter, which waits on a
+/// channel and wakes only to report).
+fn watchdog_wakes() -> u64 {
+    let mut wakes = 0;
+    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("profscope-watch") {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        wakes += status
+            .lines()
+            .filter(|l| l.contains("voluntary_ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    wakes
+}
+
+#[test]
+fn an_idle_monitor_dozes_and_the_next_stall_is_still_caught() {
+    let _turn = turn();
+    let rig = rig(WatchdogConfig::default());
+    // No poll for 8 ticks (200 ms): the monitor dozes. The wait also lets
+    // the monitors of earlier tests' agents notice they are gone.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = watchdog_wakes();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = watchdog_wakes() - before;
+    eprintln!("watchdog threads woke {idle} times in 2 idle seconds (80 without dozing)");
+    assert!(idle <= 8, "{idle} wake-ups while idle");
+    // The first poll wakes it; the stall is caught as if it never dozed.
+    let asked = Instant::now();
+    let stalls = stalls_after(&rig, || {
+        assert_eq!(get(&format!("{}/sleep", rig.base)).0, 200)
+    });
+    assert_eq!(stalls.len(), 1, "{stalls:?}");
+    let ms = stalls[0].duration.as_secs_f64() * 1000.0;
+    assert!((240.0..=360.0).contains(&ms), "{ms} ms");
+    let first = stalls[0].first_sample.expect("sampled while it blocked");
+    let seen_after = first.duration_since(asked);
+    eprintln!("first directed sample {seen_after:?} after the request");
+    assert!(
+        seen_after <= Duration::from_millis(100 + 25 + 30),
+        "within threshold + threshold/4 (+ the request's way in): {seen_after:?}"
+    );
+}

@@ -6,8 +6,11 @@
 //!   latency of a 60 s read of the recent past (`recent_cpu` + symbolize +
 //!   encode), target < 100 ms;
 //! - the watchdog's monitor thread CPU at the default 100 ms threshold,
-//!   target < 0.01 % of a core, beside a thread that only sleeps for the
-//!   monitor's tick (the machine's floor for a thread that wakes that often).
+//!   target < 0.01 % of a core: with no polls (it dozes) and with a poll
+//!   every millisecond (it wakes every tick), each beside a thread that
+//!   only sleeps for the monitor's tick (the machine's floor for a thread
+//!   that wakes that often);
+//! - trigger to incident listed (heap growth), target < 1 s.
 //!
 //! ```text
 //! cargo bench -p profscope-benches --bench always_on
@@ -221,14 +224,31 @@ fn main() {
 
     trigger_to_listed(runs);
 
+    // The monitor while polls come and go (one every millisecond, so it
+    // never dozes), against the bare sleeper in the same windows.
+    let (mut polling, mut polling_bare) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (m, b) = monitor_while_polling(secs);
+        polling.push(m);
+        polling_bare.push(b);
+    }
+
     let (m, lo, hi) = median_spread(&shares);
     println!("recorder CPU: median {m:.4} % of service CPU (runs {lo:.4}..{hi:.4})");
     let (m, lo, hi) = median_spread(&monitor_shares);
-    println!("watchdog monitor CPU: median {m:.5} % of a core (runs {lo:.5}..{hi:.5})");
+    println!(
+        "watchdog monitor CPU, no polls (it dozes): median {m:.5} % of a core (runs {lo:.5}..{hi:.5})"
+    );
     let (m, lo, hi) = median_spread(&bare_shares);
     println!(
         "a thread that only sleeps the monitor's tick: median {m:.5} % of a core (runs {lo:.5}..{hi:.5})"
     );
+    let (m, lo, hi) = median_spread(&polling);
+    println!(
+        "watchdog monitor CPU while polls come and go: median {m:.5} % of a core (runs {lo:.5}..{hi:.5})"
+    );
+    let (m, lo, hi) = median_spread(&polling_bare);
+    println!("  the bare sleeper beside it: median {m:.5} % of a core (runs {lo:.5}..{hi:.5})");
     let (m, lo, hi) = median_spread(&bytes);
     println!("recorder ring: median {m:.0} bytes after {secs} s (runs {lo:.0}..{hi:.0})");
     let (m, lo, hi) = median_spread(&reads);
@@ -276,4 +296,45 @@ fn trigger_to_listed(runs: usize) {
         latencies.len(),
         runs * 2
     );
+}
+
+/// The watchdog's monitor CPU (% of a core) while a thread stamps a short
+/// poll every millisecond, and a bare sleeper's at the monitor's tick.
+fn monitor_while_polling(secs: u64) -> (f64, f64) {
+    let agent = Agent::builder()
+        .watchdog(WatchdogConfig::default())
+        .build()
+        .expect("agent");
+    let tick = agent.watchdog().unwrap().config().threshold / 4;
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = [("poller", Duration::from_millis(1)), ("bare-sleeper", tick)]
+        .into_iter()
+        .map(|(name, every)| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if name == "poller" {
+                            profscope_agent::probes::poll_stamps(1);
+                        }
+                        std::thread::sleep(every);
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (mon0, bare0) = (thread_cpu("profscope-watchdog"), thread_cpu("bare-sleeper"));
+    std::thread::sleep(Duration::from_secs(secs));
+    let (mon1, bare1) = (thread_cpu("profscope-watchdog"), thread_cpu("bare-sleeper"));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(agent);
+    (
+        cpu_between(&mon0, &mon1) / secs as f64 * 100.0,
+        cpu_between(&bare0, &bare1) / secs as f64 * 100.0,
+    )
 }

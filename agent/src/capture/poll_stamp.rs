@@ -8,9 +8,15 @@
 //! and the agent's own wrappers (the route layer, `labels::scope`,
 //! `task_group`), which sit at the outermost future of what they wrap.
 //! Polls nest (a hook's poll holds a route's): only the outermost counts.
+//!
+//! When no poll has started for a while the monitor dozes instead of
+//! waking every tick ([`doze`]); the next poll start wakes it. The poll's
+//! side of that is one relaxed load of a read-mostly flag, and a futex
+//! wake only on the first poll after a doze.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Threads that can be watched at once.
 pub(crate) const MAX_POLLERS: usize = 512;
@@ -105,7 +111,107 @@ pub(crate) fn enter() {
         }
         let seq = SLOTS[i].seq.load(Ordering::Relaxed);
         SLOTS[i].seq.store(seq | 1, Ordering::Release);
+        // The store above, then the flag: the monitor's side is a store of
+        // the flag, a process-wide barrier, then a read of the stamps
+        // (see `doze`), so one of the two sides sees the other.
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if DOZING.load(Ordering::Relaxed) != 0 {
+            wake_monitor();
+        }
     });
+}
+
+/// 1 while a monitor may be dozing: the next poll start clears it and
+/// wakes every dozing monitor (a process may run several agents). Only a
+/// poll clears it; a monitor whose doze timed out leaves it set.
+static DOZING: AtomicU32 = AtomicU32::new(0);
+
+#[cold]
+#[inline(never)]
+fn wake_monitor() {
+    if DOZING.swap(0, Ordering::AcqRel) != 0 {
+        // SAFETY: a private futex wake on a static word; no memory is
+        // passed but the word's address.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                DOZING.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                i32::MAX,
+            )
+        };
+    }
+}
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+/// Whether the monitor can doze: the process-wide barrier `doze` needs
+/// (`membarrier`, Linux 4.14) is there. Registers for it once.
+pub(crate) fn can_doze() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        // SAFETY: membarrier takes no memory; a failure (old kernel, a
+        // seccomp filter) only means no dozing.
+        unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+            ) == 0
+        }
+    })
+}
+
+/// Whether a watched thread is inside a poll now.
+fn any_in_poll() -> bool {
+    SLOTS
+        .iter()
+        .take(high_water())
+        .any(|s| s.tid.load(Ordering::Acquire) != 0 && s.seq.load(Ordering::Acquire) & 1 == 1)
+}
+
+/// Sleeps until a poll starts, at most `limit` (the monitor's doze, once
+/// no poll has started for a while; only after [`can_doze`]). Returns at
+/// once if a poll is running. The flag goes up first, then a barrier on
+/// every thread of the process (`membarrier`): a poll that stamped before
+/// it is seen by the check below, one that stamps after it sees the flag
+/// and wakes the monitor, so no poll start is missed while it dozes.
+/// `false` when the barrier failed (no doze; the caller stops dozing).
+pub(crate) fn doze(limit: Duration) -> bool {
+    DOZING.store(1, Ordering::SeqCst);
+    // SAFETY: membarrier takes no memory; registered in `can_doze`.
+    let fenced =
+        unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0 };
+    if !fenced {
+        return false;
+    }
+    if !any_in_poll() {
+        let timeout = libc::timespec {
+            tv_sec: limit.as_secs() as libc::time_t,
+            tv_nsec: limit.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: a private futex wait on a static word while it is 1,
+        // with a valid timeout; a wake, a timeout or EINTR all return.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                DOZING.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                1,
+                &timeout as *const libc::timespec,
+            )
+        };
+    }
+    true
+}
+
+/// The stamps' sequence numbers, summed: it changes whenever a poll
+/// starts or ends (the monitor's test for "no poll since").
+pub(crate) fn activity() -> u64 {
+    SLOTS.iter().take(high_water()).fold(0u64, |sum, s| {
+        sum.wrapping_add(s.seq.load(Ordering::Acquire))
+    })
 }
 
 /// Marks the end of a poll.

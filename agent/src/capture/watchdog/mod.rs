@@ -1,6 +1,7 @@
 //! The blocking watchdog: names the poll that blocks a runtime worker while
 //! it blocks. A plain OS thread (`profscope-watchdog`, never a tokio task)
-//! wakes every threshold/4 and reads the poll stamps (`poll_stamp.rs`); a thread
+//! wakes every threshold/4 (dozing while no poll starts, see `poll_stamp::doze`)
+//! and reads the poll stamps (`poll_stamp.rs`); a thread
 //! still inside the same poll past the threshold gets directed samples (a
 //! signal to that one thread, through the sample stream's directed
 //! consumer), one per wake while the poll lasts, each weighted by the wall
@@ -23,7 +24,7 @@ cfg_tokio_unstable! {
 }
 
 use crate::Error;
-use crate::capture::poll_stamp::{MAX_POLLERS, SLOTS, high_water as stamp_high_water};
+use crate::capture::poll_stamp::{self, MAX_POLLERS, SLOTS, high_water as stamp_high_water};
 use crate::capture::recorder::{Recorder, TriggerKind};
 
 /// The watchdog's settings.
@@ -407,7 +408,24 @@ fn monitor(shared: &std::sync::Weak<Shared>) {
     drop(s);
     let tick = config.threshold / 4;
     let mut watches: Vec<Option<Watch>> = (0..MAX_POLLERS).map(|_| None).collect();
+    let mut can_doze = poll_stamp::can_doze();
+    let (mut idle_ticks, mut last_activity) = (0u32, poll_stamp::activity());
+    let mut dozing = false;
     loop {
+        if dozing {
+            if shared.strong_count() == 0 {
+                return;
+            }
+            if !poll_stamp::doze(DOZE_AT_MOST) {
+                can_doze = false;
+            }
+            let activity = poll_stamp::activity();
+            if can_doze && activity == last_activity {
+                // Timed out with no poll: doze on.
+                continue;
+            }
+            (idle_ticks, last_activity) = (0, activity);
+        }
         std::thread::sleep(tick);
         let Some(shared) = shared.upgrade() else {
             return;
@@ -542,8 +560,23 @@ fn monitor(shared: &std::sync::Weak<Shared>) {
                 report(&shared, reported, now, false);
             }
         }
+        // No poll started or ended for DOZE_AFTER ticks and none watched:
+        // doze until the next poll starts rather than wake every tick.
+        let activity = poll_stamp::activity();
+        if activity == last_activity && watches.iter().all(Option::is_none) {
+            idle_ticks += 1;
+        } else {
+            idle_ticks = 0;
+            last_activity = activity;
+        }
+        dozing = can_doze && idle_ticks >= DOZE_AFTER;
     }
 }
+
+/// Idle ticks before the monitor dozes (200 ms at the default threshold).
+const DOZE_AFTER: u32 = 8;
+/// The longest doze: how soon the monitor notices the agent is gone.
+const DOZE_AT_MOST: Duration = Duration::from_secs(1);
 
 /// Puts a stall's samples into the block profile; a stall that ended is
 /// also counted (metrics, incident).
