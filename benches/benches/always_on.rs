@@ -10,7 +10,10 @@
 //!   every millisecond (it wakes every tick), each beside a thread that
 //!   only sleeps for the monitor's tick (the machine's floor for a thread
 //!   that wakes that often);
-//! - trigger to incident listed (heap growth), target < 1 s.
+//! - trigger to incident listed (heap growth), target < 1 s;
+//! - end to end, for information: a service's CPU-ms per 1,000 requests
+//!   with the recorder on at its defaults vs off (child processes of this
+//!   binary, alternating A/B pairs).
 //!
 //! ```text
 //! cargo bench -p profscope-benches --bench always_on
@@ -24,7 +27,9 @@ use std::time::{Duration, Instant};
 use profscope_agent::Agent;
 use profscope_agent::recorder::RecorderConfig;
 use profscope_agent::watchdog::WatchdogConfig;
-use profscope_benches::{env_or, median_spread};
+use profscope_benches::{
+    SERVE_ENV, ab_pairs, env_or, median_spread, run_load, serve_child, spawn_self,
+};
 
 /// CPU time of this process's threads named `name` (comm, at most 15
 /// bytes), from `/proc/self/task/*/schedstat` (ns on CPU), by thread id.
@@ -77,6 +82,9 @@ fn busy(stop: &AtomicBool) -> u64 {
 }
 
 fn main() {
+    if std::env::var(SERVE_ENV).as_deref() == Ok("service") {
+        service();
+    }
     let secs: u64 = env_or("PROFSCOPE_BENCH_SECS", 20);
     let runs: usize = env_or("PROFSCOPE_BENCH_RUNS", 3);
 
@@ -223,6 +231,7 @@ fn main() {
     );
 
     trigger_to_listed(runs);
+    recorder_end_to_end();
 
     // The monitor while polls come and go (one every millisecond, so it
     // never dozes), against the bare sleeper in the same windows.
@@ -337,4 +346,49 @@ fn monitor_while_polling(secs: u64) -> (f64, f64) {
         cpu_between(&mon0, &mon1) / secs as f64 * 100.0,
         cpu_between(&bare0, &bare1) / secs as f64 * 100.0,
     )
+}
+
+/// A route that costs ~50 µs of CPU: a checksum over 64 KiB.
+async fn work() -> String {
+    let data = vec![0x5au8; 64 << 10];
+    let mut sum = 0u64;
+    for (i, b) in std::hint::black_box(data).iter().enumerate() {
+        sum = sum.wrapping_mul(31).wrapping_add(u64::from(*b) ^ i as u64);
+    }
+    format!("{sum}\n")
+}
+
+/// Child: `/work` and the agent's endpoints, the recorder on at its
+/// defaults when `PROFSCOPE_BENCH_RECORDER=1`.
+fn service() -> ! {
+    let recorder = std::env::var("PROFSCOPE_BENCH_RECORDER").as_deref() == Ok("1");
+    serve_child(|| {
+        let builder = Agent::builder();
+        let builder = if recorder {
+            builder.recorder(RecorderConfig::default())
+        } else {
+            builder
+        };
+        let agent = builder.build().expect("agent");
+        axum::Router::new()
+            .route("/work", axum::routing::get(work))
+            .merge(agent.router())
+    });
+    unreachable!("serve_child never returns")
+}
+
+/// The service's CPU-ms per 1,000 requests, recorder off (A) vs on (B).
+fn recorder_end_to_end() {
+    let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS", 7);
+    let secs: f64 = env_or("PROFSCOPE_BENCH_LOAD_SECS", 3.0);
+    let off = spawn_self("service", &[("PROFSCOPE_BENCH_RECORDER", "0")]);
+    let on = spawn_self("service", &[("PROFSCOPE_BENCH_RECORDER", "1")]);
+    let _ = run_load(&off, "/work", 4, 1.0);
+    let _ = run_load(&on, "/work", 4, 1.0);
+    let outcome = ab_pairs(
+        "/work (~50 µs of CPU), recorder off (A) vs on at its defaults (B)",
+        pairs,
+        |recording| run_load(if recording { &on } else { &off }, "/work", 4, secs),
+    );
+    outcome.print();
 }
