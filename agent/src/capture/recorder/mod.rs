@@ -485,9 +485,19 @@ fn unix(t: SystemTime) -> f64 {
 fn run(shared: &std::sync::Weak<Shared>, fires: &mpsc::Receiver<Fire>) {
     let mut last_heap: Option<Instant> = None;
     let mut last_metrics: Option<Instant> = None;
+    let mut next_tick = Instant::now() + Duration::from_secs(1);
     loop {
-        // Manual and panic fires wake it at once; otherwise a tick a second.
-        let fire = fires.recv_timeout(Duration::from_secs(1));
+        // Manual and panic fires wake it at once; otherwise a tick a second,
+        // on a fixed beat (a slow tick's work does not push the next one
+        // back, so a figure is read at most a second after it crosses).
+        let fire = fires.recv_timeout(next_tick.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick += Duration::from_secs(1);
+            if next_tick <= now {
+                next_tick = now + Duration::from_secs(1);
+            }
+        }
         let Some(shared) = shared.upgrade() else {
             return;
         };
