@@ -274,11 +274,11 @@ fn main() {
 }
 
 /// Trigger to incident listed: a heap line 64 MiB above the process's RSS
-/// (read by the recorder once a second), then 96 MiB allocated and touched
-/// at once; the time from the end of the touching (the figure is past the
-/// line by then) to the incident showing in the listing. A fresh recorder
-/// each time (its line from the RSS of the moment), started at a phase
-/// that moves against the allocation.
+/// (read by the recorder once a second), then 160 MiB allocated and
+/// touched at once; the time from the start of the touching (before the
+/// figure crosses the line: an upper bound) to the incident showing in the
+/// listing. A fresh recorder each time (its line from the RSS of the
+/// moment), started at a phase that moves against the allocation.
 fn trigger_to_listed(runs: usize) {
     use profscope_agent::recorder::HeapGrowth;
     let mut latencies = Vec::new();
@@ -291,8 +291,11 @@ fn trigger_to_listed(runs: usize) {
         let agent = Agent::builder().recorder(config).build().expect("agent");
         let recorder = agent.recorder().unwrap();
         std::thread::sleep(Duration::from_millis(1_000 + (rep as u64 * 389) % 1000));
-        let block = std::hint::black_box(vec![1u8; 96 << 20]);
+        // More than the line: the previous agent's memory may still be
+        // on its way out. Timed from the start of the touching, before the
+        // figure crosses the line: an upper bound of the latency.
         let crossed = Instant::now();
+        let block = std::hint::black_box(vec![1u8; 160 << 20]);
         let deadline = crossed + Duration::from_secs(5);
         while recorder.incidents().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
