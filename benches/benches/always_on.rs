@@ -27,9 +27,7 @@ use std::time::{Duration, Instant};
 use profscope_agent::Agent;
 use profscope_agent::recorder::RecorderConfig;
 use profscope_agent::watchdog::WatchdogConfig;
-use profscope_benches::{
-    SERVE_ENV, ab_pairs, env_or, median_spread, run_load, serve_child, spawn_self,
-};
+use profscope_benches::{SERVE_ENV, ab_children, env_or, median_spread, serve_child};
 
 /// CPU time of this process's threads named `name` (comm, at most 15
 /// bytes), from `/proc/self/task/*/schedstat` (ns on CPU), by thread id.
@@ -408,14 +406,13 @@ fn service() -> ! {
 fn recorder_end_to_end() {
     let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS", 7);
     let secs: f64 = env_or("PROFSCOPE_BENCH_LOAD_SECS", 3.0);
-    let off = spawn_self("service", &[("PROFSCOPE_BENCH_RECORDER", "0")]);
-    let on = spawn_self("service", &[("PROFSCOPE_BENCH_RECORDER", "1")]);
-    let _ = run_load(&off, "/work", 4, 1.0);
-    let _ = run_load(&on, "/work", 4, 1.0);
-    let outcome = ab_pairs(
+    ab_children(
         "/work (~50 µs of CPU), recorder off (A) vs on at its defaults (B)",
-        pairs,
-        |recording| run_load(if recording { &on } else { &off }, "/work", 4, secs),
-    );
-    outcome.print();
+        "/work",
+        4,
+        (pairs, secs),
+        ("service", &[("PROFSCOPE_BENCH_RECORDER", "0")]),
+        ("service", &[("PROFSCOPE_BENCH_RECORDER", "1")]),
+    )
+    .print();
 }

@@ -22,9 +22,7 @@ use std::time::{Instant, SystemTime};
 use profscope_agent::Agent;
 use profscope_agent::heap::{HeapProfiler, HeapSnapshot};
 use profscope_agent::symbols::Symbolizer;
-use profscope_benches::{
-    SERVE_ENV, ab_pairs, alloc_route, env_or, median_spread, run_load, serve_child, spawn_self,
-};
+use profscope_benches::{SERVE_ENV, ab_children, alloc_route, env_or, median_spread, serve_child};
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 
 profscope_agent::jemalloc_profiling!();
@@ -47,17 +45,15 @@ fn parent() {
     run_child("accuracy", &[("PROFSCOPE_BENCH_RUNS", &runs.to_string())]);
 
     println!("\n== overhead: /alloc route, {pairs} A/B pairs of {secs} s, 8 connections");
-    let off = spawn_self("alloc-service", &[("_RJEM_MALLOC_CONF", "prof:false")]);
-    let on = spawn_self("alloc-service", &[]);
-    let _ = run_load(&off, "/alloc", 8, 1.0);
-    let _ = run_load(&on, "/alloc", 8, 1.0);
-    let outcome = ab_pairs(
+    ab_children(
         "/alloc, jemalloc prof off (A) vs on at 512 KiB (B)",
-        pairs,
-        |profiled| run_load(if profiled { &on } else { &off }, "/alloc", 8, secs),
-    );
-    outcome.print();
-    drop((off, on));
+        "/alloc",
+        8,
+        (pairs, secs),
+        ("alloc-service", &[("_RJEM_MALLOC_CONF", "prof:false")]),
+        ("alloc-service", &[]),
+    )
+    .print();
 
     println!("\n== endpoint: ~10k distinct sampled stacks (sampling every 4 KiB)");
     run_child("endpoint", &[("_RJEM_MALLOC_CONF", "lg_prof_sample:12")]);

@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 
 use mimalloc::MiMalloc;
 use profscope_agent::heap::{SampledAlloc, set_sample_period};
-use profscope_benches::{
-    SERVE_ENV, ab_pairs, alloc_route, env_or, median_spread, run_load, serve_child, spawn_self,
-};
+use profscope_benches::{SERVE_ENV, ab_children, alloc_route, env_or, median_spread, serve_child};
 
 profscope_agent::sampled_alloc!(System);
 
@@ -67,16 +65,15 @@ fn route() {
     let secs: f64 = env_or("PROFSCOPE_BENCH_SECS", 3.0);
     println!("\n== route: /alloc, {pairs} A/B pairs of {secs} s, 8 connections");
     let never = (1u64 << 62).to_string();
-    let off = spawn_self("alloc-service", &[("PROFSCOPE_BENCH_PERIOD", &never)]);
-    let on = spawn_self("alloc-service", &[]);
-    let _ = run_load(&off, "/alloc", 8, 1.0);
-    let _ = run_load(&on, "/alloc", 8, 1.0);
-    let outcome = ab_pairs(
+    ab_children(
         "/alloc, SampledAlloc<System> never sampling (A) vs at 512 KiB (B)",
-        pairs,
-        |sampling| run_load(if sampling { &on } else { &off }, "/alloc", 8, secs),
-    );
-    outcome.print();
+        "/alloc",
+        8,
+        (pairs, secs),
+        ("alloc-service", &[("PROFSCOPE_BENCH_PERIOD", &never)]),
+        ("alloc-service", &[]),
+    )
+    .print();
 }
 
 /// Child: the route and the agent's endpoints, at the period asked for.

@@ -135,6 +135,30 @@ pub fn ab_pairs(name: &str, pairs: usize, mut trial: impl FnMut(bool) -> Trial) 
     out
 }
 
+/// One side of an A/B comparison of child services: this binary in child
+/// `mode` with `env`.
+pub type Side<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
+/// A/B pairs of `path` on two child services of this binary, A then B,
+/// each warmed by a second of load first: [`ab_pairs`] over [`run_load`]
+/// with `connections` connections and windows of `secs`.
+pub fn ab_children(
+    name: &str,
+    path: &str,
+    connections: usize,
+    (pairs, secs): (usize, f64),
+    a: Side<'_>,
+    b: Side<'_>,
+) -> AbOutcome {
+    let a = spawn_self(a.0, a.1);
+    let b = spawn_self(b.0, b.1);
+    let _ = run_load(&a, path, connections, 1.0);
+    let _ = run_load(&b, path, connections, 1.0);
+    ab_pairs(name, pairs, |on| {
+        run_load(if on { &b } else { &a }, path, connections, secs)
+    })
+}
+
 impl AbOutcome {
     /// Prints medians with spreads, the per-pair throughput ratio and the
     /// CPU-per-request ratio.
