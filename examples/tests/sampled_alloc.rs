@@ -158,13 +158,13 @@ fn fork_right(path: u32, bits: u32) -> u64 {
 }
 
 /// The flight recorder's ring measured by the heap profile rather than by
-/// its own estimate: at a 1 MiB cap, with CPU samples at 997 Hz over
+/// its own estimate: at a 4 MiB cap (the issue's), with CPU samples at 997 Hz over
 /// thousands of distinct stacks, what is allocated under the recorder's
 /// functions and still in use stays under the cap once old seconds are
 /// being dropped. Last: it samples every 512 bytes for a precise reading.
 fn recorder_ring_within_its_cap(addr: &str) {
     use profscope_agent::recorder::RecorderConfig;
-    const CAP: usize = 1 << 20;
+    const CAP: usize = 4 << 20;
     profscope_agent::heap::set_sample_period(512);
     let mut config = RecorderConfig::default();
     config.cpu_hz = 997;
@@ -182,7 +182,7 @@ fn recorder_ring_within_its_cap(addr: &str) {
                 let mut path = t.wrapping_mul(0x9e37_79b9);
                 while !stop.load(Ordering::Relaxed) {
                     path = path.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    std::hint::black_box(fork_path(path >> 8, 14));
+                    std::hint::black_box(fork_path(path, 32));
                 }
             });
         }
