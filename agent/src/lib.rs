@@ -88,6 +88,20 @@ macro_rules! cfg_sampled_alloc {
     };
 }
 
+/// The complement of `cfg_sampled_alloc!`.
+macro_rules! cfg_not_sampled_alloc {
+    ($($item:item)*) => {
+        $(
+            #[cfg(not(all(
+                feature = "sampled-alloc",
+                target_os = "linux",
+                any(target_arch = "x86_64", target_arch = "aarch64")
+            )))]
+            $item
+        )*
+    };
+}
+
 /// Items compiled with the `tracing` feature.
 macro_rules! cfg_tracing {
     ($($item:item)*) => {

@@ -44,41 +44,39 @@ cfg_sampled_alloc! {
     };
 }
 
-/// Whether the sampling allocator serves this process's heap profiles.
-fn wrapper() -> bool {
-    #[cfg(all(
-        feature = "sampled-alloc",
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    return sampled::is_installed();
-    #[allow(unreachable_code)]
-    false
-}
+cfg_sampled_alloc! {
+    /// Whether the sampling allocator serves this process's heap profiles.
+    fn wrapper() -> bool {
+        sampled::is_installed()
+    }
 
-/// The heap snapshot the sampling allocator holds now.
-fn wrapper_snapshot() -> HeapSnapshot {
-    #[cfg(all(
-        feature = "sampled-alloc",
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    return sampled::snapshot();
-    #[allow(unreachable_code)]
-    HeapSnapshot::default()
-}
+    /// The heap snapshot the sampling allocator holds now.
+    fn wrapper_snapshot() -> HeapSnapshot {
+        sampled::snapshot()
+    }
 
-/// The sampling allocator's estimate of bytes in use, when it is the
-/// global allocator (for `/debug/memory` and the recorder's trigger).
-pub fn wrapper_in_use() -> Option<u64> {
-    #[cfg(all(
-        feature = "sampled-alloc",
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    return sampled::estimated_in_use();
-    #[allow(unreachable_code)]
-    None
+    /// The sampling allocator's estimate of bytes in use, when it is the
+    /// global allocator (for `/debug/memory` and the recorder's trigger).
+    pub fn wrapper_in_use() -> Option<u64> {
+        sampled::estimated_in_use()
+    }
+}
+cfg_not_sampled_alloc! {
+    /// Whether the sampling allocator serves this process's heap profiles:
+    /// never without it.
+    fn wrapper() -> bool {
+        false
+    }
+
+    /// Never called: [`wrapper`] is false.
+    fn wrapper_snapshot() -> HeapSnapshot {
+        HeapSnapshot::default()
+    }
+
+    /// The sampling allocator's estimate of bytes in use: none without it.
+    pub fn wrapper_in_use() -> Option<u64> {
+        None
+    }
 }
 
 /// jemalloc's allocator statistics, in bytes.
