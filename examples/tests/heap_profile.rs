@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_names_whole, decode, example, get, go_pprof, have_go, in_process_agent};
+use common::{
+    assert_names_whole, decode, example, flat_by_function, get, go_pprof, have_go,
+    in_process_agent, stack_names,
+};
 use profscope_agent::Agent;
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 use profscope_test_support::AllocationStorm;
@@ -16,26 +19,6 @@ use profscope_test_support::AllocationStorm;
 profscope_agent::jemalloc_profiling!(lg_prof_sample = 14);
 
 const MIB: i64 = 1 << 20;
-
-/// Flat values of sample type `index` by leaf function name.
-fn flat_by_function(
-    p: &profscope_profile::Profile,
-    index: usize,
-) -> std::collections::HashMap<String, i64> {
-    let mut flat = std::collections::HashMap::new();
-    for s in &p.sample {
-        let leaf = s
-            .location_id
-            .first()
-            .and_then(|id| p.location.iter().find(|l| l.id == *id))
-            .and_then(|l| l.line.first())
-            .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
-            .map(|f| p.string_at(f.name).to_string())
-            .unwrap_or_default();
-        *flat.entry(leaf).or_insert(0) += s.value[index];
-    }
-    flat
-}
 
 #[test]
 fn inuse_space_is_exact_for_large_and_small_objects() {
@@ -129,21 +112,12 @@ fn the_agents_own_allocations_are_labelled_from_their_stacks() {
     let url = format!("http://{}/debug/pprof/heap", running.local_addr());
     assert_eq!(get(&url).status, 200);
     let profile = decode(&get(&url).body);
-    let names = |s: &profscope_profile::Sample| -> Vec<String> {
-        s.location_id
-            .iter()
-            .filter_map(|id| profile.location.iter().find(|l| l.id == *id))
-            .flat_map(|l| &l.line)
-            .filter_map(|line| profile.function.iter().find(|f| f.id == line.function_id))
-            .map(|f| profile.string_at(f.name).to_string())
-            .collect()
-    };
     let (mut symbolizer_labelled, mut symbolizer_not, mut service) = (0i64, 0i64, 0i64);
     for s in &profile.sample {
         let agents = s.label.iter().any(|l| {
             profile.string_at(l.key) == "profscope" && profile.string_at(l.str) == "agent"
         });
-        let names = names(s);
+        let names = stack_names(&profile, s);
         if names.iter().any(|n| n.ends_with("retain_mib_blocks")) {
             assert!(
                 !agents,

@@ -13,7 +13,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{decode, example_path, get, have_go, in_process_agent};
+use common::{decode, example_path, flat_by_function, get, have_go, in_process_agent, stack_names};
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 
 /// The inner allocator: `System`, counting calls made while this thread is
@@ -50,23 +50,6 @@ unsafe impl GlobalAlloc for Counting {
 profscope_agent::sampled_alloc!(Counting, period = 16 << 10);
 
 const MIB: i64 = 1 << 20;
-
-/// Values of sample type `index` by leaf function name, and by `route`.
-fn by_leaf(p: &profscope_profile::Profile, index: usize) -> std::collections::HashMap<String, i64> {
-    let mut flat = std::collections::HashMap::new();
-    for s in &p.sample {
-        let leaf = s
-            .location_id
-            .first()
-            .and_then(|id| p.location.iter().find(|l| l.id == *id))
-            .and_then(|l| l.line.first())
-            .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
-            .map(|f| p.string_at(f.name).to_string())
-            .unwrap_or_default();
-        *flat.entry(leaf).or_insert(0) += s.value[index];
-    }
-    flat
-}
 
 fn leaf_total(flat: &std::collections::HashMap<String, i64>, name: &str) -> i64 {
     flat.iter()
@@ -210,23 +193,9 @@ fn recorder_ring_within_its_cap(addr: &str) {
     let profile = heap(addr, "/debug/pprof/heap");
     profscope_agent::heap::set_sample_period(16 << 10);
     let in_recorder = |s: &profscope_profile::Sample| {
-        s.location_id.iter().any(|id| {
-            profile
-                .location
-                .iter()
-                .find(|l| l.id == *id)
-                .is_some_and(|l| {
-                    l.line.iter().any(|line| {
-                        profile
-                            .function
-                            .iter()
-                            .find(|f| f.id == line.function_id)
-                            .is_some_and(|f| {
-                                profile.string_at(f.name).contains("capture::recorder")
-                            })
-                    })
-                })
-        })
+        stack_names(&profile, s)
+            .iter()
+            .any(|n| n.contains("capture::recorder"))
     };
     let held: i64 = profile
         .sample
@@ -262,7 +231,7 @@ fn accuracy(addr: &str) {
             "inuse_space"
         ]
     );
-    let flat = by_leaf(&p, 3);
+    let flat = flat_by_function(&p, 3);
     let mib = leaf_total(&flat, "retain_mib_blocks");
     let kib = leaf_total(&flat, "retain_kib_blocks");
     eprintln!(
@@ -284,7 +253,7 @@ fn accuracy(addr: &str) {
 fn free_and_realloc(addr: &str) {
     let blocks: Vec<Vec<u8>> = (0..32).map(|_| make_block(1 << 20)).collect();
     let before = heap(addr, "/debug/pprof/heap");
-    let held = leaf_total(&by_leaf(&before, 3), "make_block");
+    let held = leaf_total(&flat_by_function(&before, 3), "make_block");
     assert!((held - 32 * MIB).abs() <= 32 * MIB * 3 / 100, "held {held}");
     // /debug/memory reads the wrapper's live estimate (no profile needed).
     let memory = get(&format!("http://{addr}/debug/memory"));
@@ -299,22 +268,25 @@ fn free_and_realloc(addr: &str) {
     drop(blocks);
     let after = heap(addr, "/debug/pprof/heap");
     assert_eq!(
-        leaf_total(&by_leaf(&after, 3), "make_block"),
+        leaf_total(&flat_by_function(&after, 3), "make_block"),
         0,
         "freed reads 0 in use"
     );
     assert_eq!(
-        leaf_total(&by_leaf(&after, 1), "make_block"),
-        leaf_total(&by_leaf(&before, 1), "make_block"),
+        leaf_total(&flat_by_function(&after, 1), "make_block"),
+        leaf_total(&flat_by_function(&before, 1), "make_block"),
         "alloc_space unchanged by the free"
     );
     // A 1 MiB object (always sampled at 16 KiB) grown to 3 MiB: counted
     // once, at its new size, where it grew.
     let mut v = make_block(1 << 20);
-    let p0 = leaf_total(&by_leaf(&heap(addr, "/debug/pprof/heap"), 3), "make_block");
+    let p0 = leaf_total(
+        &flat_by_function(&heap(addr, "/debug/pprof/heap"), 3),
+        "make_block",
+    );
     grow_block(&mut v, 3 << 20);
     let p = heap(addr, "/debug/pprof/heap");
-    let flat = by_leaf(&p, 3);
+    let flat = flat_by_function(&p, 3);
     let total: i64 = leaf_total(&flat, "make_block") + leaf_total(&flat, "grow_block");
     assert!(p0 >= MIB, "{p0}");
     assert!(
@@ -548,7 +520,7 @@ fn mimalloc_system_and_jemalloc_agree() {
         }
         let reply = get(&svc.url("/debug/pprof/heap"));
         assert_eq!(reply.status, 200, "{name}: {}", reply.text());
-        let flat = by_leaf(&decode(&reply.body), 3);
+        let flat = flat_by_function(&decode(&reply.body), 3);
         let mib = leaf_total(&flat, "retain_mib_blocks");
         let kib = leaf_total(&flat, "retain_kib_blocks");
         eprintln!(

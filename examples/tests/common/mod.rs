@@ -217,6 +217,38 @@ pub fn assert_names_whole(top: &str, trait_method: bool) {
     );
 }
 
+/// The function names of sample `s`'s stack, leaf first, inlined frames
+/// included.
+pub fn stack_names(p: &profscope_profile::Profile, s: &profscope_profile::Sample) -> Vec<String> {
+    s.location_id
+        .iter()
+        .filter_map(|id| p.location.iter().find(|l| l.id == *id))
+        .flat_map(|l| &l.line)
+        .filter_map(|line| p.function.iter().find(|f| f.id == line.function_id))
+        .map(|f| p.string_at(f.name).to_string())
+        .collect()
+}
+
+/// Values of sample type `index` summed by leaf function name.
+pub fn flat_by_function(
+    p: &profscope_profile::Profile,
+    index: usize,
+) -> std::collections::HashMap<String, i64> {
+    let mut flat = std::collections::HashMap::new();
+    for s in &p.sample {
+        let leaf = s
+            .location_id
+            .first()
+            .and_then(|id| p.location.iter().find(|l| l.id == *id))
+            .and_then(|l| l.line.first())
+            .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
+            .map(|f| p.string_at(f.name).to_string())
+            .unwrap_or_default();
+        *flat.entry(leaf).or_insert(0) += s.value[index];
+    }
+    flat
+}
+
 /// Gunzips and decodes a pprof body.
 pub fn decode(body: &[u8]) -> profscope_profile::Profile {
     use prost::Message;
