@@ -237,6 +237,18 @@ fn dropped_now() -> [u64; DROP_REASONS.len()] {
     std::array::from_fn(|i| handler::DROPPED[i].load(Ordering::Relaxed))
 }
 
+/// Samples dropped by reason between the counters `since` and `now`.
+fn dropped_between(
+    since: &[u64; DROP_REASONS.len()],
+    now: &[u64; DROP_REASONS.len()],
+) -> Vec<(&'static str, u64)> {
+    DROP_REASONS
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (r, now[i].saturating_sub(since[i])))
+        .collect()
+}
+
 /// A consumer of the stream; dropping it unsubscribes (and the stream
 /// stops when no consumer is left).
 #[derive(Debug)]
@@ -339,11 +351,7 @@ impl Subscription {
             return Err(e);
         }
         let now = dropped_now();
-        let dropped = DROP_REASONS
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| (r, now[i].saturating_sub(c.dropped_at_start[i])))
-            .collect();
+        let dropped = dropped_between(&c.dropped_at_start, &now);
         let stacks = collected_stacks(c.stacks, &c.counts, &c.names);
         Ok(Collected {
             stacks,
@@ -370,11 +378,7 @@ impl Subscription {
             return Err(e);
         }
         let now = dropped_now();
-        let dropped = DROP_REASONS
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| (r, now[i].saturating_sub(c.dropped_at_start[i])))
-            .collect();
+        let dropped = dropped_between(&c.dropped_at_start, &now);
         c.dropped_at_start = now;
         let stacks = std::mem::take(&mut c.stacks);
         let counts = std::mem::take(&mut c.counts);
