@@ -41,23 +41,10 @@ static START: Once = Once::new();
 pub(crate) fn start() {
     START.call_once(|| {
         guard::install();
-        let size = std::mem::size_of::<Fresh>();
-        // SAFETY: an anonymous private mapping, checked below; zeroed pages
-        // are a valid `Fresh` (atomics and integer arrays only).
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
+        // Zeroed pages are a valid `Fresh` (atomics and integer arrays only).
+        let Ok(fresh) = super::region::map_zeroed::<Fresh>() else {
             return;
-        }
-        let fresh = ptr.cast::<Fresh>();
+        };
         if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
             // SAFETY: the mapping is live forever and nobody reads it yet.
             fill_snapshot(unsafe { &(*fresh).snapshots[0] }, &maps, exe().as_deref());

@@ -138,25 +138,10 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps a zeroed region (all slots free, snapshots empty).
     pub(super) fn new() -> std::io::Result<Mapping> {
-        let size = std::mem::size_of::<Region>();
-        // SAFETY: an anonymous private mapping with no address hint; the
-        // result is checked before use. Zeroed pages are a valid `Region`:
-        // every field is an atomic, an integer or an array of them.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+        // Zeroed pages are a valid `Region`: every field is an atomic, an
+        // integer or an array of them.
         Ok(Mapping {
-            ptr: ptr.cast::<Region>(),
+            ptr: map_zeroed::<Region>()?,
         })
     }
 
@@ -168,6 +153,28 @@ impl Mapping {
     pub(super) fn as_ptr(&self) -> *mut Region {
         self.ptr
     }
+}
+
+/// Zeroed, private, anonymous pages for a `T`, outside the heap allocator
+/// (the caller unmaps them, or keeps them for good). Only for a `T` whose
+/// all-zero bytes are a valid value.
+pub(super) fn map_zeroed<T>() -> std::io::Result<*mut T> {
+    // SAFETY: an anonymous private mapping with no address hint; the
+    // result is checked before use.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            std::mem::size_of::<T>(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ptr.cast::<T>())
 }
 
 impl Drop for Mapping {
