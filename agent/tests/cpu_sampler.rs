@@ -245,6 +245,42 @@ fn whole_stacks_reach_the_thread_entry_through_tokio() {
     );
 }
 
+/// A scan can find a thread before it names itself (std and tokio name a
+/// thread from inside it): its samples still carry the name it took.
+#[test]
+fn a_thread_named_after_it_was_found_is_sampled_under_its_name() {
+    let _turn = turn();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (inherited_tx, inherited_rx) = std::sync::mpsc::channel();
+    let late = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let comm = |tid: i32| std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"));
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            inherited_tx.send(comm(tid).unwrap()).unwrap();
+            // Named well after the capture below found this thread.
+            std::thread::sleep(Duration::from_millis(300));
+            // SAFETY: a NUL-terminated name of at most 16 bytes.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"renamed-late".as_ptr()) };
+            spin_for(&stop)
+        })
+    };
+    let inherited = inherited_rx.recv().unwrap();
+    let capture = capture(1.5, 199);
+    stop.store(true, Ordering::Relaxed);
+    late.join().unwrap();
+    let by = samples_by_thread(&capture);
+    eprintln!(
+        "by thread: {by:?} (inherited name {:?})",
+        inherited.trim_end()
+    );
+    assert!(
+        by.get("renamed-late").copied().unwrap_or(0) >= 50,
+        "the late-named thread's samples: {by:?}"
+    );
+}
+
 /// One slice of work for the tokio task: spins until 10k rounds are done.
 #[inline(never)]
 fn spin_once(flag: &AtomicBool) -> u64 {

@@ -645,7 +645,7 @@ fn rescan(r: &mut Running) {
     }
     r.threads.rescan(r.mapping.region(), &live, r.period);
     for slot in 0..MAX_THREADS {
-        if r.threads.name_of_slot(slot).is_some() {
+        if r.threads.has_held(slot) {
             r.used[slot] = true;
         }
     }
@@ -685,8 +685,11 @@ fn drain(r: &mut Running, consumers: &mut [Consumer]) {
     let mut key: Vec<u64> = Vec::with_capacity(130);
     for slot_index in (0..MAX_THREADS).filter(|&i| r.used[i]) {
         let slot = &region.slots[slot_index];
-        let name = r.threads.name_of_slot(slot_index).cloned();
+        // Read at the slot's first record, not before: see `name_of_slot`.
+        let mut name: Option<Option<Arc<str>>> = None;
+        let threads = &mut r.threads;
         slot.drain(|record| {
+            let name = name.get_or_insert_with(|| threads.name_of_slot(slot_index));
             // The record's own tid: the slot may have changed hands.
             let tid = record.tid;
             let depth = (record.depth as usize).min(record.frames.len());
@@ -724,7 +727,7 @@ fn drain(r: &mut Running, consumers: &mut [Consumer]) {
                 counts.samples += 1;
                 counts.nanos += nanos * i64::from(record.weight.max(1));
                 c.last.insert(tid, index);
-                if let Some(name) = &name {
+                if let Some(name) = name {
                     c.names.entry(tid).or_insert_with(|| name.clone());
                 }
             }

@@ -33,6 +33,12 @@ pub(super) struct Threads {
     /// Each slot's last thread name (`comm`, else the tid), kept after the
     /// thread exits so its last records still have a name.
     names: Vec<Option<Arc<str>>>,
+    /// Slots whose name was read when the thread was found, with the
+    /// thread's id: a scan can find a thread between `clone` and its own
+    /// `pthread_setname_np` (std and tokio name a thread from inside it),
+    /// when `comm` is still its creator's. Read again at the slot's first
+    /// drained records: by then the thread has run a whole period.
+    provisional: Vec<Option<i32>>,
     /// Threads seen without a free slot at the last scan.
     pub(super) unsampled: usize,
 }
@@ -42,6 +48,7 @@ impl Default for Threads {
         Threads {
             by_tid: HashMap::new(),
             names: vec![None; MAX_THREADS],
+            provisional: vec![None; MAX_THREADS],
             unsampled: 0,
         }
     }
@@ -187,12 +194,9 @@ impl Threads {
             region.slots[slot].tid.store(0, Ordering::Release);
             return false;
         }
-        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-            .map(|n| n.trim_end().to_string())
-            .ok()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| tid.to_string());
+        let name = comm(tid).unwrap_or_else(|| tid.to_string());
         self.names[slot] = Some(name.into());
+        self.provisional[slot] = Some(tid);
         self.by_tid.insert(tid, Thread { slot, timer, inode });
         true
     }
@@ -249,8 +253,29 @@ impl Threads {
         }
     }
 
-    /// The name of the thread last sampled into `slot`.
-    pub(super) fn name_of_slot(&self, slot: usize) -> Option<&Arc<str>> {
-        self.names.get(slot)?.as_ref()
+    /// Whether `slot` has held a thread.
+    pub(super) fn has_held(&self, slot: usize) -> bool {
+        self.names.get(slot).is_some_and(Option::is_some)
     }
+
+    /// The name of the thread last sampled into `slot`, called when its
+    /// records are drained: a name read when the thread was found is read
+    /// once more (kept if the thread has exited since).
+    pub(super) fn name_of_slot(&mut self, slot: usize) -> Option<Arc<str>> {
+        if let Some(tid) = self.provisional.get_mut(slot)?.take()
+            && let Some(name) = comm(tid)
+            && self.names[slot].as_deref() != Some(name.as_str())
+        {
+            self.names[slot] = Some(name.into());
+        }
+        self.names.get(slot)?.clone()
+    }
+}
+
+/// Thread `tid`'s name, when it is alive and has one.
+fn comm(tid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .map(|n| n.trim_end().to_string())
+        .ok()
+        .filter(|n| !n.is_empty())
 }
