@@ -16,6 +16,7 @@
 //!
 //! ```text
 //! cargo bench -p profscope-benches --bench sampled_alloc
+//! PROFSCOPE_BENCH_ONLY=endpoint cargo bench -p profscope-benches --bench sampled_alloc
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -34,6 +35,11 @@ static WRAPPED_MIMALLOC: SampledAlloc<MiMalloc> = SampledAlloc::new(MiMalloc);
 fn main() {
     if std::env::var(SERVE_ENV).as_deref() == Ok("alloc-service") {
         alloc_service();
+    }
+    if std::env::var("PROFSCOPE_BENCH_ONLY").as_deref() == Ok("endpoint") {
+        println!("== endpoint: /debug/pprof/heap at ~10k distinct sampled stacks");
+        endpoint();
+        return;
     }
     let rounds: usize = env_or("PROFSCOPE_BENCH_ROUNDS", 9);
     let pairs: usize = env_or("PROFSCOPE_BENCH_PAIRS_PER_ROUND", 2_000_000);
@@ -241,7 +247,8 @@ fn endpoint() {
         (start.elapsed().as_secs_f64() * 1e3, body.len())
     };
     let (cold, size) = fetch();
-    let warm: Vec<f64> = (0..30).map(|_| fetch().0).collect();
+    let requests: usize = env_or("PROFSCOPE_BENCH_REQUESTS", 30);
+    let warm: Vec<f64> = (0..requests).map(|_| fetch().0).collect();
     let mut sorted = warm.clone();
     sorted.sort_by(f64::total_cmp);
     let p = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
@@ -257,7 +264,50 @@ fn endpoint() {
         p(0.5),
         p(0.9)
     );
+    phases(&rt, requests);
     drop(black_box(kept));
+}
+
+/// The request's phases one by one, in process (medians of `n`):
+/// snapshot, `to_profile`, protobuf encoding, gzip.
+fn phases(rt: &tokio::runtime::Runtime, n: usize) {
+    let heap = profscope_agent::heap::HeapProfiler::new(None);
+    let symbolizer = profscope_agent::symbols::Symbolizer::new();
+    let mut times: [Vec<f64>; 4] = Default::default();
+    let mut raw_len = 0;
+    for _ in 0..n.max(1) {
+        let at = Instant::now();
+        let snapshot = rt.block_on(heap.snapshot()).expect("snapshot");
+        let t0 = at.elapsed();
+        let profile = heap.profile(
+            &snapshot,
+            &symbolizer,
+            "inuse_space",
+            std::time::SystemTime::now(),
+        );
+        let t1 = at.elapsed();
+        let raw = profscope_profile::encode(&profile);
+        let t2 = at.elapsed();
+        let gz = profscope_profile::gzip(&raw).expect("gzip");
+        let t3 = at.elapsed();
+        raw_len = raw.len();
+        black_box(gz);
+        for (i, d) in [t0, t1 - t0, t2 - t1, t3 - t2].into_iter().enumerate() {
+            times[i].push(d.as_secs_f64() * 1e3);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [a, b, c, d] = &mut times;
+    println!(
+        "  phases (median of {n}, the first symbolizing): snapshot {:.2} ms, to_profile {:.2} ms, encode {:.2} ms ({raw_len} bytes), gzip {:.2} ms",
+        median(a),
+        median(b),
+        median(c),
+        median(d)
+    );
 }
 
 fn count_samples(body: &[u8]) -> usize {

@@ -463,7 +463,7 @@ MAPPED_LIBRARIES:\n\
             parse(huge).unwrap(),
             std::time::SystemTime::UNIX_EPOCH,
         );
-        assert_eq!(snap.stacks[&vec![1]][3], i64::MAX);
+        assert_eq!(snap.stacks[&[1][..]][3], i64::MAX);
     }
 
     #[test]

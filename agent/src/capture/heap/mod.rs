@@ -12,6 +12,7 @@
 
 #[doc(hidden)]
 pub mod dump;
+mod profile;
 // One backend or the other, with the same functions: the rest of the module
 // reads without feature gates.
 #[cfg(feature = "heap")]
@@ -23,15 +24,15 @@ mod backend;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use profscope_profile::Profile;
-use profscope_profile::prune::{Class, trim_allocator_frames};
 
 use crate::Error;
-use crate::shared::profile_builder::ProfileBuilder;
 use crate::shared::symbols::Symbolizer;
 use dump::{HeapDump, unsample};
+use profile::StackMemo;
 
 #[cfg(feature = "heap")]
 pub use backend::{Jemalloc, MallocConf};
@@ -119,6 +120,11 @@ pub const SAMPLE_TYPES: [(&str, &str); 4] = [
 /// One stack's estimated true values, in [`SAMPLE_TYPES`] order.
 pub type Values = [i64; 4];
 
+/// A dumped stack: return addresses, leaf first (after a label-set id in
+/// [`HeapSnapshot::labelled`] snapshots). Shared, not copied, between the
+/// snapshots that hold it (the wrapper's, the recorder's, deltas).
+pub type Stack = Arc<[u64]>;
+
 /// A heap snapshot with sampling undone: per stack (dumped addresses, leaf
 /// first) the estimated allocated/in-use objects and bytes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -128,7 +134,7 @@ pub struct HeapSnapshot {
     /// When the dump was taken.
     pub time: Option<SystemTime>,
     /// Estimated values per stack.
-    pub stacks: HashMap<Vec<u64>, Values>,
+    pub stacks: HashMap<Stack, Values>,
     /// Each stack's first element is its label-set id, not an address (the
     /// sampling allocator's snapshots; jemalloc's dumps carry no labels).
     pub labelled: bool,
@@ -139,13 +145,13 @@ impl HeapSnapshot {
     /// stacks over rather than copying them.
     pub fn from_dump(dump: HeapDump, time: SystemTime) -> Self {
         let period = dump.sample_period;
-        let mut stacks: HashMap<Vec<u64>, Values> =
+        let mut stacks: HashMap<Stack, Values> =
             HashMap::with_capacity_and_hasher(dump.stacks.len(), Default::default());
         for s in dump.stacks {
             let c = s.counts;
             let (alloc_objects, alloc_space) = unsample(c.alloc_objects, c.alloc_bytes, period);
             let (inuse_objects, inuse_space) = unsample(c.inuse_objects, c.inuse_bytes, period);
-            let v = stacks.entry(s.addresses).or_default();
+            let v = stacks.entry(Stack::from(s.addresses)).or_default();
             for (slot, add) in
                 v.iter_mut()
                     .zip([alloc_objects, alloc_space, inuse_objects, inuse_space])
@@ -206,189 +212,6 @@ impl HeapSnapshot {
             labelled: self.labelled,
         }
     }
-
-    /// Builds the pprof profile: Go's four sample types with
-    /// `default_type` (`inuse_space` or `alloc_space`) as default, stacks
-    /// trimmed so the leaf is the first frame that is not allocator
-    /// machinery.
-    pub fn to_profile(
-        &self,
-        symbolizer: &Symbolizer,
-        default_type: &str,
-        end: SystemTime,
-    ) -> Profile {
-        let start = self.time.unwrap_or(end);
-        let mut builder = ProfileBuilder::new(symbolizer, &SAMPLE_TYPES)
-            .period("space", "bytes", self.sample_period as i64)
-            .default_sample_type(default_type)
-            .time(start, end.duration_since(start).unwrap_or(Duration::ZERO));
-        // Each distinct address once: stacks become indices into `addrs`, so
-        // the symbolizer, the frame classes and the locations are looked up
-        // once per address rather than once per frame of every stack (a
-        // dump of 10k stacks holds ~650k frames over a few thousand
-        // addresses). Stacks go in a stable order, so equal snapshots encode
-        // equally: by a hash of their addresses, then by the addresses.
-        let mut order: Vec<(u64, &Vec<u64>, &Values)> = self
-            .stacks
-            .iter()
-            .map(|(addresses, values)| {
-                use std::hash::BuildHasher;
-                let hash = rustc_hash::FxBuildHasher.hash_one(addresses);
-                (hash, addresses, values)
-            })
-            .collect();
-        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        let mut index: HashMap<u64, u32> =
-            HashMap::with_capacity_and_hasher(4096, Default::default());
-        let mut addrs: Vec<u64> = Vec::new();
-        let labelled = self.labelled;
-        // Every stack's address indices in one buffer, each stack a range
-        // of it: one allocation, not one per stack.
-        let mut all_ids: Vec<u32> = Vec::with_capacity(order.iter().map(|o| o.1.len()).sum());
-        let stacks: Vec<(std::ops::Range<usize>, u32, &Values)> = order
-            .into_iter()
-            .map(|(_, addresses, values)| {
-                let (labels, addresses) = match addresses.split_first() {
-                    Some((first, rest)) if labelled => (*first as u32, rest),
-                    _ => (0, addresses.as_slice()),
-                };
-                let start = all_ids.len();
-                all_ids.extend(addresses.iter().map(|&a| {
-                    // Dumped addresses are return addresses: look up the call.
-                    let lookup = a.saturating_sub(1);
-                    *index.entry(lookup).or_insert_with(|| {
-                        addrs.push(lookup);
-                        addrs.len() as u32 - 1
-                    })
-                }));
-                (start..all_ids.len(), labels, values)
-            })
-            .collect();
-        symbolizer.resolve_all(addrs.iter().copied());
-        let classes: Vec<Vec<Class>> = addrs
-            .iter()
-            .map(|&addr| classify(&symbolizer.resolve(addr)))
-            .collect();
-        // jemalloc's dumps carry no labels: the agent's own allocations are
-        // told by their stacks instead (see `AgentFrame`).
-        let owners: Vec<AgentFrame> = if labelled {
-            Vec::new()
-        } else {
-            addrs
-                .iter()
-                .map(|&addr| AgentFrame::of(&symbolizer.resolve(addr)))
-                .collect()
-        };
-        let agent_label = if owners.contains(&AgentFrame::Own) {
-            builder.labels(&[crate::capture::labels::AGENT_PAIR])
-        } else {
-            Vec::new()
-        };
-        // Location per address index, made on first use (0: not yet).
-        let mut locations: Vec<u64> = vec![0; addrs.len()];
-        let mut label_sets: HashMap<u32, Vec<profscope_profile::Label>> = HashMap::default();
-        for (range, labels, values) in stacks {
-            let ids = &all_ids[range];
-            let per_address = ids.iter().map(|&id| classes[id as usize].as_slice());
-            let (skip, dropped) = trim_allocator_frames(per_address, ids.len());
-            if skip >= ids.len() {
-                continue;
-            }
-            let location_ids = ids[skip..]
-                .iter()
-                .enumerate()
-                .map(|(i, &id)| {
-                    let addr = addrs[id as usize];
-                    if i == 0 && dropped > 0 {
-                        // The trimmed leaf has a location of its own.
-                        return builder.location_id(addr, dropped);
-                    }
-                    let slot = &mut locations[id as usize];
-                    if *slot == 0 {
-                        *slot = builder.location_id(addr, 0);
-                    }
-                    *slot
-                })
-                .collect();
-            let agents = !labelled
-                && ids[skip..]
-                    .iter()
-                    .map(|&id| owners[id as usize])
-                    .find(|o| *o != AgentFrame::None)
-                    == Some(AgentFrame::Own);
-            if agents {
-                builder.add_labelled_sample_at(location_ids, values.to_vec(), agent_label.clone());
-                continue;
-            }
-            // A label set's labels are made once, however many stacks carry it.
-            let label = label_sets
-                .entry(labels)
-                .or_insert_with(|| {
-                    let pairs = crate::capture::labels::pairs_of(labels);
-                    let pairs: Vec<(&str, &str)> = pairs
-                        .iter()
-                        .flat_map(|p| p.iter())
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    builder.labels(&pairs)
-                })
-                .clone();
-            builder.add_labelled_sample_at(location_ids, values.to_vec(), label);
-        }
-        builder.build()
-    }
-}
-
-/// Whose code a frame is, for telling the agent's own allocations on
-/// jemalloc's path (whose dumps carry no labels): the agent frame nearest
-/// the allocation decides. The agent's wrappers of the service's code (a
-/// labelled future or closure, the route-metrics service, a task group's
-/// instrument) leave it to the service; any other agent frame makes it the
-/// agent's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AgentFrame {
-    /// Not the agent's code.
-    None,
-    /// The agent wrapping the service's code.
-    Wrapper,
-    /// The agent's own work.
-    Own,
-}
-
-impl AgentFrame {
-    /// The innermost agent frame of an address's symbolization decides.
-    fn of(frames: &[crate::shared::symbols::Frame]) -> AgentFrame {
-        for f in frames {
-            let name = f.function.trim_start_matches('<');
-            if !name.starts_with("profscope_agent::") {
-                continue;
-            }
-            const WRAPPERS: [&str; 4] = [
-                "::Scoped<",
-                "::RouteMetrics<",
-                "::TaskGroup::instrument",
-                "::labels::with",
-            ];
-            let wrapper = WRAPPERS.iter().any(|w| name.contains(w));
-            return if wrapper {
-                AgentFrame::Wrapper
-            } else {
-                AgentFrame::Own
-            };
-        }
-        AgentFrame::None
-    }
-}
-
-/// Per frame of an address's symbolization, innermost first.
-fn classify(frames: &[crate::shared::symbols::Frame]) -> Vec<Class> {
-    if frames.is_empty() {
-        return vec![Class::UNKNOWN];
-    }
-    frames
-        .iter()
-        .map(|f| Class::of(&f.function, f.file.as_deref().unwrap_or("")))
-        .collect()
 }
 
 /// Takes jemalloc heap dumps into a private directory, one at a time, and
@@ -404,6 +227,8 @@ pub struct HeapProfiler {
     /// The snapshot the last `delta_heap` request answered from: one state
     /// for the path, as godeltaprof keeps one per profile.
     delta_base: tokio::sync::Mutex<Option<HeapSnapshot>>,
+    /// What profiles learned of the sampling allocator's stacks.
+    memo: std::sync::Mutex<StackMemo>,
 }
 
 #[derive(Debug)]
@@ -439,6 +264,7 @@ impl HeapProfiler {
             lock: tokio::sync::Mutex::new(0),
             last: std::sync::Mutex::new(None),
             delta_base: tokio::sync::Mutex::new(None),
+            memo: Default::default(),
         }
     }
 
@@ -591,6 +417,27 @@ impl HeapProfiler {
         Ok(answer)
     }
 
+    /// `snapshot` as a pprof profile ([`HeapSnapshot::to_profile`]). The
+    /// sampling allocator's stacks are shared between its snapshots, so
+    /// what one profile learned of them serves the next; a jemalloc dump's
+    /// are new each time, and are not kept.
+    pub fn profile(
+        &self,
+        snapshot: &HeapSnapshot,
+        symbolizer: &Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+    ) -> Profile {
+        if !snapshot.labelled {
+            return snapshot.to_profile(symbolizer, default_type, end);
+        }
+        let mut memo = self
+            .memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        snapshot.to_profile_with(&mut memo, symbolizer, default_type, end)
+    }
+
     /// The most recent snapshot's estimated in-use bytes and its age.
     pub fn last_in_use(&self) -> Option<(i64, Duration)> {
         self.last
@@ -706,64 +553,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_innermost_agent_frame_tells_the_agents_work_from_its_wrappers() {
-        let frames = |names: &[&str]| -> Vec<crate::shared::symbols::Frame> {
-            names
-                .iter()
-                .map(|n| crate::shared::symbols::Frame {
-                    function: (*n).into(),
-                    linkage: None,
-                    file: None,
-                    line: 0,
-                })
-                .collect()
-        };
-        let of = |names: &[&str]| AgentFrame::of(&frames(names));
-        assert_eq!(
-            of(&[
-                "gimli::read::unit::parse",
-                "profscope_agent::shared::symbols::dwarf::walk"
-            ]),
-            AgentFrame::Own
-        );
-        assert_eq!(
-            of(&[
-                "checkout::price",
-                "<profscope_agent::capture::labels::Scoped<F> as core::future::future::Future>::poll",
-                "profscope_agent::delivery::http::serve",
-            ]),
-            AgentFrame::Wrapper,
-            "the agent frame nearest the allocation decides: the service's code under a wrapper"
-        );
-        assert_eq!(
-            of(&[
-                "<profscope_agent::capture::labels::Scoped<F> as core::future::future::Future>::poll"
-            ]),
-            AgentFrame::Wrapper
-        );
-        assert_eq!(
-            of(&[
-                "<profscope_agent::capture::runtime::RouteMetrics<S> as tower_service::Service<R>>::call"
-            ]),
-            AgentFrame::Wrapper
-        );
-        assert_eq!(
-            of(&["profscope_agent::capture::labels::with"]),
-            AgentFrame::Wrapper
-        );
-        assert_eq!(of(&["tokio::runtime::task::raw::poll"]), AgentFrame::None);
-    }
-
-    #[test]
     fn alloc_delta_subtracts_allocations_only() {
         let mut a = HeapSnapshot::default();
-        a.stacks.insert(vec![1], [1, 10, 1, 10]);
+        a.stacks.insert(Stack::from([1]), [1, 10, 1, 10]);
         let mut b = a.clone();
-        b.stacks.insert(vec![1], [3, 30, 1, 10]);
-        b.stacks.insert(vec![2], [2, 20, 2, 20]);
+        b.stacks.insert(Stack::from([1]), [3, 30, 1, 10]);
+        b.stacks.insert(Stack::from([2]), [2, 20, 2, 20]);
         let d = b.alloc_delta(&a);
-        assert_eq!(d.stacks[&vec![1]], [2, 20, 1, 10]);
-        assert_eq!(d.stacks[&vec![2]], [2, 20, 2, 20]);
+        assert_eq!(d.stacks[&[1][..]], [2, 20, 1, 10]);
+        assert_eq!(d.stacks[&[2][..]], [2, 20, 2, 20]);
     }
 
     #[test]
@@ -793,14 +591,14 @@ mod tests {
     #[test]
     fn delta_subtracts_per_stack() {
         let mut a = HeapSnapshot::default();
-        a.stacks.insert(vec![1, 2], [1, 10, 1, 10]);
-        a.stacks.insert(vec![3], [5, 50, 5, 50]);
+        a.stacks.insert(Stack::from([1, 2]), [1, 10, 1, 10]);
+        a.stacks.insert(Stack::from([3]), [5, 50, 5, 50]);
         let mut b = a.clone();
-        b.stacks.insert(vec![1, 2], [3, 30, 2, 20]);
-        b.stacks.remove(&vec![3]);
+        b.stacks.insert(Stack::from([1, 2]), [3, 30, 2, 20]);
+        b.stacks.remove(&[3][..]);
         let d = b.delta(&a);
-        assert_eq!(d.stacks[&vec![1, 2]], [2, 20, 1, 10]);
-        assert_eq!(d.stacks[&vec![3]], [-5, -50, -5, -50]);
+        assert_eq!(d.stacks[&[1, 2][..]], [2, 20, 1, 10]);
+        assert_eq!(d.stacks[&[3][..]], [-5, -50, -5, -50]);
         assert!(a.delta(&a).stacks.is_empty());
     }
 }

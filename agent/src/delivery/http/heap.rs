@@ -48,8 +48,11 @@ async fn serve(
         .iter()
         .position(|(t, _)| *t == default_type)
         .unwrap_or(3);
+    let profiler = agent.clone();
     respond(&agent, format, name, sample_index, move |symbolizer| {
-        snapshot.to_profile(symbolizer, default_type, SystemTime::now())
+        profiler
+            .heap()
+            .profile(&snapshot, symbolizer, default_type, SystemTime::now())
     })
     .await
 }
@@ -67,12 +70,17 @@ pub(crate) async fn delta_heap(
         .iter()
         .position(|(t, _)| *t == "alloc_space")
         .unwrap_or(1);
+    let profiler = agent.clone();
     respond(
         &agent,
         format,
         "delta_heap",
         sample_index,
-        move |symbolizer| snapshot.to_profile(symbolizer, "alloc_space", SystemTime::now()),
+        move |symbolizer| {
+            profiler
+                .heap()
+                .profile(&snapshot, symbolizer, "alloc_space", SystemTime::now())
+        },
     )
     .await
 }

@@ -97,7 +97,9 @@ async fn periods(
                         None => now.clone(),
                     };
                     heap_base = Some(now);
-                    let mut p = grown.to_profile(a.symbolizer(), "inuse_space", until);
+                    let mut p = a
+                        .heap()
+                        .profile(&grown, a.symbolizer(), "inuse_space", until);
                     p.time_nanos = nanos(from);
                     p.duration_nanos = i64::try_from(span.as_nanos()).unwrap_or(i64::MAX);
                     period.profiles.push(("heap", p));
@@ -213,7 +215,7 @@ fn push_incident(
     {
         period.profiles.push((
             "heap",
-            heap.to_profile(a.symbolizer(), "inuse_space", until),
+            a.heap().profile(heap, a.symbolizer(), "inuse_space", until),
         ));
     }
     if period.profiles.is_empty() {

@@ -21,13 +21,13 @@ pub(crate) mod slots;
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::HeapSnapshot;
-use super::dump::{Counts, DumpStack, HeapDump};
+use super::dump::unsample;
+use super::{HeapSnapshot, Stack, Values};
 use crate::capture::sampler::{LABEL_SET, fresh};
 
 /// Go's and jemalloc's default mean sampling period: 512 KiB.
@@ -348,20 +348,53 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SampledAlloc<A> {
     }
 }
 
-/// Sampled counts per (label set, stack): freed objects folded in.
+/// Every stack the wrapper has sampled, each with an id (in the records
+/// that carry it, so a record's stack is hashed once in its life) and the
+/// sampled (objects, bytes) freed from it so far.
 #[derive(Default)]
 struct Collector {
-    /// Per `[labels, frames…]`: sampled (objects, bytes) freed so far.
-    freed: HashMap<Vec<u64>, (u64, u64)>,
+    /// `[label-set id, return addresses…]` → id.
+    index: HashMap<Stack, u32>,
+    /// Per id: the stack (shared with every snapshot that holds it).
+    stacks: Vec<Stack>,
+    /// Per id: sampled (objects, bytes) freed so far.
+    freed: Vec<(u64, u64)>,
+}
+
+impl Collector {
+    /// The id of `record`'s stack, made on first sight.
+    fn id_of(&mut self, record: &slots::Record, key: &mut Vec<u64>) -> usize {
+        if let Some(id) = record.stack_id() {
+            return id as usize;
+        }
+        key.clear();
+        key.push(u64::from(record.labels));
+        key.extend_from_slice(record.stack());
+        let id = match self.index.get(key.as_slice()) {
+            Some(&id) => id,
+            None => {
+                let id = self.stacks.len() as u32;
+                let stack: Stack = Arc::from(key.as_slice());
+                self.index.insert(stack.clone(), id);
+                self.stacks.push(stack);
+                self.freed.push((0, 0));
+                id
+            }
+        };
+        record.set_stack_id(id);
+        id as usize
+    }
+
+    /// Folds a freed record into its stack's counts.
+    fn free(&mut self, record: &slots::Record, key: &mut Vec<u64>) {
+        let id = self.id_of(record, key);
+        let freed = &mut self.freed[id];
+        freed.0 += 1;
+        freed.1 += record.size();
+    }
 }
 
 static COLLECTOR: Mutex<Option<Collector>> = Mutex::new(None);
-
-fn key_of(record: &slots::Record, key: &mut Vec<u64>) {
-    key.clear();
-    key.push(u64::from(record.labels));
-    key.extend_from_slice(record.stack());
-}
 
 /// Folds freed objects into the cumulative counts and recycles their slots
 /// (the helper thread calls it often, so slots come back).
@@ -370,15 +403,11 @@ pub(crate) fn fold_freed() {
     let mut guard = COLLECTOR.lock().unwrap_or_else(PoisonError::into_inner);
     let collector = guard.get_or_insert_with(Collector::default);
     let mut key = Vec::with_capacity(slots::DEPTH + 1);
-    slots::collect(
-        |_| {},
-        |r| {
-            key_of(r, &mut key);
-            let e = collector.freed.entry(key.clone()).or_default();
-            e.0 += 1;
-            e.1 += r.size();
-        },
-    );
+    slots::collect(|r, live| {
+        if !live {
+            collector.free(r, &mut key);
+        }
+    });
 }
 
 /// The heap as the wrapper sampled it, sampling undone: each stack is
@@ -388,62 +417,46 @@ pub(crate) fn snapshot() -> HeapSnapshot {
     let _quiet = Quiet::new();
     let mut guard = COLLECTOR.lock().unwrap_or_else(PoisonError::into_inner);
     let collector = guard.get_or_insert_with(Collector::default);
-    let mut live: HashMap<Vec<u64>, (u64, u64)> = HashMap::default();
+    // Per stack id: live sampled (objects, bytes).
+    let mut live: Vec<(u64, u64)> = vec![(0, 0); collector.stacks.len()];
     let mut key = Vec::with_capacity(slots::DEPTH + 1);
-    let mut freed_key = Vec::with_capacity(slots::DEPTH + 1);
-    slots::collect(
-        |r| {
-            key_of(r, &mut key);
-            let e = match live.get_mut(&key) {
-                Some(e) => e,
-                None => live.entry(key.clone()).or_default(),
-            };
-            e.0 += 1;
-            e.1 += r.size();
-        },
-        |r| {
-            let key = &mut freed_key;
-            key_of(r, key);
-            let e = collector.freed.entry(key.clone()).or_default();
-            e.0 += 1;
-            e.1 += r.size();
-        },
-    );
-    let mut stacks: Vec<DumpStack> = Vec::with_capacity(collector.freed.len() + live.len());
-    for (k, &(fo, fb)) in &collector.freed {
-        if !live.contains_key(k) {
-            stacks.push(DumpStack {
-                addresses: k.clone(),
-                counts: Counts {
-                    alloc_objects: fo,
-                    alloc_bytes: fb,
-                    ..Counts::default()
-                },
-            });
+    slots::collect(|r, is_live| {
+        if !is_live {
+            collector.free(r, &mut key);
+            return;
         }
-    }
-    // The live stacks' keys move: this map is this request's own.
-    for (k, (objects, bytes)) in live {
-        let (fo, fb) = collector.freed.get(&k).copied().unwrap_or((0, 0));
-        stacks.push(DumpStack {
-            addresses: k,
-            counts: Counts {
-                inuse_objects: objects,
-                inuse_bytes: bytes,
-                alloc_objects: objects + fo,
-                alloc_bytes: bytes + fb,
-            },
-        });
+        let id = collector.id_of(r, &mut key);
+        if id >= live.len() {
+            live.resize(id + 1, (0, 0));
+        }
+        live[id].0 += 1;
+        live[id].1 += r.size();
+    });
+    let period = sample_period();
+    // Every stack seen is in the profile (`alloc_*` is cumulative).
+    let mut stacks: HashMap<Stack, Values> =
+        HashMap::with_capacity_and_hasher(collector.stacks.len(), Default::default());
+    for (id, stack) in collector.stacks.iter().enumerate() {
+        let (lo, lb) = live.get(id).copied().unwrap_or((0, 0));
+        let (fo, fb) = collector.freed[id];
+        if lo + fo == 0 {
+            continue;
+        }
+        let (alloc_objects, alloc_space) = unsample(lo + fo, lb + fb, period);
+        let (inuse_objects, inuse_space) = unsample(lo, lb, period);
+        // Ids are distinct stacks: one entry each.
+        stacks.insert(
+            stack.clone(),
+            [alloc_objects, alloc_space, inuse_objects, inuse_space],
+        );
     }
     drop(guard);
-    let dump = HeapDump {
-        sample_period: sample_period(),
-        total: Counts::default(),
+    HeapSnapshot {
+        sample_period: period,
+        time: Some(time),
         stacks,
-    };
-    let mut snapshot = HeapSnapshot::from_dump(dump, time);
-    snapshot.labelled = true;
-    snapshot
+        labelled: true,
+    }
 }
 
 /// Estimated bytes in use now (live sampled objects, unsampled per

@@ -48,6 +48,10 @@ pub(crate) struct Record {
     pub(crate) labels: u32,
     /// Next free slot + 1 (free-stack link).
     next: AtomicU32,
+    /// The collector's id for this record's stack + 1, 0 until it has
+    /// read the stack once (so each record's stack is hashed once, not at
+    /// every snapshot). Written only by the collector, cleared by `take`.
+    stack: AtomicU32,
     /// Requested size (a realloc in place updates it).
     size: AtomicU64,
     /// Return addresses, the allocator's own frames first.
@@ -63,6 +67,16 @@ impl Record {
     /// The stack, leaf first.
     pub(crate) fn stack(&self) -> &[u64] {
         &self.frames[..(self.depth as usize).min(DEPTH)]
+    }
+
+    /// The collector's id for this record's stack, once it set one.
+    pub(crate) fn stack_id(&self) -> Option<u32> {
+        self.stack.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    /// Notes the collector's id for this record's stack.
+    pub(crate) fn set_stack_id(&self, id: u32) {
+        self.stack.store(id.saturating_add(1), Ordering::Relaxed);
     }
 }
 
@@ -255,6 +269,7 @@ pub(crate) fn take(size: usize, align: usize) -> Option<(*mut u8, &'static mut R
     // bumped once), and its record is not read while its state is FREE.
     let record = unsafe { &mut *records.add(index) };
     record.size.store(size as u64, Ordering::Relaxed);
+    record.stack.store(0, Ordering::Relaxed);
     Some((at as *mut u8, record))
 }
 
@@ -342,10 +357,11 @@ fn push(class: usize, slot: usize) {
     }
 }
 
-/// Visits every sampled object: `live` for those in use, `freed` for those
-/// freed since the last call (their slots are recycled after). One caller
-/// at a time (the collector holds its lock); not on the allocation path.
-pub(crate) fn collect(mut live: impl FnMut(&Record), mut freed: impl FnMut(&Record)) {
+/// Visits every sampled object, with `true` for those in use and `false`
+/// for those freed since the last call (their slots are recycled after).
+/// One caller at a time (the collector holds its lock); not on the
+/// allocation path.
+pub(crate) fn collect(mut visit: impl FnMut(&Record, bool)) {
     if RECORDS.load(Ordering::Acquire) == 0 {
         return;
     }
@@ -354,9 +370,9 @@ pub(crate) fn collect(mut live: impl FnMut(&Record), mut freed: impl FnMut(&Reco
         for slot in 0..used {
             let record = record(first_record(class) + slot);
             match record.state.load(Ordering::Acquire) {
-                LIVE => live(record),
+                LIVE => visit(record, true),
                 FREED => {
-                    freed(record);
+                    visit(record, false);
                     record.state.store(FREE, Ordering::Relaxed);
                     push(class, slot);
                 }

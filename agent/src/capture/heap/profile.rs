@@ -1,0 +1,566 @@
+//! A heap snapshot as a pprof profile: allocator frames trimmed, addresses
+//! symbolized once each, the agent's own allocations labelled.
+//!
+//! What a stack becomes (its frames as address ids, the allocator frames
+//! trimmed off its leaf, whether it is the agent's) depends on the stack
+//! alone, so a [`StackMemo`] keeps it between profiles: the sampling
+//! allocator's stacks are shared between its snapshots ([`Stack`]), and a
+//! stack met again costs one lookup by its address in memory instead of a
+//! walk over its frames. That walk (hundreds of thousands of frames at 10k
+//! stacks) was most of a `/debug/pprof/heap` request.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use profscope_profile::prune::{Class, trim_allocator_frames};
+use profscope_profile::{Label, Profile};
+use rustc_hash::FxHashMap as HashMap;
+
+use super::{HeapSnapshot, SAMPLE_TYPES, Stack, Values};
+use crate::shared::profile_builder::ProfileBuilder;
+use crate::shared::symbols::{Frame, Symbolizer};
+
+/// Addresses a memo holds at most before it starts over (a service that
+/// loads and unloads code would otherwise grow it for ever).
+const MAX_ADDRESSES: usize = 1 << 16;
+
+/// What [`HeapSnapshot::to_profile_with`] learned about the stacks it met,
+/// for the next profile.
+#[derive(Default)]
+pub(crate) struct StackMemo {
+    /// Learned stacks in profile order (by hash, then addresses), so a
+    /// profile walks them front to back: at 10k stacks, reading them in
+    /// hash order from a map was a cache miss or two per stack.
+    stacks: Vec<Learned>,
+    /// The stacks' frames as address ids, each a range, in the same order.
+    ids: Vec<u32>,
+    /// Position in `stacks` by the stack's address in memory and whether
+    /// it is labelled. The entry holds the stack, so the address cannot
+    /// be reused for another while it is here.
+    position: HashMap<(usize, bool), u32>,
+    index: AddressIndex,
+    /// Per address id: its frames' classes, innermost first.
+    classes: Vec<Vec<Class>>,
+    /// Per address id: whether it is the agent's code.
+    owners: Vec<AgentFrame>,
+    /// Profiles made so far: stacks a profile did not meet go when the
+    /// memo holds many more than that profile met.
+    generation: u64,
+}
+
+impl std::fmt::Debug for StackMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackMemo")
+            .field("stacks", &self.stacks.len())
+            .field("addresses", &self.index.addrs.len())
+            .finish()
+    }
+}
+
+/// One stack as a profile reads it.
+struct Learned {
+    /// Keeps the stack alive (and its address unique) while learned.
+    stack: Stack,
+    labelled: bool,
+    /// Its hash: stacks go into a profile in a stable order, so equal
+    /// snapshots encode equally.
+    hash: u64,
+    labels: u32,
+    /// Its address ids in [`StackMemo::ids`], leaf first, allocator frames
+    /// trimmed (none: nothing but allocator frames, no sample).
+    start: u32,
+    len: u32,
+    /// Inlined allocator frames dropped from the leaf address.
+    dropped: usize,
+    /// The agent's own allocation (unlabelled snapshots only).
+    agents: bool,
+    seen: u64,
+}
+
+fn key_of(stack: &Stack, labelled: bool) -> (usize, bool) {
+    (Arc::as_ptr(stack) as *const u64 as usize, labelled)
+}
+
+impl HeapSnapshot {
+    /// Builds the pprof profile: Go's four sample types with
+    /// `default_type` (`inuse_space` or `alloc_space`) as default, stacks
+    /// trimmed so the leaf is the first frame that is not allocator
+    /// machinery.
+    pub fn to_profile(
+        &self,
+        symbolizer: &Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+    ) -> Profile {
+        self.to_profile_with(&mut StackMemo::default(), symbolizer, default_type, end)
+    }
+
+    /// [`to_profile`](Self::to_profile), with what `memo` learned of
+    /// earlier snapshots' stacks.
+    pub(crate) fn to_profile_with(
+        &self,
+        memo: &mut StackMemo,
+        symbolizer: &Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+    ) -> Profile {
+        let start = self.time.unwrap_or(end);
+        let mut builder = ProfileBuilder::new(symbolizer, &SAMPLE_TYPES)
+            .period("space", "bytes", self.sample_period as i64)
+            .default_sample_type(default_type)
+            .time(start, end.duration_since(start).unwrap_or(Duration::ZERO));
+        let labelled = self.labelled;
+        if memo.index.addrs.len() > MAX_ADDRESSES {
+            *memo = StackMemo {
+                generation: memo.generation,
+                ..StackMemo::default()
+            };
+        }
+        memo.generation += 1;
+        let generation = memo.generation;
+        let new: Vec<&Stack> = self
+            .stacks
+            .keys()
+            .filter(|stack| match memo.position.get(&key_of(stack, labelled)) {
+                Some(&at) => {
+                    memo.stacks[at as usize].seen = generation;
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        memo.learn(&new, labelled, symbolizer, self.stacks.len());
+        // Each learned stack's values in this snapshot, by position.
+        let mut present: Vec<Option<&Values>> = vec![None; memo.stacks.len()];
+        for (stack, values) in &self.stacks {
+            if let Some(&at) = memo.position.get(&key_of(stack, labelled)) {
+                present[at as usize] = Some(values);
+            }
+        }
+        let StackMemo {
+            stacks, ids, index, ..
+        } = &*memo;
+        let addrs = &index.addrs;
+        // Location per address id, made on first use (0: not yet).
+        let mut locations: Vec<u64> = vec![0; addrs.len()];
+        let mut agent_label: Option<Vec<Label>> = None;
+        let mut label_sets: HashMap<u32, Vec<Label>> = HashMap::default();
+        for (learned, values) in stacks.iter().zip(present) {
+            let Some(values) = values else { continue };
+            let frames = &ids[learned.start as usize..][..learned.len as usize];
+            let Some((&leaf, callers)) = frames.split_first() else {
+                continue;
+            };
+            let mut location_ids = Vec::with_capacity(frames.len());
+            location_ids.push(if learned.dropped > 0 {
+                // The trimmed leaf has a location of its own.
+                builder.location_id(addrs[leaf as usize], learned.dropped)
+            } else {
+                location_of(&mut locations, &mut builder, addrs, leaf)
+            });
+            for &id in callers {
+                location_ids.push(location_of(&mut locations, &mut builder, addrs, id));
+            }
+            let label = if learned.agents {
+                agent_label
+                    .get_or_insert_with(|| builder.labels(&[crate::capture::labels::AGENT_PAIR]))
+                    .clone()
+            } else {
+                // A label set's labels are made once, however many stacks
+                // carry it.
+                label_sets
+                    .entry(learned.labels)
+                    .or_insert_with(|| {
+                        let pairs = crate::capture::labels::pairs_of(learned.labels);
+                        let pairs: Vec<(&str, &str)> = pairs
+                            .iter()
+                            .flat_map(|p| p.iter())
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                        builder.labels(&pairs)
+                    })
+                    .clone()
+            };
+            builder.add_labelled_sample_at(location_ids, values.to_vec(), label);
+        }
+        builder.build()
+    }
+}
+
+fn location_of(
+    locations: &mut [u64],
+    builder: &mut ProfileBuilder<'_>,
+    addrs: &[u64],
+    id: u32,
+) -> u64 {
+    let slot = &mut locations[id as usize];
+    if *slot == 0 {
+        *slot = builder.location_id(addrs[id as usize], 0);
+    }
+    *slot
+}
+
+impl StackMemo {
+    /// Learns `new` stacks (their addresses numbered, each distinct address
+    /// symbolized and classified once, allocator frames trimmed) and puts
+    /// every stack back in profile order. Stacks the current profile (of
+    /// `met` stacks) did not meet go when there are many more than it met.
+    fn learn(&mut self, new: &[&Stack], labelled: bool, symbolizer: &Symbolizer, met: usize) {
+        if new.is_empty() {
+            return;
+        }
+        // Every new stack's address ids in one buffer, each a range of it.
+        let mut new_ids: Vec<u32> = Vec::with_capacity(new.iter().map(|s| s.len()).sum());
+        let ranges: Vec<(std::ops::Range<usize>, u32)> = new
+            .iter()
+            .map(|stack| {
+                let (labels, addresses) = match stack.split_first() {
+                    Some((first, rest)) if labelled => (*first as u32, rest),
+                    _ => (0, &stack[..]),
+                };
+                let start = new_ids.len();
+                // Dumped addresses are return addresses: look up the call.
+                new_ids.extend(
+                    addresses
+                        .iter()
+                        .map(|&a| self.index.id(a.saturating_sub(1))),
+                );
+                (start..new_ids.len(), labels)
+            })
+            .collect();
+        let known = self.classes.len();
+        let fresh = &self.index.addrs[known..];
+        symbolizer.resolve_all(fresh.iter().copied());
+        for &addr in fresh {
+            let frames = symbolizer.resolve(addr);
+            self.classes.push(classify(&frames));
+            self.owners.push(AgentFrame::of(&frames));
+        }
+        let generation = self.generation;
+        let mut stacks = std::mem::take(&mut self.stacks);
+        if stacks.len() + new.len() > 2 * met + 1024 {
+            stacks.retain(|l| l.seen == generation);
+        }
+        // Old stacks' ids sit in `self.ids` (start as is), new ones' in
+        // `new_ids` (start offset past it) until the arena is rebuilt.
+        let offset = self.ids.len() as u32;
+        for (stack, (range, labels)) in new.iter().zip(ranges) {
+            let ids = &new_ids[range.clone()];
+            let per_address = ids.iter().map(|&id| self.classes[id as usize].as_slice());
+            let (skip, dropped) = trim_allocator_frames(per_address, ids.len());
+            let kept = range.start + skip.min(ids.len())..range.end;
+            // jemalloc's dumps carry no labels: the agent's own
+            // allocations are told by their stacks instead (see
+            // `AgentFrame`).
+            let agents = !labelled
+                && new_ids[kept.clone()]
+                    .iter()
+                    .map(|&id| self.owners[id as usize])
+                    .find(|o| *o != AgentFrame::None)
+                    == Some(AgentFrame::Own);
+            use std::hash::BuildHasher;
+            stacks.push(Learned {
+                stack: Arc::clone(stack),
+                labelled,
+                hash: rustc_hash::FxBuildHasher.hash_one(stack),
+                labels,
+                start: offset + kept.start as u32,
+                len: kept.len() as u32,
+                dropped,
+                agents,
+                seen: generation,
+            });
+        }
+        stacks.sort_unstable_by(|a, b| (a.hash.cmp(&b.hash)).then_with(|| a.stack.cmp(&b.stack)));
+        let mut ids = Vec::with_capacity(stacks.iter().map(|l| l.len as usize).sum());
+        self.position.clear();
+        for (at, learned) in stacks.iter_mut().enumerate() {
+            let start = learned.start as usize;
+            let from = match start.checked_sub(offset as usize) {
+                Some(in_new) => &new_ids[in_new..][..learned.len as usize],
+                None => &self.ids[start..][..learned.len as usize],
+            };
+            learned.start = ids.len() as u32;
+            ids.extend_from_slice(from);
+            self.position
+                .insert(key_of(&learned.stack, learned.labelled), at as u32);
+        }
+        self.ids = ids;
+        self.stacks = stacks;
+    }
+}
+
+/// Distinct addresses numbered in order of first sight. A dump's frames
+/// are hundreds of thousands over a few hundred to a few thousand
+/// addresses, so a direct-mapped table in front of the map (16 KiB, it
+/// stays in L1) answers nearly every lookup with one compare.
+struct AddressIndex {
+    /// `(address, id)` by the address's hash; `u64::MAX` is empty (never a
+    /// lookup address: those are a return address minus one).
+    recent: Box<[(u64, u32); 1024]>,
+    ids: HashMap<u64, u32>,
+    /// Per id, its address.
+    addrs: Vec<u64>,
+}
+
+impl Default for AddressIndex {
+    fn default() -> Self {
+        AddressIndex {
+            recent: Box::new([(u64::MAX, 0); 1024]),
+            ids: HashMap::default(),
+            addrs: Vec::new(),
+        }
+    }
+}
+
+impl AddressIndex {
+    #[inline]
+    fn id(&mut self, addr: u64) -> u32 {
+        let slot = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize;
+        let recent = &mut self.recent[slot];
+        if recent.0 == addr {
+            return recent.1;
+        }
+        let id = *self.ids.entry(addr).or_insert_with(|| {
+            self.addrs.push(addr);
+            self.addrs.len() as u32 - 1
+        });
+        *recent = (addr, id);
+        id
+    }
+}
+
+/// Whose code a frame is, for telling the agent's own allocations on
+/// jemalloc's path (whose dumps carry no labels): the agent frame nearest
+/// the allocation decides. The agent's wrappers of the service's code (a
+/// labelled future or closure, the route-metrics service, a task group's
+/// instrument) leave it to the service; any other agent frame makes it the
+/// agent's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentFrame {
+    /// Not the agent's code.
+    None,
+    /// The agent wrapping the service's code.
+    Wrapper,
+    /// The agent's own work.
+    Own,
+}
+
+impl AgentFrame {
+    /// The innermost agent frame of an address's symbolization decides.
+    fn of(frames: &[Frame]) -> AgentFrame {
+        for f in frames {
+            let name = f.function.trim_start_matches('<');
+            if !name.starts_with("profscope_agent::") {
+                continue;
+            }
+            const WRAPPERS: [&str; 4] = [
+                "::Scoped<",
+                "::RouteMetrics<",
+                "::TaskGroup::instrument",
+                "::labels::with",
+            ];
+            let wrapper = WRAPPERS.iter().any(|w| name.contains(w));
+            return if wrapper {
+                AgentFrame::Wrapper
+            } else {
+                AgentFrame::Own
+            };
+        }
+        AgentFrame::None
+    }
+}
+
+/// Per frame of an address's symbolization, innermost first.
+fn classify(frames: &[Frame]) -> Vec<Class> {
+    if frames.is_empty() {
+        return vec![Class::UNKNOWN];
+    }
+    frames
+        .iter()
+        .map(|f| Class::of(&f.function, f.file.as_deref().unwrap_or("")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn leaf_a() -> u64 {
+        std::hint::black_box(1)
+    }
+
+    #[inline(never)]
+    fn leaf_b() -> u64 {
+        std::hint::black_box(2)
+    }
+
+    #[inline(never)]
+    fn caller_c() -> u64 {
+        std::hint::black_box(3)
+    }
+
+    #[inline(never)]
+    fn caller_d() -> u64 {
+        std::hint::black_box(4)
+    }
+
+    /// Return addresses (call address + 1) of a few functions of this
+    /// binary, Rust's allocation glue first (trimmed off a leaf).
+    fn addresses() -> Vec<u64> {
+        let glue = std::alloc::alloc as unsafe fn(std::alloc::Layout) -> *mut u8;
+        [
+            glue as *const () as usize as u64,
+            leaf_a as *const () as usize as u64,
+            leaf_b as *const () as usize as u64,
+            caller_c as *const () as usize as u64,
+            caller_d as *const () as usize as u64,
+        ]
+        .iter()
+        .map(|a| a + 1)
+        .collect()
+    }
+
+    /// Stack `i`: an optional allocator leaf, then a path through the
+    /// functions that spells `i` (distinct for each `i`).
+    fn stack(i: usize, labelled: bool) -> Stack {
+        let a = addresses();
+        let mut frames = Vec::new();
+        if labelled {
+            frames.push(0);
+        }
+        if i % 2 == 0 {
+            frames.push(a[0]);
+        }
+        let mut n = i + 1;
+        while n > 0 {
+            frames.push(a[1 + n % 4]);
+            n /= 4;
+        }
+        Stack::from(frames)
+    }
+
+    fn snapshot(stacks: &[Stack], round: i64, labelled: bool) -> HeapSnapshot {
+        HeapSnapshot {
+            sample_period: 512 << 10,
+            time: Some(SystemTime::UNIX_EPOCH),
+            stacks: stacks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.clone(), [i as i64 + round, 100, 1, round * 10]))
+                .collect(),
+            labelled,
+        }
+    }
+
+    #[test]
+    fn a_memo_gives_the_profile_a_fresh_build_gives() {
+        let symbolizer = Symbolizer::new();
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
+        for labelled in [true, false] {
+            let all: Vec<Stack> = (0..300).map(|i| stack(i, labelled)).collect();
+            let mut memo = StackMemo::default();
+            // Stacks come, stay and go between snapshots, as a heap's do.
+            for (round, window) in [0..100, 50..150, 50..150, 140..300, 0..10]
+                .into_iter()
+                .enumerate()
+            {
+                let snap = snapshot(&all[window.clone()], round as i64, labelled);
+                let with = snap.to_profile_with(&mut memo, &symbolizer, "inuse_space", end);
+                let fresh = snap.to_profile(&symbolizer, "inuse_space", end);
+                assert_eq!(with.sample.len(), window.len(), "one sample per stack");
+                let glue = addresses()[0] - 1;
+                assert!(
+                    with.sample
+                        .iter()
+                        .all(|s| { with.location[s.location_id[0] as usize - 1].address != glue }),
+                    "the allocator's frame is trimmed off the leaf"
+                );
+                assert_eq!(
+                    profscope_profile::encode(&with),
+                    profscope_profile::encode(&fresh),
+                    "round {round}, labelled {labelled}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_memo_forgets_the_stacks_a_profile_no_longer_meets() {
+        let symbolizer = Symbolizer::new();
+        let end = SystemTime::UNIX_EPOCH;
+        let all: Vec<Stack> = (0..2000).map(|i| stack(i, true)).collect();
+        let mut memo = StackMemo::default();
+        snapshot(&all[..1500], 0, true).to_profile_with(&mut memo, &symbolizer, "inuse_space", end);
+        assert_eq!(memo.stacks.len(), 1500);
+        // Ten stacks, two of them new: the 1,492 not met go.
+        snapshot(&all[1492..1502], 1, true).to_profile_with(
+            &mut memo,
+            &symbolizer,
+            "inuse_space",
+            end,
+        );
+        assert_eq!(memo.stacks.len(), 10);
+        assert_eq!(memo.position.len(), 10);
+        // Nothing new: nothing learned, nothing forgotten.
+        snapshot(&all[1492..1495], 2, true).to_profile_with(
+            &mut memo,
+            &symbolizer,
+            "inuse_space",
+            end,
+        );
+        assert_eq!(memo.stacks.len(), 10);
+        // The stacks it forgot are no longer kept alive by it.
+        assert_eq!(Arc::strong_count(&all[0]), 1);
+    }
+
+    #[test]
+    fn the_innermost_agent_frame_tells_the_agents_work_from_its_wrappers() {
+        let frames = |names: &[&str]| -> Vec<crate::shared::symbols::Frame> {
+            names
+                .iter()
+                .map(|n| crate::shared::symbols::Frame {
+                    function: (*n).into(),
+                    linkage: None,
+                    file: None,
+                    line: 0,
+                })
+                .collect()
+        };
+        let of = |names: &[&str]| AgentFrame::of(&frames(names));
+        assert_eq!(
+            of(&[
+                "gimli::read::unit::parse",
+                "profscope_agent::shared::symbols::dwarf::walk"
+            ]),
+            AgentFrame::Own
+        );
+        assert_eq!(
+            of(&[
+                "checkout::price",
+                "<profscope_agent::capture::labels::Scoped<F> as core::future::future::Future>::poll",
+                "profscope_agent::delivery::http::serve",
+            ]),
+            AgentFrame::Wrapper,
+            "the agent frame nearest the allocation decides: the service's code under a wrapper"
+        );
+        assert_eq!(
+            of(&[
+                "<profscope_agent::capture::labels::Scoped<F> as core::future::future::Future>::poll"
+            ]),
+            AgentFrame::Wrapper
+        );
+        assert_eq!(
+            of(&[
+                "<profscope_agent::capture::runtime::RouteMetrics<S> as tower_service::Service<R>>::call"
+            ]),
+            AgentFrame::Wrapper
+        );
+        assert_eq!(
+            of(&["profscope_agent::capture::labels::with"]),
+            AgentFrame::Wrapper
+        );
+        assert_eq!(of(&["tokio::runtime::task::raw::poll"]), AgentFrame::None);
+    }
+}
