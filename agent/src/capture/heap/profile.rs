@@ -118,23 +118,26 @@ impl HeapSnapshot {
         }
         memo.generation += 1;
         let generation = memo.generation;
-        let new: Vec<&Stack> = self
-            .stacks
-            .keys()
-            .filter(|stack| match memo.position.get(&key_of(stack, labelled)) {
-                Some(&at) => {
-                    memo.stacks[at as usize].seen = generation;
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        memo.learn(&new, labelled, symbolizer, self.stacks.len());
         // Each learned stack's values in this snapshot, by position.
         let mut present: Vec<Option<&Values>> = vec![None; memo.stacks.len()];
+        let mut new: Vec<&Stack> = Vec::new();
         for (stack, values) in &self.stacks {
-            if let Some(&at) = memo.position.get(&key_of(stack, labelled)) {
-                present[at as usize] = Some(values);
+            match memo.position.get(&key_of(stack, labelled)) {
+                Some(&at) => {
+                    memo.stacks[at as usize].seen = generation;
+                    present[at as usize] = Some(values);
+                }
+                None => new.push(stack),
+            }
+        }
+        if !new.is_empty() {
+            memo.learn(&new, labelled, symbolizer, self.stacks.len());
+            // Learning reorders the stacks: find them again.
+            present = vec![None; memo.stacks.len()];
+            for (stack, values) in &self.stacks {
+                if let Some(&at) = memo.position.get(&key_of(stack, labelled)) {
+                    present[at as usize] = Some(values);
+                }
             }
         }
         let StackMemo {
@@ -206,9 +209,6 @@ impl StackMemo {
     /// every stack back in profile order. Stacks the current profile (of
     /// `met` stacks) did not meet go when there are many more than it met.
     fn learn(&mut self, new: &[&Stack], labelled: bool, symbolizer: &Symbolizer, met: usize) {
-        if new.is_empty() {
-            return;
-        }
         // Every new stack's address ids in one buffer, each a range of it.
         let mut new_ids: Vec<u32> = Vec::with_capacity(new.iter().map(|s| s.len()).sum());
         let ranges: Vec<(std::ops::Range<usize>, u32)> = new

@@ -9,7 +9,7 @@ use axum::response::Response;
 
 use super::Format;
 use super::extract::{DeltaSeconds, Param, ProfileFormat};
-use super::respond::respond;
+use super::respond::{drop_later, respond};
 use crate::capture::heap::SAMPLE_TYPES;
 use crate::{Agent, Error};
 
@@ -50,9 +50,12 @@ async fn serve(
         .unwrap_or(3);
     let profiler = agent.clone();
     respond(&agent, format, name, sample_index, move |symbolizer| {
-        profiler
-            .heap()
-            .profile(&snapshot, symbolizer, default_type, SystemTime::now())
+        let profile =
+            profiler
+                .heap()
+                .profile(&snapshot, symbolizer, default_type, SystemTime::now());
+        drop_later(snapshot);
+        profile
     })
     .await
 }
@@ -77,9 +80,12 @@ pub(crate) async fn delta_heap(
         "delta_heap",
         sample_index,
         move |symbolizer| {
-            profiler
-                .heap()
-                .profile(&snapshot, symbolizer, "alloc_space", SystemTime::now())
+            let profile =
+                profiler
+                    .heap()
+                    .profile(&snapshot, symbolizer, "alloc_space", SystemTime::now());
+            drop_later(snapshot);
+            profile
         },
     )
     .await

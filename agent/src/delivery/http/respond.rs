@@ -67,10 +67,22 @@ where
         // The symbolizer's caches and the encoder's buffers are the agent's.
         let _agent = crate::capture::labels::agent_scope();
         let profile = build(agent.symbolizer());
-        encode(&profile, format, name, sample_index)
+        let response = encode(&profile, format, name, sample_index);
+        drop_later(profile);
+        response
     })
     .await
     .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
+}
+
+/// Frees `value` on another blocking thread, so the response does not
+/// wait for it: a 10k-stack profile is ~30k allocations to free, about
+/// 0.3 ms of a heap request.
+pub(crate) fn drop_later<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(value))),
+        Err(_) => drop(value),
+    }
 }
 
 fn encode(
