@@ -443,3 +443,26 @@ fn system_library_frames_are_named_from_debug_files() {
         assert!(!top.contains(" start_thread\n"), "{top}");
     }
 }
+
+/// Profiles of 256 KiB and more are gzipped as two deflate streams back to
+/// back in one member (two threads): Go's reader takes them whole.
+#[test]
+fn a_large_profile_gzipped_in_halves_reads_whole_in_go() {
+    if !have_go() {
+        return;
+    }
+    let profile = profscope_test_support::large_profile(20_000, 100_000, 1);
+    let raw = profscope_profile::encode(&profile);
+    assert!(
+        raw.len() > 512 << 10,
+        "{} bytes: not past the split",
+        raw.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("large.pb.gz");
+    std::fs::write(&file, profscope_profile::write_gz(&profile).unwrap()).unwrap();
+    let sample_type = profile.string_at(profile.sample_type[0].ty).to_string();
+    let ours: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
+    let go = profscope_test_support::go_raw_total(&file, &[], &sample_type);
+    assert_eq!(go, ours, "go tool pprof -raw reads every sample");
+}

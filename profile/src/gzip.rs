@@ -28,13 +28,161 @@ pub fn gunzip(bytes: &[u8], limit: u64) -> Result<Vec<u8>> {
 }
 
 /// gzip at best speed: Go's runtime/pprof writes with gzip.BestSpeed, since
-/// profiles are served (and pushed) often and read once.
+/// profiles are served (and pushed) often and read once. From
+/// [`SPLIT_FROM`] bytes on, the two halves deflate on two threads.
 pub fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
+    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if raw.len() < SPLIT_FROM || !two_cores {
+        return gzip_whole(raw);
+    }
+    gzip_halves(raw)
+}
+
+/// Inputs this long or longer are deflated as two halves at once: a 10k-
+/// stack heap profile (~550 KB) deflates in ~1.4 ms, half of it while
+/// the other half is encoded. Smaller ones are not worth a thread.
+pub(crate) const SPLIT_FROM: usize = 256 << 10;
+
+fn gzip_whole(raw: &[u8]) -> Result<Vec<u8>> {
     let mut gz = GzEncoder::new(Vec::with_capacity(raw.len() / 4 + 64), Compression::fast());
     gz.write_all(raw)
         .and_then(|()| gz.finish())
-        .map_err(|e| Error::Write {
-            what: "gzip",
-            reason: e.to_string(),
-        })
+        .map_err(|e| write_error(e.to_string()))
+}
+
+/// One gzip member whose deflate stream is the two halves' streams back
+/// to back: the first ends with a sync flush (byte-aligned, not final),
+/// so the second's blocks simply follow; neither refers back into the
+/// other, which deflate allows. The trailer's CRC covers the whole input.
+fn gzip_halves(raw: &[u8]) -> Result<Vec<u8>> {
+    let (head, tail) = raw.split_at(raw.len() / 2);
+    let (head, tail, crc) = std::thread::scope(|scope| {
+        let tail = scope.spawn(|| deflate(tail, true));
+        let head = deflate(head, false);
+        let mut crc = flate2::Crc::new();
+        crc.update(raw);
+        let tail = tail
+            .join()
+            .unwrap_or_else(|_| Err(write_error("deflate thread panicked".into())));
+        (head, tail, crc)
+    });
+    let (head, tail) = (head?, tail?);
+    let mut out = Vec::with_capacity(GZIP_HEADER.len() + head.len() + tail.len() + 8);
+    out.extend_from_slice(&GZIP_HEADER);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&tail);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    // ISIZE: the input's length modulo 2^32.
+    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// A gzip header as Go's writer makes one: deflate, no name, no time,
+/// OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// Raw deflate of `data` at best speed, ending with the final block when
+/// `last`, else with a sync flush.
+fn deflate(data: &[u8], last: bool) -> Result<Vec<u8>> {
+    use flate2::{Compress, FlushCompress, Status};
+    let mut deflater = Compress::new(Compression::fast(), false);
+    let mut out = Vec::with_capacity(data.len() / 4 + 64);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        let read = deflater.total_in() as usize;
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(4096));
+        }
+        let status = deflater
+            .compress_vec(&data[read..], &mut out, flush)
+            .map_err(|e| write_error(e.to_string()))?;
+        let done = deflater.total_in() as usize == data.len();
+        match status {
+            Status::StreamEnd => return Ok(out),
+            // A sync flush is complete when all input is in and the output
+            // buffer was not filled (so nothing is left to emit).
+            Status::Ok | Status::BufError if !last && done && out.len() < out.capacity() => {
+                return Ok(out);
+            }
+            Status::Ok | Status::BufError => {}
+        }
+    }
+}
+
+fn write_error(reason: String) -> Error {
+    Error::Write {
+        what: "gzip",
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// Random bytes, runs and repeats, around the split size and far past it.
+    fn inputs() -> Vec<Vec<u8>> {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut out = Vec::new();
+        for len in [
+            0,
+            1,
+            SPLIT_FROM - 1,
+            SPLIT_FROM,
+            SPLIT_FROM + 1,
+            3 * SPLIT_FROM + 17,
+        ] {
+            out.push((0..len).map(|_| next() as u8).collect());
+            out.push((0..len).map(|i| (i / 1000) as u8).collect());
+            // A call-tree-like shape: short repeated records with a few
+            // varying bytes.
+            out.push(
+                (0..len)
+                    .map(|i| {
+                        if i % 40 < 30 {
+                            (i % 40) as u8
+                        } else {
+                            next() as u8 % 4
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn gzip_in_halves_reads_back_whole() {
+        for raw in inputs() {
+            let gz = gzip(&raw).unwrap();
+            assert_eq!(gunzip(&gz, u64::MAX).unwrap(), raw, "{} bytes", raw.len());
+            let halves = gzip_halves(&raw).unwrap();
+            assert_eq!(
+                gunzip(&halves, u64::MAX).unwrap(),
+                raw,
+                "{} bytes",
+                raw.len()
+            );
+            // One member: a reader that stops after the first still gets
+            // it all (Go's gzip.Reader with Multistream(false)).
+            let mut one = Vec::new();
+            flate2::read::GzDecoder::new(&halves[..])
+                .read_to_end(&mut one)
+                .unwrap();
+            assert_eq!(one, raw);
+        }
+    }
 }
