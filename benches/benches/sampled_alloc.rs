@@ -269,30 +269,28 @@ fn endpoint() {
 }
 
 /// The request's phases one by one, in process (medians of `n`):
-/// snapshot, `to_profile`, protobuf encoding, gzip.
+/// snapshot, the profile built and encoded as protobuf, gzip.
 fn phases(rt: &tokio::runtime::Runtime, n: usize) {
     let heap = profscope_agent::heap::HeapProfiler::new(None);
     let symbolizer = profscope_agent::symbols::Symbolizer::new();
-    let mut times: [Vec<f64>; 4] = Default::default();
+    let mut times: [Vec<f64>; 3] = Default::default();
     let mut raw_len = 0;
     for _ in 0..n.max(1) {
         let at = Instant::now();
         let snapshot = rt.block_on(heap.snapshot()).expect("snapshot");
         let t0 = at.elapsed();
-        let profile = heap.profile(
+        let raw = heap.pprof(
             &snapshot,
             &symbolizer,
             "inuse_space",
             std::time::SystemTime::now(),
         );
         let t1 = at.elapsed();
-        let raw = profscope_profile::encode(&profile);
-        let t2 = at.elapsed();
         let gz = profscope_profile::gzip(&raw).expect("gzip");
-        let t3 = at.elapsed();
+        let t2 = at.elapsed();
         raw_len = raw.len();
         black_box(gz);
-        for (i, d) in [t0, t1 - t0, t2 - t1, t3 - t2].into_iter().enumerate() {
+        for (i, d) in [t0, t1 - t0, t2 - t1].into_iter().enumerate() {
             times[i].push(d.as_secs_f64() * 1e3);
         }
     }
@@ -300,13 +298,12 @@ fn phases(rt: &tokio::runtime::Runtime, n: usize) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let [a, b, c, d] = &mut times;
+    let [a, b, c] = &mut times;
     println!(
-        "  phases (median of {n}, the first symbolizing): snapshot {:.2} ms, to_profile {:.2} ms, encode {:.2} ms ({raw_len} bytes), gzip {:.2} ms",
+        "  phases (median of {n}, the first symbolizing): snapshot {:.2} ms, profile as protobuf {:.2} ms ({raw_len} bytes), gzip {:.2} ms",
         median(a),
         median(b),
-        median(c),
-        median(d)
+        median(c)
     );
 }
 

@@ -74,4 +74,4 @@ pub use parse::{parse, parse_merged};
 pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 pub use sample_type::{SampleType, default_sample_index, sample_types, select_sample_type};
 pub use validate::validate;
-pub use write::{encode, write_gz};
+pub use write::{SampleEncoder, encode, write_gz};

@@ -4,7 +4,7 @@ use prost::encoding::{self, WireType, encode_key, encoded_len_varint};
 
 use crate::error::Result;
 use crate::gzip::gzip;
-use crate::proto::{Profile, Sample};
+use crate::proto::{Label, Profile};
 
 /// Serializes `profile` as gzipped protobuf, the form Go serves.
 pub fn write_gz(profile: &Profile) -> Result<Vec<u8>> {
@@ -17,12 +17,54 @@ pub fn write_gz(profile: &Profile) -> Result<Vec<u8>> {
 /// and walks every packed field twice more; this sizes a sample once. The
 /// push thread encodes a profile every period.
 pub fn encode(profile: &Profile) -> Vec<u8> {
+    encode_around(profile, None)
+}
+
+/// Samples encoded as a producer makes them, for large profiles whose
+/// samples would otherwise be built (three vectors each) only to be
+/// encoded once and freed: [`finish`](Self::finish) gives the bytes
+/// [`encode`] gives for the profile with these samples.
+#[derive(Debug, Default)]
+pub struct SampleEncoder {
+    samples: Vec<u8>,
+}
+
+impl SampleEncoder {
+    /// An encoder with room for about `bytes` of samples.
+    pub fn with_capacity(bytes: usize) -> Self {
+        SampleEncoder {
+            samples: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Appends a sample.
+    pub fn push(&mut self, location_id: &[u64], value: &[i64], label: &[Label]) {
+        encode_sample(location_id, value, label, &mut self.samples);
+    }
+
+    /// `profile`, whose own samples must be none, with the samples pushed,
+    /// as protobuf.
+    pub fn finish(self, profile: &Profile) -> Vec<u8> {
+        debug_assert!(profile.sample.is_empty(), "the samples are the encoder's");
+        encode_around(profile, Some(&self.samples))
+    }
+}
+
+/// `profile` as protobuf, with `samples` (already encoded) in place of its
+/// own when given.
+fn encode_around(profile: &Profile, samples: Option<&[u8]>) -> Vec<u8> {
     use encoding::{int64, message, string};
     let p = profile;
-    let mut buf = Vec::with_capacity(p.sample.len() * 64 + p.string_table.len() * 32 + 64);
+    let samples_len = samples.map_or(p.sample.len() * 64, <[u8]>::len);
+    let mut buf = Vec::with_capacity(samples_len + p.string_table.len() * 32 + 64);
     message::encode_repeated(1, &p.sample_type, &mut buf);
-    for sample in &p.sample {
-        encode_sample(sample, &mut buf);
+    match samples {
+        Some(encoded) => buf.extend_from_slice(encoded),
+        None => {
+            for sample in &p.sample {
+                encode_sample(&sample.location_id, &sample.value, &sample.label, &mut buf);
+            }
+        }
     }
     message::encode_repeated(3, &p.mapping, &mut buf);
     message::encode_repeated(4, &p.location, &mut buf);
@@ -52,18 +94,18 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
 }
 
 /// Field 2 of the profile: one sample, sized in one pass over its fields.
-fn encode_sample(sample: &Sample, buf: &mut Vec<u8>) {
-    let locations = || sample.location_id.iter().copied();
-    let values = || sample.value.iter().map(|&v| v as u64);
+fn encode_sample(location_id: &[u64], value: &[i64], label: &[Label], buf: &mut Vec<u8>) {
+    let locations = || location_id.iter().copied();
+    let values = || value.iter().map(|&v| v as u64);
     let (locations_len, values_len) = (varints_len(locations()), varints_len(values()));
     let len = packed_len(locations_len)
         + packed_len(values_len)
-        + encoding::message::encoded_len_repeated(3, &sample.label);
+        + encoding::message::encoded_len_repeated(3, label);
     buf.reserve(len + 11);
     length_prefix(2, len, buf);
     put_packed(1, locations_len, locations(), buf);
     put_packed(2, values_len, values(), buf);
-    encoding::message::encode_repeated(3, &sample.label, buf);
+    encoding::message::encode_repeated(3, label, buf);
 }
 
 /// A varint, as prost's `encode_varint` writes it, pushed straight onto a
@@ -164,6 +206,18 @@ mod tests {
         }
         for (i, p) in profiles.iter().enumerate() {
             assert_eq!(encode(p), p.encode_to_vec(), "profile {i}");
+            // The same bytes when the samples are encoded as they come.
+            let mut tables = p.clone();
+            let samples = std::mem::take(&mut tables.sample);
+            let mut encoder = SampleEncoder::with_capacity(16);
+            for s in &samples {
+                encoder.push(&s.location_id, &s.value, &s.label);
+            }
+            assert_eq!(
+                encoder.finish(&tables),
+                p.encode_to_vec(),
+                "profile {i}, streamed"
+            );
         }
     }
 

@@ -417,10 +417,7 @@ impl HeapProfiler {
         Ok(answer)
     }
 
-    /// `snapshot` as a pprof profile ([`HeapSnapshot::to_profile`]). The
-    /// sampling allocator's stacks are shared between its snapshots, so
-    /// what one profile learned of them serves the next; a jemalloc dump's
-    /// are new each time, and are not kept.
+    /// `snapshot` as a pprof profile ([`HeapSnapshot::to_profile`]).
     pub fn profile(
         &self,
         snapshot: &HeapSnapshot,
@@ -428,14 +425,38 @@ impl HeapProfiler {
         default_type: &str,
         end: SystemTime,
     ) -> Profile {
+        self.with_memo(snapshot, |memo| {
+            snapshot.to_profile_with(memo, symbolizer, default_type, end)
+        })
+    }
+
+    /// [`profile`](Self::profile) as protobuf, written as it is built (no
+    /// profile's worth of sample vectors in between).
+    pub fn pprof(
+        &self,
+        snapshot: &HeapSnapshot,
+        symbolizer: &Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+    ) -> Vec<u8> {
+        self.with_memo(snapshot, |memo| {
+            snapshot.to_pprof_with(memo, symbolizer, default_type, end)
+        })
+    }
+
+    /// Runs `f` with the memo for `snapshot`'s stacks. The sampling
+    /// allocator's stacks are shared between its snapshots, so what one
+    /// profile learned of them serves the next; a jemalloc dump's are new
+    /// each time, and are not kept.
+    fn with_memo<R>(&self, snapshot: &HeapSnapshot, f: impl FnOnce(&mut StackMemo) -> R) -> R {
         if !snapshot.labelled {
-            return snapshot.to_profile(symbolizer, default_type, end);
+            return f(&mut StackMemo::default());
         }
         let mut memo = self
             .memo
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        snapshot.to_profile_with(&mut memo, symbolizer, default_type, end)
+        f(&mut memo)
     }
 
     /// The most recent snapshot's estimated in-use bytes and its age.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use profscope_profile::prune::{Class, trim_allocator_frames};
-use profscope_profile::{Label, Profile};
+use profscope_profile::{Label, Profile, SampleEncoder};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::{HeapSnapshot, SAMPLE_TYPES, Stack, Values};
@@ -104,6 +104,55 @@ impl HeapSnapshot {
         default_type: &str,
         end: SystemTime,
     ) -> Profile {
+        self.build_with(
+            memo,
+            symbolizer,
+            default_type,
+            end,
+            |builder, locations, values, labels| {
+                builder.add_labelled_sample_at(
+                    locations.to_vec(),
+                    values.to_vec(),
+                    labels.to_vec(),
+                );
+            },
+        )
+        .build()
+    }
+
+    /// [`to_profile_with`](Self::to_profile_with) as protobuf (what
+    /// [`profscope_profile::encode`] writes of it), each sample encoded as
+    /// it is made rather than built and encoded after.
+    pub(crate) fn to_pprof_with(
+        &self,
+        memo: &mut StackMemo,
+        symbolizer: &Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+    ) -> Vec<u8> {
+        let mut samples = SampleEncoder::with_capacity(self.stacks.len() * 64);
+        let tables = self.build_with(
+            memo,
+            symbolizer,
+            default_type,
+            end,
+            |_, locations, values, labels| {
+                samples.push(locations, values, labels);
+            },
+        );
+        samples.finish(&tables.build())
+    }
+
+    /// The profile's tables in `builder`, each sample handed to `emit`
+    /// (location ids, values, labels) in profile order.
+    fn build_with<'s>(
+        &self,
+        memo: &mut StackMemo,
+        symbolizer: &'s Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+        mut emit: impl FnMut(&mut ProfileBuilder<'s>, &[u64], &[i64], &[Label]),
+    ) -> ProfileBuilder<'s> {
         let start = self.time.unwrap_or(end);
         let mut builder = ProfileBuilder::new(symbolizer, &SAMPLE_TYPES)
             .period("space", "bytes", self.sample_period as i64)
@@ -148,13 +197,14 @@ impl HeapSnapshot {
         let mut locations: Vec<u64> = vec![0; addrs.len()];
         let mut agent_label: Option<Vec<Label>> = None;
         let mut label_sets: HashMap<u32, Vec<Label>> = HashMap::default();
+        let mut location_ids: Vec<u64> = Vec::with_capacity(64);
         for (learned, values) in stacks.iter().zip(present) {
             let Some(values) = values else { continue };
             let frames = &ids[learned.start as usize..][..learned.len as usize];
             let Some((&leaf, callers)) = frames.split_first() else {
                 continue;
             };
-            let mut location_ids = Vec::with_capacity(frames.len());
+            location_ids.clear();
             location_ids.push(if learned.dropped > 0 {
                 // The trimmed leaf has a location of its own.
                 builder.location_id(addrs[leaf as usize], learned.dropped)
@@ -167,26 +217,22 @@ impl HeapSnapshot {
             let label = if learned.agents {
                 agent_label
                     .get_or_insert_with(|| builder.labels(&[crate::capture::labels::AGENT_PAIR]))
-                    .clone()
             } else {
                 // A label set's labels are made once, however many stacks
                 // carry it.
-                label_sets
-                    .entry(learned.labels)
-                    .or_insert_with(|| {
-                        let pairs = crate::capture::labels::pairs_of(learned.labels);
-                        let pairs: Vec<(&str, &str)> = pairs
-                            .iter()
-                            .flat_map(|p| p.iter())
-                            .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect();
-                        builder.labels(&pairs)
-                    })
-                    .clone()
+                label_sets.entry(learned.labels).or_insert_with(|| {
+                    let pairs = crate::capture::labels::pairs_of(learned.labels);
+                    let pairs: Vec<(&str, &str)> = pairs
+                        .iter()
+                        .flat_map(|p| p.iter())
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    builder.labels(&pairs)
+                })
             };
-            builder.add_labelled_sample_at(location_ids, values.to_vec(), label);
+            emit(&mut builder, &location_ids, values, label);
         }
-        builder.build()
+        builder
     }
 }
 
@@ -460,7 +506,7 @@ mod tests {
         let end = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
         for labelled in [true, false] {
             let all: Vec<Stack> = (0..300).map(|i| stack(i, labelled)).collect();
-            let mut memo = StackMemo::default();
+            let (mut memo, mut streamed) = (StackMemo::default(), StackMemo::default());
             // Stacks come, stay and go between snapshots, as a heap's do.
             for (round, window) in [0..100, 50..150, 50..150, 140..300, 0..10]
                 .into_iter()
@@ -481,6 +527,12 @@ mod tests {
                     profscope_profile::encode(&with),
                     profscope_profile::encode(&fresh),
                     "round {round}, labelled {labelled}"
+                );
+                // Samples encoded as they are made: the same bytes.
+                assert_eq!(
+                    snap.to_pprof_with(&mut streamed, &symbolizer, "inuse_space", end),
+                    profscope_profile::encode(&fresh),
+                    "round {round}, labelled {labelled}, streamed"
                 );
             }
         }

@@ -9,8 +9,8 @@ use axum::response::Response;
 
 use super::Format;
 use super::extract::{DeltaSeconds, Param, ProfileFormat};
-use super::respond::{drop_later, respond};
-use crate::capture::heap::SAMPLE_TYPES;
+use super::respond::{drop_later, respond, respond_encoded};
+use crate::capture::heap::{HeapSnapshot, SAMPLE_TYPES};
 use crate::{Agent, Error};
 
 pub(crate) async fn heap(
@@ -48,8 +48,32 @@ async fn serve(
         .iter()
         .position(|(t, _)| *t == default_type)
         .unwrap_or(3);
+    body(&agent, format, name, sample_index, snapshot, default_type).await
+}
+
+/// The response for `snapshot`: a pprof body encoded as it is built (a
+/// 10k-stack heap profile's samples never exist as vectors), folded and
+/// SVG bodies from the profile.
+async fn body(
+    agent: &Agent,
+    format: Format,
+    name: &'static str,
+    sample_index: usize,
+    snapshot: HeapSnapshot,
+    default_type: &'static str,
+) -> Result<Response, Error> {
     let profiler = agent.clone();
-    respond(&agent, format, name, sample_index, move |symbolizer| {
+    if format == Format::Pprof {
+        return respond_encoded(agent, name, move |symbolizer| {
+            let raw = profiler
+                .heap()
+                .pprof(&snapshot, symbolizer, default_type, SystemTime::now());
+            drop_later(snapshot);
+            raw
+        })
+        .await;
+    }
+    respond(agent, format, name, sample_index, move |symbolizer| {
         let profile =
             profiler
                 .heap()
@@ -73,20 +97,13 @@ pub(crate) async fn delta_heap(
         .iter()
         .position(|(t, _)| *t == "alloc_space")
         .unwrap_or(1);
-    let profiler = agent.clone();
-    respond(
+    body(
         &agent,
         format,
         "delta_heap",
         sample_index,
-        move |symbolizer| {
-            let profile =
-                profiler
-                    .heap()
-                    .profile(&snapshot, symbolizer, "alloc_space", SystemTime::now());
-            drop_later(snapshot);
-            profile
-        },
+        snapshot,
+        "alloc_space",
     )
     .await
 }

@@ -75,6 +75,29 @@ where
     .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
 }
 
+/// [`respond`] for a pprof body whose producer writes the protobuf itself
+/// (a heap profile's samples are encoded as they are made): `build`'s
+/// bytes are gzipped here, off the runtime like the rest.
+pub(crate) async fn respond_encoded<F>(
+    agent: &Agent,
+    name: &'static str,
+    build: F,
+) -> Result<Response, Error>
+where
+    F: FnOnce(&Symbolizer) -> Vec<u8> + Send + 'static,
+{
+    let agent = agent.clone();
+    tokio::task::spawn_blocking(move || {
+        let _agent = crate::capture::labels::agent_scope();
+        let raw = build(agent.symbolizer());
+        let body = profscope_profile::gzip(&raw)?;
+        drop_later(raw);
+        Ok(response(body, Format::Pprof, name))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
+}
+
 /// Frees `value` on another blocking thread, so the response does not
 /// wait for it: a 10k-stack profile is ~30k allocations to free, about
 /// 0.3 ms of a heap request.
@@ -103,6 +126,11 @@ fn encode(
             flamegraph_svg(&fold(profile, sample_index), &opts)?
         }
     };
+    Ok(response(body, format, name))
+}
+
+/// `body` with the headers of its format.
+fn response(body: Vec<u8>, format: Format, name: &str) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(
@@ -119,5 +147,5 @@ fn encode(
             headers.insert(header::CONTENT_DISPOSITION, v);
         }
     }
-    Ok(response)
+    response
 }
