@@ -42,6 +42,34 @@ impl SampleEncoder {
         encode_sample(location_id, value, label, &mut self.samples);
     }
 
+    /// Appends a sample whose location ids are already packed (by
+    /// [`pack`](Self::pack)): for producers that meet the same stack in
+    /// many profiles.
+    pub fn push_packed(&mut self, packed_location_id: &[u8], value: &[i64], label: &[Label]) {
+        let values = || value.iter().map(|&v| v as u64);
+        let values_len = varints_len(values());
+        let len = packed_len(packed_location_id.len())
+            + packed_len(values_len)
+            + encoding::message::encoded_len_repeated(3, label);
+        let buf = &mut self.samples;
+        buf.reserve(len + 11);
+        length_prefix(2, len, buf);
+        if !packed_location_id.is_empty() {
+            length_prefix(1, packed_location_id.len(), buf);
+            buf.extend_from_slice(packed_location_id);
+        }
+        put_packed(2, values_len, values(), buf);
+        encoding::message::encode_repeated(3, label, buf);
+    }
+
+    /// Appends `location_id` to `out` packed as a sample's field holds
+    /// them (varints, no key or length).
+    pub fn pack(location_id: impl IntoIterator<Item = u64>, out: &mut Vec<u8>) {
+        for id in location_id {
+            put_varint(id, out);
+        }
+    }
+
     /// `profile`, whose own samples must be none, with the samples pushed,
     /// as protobuf.
     pub fn finish(self, profile: &Profile) -> Vec<u8> {
@@ -210,13 +238,22 @@ mod tests {
             let mut tables = p.clone();
             let samples = std::mem::take(&mut tables.sample);
             let mut encoder = SampleEncoder::with_capacity(16);
+            let mut packed_encoder = SampleEncoder::default();
             for s in &samples {
                 encoder.push(&s.location_id, &s.value, &s.label);
+                let mut packed = Vec::new();
+                SampleEncoder::pack(s.location_id.iter().copied(), &mut packed);
+                packed_encoder.push_packed(&packed, &s.value, &s.label);
             }
             assert_eq!(
                 encoder.finish(&tables),
                 p.encode_to_vec(),
                 "profile {i}, streamed"
+            );
+            assert_eq!(
+                packed_encoder.finish(&tables),
+                p.encode_to_vec(),
+                "profile {i}, packed"
             );
         }
     }

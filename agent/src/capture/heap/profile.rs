@@ -46,6 +46,24 @@ pub(crate) struct StackMemo {
     /// Profiles made so far: stacks a profile did not meet go when the
     /// memo holds many more than that profile met.
     generation: u64,
+    /// The last profile's location numbering, for the next one over the
+    /// same stacks (a heap's stacks change far less often than it is read).
+    numbering: Numbering,
+}
+
+/// Which locations a profile over a set of stacks has, numbered in order
+/// of first use, and each stack's location ids, packed as a sample holds
+/// them.
+#[derive(Default)]
+struct Numbering {
+    /// The stacks (positions in [`StackMemo::stacks`]) it is for; empty
+    /// when it is for none (after the stacks were learned anew).
+    present: Vec<bool>,
+    /// Locations in id order: (lookup address, inlined frames dropped).
+    locations: Vec<(u64, usize)>,
+    /// Per stack position: its packed location ids, a range of `packed`.
+    ranges: Vec<std::ops::Range<u32>>,
+    packed: Vec<u8>,
 }
 
 impl std::fmt::Debug for StackMemo {
@@ -75,6 +93,24 @@ struct Learned {
     /// The agent's own allocation (unlabelled snapshots only).
     agents: bool,
     seen: u64,
+}
+
+/// Location ids packed by [`SampleEncoder::pack`], unpacked.
+fn unpack(mut packed: &[u8]) -> Vec<u64> {
+    let mut ids = Vec::with_capacity(packed.len());
+    while !packed.is_empty() {
+        let (mut id, mut shift) = (0u64, 0);
+        while let Some((&byte, rest)) = packed.split_first() {
+            packed = rest;
+            id |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            shift += 7;
+            if byte < 0x80 {
+                break;
+            }
+        }
+        ids.push(id);
+    }
+    ids
 }
 
 fn key_of(stack: &Stack, labelled: bool) -> (usize, bool) {
@@ -109,12 +145,8 @@ impl HeapSnapshot {
             symbolizer,
             default_type,
             end,
-            |builder, locations, values, labels| {
-                builder.add_labelled_sample_at(
-                    locations.to_vec(),
-                    values.to_vec(),
-                    labels.to_vec(),
-                );
+            |builder, packed, values, labels| {
+                builder.add_labelled_sample_at(unpack(packed), values.to_vec(), labels.to_vec());
             },
         )
         .build()
@@ -136,22 +168,23 @@ impl HeapSnapshot {
             symbolizer,
             default_type,
             end,
-            |_, locations, values, labels| {
-                samples.push(locations, values, labels);
+            |_, packed, values, labels| {
+                samples.push_packed(packed, values, labels);
             },
         );
         samples.finish(&tables.build())
     }
 
     /// The profile's tables in `builder`, each sample handed to `emit`
-    /// (location ids, values, labels) in profile order.
+    /// (location ids packed as [`SampleEncoder::pack`] packs them, values,
+    /// labels) in profile order.
     fn build_with<'s>(
         &self,
         memo: &mut StackMemo,
         symbolizer: &'s Symbolizer,
         default_type: &str,
         end: SystemTime,
-        mut emit: impl FnMut(&mut ProfileBuilder<'s>, &[u64], &[i64], &[Label]),
+        mut emit: impl FnMut(&mut ProfileBuilder<'s>, &[u8], &[i64], &[Label]),
     ) -> ProfileBuilder<'s> {
         let start = self.time.unwrap_or(end);
         let mut builder = ProfileBuilder::new(symbolizer, &SAMPLE_TYPES)
@@ -189,30 +222,24 @@ impl HeapSnapshot {
                 }
             }
         }
+        let present_now: Vec<bool> = present.iter().map(Option::is_some).collect();
+        if memo.numbering.present != present_now {
+            memo.renumber(present_now);
+        }
         let StackMemo {
-            stacks, ids, index, ..
+            stacks, numbering, ..
         } = &*memo;
-        let addrs = &index.addrs;
-        // Location per address id, made on first use (0: not yet).
-        let mut locations: Vec<u64> = vec![0; addrs.len()];
+        // Locations first, in the numbering's order: their ids are its
+        // numbers.
+        for &(addr, dropped) in &numbering.locations {
+            builder.location_id(addr, dropped);
+        }
         let mut agent_label: Option<Vec<Label>> = None;
         let mut label_sets: HashMap<u32, Vec<Label>> = HashMap::default();
-        let mut location_ids: Vec<u64> = Vec::with_capacity(64);
-        for (learned, values) in stacks.iter().zip(present) {
+        for ((learned, values), range) in stacks.iter().zip(present).zip(&numbering.ranges) {
             let Some(values) = values else { continue };
-            let frames = &ids[learned.start as usize..][..learned.len as usize];
-            let Some((&leaf, callers)) = frames.split_first() else {
+            if range.is_empty() {
                 continue;
-            };
-            location_ids.clear();
-            location_ids.push(if learned.dropped > 0 {
-                // The trimmed leaf has a location of its own.
-                builder.location_id(addrs[leaf as usize], learned.dropped)
-            } else {
-                location_of(&mut locations, &mut builder, addrs, leaf)
-            });
-            for &id in callers {
-                location_ids.push(location_of(&mut locations, &mut builder, addrs, id));
             }
             let label = if learned.agents {
                 agent_label
@@ -230,26 +257,63 @@ impl HeapSnapshot {
                     builder.labels(&pairs)
                 })
             };
-            emit(&mut builder, &location_ids, values, label);
+            let packed = &numbering.packed[range.start as usize..range.end as usize];
+            emit(&mut builder, packed, values, label);
         }
         builder
     }
 }
 
-fn location_of(
-    locations: &mut [u64],
-    builder: &mut ProfileBuilder<'_>,
-    addrs: &[u64],
-    id: u32,
-) -> u64 {
-    let slot = &mut locations[id as usize];
-    if *slot == 0 {
-        *slot = builder.location_id(addrs[id as usize], 0);
-    }
-    *slot
-}
-
 impl StackMemo {
+    /// Numbers the locations of the stacks in `present` in order of first
+    /// use and packs each stack's location ids.
+    fn renumber(&mut self, present: Vec<bool>) {
+        let addrs = &self.index.addrs;
+        // Per address id: its location number (0: none yet).
+        let mut numbers: Vec<u32> = vec![0; addrs.len()];
+        // Leaves with inlined allocator frames dropped are locations of
+        // their own.
+        let mut trimmed: HashMap<(u32, usize), u32> = HashMap::default();
+        let mut locations: Vec<(u64, usize)> = Vec::new();
+        let mut ranges = vec![0..0; self.stacks.len()];
+        let mut packed = Vec::with_capacity(self.ids.len() * 2);
+        let mut number = |id: u32, dropped: usize| -> u64 {
+            let slot = if dropped == 0 {
+                &mut numbers[id as usize]
+            } else {
+                trimmed.entry((id, dropped)).or_default()
+            };
+            if *slot == 0 {
+                locations.push((addrs[id as usize], dropped));
+                *slot = locations.len() as u32;
+            }
+            u64::from(*slot)
+        };
+        for ((learned, range), _) in self
+            .stacks
+            .iter()
+            .zip(&mut ranges)
+            .zip(&present)
+            .filter(|(_, here)| **here)
+        {
+            let frames = &self.ids[learned.start as usize..][..learned.len as usize];
+            let Some((&leaf, callers)) = frames.split_first() else {
+                continue;
+            };
+            let start = packed.len() as u32;
+            let leaf = number(leaf, learned.dropped);
+            let ids = std::iter::once(leaf).chain(callers.iter().map(|&id| number(id, 0)));
+            SampleEncoder::pack(ids, &mut packed);
+            *range = start..packed.len() as u32;
+        }
+        self.numbering = Numbering {
+            present,
+            locations,
+            ranges,
+            packed,
+        };
+    }
+
     /// Learns `new` stacks (their addresses numbered, each distinct address
     /// symbolized and classified once, allocator frames trimmed) and puts
     /// every stack back in profile order. Stacks the current profile (of
@@ -333,6 +397,8 @@ impl StackMemo {
         }
         self.ids = ids;
         self.stacks = stacks;
+        // Positions moved: no numbering is for these stacks.
+        self.numbering = Numbering::default();
     }
 }
 
