@@ -28,15 +28,16 @@ const MAX_ADDRESSES: usize = 1 << 16;
 /// for the next profile.
 #[derive(Default)]
 pub(crate) struct StackMemo {
-    /// Learned stacks in profile order (by hash, then addresses), so a
-    /// profile walks them front to back: at 10k stacks, reading them in
-    /// hash order from a map was a cache miss or two per stack.
+    /// Learned stacks, each in a slot it keeps until the memo forgets
+    /// stacks.
     stacks: Vec<Learned>,
-    /// The stacks' frames as address ids, each a range, in the same order.
+    /// Slots in profile order: by hash, then addresses.
+    order: Vec<u32>,
+    /// The stacks' frames as address ids, each a range.
     ids: Vec<u32>,
-    /// Position in `stacks` by the stack's address in memory and whether
-    /// it is labelled. The entry holds the stack, so the address cannot
-    /// be reused for another while it is here.
+    /// Slot by the stack's address in memory and whether it is labelled.
+    /// The entry holds the stack, so the address cannot be reused for
+    /// another while it is here.
     position: HashMap<(usize, bool), u32>,
     index: AddressIndex,
     /// Per address id: its frames' classes, innermost first.
@@ -52,18 +53,27 @@ pub(crate) struct StackMemo {
 }
 
 /// Which locations a profile over a set of stacks has, numbered in order
-/// of first use, and each stack's location ids, packed as a sample holds
-/// them.
+/// of first use, and its samples in profile order, each with its location
+/// ids packed as a sample holds them: all a profile over the same stacks
+/// reads, front to back.
 #[derive(Default)]
 struct Numbering {
-    /// The stacks (positions in [`StackMemo::stacks`]) it is for; empty
-    /// when it is for none (after the stacks were learned anew).
+    /// The stacks (by slot) it is for; empty when it is for none.
     present: Vec<bool>,
     /// Locations in id order: (lookup address, inlined frames dropped).
     locations: Vec<(u64, usize)>,
-    /// Per stack position: its packed location ids, a range of `packed`.
-    ranges: Vec<std::ops::Range<u32>>,
+    rows: Vec<Row>,
     packed: Vec<u8>,
+}
+
+/// One sample of a numbering.
+struct Row {
+    slot: u32,
+    /// Its packed location ids: `packed[start..end]`.
+    start: u32,
+    end: u32,
+    labels: u32,
+    agents: bool,
 }
 
 impl std::fmt::Debug for StackMemo {
@@ -200,25 +210,31 @@ impl HeapSnapshot {
         }
         memo.generation += 1;
         let generation = memo.generation;
-        // Each learned stack's values in this snapshot, by position.
+        // Each learned stack's values in this snapshot, by slot.
         let mut present: Vec<Option<&Values>> = vec![None; memo.stacks.len()];
         let mut new: Vec<&Stack> = Vec::new();
         for (stack, values) in &self.stacks {
             match memo.position.get(&key_of(stack, labelled)) {
-                Some(&at) => {
-                    memo.stacks[at as usize].seen = generation;
-                    present[at as usize] = Some(values);
+                Some(&slot) => {
+                    memo.stacks[slot as usize].seen = generation;
+                    present[slot as usize] = Some(values);
                 }
                 None => new.push(stack),
             }
         }
         if !new.is_empty() {
-            memo.learn(&new, labelled, symbolizer, self.stacks.len());
-            // Learning reorders the stacks: find them again.
-            present = vec![None; memo.stacks.len()];
-            for (stack, values) in &self.stacks {
-                if let Some(&at) = memo.position.get(&key_of(stack, labelled)) {
-                    present[at as usize] = Some(values);
+            let moved = memo.learn(&new, labelled, symbolizer, self.stacks.len());
+            // New stacks take new slots; forgetting stacks moves them all.
+            let find: Vec<(&Stack, &Values)> = if moved {
+                present = vec![None; memo.stacks.len()];
+                self.stacks.iter().collect()
+            } else {
+                present.resize(memo.stacks.len(), None);
+                new.iter().map(|s| (*s, &self.stacks[*s])).collect()
+            };
+            for (stack, values) in find {
+                if let Some(&slot) = memo.position.get(&key_of(stack, labelled)) {
+                    present[slot as usize] = Some(values);
                 }
             }
         }
@@ -226,9 +242,7 @@ impl HeapSnapshot {
         if memo.numbering.present != present_now {
             memo.renumber(present_now);
         }
-        let StackMemo {
-            stacks, numbering, ..
-        } = &*memo;
+        let numbering = &memo.numbering;
         // Locations first, in the numbering's order: their ids are its
         // numbers.
         for &(addr, dropped) in &numbering.locations {
@@ -236,19 +250,18 @@ impl HeapSnapshot {
         }
         let mut agent_label: Option<Vec<Label>> = None;
         let mut label_sets: HashMap<u32, Vec<Label>> = HashMap::default();
-        for ((learned, values), range) in stacks.iter().zip(present).zip(&numbering.ranges) {
-            let Some(values) = values else { continue };
-            if range.is_empty() {
+        for row in &numbering.rows {
+            let Some(values) = present[row.slot as usize] else {
                 continue;
-            }
-            let label = if learned.agents {
+            };
+            let label = if row.agents {
                 agent_label
                     .get_or_insert_with(|| builder.labels(&[crate::capture::labels::AGENT_PAIR]))
             } else {
                 // A label set's labels are made once, however many stacks
                 // carry it.
-                label_sets.entry(learned.labels).or_insert_with(|| {
-                    let pairs = crate::capture::labels::pairs_of(learned.labels);
+                label_sets.entry(row.labels).or_insert_with(|| {
+                    let pairs = crate::capture::labels::pairs_of(row.labels);
                     let pairs: Vec<(&str, &str)> = pairs
                         .iter()
                         .flat_map(|p| p.iter())
@@ -257,7 +270,7 @@ impl HeapSnapshot {
                     builder.labels(&pairs)
                 })
             };
-            let packed = &numbering.packed[range.start as usize..range.end as usize];
+            let packed = &numbering.packed[row.start as usize..row.end as usize];
             emit(&mut builder, packed, values, label);
         }
         builder
@@ -265,8 +278,8 @@ impl HeapSnapshot {
 }
 
 impl StackMemo {
-    /// Numbers the locations of the stacks in `present` in order of first
-    /// use and packs each stack's location ids.
+    /// Numbers the locations of the stacks in `present` (by slot), in
+    /// profile order, by first use, and packs each one's location ids.
     fn renumber(&mut self, present: Vec<bool>) {
         let addrs = &self.index.addrs;
         // Per address id: its location number (0: none yet).
@@ -275,7 +288,7 @@ impl StackMemo {
         // their own.
         let mut trimmed: HashMap<(u32, usize), u32> = HashMap::default();
         let mut locations: Vec<(u64, usize)> = Vec::new();
-        let mut ranges = vec![0..0; self.stacks.len()];
+        let mut rows = Vec::with_capacity(self.order.len());
         let mut packed = Vec::with_capacity(self.ids.len() * 2);
         let mut number = |id: u32, dropped: usize| -> u64 {
             let slot = if dropped == 0 {
@@ -289,13 +302,11 @@ impl StackMemo {
             }
             u64::from(*slot)
         };
-        for ((learned, range), _) in self
-            .stacks
-            .iter()
-            .zip(&mut ranges)
-            .zip(&present)
-            .filter(|(_, here)| **here)
-        {
+        for &slot in &self.order {
+            if !present.get(slot as usize).copied().unwrap_or(false) {
+                continue;
+            }
+            let learned = &self.stacks[slot as usize];
             let frames = &self.ids[learned.start as usize..][..learned.len as usize];
             let Some((&leaf, callers)) = frames.split_first() else {
                 continue;
@@ -304,41 +315,66 @@ impl StackMemo {
             let leaf = number(leaf, learned.dropped);
             let ids = std::iter::once(leaf).chain(callers.iter().map(|&id| number(id, 0)));
             SampleEncoder::pack(ids, &mut packed);
-            *range = start..packed.len() as u32;
+            rows.push(Row {
+                slot,
+                start,
+                end: packed.len() as u32,
+                labels: learned.labels,
+                agents: learned.agents,
+            });
         }
         self.numbering = Numbering {
             present,
             locations,
-            ranges,
+            rows,
             packed,
         };
     }
 
     /// Learns `new` stacks (their addresses numbered, each distinct address
-    /// symbolized and classified once, allocator frames trimmed) and puts
-    /// every stack back in profile order. Stacks the current profile (of
-    /// `met` stacks) did not meet go when there are many more than it met.
-    fn learn(&mut self, new: &[&Stack], labelled: bool, symbolizer: &Symbolizer, met: usize) {
-        // Every new stack's address ids in one buffer, each a range of it.
-        let mut new_ids: Vec<u32> = Vec::with_capacity(new.iter().map(|s| s.len()).sum());
-        let ranges: Vec<(std::ops::Range<usize>, u32)> = new
-            .iter()
-            .map(|stack| {
-                let (labels, addresses) = match stack.split_first() {
-                    Some((first, rest)) if labelled => (*first as u32, rest),
-                    _ => (0, &stack[..]),
-                };
-                let start = new_ids.len();
-                // Dumped addresses are return addresses: look up the call.
-                new_ids.extend(
-                    addresses
-                        .iter()
-                        .map(|&a| self.index.id(a.saturating_sub(1))),
-                );
-                (start..new_ids.len(), labels)
-            })
-            .collect();
+    /// symbolized and classified once, allocator frames trimmed), each in
+    /// a new slot, and puts them in profile order. Stacks the current
+    /// profile (of `met` stacks) did not meet go when there are many more
+    /// than it met; then every slot moves, and this returns true.
+    fn learn(
+        &mut self,
+        new: &[&Stack],
+        labelled: bool,
+        symbolizer: &Symbolizer,
+        met: usize,
+    ) -> bool {
+        let generation = self.generation;
+        let forget = self.stacks.len() + new.len() > 2 * met + 1024;
+        if forget {
+            self.forget_all_but(generation);
+        }
         let known = self.classes.len();
+        let first_new = self.stacks.len() as u32;
+        for stack in new {
+            let (labels, addresses) = match stack.split_first() {
+                Some((first, rest)) if labelled => (*first as u32, rest),
+                _ => (0, &stack[..]),
+            };
+            let start = self.ids.len();
+            // Dumped addresses are return addresses: look up the call.
+            self.ids.extend(
+                addresses
+                    .iter()
+                    .map(|&a| self.index.id(a.saturating_sub(1))),
+            );
+            use std::hash::BuildHasher;
+            self.stacks.push(Learned {
+                stack: Arc::clone(stack),
+                labelled,
+                hash: rustc_hash::FxBuildHasher.hash_one(stack),
+                labels,
+                start: start as u32,
+                len: (self.ids.len() - start) as u32,
+                dropped: 0,
+                agents: false,
+                seen: generation,
+            });
+        }
         let fresh = &self.index.addrs[known..];
         symbolizer.resolve_all(fresh.iter().copied());
         for &addr in fresh {
@@ -346,59 +382,77 @@ impl StackMemo {
             self.classes.push(classify(&frames));
             self.owners.push(AgentFrame::of(&frames));
         }
-        let generation = self.generation;
-        let mut stacks = std::mem::take(&mut self.stacks);
-        if stacks.len() + new.len() > 2 * met + 1024 {
-            stacks.retain(|l| l.seen == generation);
-        }
-        // Old stacks' ids sit in `self.ids` (start as is), new ones' in
-        // `new_ids` (start offset past it) until the arena is rebuilt.
-        let offset = self.ids.len() as u32;
-        for (stack, (range, labels)) in new.iter().zip(ranges) {
-            let ids = &new_ids[range.clone()];
+        // Now every address is classified: trim the new stacks.
+        for slot in first_new..self.stacks.len() as u32 {
+            let learned = &mut self.stacks[slot as usize];
+            let ids = &self.ids[learned.start as usize..][..learned.len as usize];
             let per_address = ids.iter().map(|&id| self.classes[id as usize].as_slice());
             let (skip, dropped) = trim_allocator_frames(per_address, ids.len());
-            let kept = range.start + skip.min(ids.len())..range.end;
+            let skip = skip.min(ids.len());
             // jemalloc's dumps carry no labels: the agent's own
             // allocations are told by their stacks instead (see
             // `AgentFrame`).
-            let agents = !labelled
-                && new_ids[kept.clone()]
+            learned.agents = !labelled
+                && ids[skip..]
                     .iter()
                     .map(|&id| self.owners[id as usize])
                     .find(|o| *o != AgentFrame::None)
                     == Some(AgentFrame::Own);
-            use std::hash::BuildHasher;
+            learned.start += skip as u32;
+            learned.len -= skip as u32;
+            learned.dropped = dropped;
+            self.position.insert(key_of(&learned.stack, labelled), slot);
+        }
+        // Into profile order: a few new stacks each where it goes, many by
+        // sorting all.
+        let stacks = &self.stacks;
+        let before = |a: u32, b: u32| {
+            let (a, b) = (&stacks[a as usize], &stacks[b as usize]);
+            a.hash.cmp(&b.hash).then_with(|| a.stack.cmp(&b.stack))
+        };
+        let added = self.stacks.len() as u32 - first_new;
+        if (added as usize) * 16 < self.order.len() {
+            for slot in first_new..first_new + added {
+                let at = self
+                    .order
+                    .partition_point(|&other| before(other, slot).is_lt());
+                self.order.insert(at, slot);
+            }
+        } else {
+            self.order.extend(first_new..first_new + added);
+            self.order.sort_unstable_by(|&a, &b| before(a, b));
+        }
+        // The order changed: no numbering is for these stacks.
+        self.numbering = Numbering::default();
+        forget
+    }
+
+    /// Forgets every stack not seen in profile `generation`: the rest move
+    /// to the first slots, in profile order.
+    fn forget_all_but(&mut self, generation: u64) {
+        let mut stacks = Vec::new();
+        let mut ids = Vec::new();
+        self.position.clear();
+        for &slot in &self.order {
+            let learned = &self.stacks[slot as usize];
+            if learned.seen != generation {
+                continue;
+            }
+            let start = ids.len() as u32;
+            ids.extend_from_slice(&self.ids[learned.start as usize..][..learned.len as usize]);
+            self.position.insert(
+                key_of(&learned.stack, learned.labelled),
+                stacks.len() as u32,
+            );
             stacks.push(Learned {
-                stack: Arc::clone(stack),
-                labelled,
-                hash: rustc_hash::FxBuildHasher.hash_one(stack),
-                labels,
-                start: offset + kept.start as u32,
-                len: kept.len() as u32,
-                dropped,
-                agents,
-                seen: generation,
+                stack: learned.stack.clone(),
+                start,
+                ..*learned
             });
         }
-        stacks.sort_unstable_by(|a, b| (a.hash.cmp(&b.hash)).then_with(|| a.stack.cmp(&b.stack)));
-        let mut ids = Vec::with_capacity(stacks.iter().map(|l| l.len as usize).sum());
-        self.position.clear();
-        for (at, learned) in stacks.iter_mut().enumerate() {
-            let start = learned.start as usize;
-            let from = match start.checked_sub(offset as usize) {
-                Some(in_new) => &new_ids[in_new..][..learned.len as usize],
-                None => &self.ids[start..][..learned.len as usize],
-            };
-            learned.start = ids.len() as u32;
-            ids.extend_from_slice(from);
-            self.position
-                .insert(key_of(&learned.stack, learned.labelled), at as u32);
-        }
-        self.ids = ids;
+        self.order = (0..stacks.len() as u32).collect();
         self.stacks = stacks;
-        // Positions moved: no numbering is for these stacks.
-        self.numbering = Numbering::default();
+        self.ids = ids;
     }
 }
 
