@@ -13,6 +13,7 @@
 #[doc(hidden)]
 pub mod dump;
 mod profile;
+mod stack;
 // One backend or the other, with the same functions: the rest of the module
 // reads without feature gates.
 #[cfg(feature = "heap")]
@@ -22,9 +23,7 @@ mod backend;
 #[path = "disabled.rs"]
 mod backend;
 
-use rustc_hash::FxHashMap as HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use profscope_profile::Profile;
@@ -33,6 +32,7 @@ use crate::Error;
 use crate::shared::symbols::Symbolizer;
 use dump::{HeapDump, unsample};
 use profile::StackMemo;
+pub use stack::{BuildStackHasher, Stack, StackHasher, StackMap};
 
 #[cfg(feature = "heap")]
 pub use backend::{Jemalloc, MallocConf};
@@ -120,11 +120,6 @@ pub const SAMPLE_TYPES: [(&str, &str); 4] = [
 /// One stack's estimated true values, in [`SAMPLE_TYPES`] order.
 pub type Values = [i64; 4];
 
-/// A dumped stack: return addresses, leaf first (after a label-set id in
-/// [`HeapSnapshot::labelled`] snapshots). Shared, not copied, between the
-/// snapshots that hold it (the wrapper's, the recorder's, deltas).
-pub type Stack = Arc<[u64]>;
-
 /// A heap snapshot with sampling undone: per stack (dumped addresses, leaf
 /// first) the estimated allocated/in-use objects and bytes.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -134,7 +129,7 @@ pub struct HeapSnapshot {
     /// When the dump was taken.
     pub time: Option<SystemTime>,
     /// Estimated values per stack.
-    pub stacks: HashMap<Stack, Values>,
+    pub stacks: StackMap<Values>,
     /// Each stack's first element is its label-set id, not an address (the
     /// sampling allocator's snapshots; jemalloc's dumps carry no labels).
     pub labelled: bool,
@@ -145,8 +140,8 @@ impl HeapSnapshot {
     /// stacks over rather than copying them.
     pub fn from_dump(dump: HeapDump, time: SystemTime) -> Self {
         let period = dump.sample_period;
-        let mut stacks: HashMap<Stack, Values> =
-            HashMap::with_capacity_and_hasher(dump.stacks.len(), Default::default());
+        let mut stacks: StackMap<Values> =
+            StackMap::with_capacity_and_hasher(dump.stacks.len(), Default::default());
         for s in dump.stacks {
             let c = s.counts;
             let (alloc_objects, alloc_space) = unsample(c.alloc_objects, c.alloc_bytes, period);

@@ -366,7 +366,7 @@ impl StackMemo {
             self.stacks.push(Learned {
                 stack: Arc::clone(stack),
                 labelled,
-                hash: rustc_hash::FxBuildHasher.hash_one(stack),
+                hash: super::BuildStackHasher.hash_one(stack),
                 labels,
                 start: start as u32,
                 len: (self.ids.len() - start) as u32,

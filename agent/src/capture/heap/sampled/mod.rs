@@ -24,10 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use rustc_hash::FxHashMap as HashMap;
 
 use super::dump::unsample;
-use super::{HeapSnapshot, Stack, Values};
+use super::{HeapSnapshot, Stack, StackMap, Values};
 use crate::capture::sampler::{LABEL_SET, fresh};
 
 /// Go's and jemalloc's default mean sampling period: 512 KiB.
@@ -354,7 +353,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SampledAlloc<A> {
 #[derive(Default)]
 struct Collector {
     /// `[label-set id, return addresses…]` → id.
-    index: HashMap<Stack, u32>,
+    index: StackMap<u32>,
     /// Per id: the stack (shared with every snapshot that holds it).
     stacks: Vec<Stack>,
     /// Per id: sampled (objects, bytes) freed so far.
@@ -434,8 +433,8 @@ pub(crate) fn snapshot() -> HeapSnapshot {
     });
     let period = sample_period();
     // Every stack seen is in the profile (`alloc_*` is cumulative).
-    let mut stacks: HashMap<Stack, Values> =
-        HashMap::with_capacity_and_hasher(collector.stacks.len(), Default::default());
+    let mut stacks: StackMap<Values> =
+        StackMap::with_capacity_and_hasher(collector.stacks.len(), Default::default());
     for (id, stack) in collector.stacks.iter().enumerate() {
         let (lo, lb) = live.get(id).copied().unwrap_or((0, 0));
         let (fo, fb) = collector.freed[id];
