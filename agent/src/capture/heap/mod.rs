@@ -365,7 +365,8 @@ impl HeapProfiler {
     }
 
     /// Dumps the heap now on this thread (never a runtime's: the flight
-    /// recorder's own thread calls it).
+    /// recorder's own thread and the heap endpoint's blocking task call
+    /// it).
     pub(crate) fn snapshot_blocking(&self) -> Result<HeapSnapshot, Error> {
         if wrapper() {
             return Ok(self.keep(wrapper_snapshot()));

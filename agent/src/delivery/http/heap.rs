@@ -37,6 +37,9 @@ async fn serve(
     name: &'static str,
 ) -> Result<Response, Error> {
     let _permit = agent.request_permit()?;
+    if delta.is_none() && format == Format::Pprof {
+        return pprof_body(&agent, name, None, default_type).await;
+    }
     let mut snapshot = agent.heap().snapshot().await?;
     if let Some(wait) = delta {
         // Dropped with the request when the client goes away.
@@ -62,17 +65,10 @@ async fn body(
     snapshot: HeapSnapshot,
     default_type: &'static str,
 ) -> Result<Response, Error> {
-    let profiler = agent.clone();
     if format == Format::Pprof {
-        return respond_encoded(agent, name, move |symbolizer| {
-            let raw = profiler
-                .heap()
-                .pprof(&snapshot, symbolizer, default_type, SystemTime::now());
-            drop_later(snapshot);
-            raw
-        })
-        .await;
+        return pprof_body(agent, name, Some(snapshot), default_type).await;
     }
+    let profiler = agent.clone();
     respond(agent, format, name, sample_index, move |symbolizer| {
         let profile =
             profiler
@@ -80,6 +76,30 @@ async fn body(
                 .profile(&snapshot, symbolizer, default_type, SystemTime::now());
         drop_later(snapshot);
         profile
+    })
+    .await
+}
+
+/// A pprof body encoded as it is built, from `snapshot` or, when none is
+/// given, from one taken on the blocking thread that encodes it: no
+/// runtime worker waits on the snapshot, and its stacks are still in that
+/// core's cache when the profile reads them.
+async fn pprof_body(
+    agent: &Agent,
+    name: &'static str,
+    snapshot: Option<HeapSnapshot>,
+    default_type: &'static str,
+) -> Result<Response, Error> {
+    let profiler = agent.clone();
+    respond_encoded(agent, name, move |symbolizer| {
+        let heap = profiler.heap();
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
+            None => heap.snapshot_blocking()?,
+        };
+        let raw = heap.pprof(&snapshot, symbolizer, default_type, SystemTime::now());
+        drop_later(snapshot);
+        Ok(raw)
     })
     .await
 }

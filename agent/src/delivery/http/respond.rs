@@ -84,12 +84,12 @@ pub(crate) async fn respond_encoded<F>(
     build: F,
 ) -> Result<Response, Error>
 where
-    F: FnOnce(&Symbolizer) -> Vec<u8> + Send + 'static,
+    F: FnOnce(&Symbolizer) -> Result<Vec<u8>, Error> + Send + 'static,
 {
     let agent = agent.clone();
     tokio::task::spawn_blocking(move || {
         let _agent = crate::capture::labels::agent_scope();
-        let raw = build(agent.symbolizer());
+        let raw = build(agent.symbolizer())?;
         let body = profscope_profile::gzip(&raw)?;
         drop_later(raw);
         Ok(response(body, Format::Pprof, name))
