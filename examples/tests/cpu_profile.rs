@@ -444,8 +444,8 @@ fn system_library_frames_are_named_from_debug_files() {
     }
 }
 
-/// Profiles of 256 KiB and more are gzipped as two deflate streams back to
-/// back in one member (two threads): Go's reader takes them whole.
+/// HTTP answers of 256 KiB and more are gzipped as two deflate streams back
+/// to back in one member (two threads): Go's reader takes them whole.
 #[test]
 fn a_large_profile_gzipped_in_halves_reads_whole_in_go() {
     if !have_go() {
@@ -460,7 +460,7 @@ fn a_large_profile_gzipped_in_halves_reads_whole_in_go() {
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("large.pb.gz");
-    std::fs::write(&file, profscope_profile::write_gz(&profile).unwrap()).unwrap();
+    std::fs::write(&file, profscope_profile::gzip_two_threads(&raw).unwrap()).unwrap();
     let sample_type = profile.string_at(profile.sample_type[0].ty).to_string();
     let ours: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
     let go = profscope_test_support::go_raw_total(&file, &[], &sample_type);

@@ -68,7 +68,7 @@ mod testing;
 
 pub use error::{Error, Result};
 pub use filter::{Filter, FilterOptions};
-pub use gzip::{gunzip, gzip};
+pub use gzip::{gunzip, gzip, gzip_two_threads};
 pub use limits::Limits;
 pub use parse::{parse, parse_merged};
 pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};

@@ -5,9 +5,9 @@
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use profscope_profile::Profile;
 use profscope_profile::flamegraph::{FlamegraphOptions, flamegraph_svg};
 use profscope_profile::fold::{fold, folded_text};
-use profscope_profile::{Profile, write_gz};
 
 use crate::shared::symbols::Symbolizer;
 use crate::{Agent, Error};
@@ -90,7 +90,7 @@ where
     tokio::task::spawn_blocking(move || {
         let _agent = crate::capture::labels::agent_scope();
         let raw = build(agent.symbolizer())?;
-        let body = profscope_profile::gzip(&raw)?;
+        let body = profscope_profile::gzip_two_threads(&raw)?;
         drop_later(raw);
         Ok(response(body, Format::Pprof, name))
     })
@@ -115,7 +115,8 @@ fn encode(
     sample_index: usize,
 ) -> Result<Response, Error> {
     let body = match format {
-        Format::Pprof => write_gz(profile)?,
+        // An HTTP answer: its latency counts (the push gzips on one thread).
+        Format::Pprof => profscope_profile::gzip_two_threads(&profscope_profile::encode(profile))?,
         Format::Folded => folded_text(&fold(profile, sample_index)).into_bytes(),
         Format::Svg => {
             let unit = profile
