@@ -294,7 +294,7 @@ fn phases(rt: &tokio::runtime::Runtime, n: usize) {
             std::time::SystemTime::now(),
         );
         let t1 = at.elapsed();
-        let gz = profscope_profile::gzip_two_threads(&raw).expect("gzip");
+        let gz = profscope_profile::gzip_two_threads(&raw, || ()).expect("gzip");
         let t2 = at.elapsed();
         raw_len = raw.len();
         black_box(gz);

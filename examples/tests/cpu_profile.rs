@@ -460,7 +460,11 @@ fn a_large_profile_gzipped_in_halves_reads_whole_in_go() {
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("large.pb.gz");
-    std::fs::write(&file, profscope_profile::gzip_two_threads(&raw).unwrap()).unwrap();
+    std::fs::write(
+        &file,
+        profscope_profile::gzip_two_threads(&raw, || ()).unwrap(),
+    )
+    .unwrap();
     let sample_type = profile.string_at(profile.sample_type[0].ty).to_string();
     let ours: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
     let go = profscope_test_support::go_raw_total(&file, &[], &sample_type);

@@ -46,20 +46,13 @@ impl SampleEncoder {
     /// [`pack`](Self::pack)): for producers that meet the same stack in
     /// many profiles.
     pub fn push_packed(&mut self, packed_location_id: &[u8], value: &[i64], label: &[Label]) {
-        let values = || value.iter().map(|&v| v as u64);
-        let values_len = varints_len(values());
-        let len = packed_len(packed_location_id.len())
-            + packed_len(values_len)
-            + encoding::message::encoded_len_repeated(3, label);
-        let buf = &mut self.samples;
-        buf.reserve(len + 11);
-        length_prefix(2, len, buf);
-        if !packed_location_id.is_empty() {
-            length_prefix(1, packed_location_id.len(), buf);
-            buf.extend_from_slice(packed_location_id);
-        }
-        put_packed(2, values_len, values(), buf);
-        encoding::message::encode_repeated(3, label, buf);
+        encode_sample_with(
+            packed_location_id.len(),
+            |buf| buf.extend_from_slice(packed_location_id),
+            value,
+            label,
+            &mut self.samples,
+        );
     }
 
     /// Appends `location_id` to `out` packed as a sample's field holds
@@ -124,14 +117,36 @@ fn encode_around(profile: &Profile, samples: Option<&[u8]>) -> Vec<u8> {
 /// Field 2 of the profile: one sample, sized in one pass over its fields.
 fn encode_sample(location_id: &[u64], value: &[i64], label: &[Label], buf: &mut Vec<u8>) {
     let locations = || location_id.iter().copied();
+    encode_sample_with(
+        varints_len(locations()),
+        |buf| locations().for_each(|id| put_varint(id, buf)),
+        value,
+        label,
+        buf,
+    );
+}
+
+/// A sample whose location ids take `locations_len` bytes as varints,
+/// written by `put_locations`.
+#[inline]
+fn encode_sample_with(
+    locations_len: usize,
+    put_locations: impl FnOnce(&mut Vec<u8>),
+    value: &[i64],
+    label: &[Label],
+    buf: &mut Vec<u8>,
+) {
     let values = || value.iter().map(|&v| v as u64);
-    let (locations_len, values_len) = (varints_len(locations()), varints_len(values()));
+    let values_len = varints_len(values());
     let len = packed_len(locations_len)
         + packed_len(values_len)
         + encoding::message::encoded_len_repeated(3, label);
     buf.reserve(len + 11);
     length_prefix(2, len, buf);
-    put_packed(1, locations_len, locations(), buf);
+    if locations_len > 0 {
+        length_prefix(1, locations_len, buf);
+        put_locations(buf);
+    }
     put_packed(2, values_len, values(), buf);
     encoding::message::encode_repeated(3, label, buf);
 }

@@ -24,6 +24,11 @@ use crate::shared::symbols::{Frame, Symbolizer};
 /// loads and unloads code would otherwise grow it for ever).
 const MAX_ADDRESSES: usize = 1 << 16;
 
+/// Profiles a stack stays learned after the last one that met it: full
+/// snapshots and deltas (a subset of the stacks) share the memo, and a
+/// delta must not make the next full profile learn everything again.
+const REMEMBERED_FOR: u64 = 8;
+
 /// What [`HeapSnapshot::to_profile_with`] learned about the stacks it met,
 /// for the next profile.
 #[derive(Default)]
@@ -202,7 +207,9 @@ impl HeapSnapshot {
             .default_sample_type(default_type)
             .time(start, end.duration_since(start).unwrap_or(Duration::ZERO));
         let labelled = self.labelled;
-        if memo.index.addrs.len() > MAX_ADDRESSES {
+        // Many more addresses than the last profile used: start over (a
+        // profile that uses more than the cap is not reset every time).
+        if memo.index.addrs.len() > MAX_ADDRESSES.max(8 * memo.numbering.locations.len()) {
             *memo = StackMemo {
                 generation: memo.generation,
                 ..StackMemo::default()
@@ -333,9 +340,10 @@ impl StackMemo {
 
     /// Learns `new` stacks (their addresses numbered, each distinct address
     /// symbolized and classified once, allocator frames trimmed), each in
-    /// a new slot, and puts them in profile order. Stacks the current
-    /// profile (of `met` stacks) did not meet go when there are many more
-    /// than it met; then every slot moves, and this returns true.
+    /// a new slot, and puts them in profile order. Stacks none of the last
+    /// [`REMEMBERED_FOR`] profiles met go when there are many more than
+    /// this profile (of `met` stacks) met; then every slot moves, and this
+    /// returns true.
     fn learn(
         &mut self,
         new: &[&Stack],
@@ -344,9 +352,11 @@ impl StackMemo {
         met: usize,
     ) -> bool {
         let generation = self.generation;
-        let forget = self.stacks.len() + new.len() > 2 * met + 1024;
+        let oldest = generation.saturating_sub(REMEMBERED_FOR - 1);
+        let forget = self.stacks.len() + new.len() > 2 * met + 1024
+            && self.stacks.iter().any(|l| l.seen < oldest);
         if forget {
-            self.forget_all_but(generation);
+            self.forget_unseen_since(oldest);
         }
         let known = self.classes.len();
         let first_new = self.stacks.len() as u32;
@@ -427,15 +437,15 @@ impl StackMemo {
         forget
     }
 
-    /// Forgets every stack not seen in profile `generation`: the rest move
-    /// to the first slots, in profile order.
-    fn forget_all_but(&mut self, generation: u64) {
+    /// Forgets every stack no profile since `oldest` met: the rest move to
+    /// the first slots, in profile order.
+    fn forget_unseen_since(&mut self, oldest: u64) {
         let mut stacks = Vec::new();
         let mut ids = Vec::new();
         self.position.clear();
         for &slot in &self.order {
             let learned = &self.stacks[slot as usize];
-            if learned.seen != generation {
+            if learned.seen < oldest {
                 continue;
             }
             let start = ids.len() as u32;
@@ -659,32 +669,39 @@ mod tests {
     }
 
     #[test]
-    fn a_memo_forgets_the_stacks_a_profile_no_longer_meets() {
+    fn a_memo_forgets_the_stacks_profiles_no_longer_meet() {
         let symbolizer = Symbolizer::new();
         let end = SystemTime::UNIX_EPOCH;
         let all: Vec<Stack> = (0..2000).map(|i| stack(i, true)).collect();
         let mut memo = StackMemo::default();
-        snapshot(&all[..1500], 0, true).to_profile_with(&mut memo, &symbolizer, "inuse_space", end);
+        let profile = |memo: &mut StackMemo, stacks: &[Stack], round: i64| {
+            let snap = snapshot(stacks, round, true);
+            let with = snap.to_profile_with(memo, &symbolizer, "inuse_space", end);
+            let fresh = snap.to_profile(&symbolizer, "inuse_space", end);
+            assert_eq!(
+                profscope_profile::encode(&with),
+                profscope_profile::encode(&fresh),
+                "round {round}"
+            );
+        };
+        profile(&mut memo, &all[..1500], 0);
         assert_eq!(memo.stacks.len(), 1500);
-        // Ten stacks, two of them new: the 1,492 not met go.
-        snapshot(&all[1492..1502], 1, true).to_profile_with(
-            &mut memo,
-            &symbolizer,
-            "inuse_space",
-            end,
-        );
-        assert_eq!(memo.stacks.len(), 10);
-        assert_eq!(memo.position.len(), 10);
-        // Nothing new: nothing learned, nothing forgotten.
-        snapshot(&all[1492..1495], 2, true).to_profile_with(
-            &mut memo,
-            &symbolizer,
-            "inuse_space",
-            end,
-        );
-        assert_eq!(memo.stacks.len(), 10);
+        // A few stacks (a delta's), two of them new: the rest are kept for
+        // the next profiles.
+        for round in 1..=REMEMBERED_FOR as i64 {
+            profile(&mut memo, &all[1492..1502], round);
+            assert_eq!(memo.stacks.len(), 1502, "round {round}");
+        }
+        // Another new stack once no recent profile met the 1,490: they go.
+        profile(&mut memo, &all[1492..1503], 9);
+        assert_eq!(memo.stacks.len(), 11);
+        assert_eq!(memo.position.len(), 11);
+        assert_eq!(memo.order.len(), 11);
         // The stacks it forgot are no longer kept alive by it.
         assert_eq!(Arc::strong_count(&all[0]), 1);
+        // And what it kept still gives the fresh build's bytes.
+        profile(&mut memo, &all[1495..1503], 10);
+        profile(&mut memo, &all[1490..1503], 11);
     }
 
     #[test]

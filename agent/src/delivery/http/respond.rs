@@ -62,17 +62,13 @@ pub(crate) async fn respond<F>(
 where
     F: FnOnce(&Symbolizer) -> Profile + Send + 'static,
 {
-    let agent = agent.clone();
-    tokio::task::spawn_blocking(move || {
-        // The symbolizer's caches and the encoder's buffers are the agent's.
-        let _agent = crate::capture::labels::agent_scope();
-        let profile = build(agent.symbolizer());
+    off_runtime(agent, move |symbolizer| {
+        let profile = build(symbolizer);
         let response = encode(&profile, format, name, sample_index);
         drop_later(profile);
         response
     })
     .await
-    .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
 }
 
 /// [`respond`] for a pprof body whose producer writes the protobuf itself
@@ -86,13 +82,26 @@ pub(crate) async fn respond_encoded<F>(
 where
     F: FnOnce(&Symbolizer) -> Result<Vec<u8>, Error> + Send + 'static,
 {
+    off_runtime(agent, move |symbolizer| {
+        let raw = build(symbolizer)?;
+        let body = profscope_profile::gzip_two_threads(&raw, crate::capture::labels::agent_scope)?;
+        drop_later(raw);
+        Ok(response(body, Format::Pprof, name))
+    })
+    .await
+}
+
+/// Runs `work` on a blocking thread, never on the service's runtime
+/// workers, with the agent's symbolizer; what it allocates is labelled the
+/// agent's (the symbolizer's caches, the encoder's buffers).
+async fn off_runtime<F>(agent: &Agent, work: F) -> Result<Response, Error>
+where
+    F: FnOnce(&Symbolizer) -> Result<Response, Error> + Send + 'static,
+{
     let agent = agent.clone();
     tokio::task::spawn_blocking(move || {
         let _agent = crate::capture::labels::agent_scope();
-        let raw = build(agent.symbolizer())?;
-        let body = profscope_profile::gzip_two_threads(&raw)?;
-        drop_later(raw);
-        Ok(response(body, Format::Pprof, name))
+        work(agent.symbolizer())
     })
     .await
     .map_err(|e| Error::Internal(format!("encoding thread failed: {e}")))?
@@ -116,7 +125,10 @@ fn encode(
 ) -> Result<Response, Error> {
     let body = match format {
         // An HTTP answer: its latency counts (the push gzips on one thread).
-        Format::Pprof => profscope_profile::gzip_two_threads(&profscope_profile::encode(profile))?,
+        Format::Pprof => profscope_profile::gzip_two_threads(
+            &profscope_profile::encode(profile),
+            crate::capture::labels::agent_scope,
+        )?,
         Format::Folded => folded_text(&fold(profile, sample_index)).into_bytes(),
         Format::Svg => {
             let unit = profile
