@@ -7,7 +7,10 @@
 //! allocator's stacks are shared between its snapshots ([`Stack`]), and a
 //! stack met again costs one lookup by its address in memory instead of a
 //! walk over its frames. That walk (hundreds of thousands of frames at 10k
-//! stacks) was most of a `/debug/pprof/heap` request.
+//! stacks) was most of a `/debug/pprof/heap` request. While a profile meets
+//! the same stacks as the last one, that one's location numbering serves
+//! again too: a sample is then a copy of its packed location ids and its
+//! values.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -252,8 +255,13 @@ impl HeapSnapshot {
         let numbering = &memo.numbering;
         // Locations first, in the numbering's order: their ids are its
         // numbers.
-        for &(addr, dropped) in &numbering.locations {
-            builder.location_id(addr, dropped);
+        for (number, &(addr, dropped)) in numbering.locations.iter().enumerate() {
+            let id = builder.location_id(addr, dropped);
+            debug_assert_eq!(
+                id,
+                number as u64 + 1,
+                "locations are made in numbering order"
+            );
         }
         let mut agent_label: Option<Vec<Label>> = None;
         let mut label_sets: HashMap<u32, Vec<Label>> = HashMap::default();
