@@ -62,23 +62,9 @@ fn leaf_function_is_the_top_flat_entry() {
     spinner.join().unwrap();
 
     let profile = capture.to_profile(&Symbolizer::new());
-    // Flat = samples whose leaf (first location, innermost line) is the function.
-    let mut flat: std::collections::HashMap<String, i64> = Default::default();
-    let mut total = 0;
-    let mut cpu_ns = 0;
-    for s in &profile.sample {
-        total += s.value[0];
-        cpu_ns += s.value[1];
-        let leaf = s
-            .location_id
-            .first()
-            .and_then(|id| profile.location.iter().find(|l| l.id == *id))
-            .and_then(|l| l.line.first())
-            .and_then(|line| profile.function.iter().find(|f| f.id == line.function_id))
-            .map(|f| profile.string_at(f.name).to_string())
-            .unwrap_or_default();
-        *flat.entry(leaf).or_default() += s.value[0];
-    }
+    let flat = profscope_test_support::flat_by_function(&profile, 0);
+    let total: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
+    let cpu_ns: i64 = profile.sample.iter().map(|s| s.value[1]).sum();
     let (top, count) = flat.iter().max_by_key(|(_, v)| **v).expect("samples");
     assert!(top.ends_with("leaf_spin"), "top flat is {top}: {flat:?}");
     assert!(

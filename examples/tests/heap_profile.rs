@@ -7,12 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_names_whole, decode, example, flat_by_function, get, go_pprof, have_go,
-    in_process_agent, stack_names,
+    assert_names_whole, decode, example, get, go_pprof, have_go, in_process_agent, stack_names,
 };
 use profscope_agent::Agent;
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
 use profscope_test_support::AllocationStorm;
+use profscope_test_support::flat_by_function;
 
 // Sample every 16 KiB on average: 64 MiB of 1 KiB objects is then ~4096
 // samples (σ ≈ 1.6 %), so ±10 % holds in practice.

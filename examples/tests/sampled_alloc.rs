@@ -13,8 +13,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{decode, example_path, flat_by_function, get, have_go, in_process_agent, stack_names};
+use common::{decode, example_path, get, have_go, in_process_agent, stack_names};
 use profscope_examples::{retain_kib_blocks, retain_mib_blocks};
+use profscope_test_support::flat_by_function;
 
 /// The inner allocator: `System`, counting calls made while this thread is
 /// inside the wrapper's sampled path (the sampled path must never call it).

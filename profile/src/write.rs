@@ -63,6 +63,19 @@ impl SampleEncoder {
         }
     }
 
+    /// Location ids [`pack`](Self::pack) packed, unpacked (a malformed tail
+    /// ends them).
+    pub fn unpack(mut packed: &[u8]) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(packed.len());
+        while !packed.is_empty() {
+            match encoding::decode_varint(&mut packed) {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
+            }
+        }
+        ids
+    }
+
     /// `profile`, whose own samples must be none, with the samples pushed,
     /// as protobuf.
     pub fn finish(self, profile: &Profile) -> Vec<u8> {
@@ -258,6 +271,7 @@ mod tests {
                 encoder.push(&s.location_id, &s.value, &s.label);
                 let mut packed = Vec::new();
                 SampleEncoder::pack(s.location_id.iter().copied(), &mut packed);
+                assert_eq!(SampleEncoder::unpack(&packed), s.location_id);
                 packed_encoder.push_packed(&packed, &s.value, &s.label);
             }
             assert_eq!(

@@ -5,7 +5,8 @@
 //!   [`run_with_stdin`] and [`stdout_of`] for the binaries tests run;
 //! * [`AllocationStorm`]: threads that allocate and free as hard as they can;
 //! * [`large_profile`] and [`large_folded`]: large deterministic profiles;
-//! * [`have_go`], [`go_pprof`]: `go tool pprof`, the reference, with a loud skip.
+//! * [`have_go`], [`go_pprof`]: `go tool pprof`, the reference, with a loud skip;
+//! * [`flat_by_function`]: a profile's flat figures by function.
 
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
@@ -14,6 +15,28 @@ mod go;
 mod large;
 mod rng;
 mod service;
+
+/// Values of sample type `index` summed by leaf function name (the
+/// innermost line of each sample's first location): a profile's flat
+/// figures, as `go tool pprof -top` shows them.
+pub fn flat_by_function(
+    p: &profscope_profile::Profile,
+    index: usize,
+) -> std::collections::HashMap<String, i64> {
+    let mut flat = std::collections::HashMap::new();
+    for s in &p.sample {
+        let leaf = s
+            .location_id
+            .first()
+            .and_then(|id| p.location.iter().find(|l| l.id == *id))
+            .and_then(|l| l.line.first())
+            .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
+            .map(|f| p.string_at(f.name).to_string())
+            .unwrap_or_default();
+        *flat.entry(leaf).or_insert(0) += s.value[index];
+    }
+    flat
+}
 
 /// This process's CPU time (user + system), from `getrusage`: microsecond
 /// resolution, unlike `/proc/self/stat`'s ticks.

@@ -229,26 +229,6 @@ pub fn stack_names(p: &profscope_profile::Profile, s: &profscope_profile::Sample
         .collect()
 }
 
-/// Values of sample type `index` summed by leaf function name.
-pub fn flat_by_function(
-    p: &profscope_profile::Profile,
-    index: usize,
-) -> std::collections::HashMap<String, i64> {
-    let mut flat = std::collections::HashMap::new();
-    for s in &p.sample {
-        let leaf = s
-            .location_id
-            .first()
-            .and_then(|id| p.location.iter().find(|l| l.id == *id))
-            .and_then(|l| l.line.first())
-            .and_then(|line| p.function.iter().find(|f| f.id == line.function_id))
-            .map(|f| p.string_at(f.name).to_string())
-            .unwrap_or_default();
-        *flat.entry(leaf).or_insert(0) += s.value[index];
-    }
-    flat
-}
-
 /// Gunzips and decodes a pprof body.
 pub fn decode(body: &[u8]) -> profscope_profile::Profile {
     use prost::Message;

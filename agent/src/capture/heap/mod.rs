@@ -117,6 +117,15 @@ pub const SAMPLE_TYPES: [(&str, &str); 4] = [
     ("inuse_space", "bytes"),
 ];
 
+/// The index of `sample_type` in [`SAMPLE_TYPES`] (`inuse_space`'s for a
+/// name that is not there).
+pub(crate) fn sample_index(sample_type: &str) -> usize {
+    SAMPLE_TYPES
+        .iter()
+        .position(|(t, _)| *t == sample_type)
+        .unwrap_or(3)
+}
+
 /// One stack's estimated true values, in [`SAMPLE_TYPES`] order.
 pub type Values = [i64; 4];
 

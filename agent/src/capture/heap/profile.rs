@@ -52,8 +52,7 @@ pub(crate) struct StackMemo {
     classes: Vec<Vec<Class>>,
     /// Per address id: whether it is the agent's code.
     owners: Vec<AgentFrame>,
-    /// Profiles made so far: stacks a profile did not meet go when the
-    /// memo holds many more than that profile met.
+    /// Profiles made so far (each stack notes the last that met it).
     generation: u64,
     /// The last profile's location numbering, for the next one over the
     /// same stacks (a heap's stacks change far less often than it is read).
@@ -110,25 +109,9 @@ struct Learned {
     dropped: usize,
     /// The agent's own allocation (unlabelled snapshots only).
     agents: bool,
+    /// The last profile (generation) that met it: stacks none of the last
+    /// [`REMEMBERED_FOR`] met are forgotten.
     seen: u64,
-}
-
-/// Location ids packed by [`SampleEncoder::pack`], unpacked.
-fn unpack(mut packed: &[u8]) -> Vec<u64> {
-    let mut ids = Vec::with_capacity(packed.len());
-    while !packed.is_empty() {
-        let (mut id, mut shift) = (0u64, 0);
-        while let Some((&byte, rest)) = packed.split_first() {
-            packed = rest;
-            id |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-            shift += 7;
-            if byte < 0x80 {
-                break;
-            }
-        }
-        ids.push(id);
-    }
-    ids
 }
 
 fn key_of(stack: &Stack, labelled: bool) -> (usize, bool) {
@@ -164,7 +147,11 @@ impl HeapSnapshot {
             default_type,
             end,
             |builder, packed, values, labels| {
-                builder.add_labelled_sample_at(unpack(packed), values.to_vec(), labels.to_vec());
+                builder.add_labelled_sample_at(
+                    SampleEncoder::unpack(packed),
+                    values.to_vec(),
+                    labels.to_vec(),
+                );
             },
         )
         .build()

@@ -10,7 +10,7 @@ use axum::response::Response;
 use super::Format;
 use super::extract::{DeltaSeconds, Param, ProfileFormat};
 use super::respond::{drop_later, respond, respond_encoded};
-use crate::capture::heap::{HeapSnapshot, SAMPLE_TYPES};
+use crate::capture::heap::{HeapSnapshot, sample_index};
 use crate::{Agent, Error};
 
 pub(crate) async fn heap(
@@ -47,11 +47,7 @@ async fn serve(
         let later = agent.heap().snapshot().await?;
         snapshot = later.delta(&snapshot);
     }
-    let sample_index = SAMPLE_TYPES
-        .iter()
-        .position(|(t, _)| *t == default_type)
-        .unwrap_or(3);
-    body(&agent, format, name, sample_index, snapshot, default_type).await
+    body(&agent, format, name, snapshot, default_type).await
 }
 
 /// The response for `snapshot`: a pprof body encoded as it is built (a
@@ -61,7 +57,6 @@ async fn body(
     agent: &Agent,
     format: Format,
     name: &'static str,
-    sample_index: usize,
     snapshot: HeapSnapshot,
     default_type: &'static str,
 ) -> Result<Response, Error> {
@@ -69,14 +64,20 @@ async fn body(
         return pprof_body(agent, name, Some(snapshot), default_type).await;
     }
     let profiler = agent.clone();
-    respond(agent, format, name, sample_index, move |symbolizer| {
-        let profile =
-            profiler
-                .heap()
-                .profile(&snapshot, symbolizer, default_type, SystemTime::now());
-        drop_later(snapshot);
-        profile
-    })
+    respond(
+        agent,
+        format,
+        name,
+        sample_index(default_type),
+        move |symbolizer| {
+            let profile =
+                profiler
+                    .heap()
+                    .profile(&snapshot, symbolizer, default_type, SystemTime::now());
+            drop_later(snapshot);
+            profile
+        },
+    )
     .await
 }
 
@@ -113,17 +114,5 @@ pub(crate) async fn delta_heap(
 ) -> Result<Response, Error> {
     let _permit = agent.request_permit()?;
     let snapshot = agent.heap().delta_snapshot().await?;
-    let sample_index = SAMPLE_TYPES
-        .iter()
-        .position(|(t, _)| *t == "alloc_space")
-        .unwrap_or(1);
-    body(
-        &agent,
-        format,
-        "delta_heap",
-        sample_index,
-        snapshot,
-        "alloc_space",
-    )
-    .await
+    body(&agent, format, "delta_heap", snapshot, "alloc_space").await
 }

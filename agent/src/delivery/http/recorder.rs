@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::extract::{IncidentWindow, Lookback, Param, ProfileFormat};
 use super::respond::respond;
-use crate::capture::heap::SAMPLE_TYPES;
+use crate::capture::heap::sample_index;
 use crate::capture::recorder::{NOT_ENABLED, Recorder, TriggerKind};
 use crate::{Agent, Error};
 
@@ -37,13 +37,6 @@ fn within_reach(recorder: &Recorder, lookback: Duration) -> Result<Duration, Err
         ));
     }
     Ok(lookback)
-}
-
-fn sample_index(sample_type: &str) -> usize {
-    SAMPLE_TYPES
-        .iter()
-        .position(|(t, _)| *t == sample_type)
-        .unwrap_or(3)
 }
 
 pub(crate) async fn recent_profile(
