@@ -85,7 +85,6 @@ where
     off_runtime(agent, move |symbolizer| {
         let raw = build(symbolizer)?;
         let body = profscope_profile::gzip_two_threads(&raw, crate::capture::labels::agent_scope)?;
-        drop_later(raw);
         Ok(response(body, Format::Pprof, name))
     })
     .await

@@ -347,9 +347,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SampledAlloc<A> {
     }
 }
 
-/// Every stack the wrapper has sampled, each with an id (in the records
-/// that carry it, so a record's stack is hashed once in its life) and the
-/// sampled (objects, bytes) freed from it so far.
+/// Every stack the wrapper has sampled, each with an id (kept in the
+/// records that carry it, so a record's stack is looked up once in the
+/// record's life, not at every snapshot) and the sampled (objects, bytes)
+/// freed from it so far.
 #[derive(Default)]
 struct Collector {
     /// `[label-set id, return addresses…]` → id.

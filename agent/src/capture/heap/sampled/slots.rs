@@ -49,8 +49,8 @@ pub(crate) struct Record {
     /// Next free slot + 1 (free-stack link).
     next: AtomicU32,
     /// The collector's id for this record's stack + 1, 0 until it has
-    /// read the stack once (so each record's stack is hashed once, not at
-    /// every snapshot). Written only by the collector, cleared by `take`.
+    /// read the stack once (so each record's stack is looked up once, not
+    /// at every snapshot). Written only by the collector, cleared by `take`.
     stack: AtomicU32,
     /// Requested size (a realloc in place updates it).
     size: AtomicU64,
