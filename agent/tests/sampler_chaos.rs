@@ -256,7 +256,13 @@ fn chaos(seconds: u64) {
         tally.samples.load(Ordering::Relaxed),
         moved.join(" ")
     );
-    for reason in ["ring_full", "no_slot", "stopped", "not_ours"] {
+    for reason in [
+        "ring_full",
+        "no_slot",
+        "stopped",
+        "not_ours",
+        "in_signal_handler",
+    ] {
         let key = format!("dropped_{reason}");
         assert!(after.iter().any(|(n, _)| *n == key), "{key} is not counted");
     }

@@ -1,8 +1,10 @@
 //! The sampler stays on for months without harming its host: it never
 //! overwrites a SIGPROF handler it does not own, no read in its handler
 //! can fault (and faults that are not its own still reach the handler
-//! before it), `fork` leaves parent and child usable, frame-pointer walks
-//! invent no caller edges, and a thousand threads are all walked whole.
+//! before it, with SIGPROF blocked), nothing of it piles onto another
+//! handler on the alternate stack, `fork` leaves parent and child usable,
+//! frame-pointer walks invent no caller edges, and a thousand threads are
+//! all walked whole.
 //!
 //! One test at a time (`turn`): they share the process's one stream and
 //! its signal dispositions.
@@ -209,6 +211,70 @@ fn spin_on_fake_frames(stack_top: u64, fake_fp: u64, rounds: u64) {
     }
 }
 
+/// An alternate signal stack of the test's, painted, to measure how much
+/// of it signal handlers used.
+struct PaintedAltStack {
+    base: *mut u8,
+    size: usize,
+    previous: libc::stack_t,
+}
+
+const PAINT: u8 = 0xa5;
+
+impl PaintedAltStack {
+    /// Installs a painted stack of `size` bytes as this thread's.
+    fn install(size: usize) -> Self {
+        // SAFETY: a fresh private anonymous mapping, checked and painted,
+        // becomes this thread's alternate stack; the previous one is kept.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(base, libc::MAP_FAILED);
+            std::ptr::write_bytes(base.cast::<u8>(), PAINT, size);
+            let stack = libc::stack_t {
+                ss_sp: base,
+                ss_flags: 0,
+                ss_size: size,
+            };
+            let mut previous: libc::stack_t = std::mem::zeroed();
+            assert_eq!(libc::sigaltstack(&stack, &mut previous), 0);
+            Self {
+                base: base.cast(),
+                size,
+                previous,
+            }
+        }
+    }
+
+    /// How deep any handler went, in bytes from the top; puts the previous
+    /// alternate stack back.
+    fn used(self) -> usize {
+        // SAFETY: the previous stack goes back first, so no handler runs on
+        // ours while it is read and unmapped.
+        unsafe {
+            assert_eq!(libc::sigaltstack(&self.previous, std::ptr::null_mut()), 0);
+            let bytes = std::slice::from_raw_parts(self.base, self.size);
+            let first = bytes.iter().position(|b| *b != PAINT).unwrap_or(self.size);
+            libc::munmap(self.base.cast(), self.size);
+            self.size - first
+        }
+    }
+}
+
+/// The alternate stack std gives each thread it starts (and the main
+/// thread): `SIGSTKSZ`, or the kernel's minimum for this CPU if larger.
+fn std_alt_stack_size() -> usize {
+    // SAFETY: getauxval has no preconditions.
+    let minimum = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
+    libc::SIGSTKSZ.max(minimum)
+}
+
 #[test]
 fn a_frame_chain_into_memory_unmapped_since_the_snapshot_cannot_fault() {
     let _turn = turn();
@@ -234,9 +300,11 @@ fn a_frame_chain_into_memory_unmapped_since_the_snapshot_cannot_fault() {
     let thread = std::thread::Builder::new()
         .name("fake-frames".into())
         .spawn(move || {
+            let painted = PaintedAltStack::install(64 * 1024);
             while !s.load(Ordering::Relaxed) {
                 spin_on_fake_frames(top, fake, 20_000_000);
             }
+            painted.used()
         })
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -254,7 +322,7 @@ fn a_frame_chain_into_memory_unmapped_since_the_snapshot_cannot_fault() {
     assert_eq!(unsafe { libc::munmap(fake as *mut libc::c_void, PAGE) }, 0);
     let capture = rt.block_on(running).unwrap().expect("capture");
     stop.store(true, Ordering::Relaxed);
-    thread.join().unwrap();
+    let used = thread.join().unwrap();
     let faults = counter("faults_recovered") - recovered;
     let mine: Vec<_> = stacks(&capture)
         .into_iter()
@@ -266,9 +334,20 @@ fn a_frame_chain_into_memory_unmapped_since_the_snapshot_cannot_fault() {
         })
         .collect();
     let samples: i64 = mine.iter().map(|(_, _, n)| n).sum();
-    eprintln!("{samples} samples on fake frames, {faults} faults recovered");
+    let std_size = std_alt_stack_size();
+    eprintln!(
+        "{samples} samples on fake frames, {faults} faults recovered; \
+         alternate stack used: {used} of the {std_size} bytes std gives a thread"
+    );
     assert!(samples > 200, "{samples} samples");
     assert!(faults > 0, "the guard did no work: no fault recovered");
+    // The deepest a sample goes: the kernel's SIGPROF frame, the handler,
+    // the kernel's SIGSEGV frame and the recovery. It must fit std's
+    // alternate stack with room to spare, in unoptimized builds too.
+    assert!(
+        used + 512 <= std_size,
+        "a recovering walk used {used} bytes of the alternate stack; std gives {std_size}"
+    );
     for (_, frames, _) in &mine {
         assert_eq!(
             frames.len(),
@@ -282,9 +361,17 @@ fn a_frame_chain_into_memory_unmapped_since_the_snapshot_cannot_fault() {
 
 const CHILD: &str = "PROFSCOPE_FAULT_CHILD";
 
+/// The service's own fault handler: exits 42 if SIGPROF is blocked while
+/// it runs (so no sample can pile onto it), 43 if not.
 extern "C" fn own_segv_handler(_: i32) {
-    // SAFETY: async-signal-safe exit with a code the parent looks for.
-    unsafe { libc::_exit(42) };
+    // SAFETY: reads this thread's signal mask, then an async-signal-safe
+    // exit with a code the parent looks for.
+    unsafe {
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+        let blocked = libc::sigismember(&mask, libc::SIGPROF) == 1;
+        libc::_exit(if blocked { 42 } else { 43 });
+    }
 }
 
 #[inline(never)]
@@ -310,6 +397,14 @@ fn fault_in_child(mode: &str) -> ! {
     let _ = capture(&rt, Duration::from_millis(200), 997);
     stop.store(true, Ordering::Relaxed);
     busy.join().unwrap();
+    // The fault comes while a capture runs: SIGPROF ticks reach this thread
+    // as it recurses, and would reach the fault's handler if not blocked.
+    let _live = rt.spawn(async move {
+        CpuProfiler::new()
+            .capture(Duration::from_secs(10), 997)
+            .await
+    });
+    std::thread::sleep(Duration::from_millis(150));
     if mode == "overflow" {
         std::hint::black_box(overflow(0));
     }
@@ -337,17 +432,102 @@ fn a_fault_that_is_not_the_samplers_reaches_the_handler_before_it() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         match mode {
-            // The service's own handler got it.
-            "own-handler" => assert_eq!(out.status.code(), Some(42), "{stderr}"),
+            // The service's own handler got it, with SIGPROF blocked.
+            "own-handler" => assert_eq!(
+                out.status.code(),
+                Some(42),
+                "43: SIGPROF was not blocked in the fault handler; {:?} {stderr}",
+                out.status
+            ),
             // The default action: killed by SIGSEGV.
-            "default" => assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{stderr}"),
+            "default" => assert_eq!(
+                out.status.signal(),
+                Some(libc::SIGSEGV),
+                "{:?} {stderr}",
+                out.status
+            ),
             // Rust's stack-overflow report, through our handler.
             _ => {
-                assert!(stderr.contains("has overflowed its stack"), "{stderr}");
+                assert!(
+                    stderr.contains("has overflowed its stack"),
+                    "{:?} {stderr}",
+                    out.status
+                );
                 assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
             }
         }
     }
+}
+
+const NESTED_CHILD: &str = "PROFSCOPE_NESTED_CHILD";
+
+/// Spins 0.5 s inside a signal handler, on the alternate stack (the
+/// clock is the vDSO's: async-signal-safe).
+extern "C" fn spin_in_handler(_: i32) {
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_millis(500) {
+        std::hint::spin_loop();
+    }
+}
+
+/// In a child process: under a 997 Hz capture, a thread runs a long
+/// handler of its own on std's alternate stack; SIGPROF ticks arrive in it.
+fn spin_in_handler_in_child() -> ! {
+    let rt = runtime();
+    let running = rt.spawn(async move {
+        CpuProfiler::new()
+            .capture(Duration::from_secs(10), 997)
+            .await
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let before = counter("dropped_in_signal_handler");
+    std::thread::Builder::new()
+        .name("in-handler".into())
+        .spawn(|| {
+            // SAFETY: a plain SA_ONSTACK handler that only spins, raised
+            // on this thread.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = spin_in_handler as *const () as usize;
+                action.sa_flags = libc::SA_ONSTACK;
+                libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut());
+                libc::pthread_kill(libc::pthread_self(), libc::SIGUSR1);
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let left = counter("dropped_in_signal_handler") - before;
+    running.abort();
+    println!("left alone in the handler: {left}");
+    std::process::exit(if left > 0 { 0 } else { 3 });
+}
+
+#[test]
+fn a_sample_never_piles_onto_another_handler_on_the_alternate_stack() {
+    if std::env::var(NESTED_CHILD).is_ok() {
+        spin_in_handler_in_child();
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_sample_never_piles_onto_another_handler_on_the_alternate_stack",
+            "--nocapture",
+        ])
+        .env(NESTED_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{}", stdout.lines().last().unwrap_or_default());
+    // Before: the walk on top of the kernel's frame and the other handler
+    // ran off std's 8 KiB alternate stack, and the child died by SIGSEGV.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{:?} (3: no sample was left alone){stdout}{stderr}",
+        out.status
+    );
 }
 
 /// Waits for `pid` at most `limit`; `None` if it did not exit.

@@ -62,7 +62,8 @@ pub struct CpuCapture {
     /// How long the capture ran.
     pub duration: Duration,
     /// Samples dropped during the capture, by reason (see the README's
-    /// "The sampler"): `ring_full`, `no_slot`, `stopped`, `not_ours`.
+    /// "The sampler"): `ring_full`, `no_slot`, `stopped`, `not_ours`,
+    /// `in_signal_handler`.
     /// Empty where the sampler does not count them (pprof-rs).
     pub dropped: Vec<(&'static str, u64)>,
 }

@@ -146,6 +146,15 @@ fn our_action() -> libc::sigaction {
     // alternate stack through us. SA_NODEFER: a fault inside a chained
     // handler is that handler's business, as it would be without us.
     action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+    // SIGPROF blocked while a fault is handled: a sample nested on the
+    // alternate stack above the kernel's fault frame and the report being
+    // written there (std's stack-overflow report runs on 8 KiB) would
+    // overflow it, and the process would die by SIGSEGV with no report.
+    // SAFETY: `sa_mask` is a valid sigset to fill.
+    unsafe {
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaddset(&mut action.sa_mask, libc::SIGPROF);
+    }
     action
 }
 

@@ -28,7 +28,13 @@ use super::region::{
 
 /// Why a sample was dropped, in the order of [`DROPPED`] (the names are
 /// the `reason` label of `profscope_sampler_samples_dropped_total`).
-pub(crate) const DROP_REASONS: [&str; 4] = ["ring_full", "no_slot", "stopped", "not_ours"];
+pub(crate) const DROP_REASONS: [&str; 5] = [
+    "ring_full",
+    "no_slot",
+    "stopped",
+    "not_ours",
+    "in_signal_handler",
+];
 /// The thread's ring was full (the aggregator fell behind).
 const RING_FULL: usize = 0;
 /// The thread had no slot (past `MAX_THREADS`, or not scanned yet).
@@ -37,6 +43,9 @@ const NO_SLOT: usize = 1;
 const STOPPED: usize = 2;
 /// A SIGPROF someone else sent (`kill`, `setitimer`): not recorded.
 const NOT_OURS: usize = 3;
+/// The thread was running another signal handler on its alternate stack:
+/// left alone (see [`on_sigprof`]).
+const IN_SIGNAL_HANDLER: usize = 4;
 /// How the handler reads, for the benchmark's and the edge test's before
 /// and after in one run: [`GUARDED`] reads through the guarded load (else
 /// plain volatile reads, trusting the snapshot alone, as before the
@@ -48,7 +57,8 @@ pub(crate) const GUARDED: u8 = 1;
 pub(crate) const LEAF_FIXUP: u8 = 2;
 
 /// Samples dropped since the process started, by [`DROP_REASONS`].
-pub(crate) static DROPPED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+pub(crate) static DROPPED: [AtomicU64; DROP_REASONS.len()] =
+    [const { AtomicU64::new(0) }; DROP_REASONS.len()];
 /// Samples whose stack pointer the snapshot did not know (a new mapping):
 /// kept with their leaf only; the aggregator rereads the mappings when
 /// this moves.
@@ -82,6 +92,16 @@ pub(super) extern "C" fn on_sigprof(
     info: *mut libc::siginfo_t,
     context: *mut c_void,
 ) {
+    // Interrupted on the alternate stack: another handler (a crash report,
+    // a library's own signal) is running there, and the kernel just put
+    // this signal's frame (~3 KiB with AVX-512 state) on top of it. A walk
+    // on top of both could run off the end of a stack std sizes at 8 KiB,
+    // and the process would die by SIGSEGV; nothing more goes on it.
+    // SAFETY: the kernel's ucontext for this signal.
+    if !context.is_null() && unsafe { on_alternate_stack(context) } {
+        DROPPED[IN_SIGNAL_HANDLER].fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     // SAFETY: errno is thread-local; it is read and put back, nothing else.
     let errno = unsafe { *libc::__errno_location() };
     let began = now_ns();
@@ -104,6 +124,26 @@ pub(super) extern "C" fn on_sigprof(
     COST[bucket].fetch_add(1, Ordering::Relaxed);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
+}
+
+/// Whether the interrupted code's stack pointer was on the thread's
+/// alternate signal stack (the kernel's own test, `on_sig_stack`). The
+/// context's `uc_stack` is the thread's alternate stack; its `ss_flags`
+/// do not say whether it was in use (Linux stores the settings there).
+///
+/// # Safety
+/// `context` must point to a `ucontext_t`.
+#[inline(always)]
+unsafe fn on_alternate_stack(context: *mut c_void) -> bool {
+    // SAFETY: the caller's contract.
+    let (stack, (_, sp, _)) = unsafe {
+        (
+            &(*context.cast::<libc::ucontext_t>()).uc_stack,
+            registers(context),
+        )
+    };
+    let base = stack.ss_sp as u64;
+    sp > base && sp - base <= stack.ss_size as u64
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the vDSO's, no syscall, and
@@ -211,7 +251,13 @@ unsafe fn sample(region: &Region, info: &libc::siginfo_t, context: *mut c_void, 
 /// The caller chain of an interrupted thread, return addresses into `out`;
 /// returns how many. The leaf's own caller is taken from the stack when
 /// the frame-pointer chain would skip it (see [`leaf_return`]).
-#[inline(always)]
+// Unoptimized builds give every local of an inlined function a slot of
+// its own in one frame: the walk's pieces stay separate calls there, so a
+// walk that recovers a fault fits std's 8 KiB alternate stack in debug
+// builds too (7.3 KiB with AVX-512 state, 6.2 KiB optimized; measured by
+// `sampler_safety`).
+#[cfg_attr(not(debug_assertions), inline(always))]
+#[cfg_attr(debug_assertions, inline(never))]
 fn unwind(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, out: &mut [u64]) -> usize {
     let Some((_, stack_end)) = snapshot.stacks.find(sp) else {
         STACK_UNKNOWN.fetch_add(1, Ordering::Relaxed);
@@ -260,7 +306,8 @@ fn unwind(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, out: &mut [u64]) -> us
 ///
 /// Everything read goes through the guarded load; nothing here can fault.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
+#[cfg_attr(debug_assertions, inline(never))]
 fn leaf_return(snapshot: &Snapshot, pc: u64, sp: u64, fp: u64, stack_end: u64) -> Option<u64> {
     if sp & 7 != 0 || sp > stack_end.saturating_sub(16) {
         return None;
@@ -316,7 +363,8 @@ fn leaf_return(_: &Snapshot, _: u64, _: u64, _: u64, _: u64) -> Option<u64> {
 /// Whether the bytes before `ret` end in a call instruction (`call rel32`,
 /// `call [rip+disp32]`, `call reg`, `call [reg+disp8/32]`).
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
+#[cfg_attr(debug_assertions, inline(never))]
 fn follows_call(ret: u64) -> bool {
     let Some([_, before]) = guard::load2(ret.wrapping_sub(16)) else {
         return false;
@@ -335,7 +383,8 @@ fn follows_call(ret: u64) -> bool {
 /// holds the stack pointer (ending at `stack_end`), above the previous
 /// frame, 8-aligned, and made through the guarded load; every return
 /// address kept is inside an executable mapping. No syscall.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
+#[cfg_attr(debug_assertions, inline(never))]
 pub(super) fn walk(
     snapshot: &Snapshot,
     sp: u64,

@@ -365,7 +365,9 @@ fn sampler_families(page: &mut Page) {
         "profscope_sampler_samples_dropped_total",
         "CPU samples the sampler dropped, by reason: ring_full (the aggregator fell behind), \
          no_slot (thread past the sampler's thread limit or not scanned yet), stopped (a \
-         signal after its stream stopped), not_ours (a SIGPROF someone else sent).",
+         signal after its stream stopped), not_ours (a SIGPROF someone else sent), \
+         in_signal_handler (the thread was running another signal handler on its \
+         alternate stack).",
         "reason",
         &dropped,
     );
