@@ -265,6 +265,16 @@ fn endpoint() {
         std::io::Read::read_to_end(&mut reply.into_reader(), &mut body).expect("body");
         body
     };
+    // The HTTP round trip alone, on an endpoint with no work to speak of.
+    let trivial = format!("http://{}/debug/pprof/cmdline", running.local_addr());
+    let round_trips: Vec<f64> = (0..requests)
+        .map(|_| {
+            let start = Instant::now();
+            let reply = ureq::get(&trivial).call().expect("cmdline");
+            std::io::Read::read_to_end(&mut reply.into_reader(), &mut Vec::new()).expect("body");
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
     let stacks = count_samples(&profile);
     println!(
         "  {stacks} samples in the profile ({size} bytes gzipped): cold {cold:.1} ms; next 30 p50 {:.2} ms; then {requests}: p50 {:.2} ms, p90 {:.2} ms",
@@ -272,16 +282,22 @@ fn endpoint() {
         quantile(&steady, 0.5),
         quantile(&steady, 0.9)
     );
+    println!(
+        "  an HTTP round trip with no work (/debug/pprof/cmdline): p50 {:.2} ms",
+        quantile(&round_trips, 0.5)
+    );
     phases(&rt, requests);
     drop(black_box(kept));
 }
 
 /// The request's phases one by one, in process (medians of `n`):
-/// snapshot, the profile built and encoded as protobuf, gzip.
+/// snapshot, the profile built and encoded as protobuf, gzip; and the
+/// last two as the endpoint makes them (encoded and deflated in two parts
+/// at once).
 fn phases(rt: &tokio::runtime::Runtime, n: usize) {
     let heap = profscope_agent::heap::HeapProfiler::new(None);
     let symbolizer = profscope_agent::symbols::Symbolizer::new();
-    let mut times: [Vec<f64>; 3] = Default::default();
+    let mut times: [Vec<f64>; 4] = Default::default();
     let mut raw_len = 0;
     for _ in 0..n.max(1) {
         let at = Instant::now();
@@ -296,9 +312,19 @@ fn phases(rt: &tokio::runtime::Runtime, n: usize) {
         let t1 = at.elapsed();
         let gz = profscope_profile::gzip_two_threads(&raw, || ()).expect("gzip");
         let t2 = at.elapsed();
+        // What the endpoint does instead: both at once, in two parts.
+        let gzipped = heap
+            .gzipped_pprof(
+                &snapshot,
+                &symbolizer,
+                "inuse_space",
+                std::time::SystemTime::now(),
+            )
+            .expect("gzipped");
+        let t3 = at.elapsed();
         raw_len = raw.len();
-        black_box(gz);
-        for (i, d) in [t0, t1 - t0, t2 - t1].into_iter().enumerate() {
+        black_box((gz, gzipped));
+        for (i, d) in [t0, t1 - t0, t2 - t1, t3 - t2].into_iter().enumerate() {
             times[i].push(d.as_secs_f64() * 1e3);
         }
     }
@@ -306,12 +332,13 @@ fn phases(rt: &tokio::runtime::Runtime, n: usize) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let [a, b, c] = &mut times;
+    let [a, b, c, d] = &mut times;
     println!(
-        "  phases (median of {n}, the first symbolizing): snapshot {:.2} ms, profile as protobuf {:.2} ms ({raw_len} bytes), gzip {:.2} ms",
+        "  phases (median of {n}, the first symbolizing): snapshot {:.2} ms, profile as protobuf {:.2} ms ({raw_len} bytes), gzip {:.2} ms; the two as the endpoint makes them (in two parts at once) {:.2} ms",
         median(a),
         median(b),
-        median(c)
+        median(c),
+        median(d)
     );
 }
 

@@ -44,13 +44,16 @@ pub fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
 /// works (the agent labels its allocations that way); without a thread to
 /// be had, it is [`gzip`].
 pub fn gzip_two_threads<G>(raw: &[u8], enter: impl Fn() -> G + Sync) -> Result<Vec<u8>> {
-    static TWO_CORES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let two_cores =
-        *TWO_CORES.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2));
-    if raw.len() < SPLIT_FROM || !two_cores {
+    if raw.len() < SPLIT_FROM || !two_cores() {
         return gzip(raw);
     }
     gzip_halves(raw, enter)
+}
+
+/// Whether a second thread can run beside this one.
+fn two_cores() -> bool {
+    static TWO_CORES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TWO_CORES.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2))
 }
 
 /// Inputs this long or longer are deflated as two halves at once (a 10k-
@@ -58,44 +61,95 @@ pub fn gzip_two_threads<G>(raw: &[u8], enter: impl Fn() -> G + Sync) -> Result<V
 pub(crate) const SPLIT_FROM: usize = 256 << 10;
 
 /// One gzip member whose deflate stream is the two halves' streams back
-/// to back: the first ends with a sync flush (byte-aligned, not final),
-/// so the second's blocks simply follow; neither refers back into the
-/// other, which deflate allows. The trailer's CRC is the halves' CRCs
-/// combined.
+/// to back (see [`gzip_made_in_two`]).
 fn gzip_halves<G>(raw: &[u8], enter: impl Fn() -> G + Sync) -> Result<Vec<u8>> {
     let (head, tail) = raw.split_at(raw.len() / 2);
-    let halves = std::thread::scope(|scope| {
+    gzip_made_in_two(|| head, || tail, enter)
+}
+
+/// gzip of `head()`'s bytes then `tail()`'s, each part made and deflated
+/// at once on a thread of its own: `tail` on a second thread (which runs
+/// `enter` first and holds what it returns), `head` on this one. For a
+/// producer that can make its bytes in two parts (a heap profile's
+/// samples, encoded in two halves): the making takes both cores, as the
+/// deflating does. With one core, or without a thread to be had, both
+/// parts are made here, one after the other.
+///
+/// One gzip member: the first part's deflate stream ends with a sync flush
+/// (byte-aligned, not final), so the second's blocks simply follow;
+/// neither refers back into the other, which deflate allows. The trailer's
+/// CRC is the parts' CRCs combined.
+pub fn gzip_made_in_two<G, H, T>(
+    head: impl FnOnce() -> H,
+    tail: impl FnOnce() -> T + Send,
+    enter: impl Fn() -> G + Sync,
+) -> Result<Vec<u8>>
+where
+    H: AsRef<[u8]>,
+    T: AsRef<[u8]>,
+{
+    // Taken by whichever thread makes it (the second, or this one when no
+    // second thread could be started).
+    let tail = std::sync::Mutex::new(Some(tail));
+    let make_tail = || {
+        let tail = tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        tail.map(|make| deflate_part(make().as_ref(), true))
+    };
+    if !two_cores() {
+        let head = deflate_part(head().as_ref(), false);
+        return join_parts(head, make_tail());
+    }
+    let (head, tail) = std::thread::scope(|scope| {
         let spawned = std::thread::Builder::new()
             .name("profscope-gzip".into())
             .spawn_scoped(scope, || {
                 let _entered = enter();
-                let mut crc = flate2::Crc::new();
-                crc.update(tail);
-                deflate(tail, true).map(|bytes| (bytes, crc))
+                make_tail()
             });
-        // No thread to be had: one stream, on this one.
-        let Ok(tail) = spawned else { return None };
-        let mut crc = flate2::Crc::new();
-        crc.update(head);
-        let head = deflate(head, false);
-        let tail = tail
-            .join()
-            .unwrap_or_else(|_| Err(write_error("deflate thread panicked".into())));
-        Some((head, crc, tail))
+        let head = deflate_part(head().as_ref(), false);
+        let tail = match spawned {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Some(Err(write_error("deflate thread panicked".into())))),
+            Err(_) => make_tail(),
+        };
+        (head, tail)
     });
-    let Some((head, mut crc, tail)) = halves else {
-        return gzip(raw);
-    };
-    let (head, (tail, tail_crc)) = (head?, tail?);
-    crc.combine(&tail_crc);
-    let mut out = Vec::with_capacity(GZIP_HEADER.len() + head.len() + tail.len() + 8);
+    join_parts(head, tail)
+}
+
+/// The gzip member of two deflated parts (the second made when `Some`).
+fn join_parts(head: Result<Part>, tail: Option<Result<Part>>) -> Result<Vec<u8>> {
+    let tail = tail.unwrap_or_else(|| Err(write_error("the second part was not made".into())));
+    let (head, tail) = (head?, tail?);
+    let mut crc = head.crc;
+    crc.combine(&tail.crc);
+    let mut out = Vec::with_capacity(GZIP_HEADER.len() + head.bytes.len() + tail.bytes.len() + 8);
     out.extend_from_slice(&GZIP_HEADER);
-    out.extend_from_slice(&head);
-    out.extend_from_slice(&tail);
+    out.extend_from_slice(&head.bytes);
+    out.extend_from_slice(&tail.bytes);
     out.extend_from_slice(&crc.sum().to_le_bytes());
-    // ISIZE: the input's length modulo 2^32.
-    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    // ISIZE: the input's length modulo 2^32 (the CRC counts it).
+    out.extend_from_slice(&crc.amount().to_le_bytes());
     Ok(out)
+}
+
+/// One part of a gzip member: its raw deflate stream and its CRC.
+struct Part {
+    bytes: Vec<u8>,
+    crc: flate2::Crc,
+}
+
+fn deflate_part(data: &[u8], last: bool) -> Result<Part> {
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    Ok(Part {
+        bytes: deflate(data, last)?,
+        crc,
+    })
 }
 
 /// A gzip header as Go's writer makes one at best speed: deflate, no name,
@@ -205,6 +259,23 @@ mod tests {
                 .read_to_end(&mut one)
                 .unwrap();
             assert_eq!(one, raw);
+        }
+    }
+
+    #[test]
+    fn gzip_made_in_two_reads_back_whole() {
+        let inputs = inputs();
+        for (i, raw) in inputs.iter().enumerate() {
+            // Uneven parts, empty ones included.
+            for at in [0, raw.len() / 3, raw.len()] {
+                let (head, tail) = raw.split_at(at);
+                let gz = gzip_made_in_two(|| head.to_vec(), || tail, || ()).unwrap();
+                let mut one = Vec::new();
+                flate2::read::GzDecoder::new(&gz[..])
+                    .read_to_end(&mut one)
+                    .unwrap();
+                assert_eq!(&one, raw, "input {i} split at {at}");
+            }
         }
     }
 }

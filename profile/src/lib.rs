@@ -68,10 +68,10 @@ mod testing;
 
 pub use error::{Error, Result};
 pub use filter::{Filter, FilterOptions};
-pub use gzip::{gunzip, gzip, gzip_two_threads};
+pub use gzip::{gunzip, gzip, gzip_made_in_two, gzip_two_threads};
 pub use limits::Limits;
 pub use parse::{parse, parse_merged};
 pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 pub use sample_type::{SampleType, default_sample_index, sample_types, select_sample_type};
 pub use validate::validate;
-pub use write::{SampleEncoder, encode, write_gz};
+pub use write::{SampleEncoder, encode, encode_split, write_gz};

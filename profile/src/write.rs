@@ -37,6 +37,19 @@ impl SampleEncoder {
         }
     }
 
+    /// An encoder whose samples follow `bytes` (the head
+    /// [`encode_split`] gives), with room for about `more` bytes of them.
+    pub fn after(mut bytes: Vec<u8>, more: usize) -> Self {
+        bytes.reserve(more);
+        SampleEncoder { samples: bytes }
+    }
+
+    /// The bytes written: whatever the encoder started after, then the
+    /// samples.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.samples
+    }
+
     /// Appends a sample.
     pub fn push(&mut self, location_id: &[u64], value: &[i64], label: &[Label]) {
         encode_sample(location_id, value, label, &mut self.samples);
@@ -84,14 +97,27 @@ impl SampleEncoder {
     }
 }
 
+/// `profile`, whose own samples must be none, as the protobuf that goes
+/// before samples (field 1) and the protobuf that goes after them (fields
+/// 3–14): head, samples, tail are the bytes [`SampleEncoder::finish`]
+/// gives. For producers that encode (and compress) a large profile's
+/// samples in two parts at once.
+pub fn encode_split(profile: &Profile) -> (Vec<u8>, Vec<u8>) {
+    debug_assert!(profile.sample.is_empty(), "the samples are the caller's");
+    let mut head = Vec::with_capacity(64);
+    encode_head(profile, &mut head);
+    let mut tail = Vec::with_capacity(profile.string_table.len() * 32 + 64);
+    encode_tail(profile, &mut tail);
+    (head, tail)
+}
+
 /// `profile` as protobuf, with `samples` (already encoded) in place of its
 /// own when given.
 fn encode_around(profile: &Profile, samples: Option<&[u8]>) -> Vec<u8> {
-    use encoding::{int64, message, string};
     let p = profile;
     let samples_len = samples.map_or(p.sample.len() * 64, <[u8]>::len);
     let mut buf = Vec::with_capacity(samples_len + p.string_table.len() * 32 + 64);
-    message::encode_repeated(1, &p.sample_type, &mut buf);
+    encode_head(p, &mut buf);
     match samples {
         Some(encoded) => buf.extend_from_slice(encoded),
         None => {
@@ -100,10 +126,22 @@ fn encode_around(profile: &Profile, samples: Option<&[u8]>) -> Vec<u8> {
             }
         }
     }
-    message::encode_repeated(3, &p.mapping, &mut buf);
-    message::encode_repeated(4, &p.location, &mut buf);
-    message::encode_repeated(5, &p.function, &mut buf);
-    string::encode_repeated(6, &p.string_table, &mut buf);
+    encode_tail(p, &mut buf);
+    buf
+}
+
+/// The fields before the samples, in field order.
+fn encode_head(p: &Profile, buf: &mut Vec<u8>) {
+    encoding::message::encode_repeated(1, &p.sample_type, buf);
+}
+
+/// The fields after the samples, in field order.
+fn encode_tail(p: &Profile, buf: &mut Vec<u8>) {
+    use encoding::{int64, message, string};
+    message::encode_repeated(3, &p.mapping, buf);
+    message::encode_repeated(4, &p.location, buf);
+    message::encode_repeated(5, &p.function, buf);
+    string::encode_repeated(6, &p.string_table, buf);
     for (tag, value) in [
         (7, p.drop_frames),
         (8, p.keep_frames),
@@ -111,20 +149,19 @@ fn encode_around(profile: &Profile, samples: Option<&[u8]>) -> Vec<u8> {
         (10, p.duration_nanos),
     ] {
         if value != 0 {
-            int64::encode(tag, &value, &mut buf);
+            int64::encode(tag, &value, buf);
         }
     }
     if let Some(period_type) = &p.period_type {
-        message::encode(11, period_type, &mut buf);
+        message::encode(11, period_type, buf);
     }
     if p.period != 0 {
-        int64::encode(12, &p.period, &mut buf);
+        int64::encode(12, &p.period, buf);
     }
-    int64::encode_packed(13, &p.comment, &mut buf);
+    int64::encode_packed(13, &p.comment, buf);
     if p.default_sample_type != 0 {
-        int64::encode(14, &p.default_sample_type, &mut buf);
+        int64::encode(14, &p.default_sample_type, buf);
     }
-    buf
 }
 
 /// Field 2 of the profile: one sample, sized in one pass over its fields.
@@ -284,6 +321,24 @@ mod tests {
                 p.encode_to_vec(),
                 "profile {i}, packed"
             );
+            // Split around the samples, the samples in two parts (each
+            // split point, the ends included).
+            let (head, tail) = encode_split(&tables);
+            for at in 0..=samples.len() {
+                let mut first = SampleEncoder::after(head.clone(), 16);
+                let mut second = SampleEncoder::with_capacity(16);
+                for (n, s) in samples.iter().enumerate() {
+                    let part = if n < at { &mut first } else { &mut second };
+                    part.push(&s.location_id, &s.value, &s.label);
+                }
+                let mut bytes = first.into_bytes();
+                bytes.extend(second.into_bytes());
+                bytes.extend_from_slice(&tail);
+                assert_eq!(bytes, p.encode_to_vec(), "profile {i}, split at {at}");
+                if at > 4 {
+                    break;
+                }
+            }
         }
     }
 

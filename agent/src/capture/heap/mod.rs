@@ -449,6 +449,27 @@ impl HeapProfiler {
         })
     }
 
+    /// [`pprof`](Self::pprof) gzipped: the body `/debug/pprof/heap`
+    /// answers with, made for an HTTP answer (whose latency counts): a
+    /// large profile's samples are encoded and deflated in two parts at
+    /// once, on two threads.
+    pub fn gzipped_pprof(
+        &self,
+        snapshot: &HeapSnapshot,
+        symbolizer: &Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+    ) -> Result<Vec<u8>, Error> {
+        let enter = crate::capture::labels::agent_scope;
+        if snapshot.stacks.len() < TWO_PARTS_FROM {
+            let raw = self.pprof(snapshot, symbolizer, default_type, end);
+            return Ok(profscope_profile::gzip_two_threads(&raw, enter)?);
+        }
+        Ok(self.with_memo(snapshot, |memo| {
+            snapshot.to_gzipped_pprof_with(memo, symbolizer, default_type, end, enter)
+        })?)
+    }
+
     /// Runs `f` with the memo for `snapshot`'s stacks. The sampling
     /// allocator's stacks are shared between its snapshots, so what one
     /// profile learned of them serves the next; a jemalloc dump's are new
@@ -472,6 +493,10 @@ impl HeapProfiler {
             .map(|(bytes, at)| (bytes, at.elapsed()))
     }
 }
+
+/// Stacks from which a heap profile is encoded and deflated in two parts
+/// at once (~110 KB of protobuf; smaller ones are not worth a thread).
+const TWO_PARTS_FROM: usize = 2048;
 
 impl Drop for HeapProfiler {
     fn drop(&mut self) {

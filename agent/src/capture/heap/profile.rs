@@ -141,20 +141,19 @@ impl HeapSnapshot {
         default_type: &str,
         end: SystemTime,
     ) -> Profile {
-        self.build_with(
-            memo,
-            symbolizer,
-            default_type,
-            end,
-            |builder, packed, values, labels| {
-                builder.add_labelled_sample_at(
-                    SampleEncoder::unpack(packed),
-                    values.to_vec(),
-                    labels.to_vec(),
-                );
-            },
-        )
-        .build()
+        let Built {
+            mut builder,
+            labels,
+            rows,
+        } = self.build_with(memo, symbolizer, default_type, end);
+        for row in rows {
+            builder.add_labelled_sample_at(
+                SampleEncoder::unpack(row.packed),
+                row.values.to_vec(),
+                labels[row.labels as usize].clone(),
+            );
+        }
+        builder.build()
     }
 
     /// [`to_profile_with`](Self::to_profile_with) as protobuf (what
@@ -167,30 +166,76 @@ impl HeapSnapshot {
         default_type: &str,
         end: SystemTime,
     ) -> Vec<u8> {
-        let mut samples = SampleEncoder::with_capacity(self.stacks.len() * 64);
-        let tables = self.build_with(
-            memo,
-            symbolizer,
-            default_type,
-            end,
-            |_, packed, values, labels| {
-                samples.push_packed(packed, values, labels);
-            },
-        );
-        samples.finish(&tables.build())
+        let Built {
+            builder,
+            labels,
+            rows,
+        } = self.build_with(memo, symbolizer, default_type, end);
+        let mut samples = SampleEncoder::with_capacity(rows.len() * 64);
+        for row in &rows {
+            samples.push_packed(row.packed, row.values, &labels[row.labels as usize]);
+        }
+        samples.finish(&builder.build())
     }
 
-    /// The profile's tables in `builder`, each sample handed to `emit`
-    /// (location ids packed as [`SampleEncoder::pack`] packs them, values,
-    /// labels) in profile order.
-    fn build_with<'s>(
+    /// [`to_pprof_with`](Self::to_pprof_with) gzipped, for an HTTP answer:
+    /// the samples are encoded in two parts of about equal bytes, each
+    /// encoded and deflated at once on a thread of its own
+    /// ([`profscope_profile::gzip_made_in_two`]; the second thread runs
+    /// `enter` first). The bytes, once inflated, are `to_pprof_with`'s.
+    pub(crate) fn to_gzipped_pprof_with<G>(
         &self,
         memo: &mut StackMemo,
-        symbolizer: &'s Symbolizer,
+        symbolizer: &Symbolizer,
         default_type: &str,
         end: SystemTime,
-        mut emit: impl FnMut(&mut ProfileBuilder<'s>, &[u8], &[i64], &[Label]),
-    ) -> ProfileBuilder<'s> {
+        enter: impl Fn() -> G + Sync,
+    ) -> profscope_profile::Result<Vec<u8>> {
+        let Built {
+            builder,
+            labels,
+            rows,
+        } = self.build_with(memo, symbolizer, default_type, end);
+        let (head, tail) = profscope_profile::encode_split(&builder.build());
+        // A sample is its packed location ids, its four values and a label
+        // id or two: split where the estimated bytes balance.
+        let estimate = |row: &BuiltRow| row.packed.len() + 16;
+        let total = head.len() + rows.iter().map(estimate).sum::<usize>() + tail.len();
+        let mut at = 0;
+        let mut first_bytes = head.len();
+        while at < rows.len() && first_bytes < total / 2 {
+            first_bytes += estimate(&rows[at]);
+            at += 1;
+        }
+        let (first, second) = rows.split_at(at);
+        let encode = |bytes: Vec<u8>, rows: &[BuiltRow]| {
+            let mut samples = SampleEncoder::after(bytes, rows.len() * 64);
+            for row in rows {
+                samples.push_packed(row.packed, row.values, &labels[row.labels as usize]);
+            }
+            samples.into_bytes()
+        };
+        profscope_profile::gzip_made_in_two(
+            || encode(head, first),
+            || {
+                let mut bytes = encode(Vec::with_capacity(second.len() * 64), second);
+                bytes.extend_from_slice(&tail);
+                bytes
+            },
+            enter,
+        )
+    }
+
+    /// The profile's tables in a builder and its samples in profile order
+    /// (location ids packed as [`SampleEncoder::pack`] packs them, values,
+    /// label set), not yet encoded.
+    fn build_with<'m, 's, 'y>(
+        &'s self,
+        memo: &'m mut StackMemo,
+        symbolizer: &'y Symbolizer,
+        default_type: &str,
+        end: SystemTime,
+    ) -> Built<'m, 's, 'y> {
         let start = self.time.unwrap_or(end);
         let mut builder = ProfileBuilder::new(symbolizer, &SAMPLE_TYPES)
             .period("space", "bytes", self.sample_period as i64)
@@ -250,33 +295,63 @@ impl HeapSnapshot {
                 "locations are made in numbering order"
             );
         }
-        let mut agent_label: Option<Vec<Label>> = None;
-        let mut label_sets: HashMap<u32, Vec<Label>> = HashMap::default();
+        // Label sets by index: each made once, however many stacks carry
+        // it.
+        let mut labels: Vec<Vec<Label>> = Vec::new();
+        let mut agent_label: Option<u32> = None;
+        let mut label_sets: HashMap<u32, u32> = HashMap::default();
+        let mut rows = Vec::with_capacity(numbering.rows.len());
         for row in &numbering.rows {
             let Some(values) = present[row.slot as usize] else {
                 continue;
             };
+            let mut make = |pairs: &[(&str, &str)]| {
+                labels.push(builder.labels(pairs));
+                labels.len() as u32 - 1
+            };
             let label = if row.agents {
-                agent_label
-                    .get_or_insert_with(|| builder.labels(&[crate::capture::labels::AGENT_PAIR]))
+                *agent_label.get_or_insert_with(|| make(&[crate::capture::labels::AGENT_PAIR]))
             } else {
-                // A label set's labels are made once, however many stacks
-                // carry it.
-                label_sets.entry(row.labels).or_insert_with(|| {
+                *label_sets.entry(row.labels).or_insert_with(|| {
                     let pairs = crate::capture::labels::pairs_of(row.labels);
                     let pairs: Vec<(&str, &str)> = pairs
                         .iter()
                         .flat_map(|p| p.iter())
                         .map(|(k, v)| (k.as_str(), v.as_str()))
                         .collect();
-                    builder.labels(&pairs)
+                    make(&pairs)
                 })
             };
-            let packed = &numbering.packed[row.start as usize..row.end as usize];
-            emit(&mut builder, packed, values, label);
+            rows.push(BuiltRow {
+                packed: &numbering.packed[row.start as usize..row.end as usize],
+                values,
+                labels: label,
+            });
         }
-        builder
+        Built {
+            builder,
+            labels,
+            rows,
+        }
     }
+}
+
+/// What [`HeapSnapshot::build_with`] makes: the tables, and the samples
+/// to encode.
+struct Built<'m, 's, 'y> {
+    builder: ProfileBuilder<'y>,
+    /// Label sets, by the index a row holds.
+    labels: Vec<Vec<Label>>,
+    rows: Vec<BuiltRow<'m, 's>>,
+}
+
+/// One sample of a profile, before encoding.
+struct BuiltRow<'m, 's> {
+    /// Its location ids, packed.
+    packed: &'m [u8],
+    values: &'s Values,
+    /// Its label set: an index into [`Built::labels`].
+    labels: u32,
 }
 
 impl StackMemo {
@@ -659,6 +734,54 @@ mod tests {
                     profscope_profile::encode(&fresh),
                     "round {round}, labelled {labelled}, streamed"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_profile_gzipped_in_two_parts_is_the_profile_encoded_whole() {
+        use std::io::Read;
+        let symbolizer = Symbolizer::new();
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(60);
+        let sets = [
+            crate::capture::labels::LabelSet::new([("route", "/a")]).id(),
+            crate::capture::labels::LabelSet::new([("route", "/b"), ("tenant", "t1")]).id(),
+            crate::capture::labels::agent_set(),
+        ];
+        // Label sets on some stacks; 0, 1 and 3,000 stacks (the last in
+        // two parts of a few thousand samples each).
+        for count in [0, 1, 3000] {
+            let stacks: Vec<Stack> = (0..count)
+                .map(|i| {
+                    let mut frames = stack(i, true).to_vec();
+                    frames[0] = if i % 3 == 0 {
+                        0
+                    } else {
+                        u64::from(sets[i % 3])
+                    };
+                    Stack::from(frames)
+                })
+                .collect();
+            let snap = snapshot(&stacks, 1, true);
+            let (mut whole, mut parts) = (StackMemo::default(), StackMemo::default());
+            for round in 0..2 {
+                let raw = snap.to_pprof_with(&mut whole, &symbolizer, "inuse_space", end);
+                let gz = snap
+                    .to_gzipped_pprof_with(&mut parts, &symbolizer, "inuse_space", end, || ())
+                    .unwrap();
+                let mut inflated = Vec::new();
+                flate2::read::GzDecoder::new(&gz[..])
+                    .read_to_end(&mut inflated)
+                    .unwrap();
+                assert_eq!(inflated, raw, "{count} stacks, round {round}");
+                let profile = profscope_profile::parse(&gz, &Default::default()).unwrap();
+                assert_eq!(profile.sample.len(), count);
+                let labelled = profile
+                    .sample
+                    .iter()
+                    .filter(|s| !s.label.is_empty())
+                    .count();
+                assert_eq!(labelled, count - count.div_ceil(3), "{count} stacks");
             }
         }
     }

@@ -9,7 +9,7 @@ use axum::response::Response;
 
 use super::Format;
 use super::extract::{DeltaSeconds, Param, ProfileFormat};
-use super::respond::{drop_later, respond, respond_encoded};
+use super::respond::{drop_later, respond, respond_gzipped};
 use crate::capture::heap::{HeapSnapshot, sample_index};
 use crate::{Agent, Error};
 
@@ -92,15 +92,15 @@ async fn pprof_body(
     default_type: &'static str,
 ) -> Result<Response, Error> {
     let profiler = agent.clone();
-    respond_encoded(agent, name, move |symbolizer| {
+    respond_gzipped(agent, name, move |symbolizer| {
         let heap = profiler.heap();
         let snapshot = match snapshot {
             Some(snapshot) => snapshot,
             None => heap.snapshot_blocking()?,
         };
-        let raw = heap.pprof(&snapshot, symbolizer, default_type, SystemTime::now());
+        let body = heap.gzipped_pprof(&snapshot, symbolizer, default_type, SystemTime::now());
         drop_later(snapshot);
-        Ok(raw)
+        body
     })
     .await
 }

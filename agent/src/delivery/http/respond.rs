@@ -71,10 +71,10 @@ where
     .await
 }
 
-/// [`respond`] for a pprof body whose producer writes the protobuf itself
-/// (a heap profile's samples are encoded as they are made): `build`'s
-/// bytes are gzipped here, off the runtime like the rest.
-pub(crate) async fn respond_encoded<F>(
+/// [`respond`] for a pprof body whose producer writes and gzips it itself
+/// (a heap profile's samples are encoded as they are made, in two parts at
+/// once): `build` runs off the runtime like the rest.
+pub(crate) async fn respond_gzipped<F>(
     agent: &Agent,
     name: &'static str,
     build: F,
@@ -83,9 +83,7 @@ where
     F: FnOnce(&Symbolizer) -> Result<Vec<u8>, Error> + Send + 'static,
 {
     off_runtime(agent, move |symbolizer| {
-        let raw = build(symbolizer)?;
-        let body = profscope_profile::gzip_two_threads(&raw, crate::capture::labels::agent_scope)?;
-        Ok(response(body, Format::Pprof, name))
+        Ok(response(build(symbolizer)?, Format::Pprof, name))
     })
     .await
 }
