@@ -48,6 +48,15 @@ fn counter(name: &str) -> u64 {
         .map_or(0, |(_, v)| v)
 }
 
+/// A capture running on `rt` while the test goes on.
+fn in_background(
+    rt: &tokio::runtime::Runtime,
+    duration: Duration,
+    hz: u32,
+) -> tokio::task::JoinHandle<Result<CpuCapture, Error>> {
+    rt.spawn(async move { CpuProfiler::new().capture(duration, hz).await })
+}
+
 /// Each sample as its logical stack, leaf first (inlined frames included),
 /// with its thread and count.
 fn stacks(capture: &CpuCapture) -> Vec<(String, Vec<String>, i64)> {
@@ -136,8 +145,7 @@ fn a_foreign_sigprof_handler_is_never_overwritten() {
     let _turn = turn();
     let (stop, busy) = spinner("busy");
     let rt = runtime();
-    let running =
-        rt.spawn(async move { CpuProfiler::new().capture(Duration::from_secs(2), 99).await });
+    let running = in_background(&rt, Duration::from_secs(2), 99);
     std::thread::sleep(Duration::from_millis(500));
     // Another library installs its own SIGPROF handler and timer mid-stream.
     // SAFETY: a plain handler that only counts.
@@ -310,11 +318,7 @@ fn a_frame_chain_into_memory_unmapped_since_the_snapshot_cannot_fault() {
     std::thread::sleep(Duration::from_millis(100));
     let recovered = counter("faults_recovered");
     let rt = runtime();
-    let running = rt.spawn(async move {
-        CpuProfiler::new()
-            .capture(Duration::from_secs(3), 997)
-            .await
-    });
+    let running = in_background(&rt, Duration::from_secs(3), 997);
     // The stream's snapshot now holds the whole mapping: take the page of
     // fake frames away under it.
     std::thread::sleep(Duration::from_millis(200));
@@ -399,11 +403,7 @@ fn fault_in_child(mode: &str) -> ! {
     busy.join().unwrap();
     // The fault comes while a capture runs: SIGPROF ticks reach this thread
     // as it recurses, and would reach the fault's handler if not blocked.
-    let _live = rt.spawn(async move {
-        CpuProfiler::new()
-            .capture(Duration::from_secs(10), 997)
-            .await
-    });
+    let _live = in_background(&rt, Duration::from_secs(10), 997);
     std::thread::sleep(Duration::from_millis(150));
     if mode == "overflow" {
         std::hint::black_box(overflow(0));
@@ -474,11 +474,7 @@ extern "C" fn spin_in_handler(_: i32) {
 /// handler of its own on std's alternate stack; SIGPROF ticks arrive in it.
 fn spin_in_handler_in_child() -> ! {
     let rt = runtime();
-    let running = rt.spawn(async move {
-        CpuProfiler::new()
-            .capture(Duration::from_secs(10), 997)
-            .await
-    });
+    let running = in_background(&rt, Duration::from_secs(10), 997);
     std::thread::sleep(Duration::from_millis(200));
     let before = counter("dropped_in_signal_handler");
     std::thread::Builder::new()
@@ -574,11 +570,7 @@ fn fork_during_a_capture_leaves_parent_and_child_usable() {
     let _turn = turn();
     let (stop, busy) = spinner("parent-busy");
     let rt = runtime();
-    let running = rt.spawn(async move {
-        CpuProfiler::new()
-            .capture(Duration::from_secs(2), 997)
-            .await
-    });
+    let running = in_background(&rt, Duration::from_secs(2), 997);
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: the child runs only `capture_in_forked_child` and exits.
     let pid = unsafe { libc::fork() };
@@ -610,11 +602,7 @@ fn fork_and_exec_under_a_fast_capture_never_hangs() {
     let _turn = turn();
     let (stop, busy) = spinner("busy");
     let rt = runtime();
-    let running = rt.spawn(async move {
-        CpuProfiler::new()
-            .capture(Duration::from_secs(30), 997)
-            .await
-    });
+    let running = in_background(&rt, Duration::from_secs(30), 997);
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
     for round in 0..100 {
