@@ -345,6 +345,7 @@ fn a_frame_chain_into_memory_unmapped_since_the_snapshot_cannot_fault() {
     );
     assert!(samples > 200, "{samples} samples");
     assert!(faults > 0, "the guard did no work: no fault recovered");
+    assert!(used > 0, "no handler ran on the painted alternate stack");
     // The deepest a sample goes: the kernel's SIGPROF frame, the handler,
     // the kernel's SIGSEGV frame and the recovery. It must fit std's
     // alternate stack with room to spare, in unoptimized builds too.

@@ -167,19 +167,25 @@ fn memory_page_as_a_table_and_bars_over_time() {
 fn a_heap_growth_trigger_names_the_leaking_function() {
     use std::time::{Duration, Instant, SystemTime};
     let svc = profscope_test_support::Service::start(
-        Command::new(common::example_path("axum-service")).args([
-            "--addr",
-            "127.0.0.1:0",
-            "--recorder",
-            "--heap-trigger-mib",
-            "32",
-            "--recorder-heap-every-s",
-            "2",
-            "--incident-before-s",
-            "20",
-            "--incident-after-s",
-            "3",
-        ]),
+        Command::new(common::example_path("axum-service"))
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--recorder",
+                "--heap-trigger-mib",
+                "32",
+                "--recorder-heap-every-s",
+                "2",
+                "--incident-before-s",
+                "20",
+                "--incident-after-s",
+                "3",
+            ])
+            // jemalloc samples every 64 KiB instead of 512: ~300 samples of the
+            // ~30 MiB leaked in the window instead of ~56, so the diff reads
+            // the leak within ~3.5 % (1σ) rather than ~12.5 % (a ±20 % bound
+            // then failed one run in ten).
+            .env("_RJEM_MALLOC_CONF", "lg_prof_sample:16"),
     );
     let incidents = || -> serde_json::Value {
         let reply = get(&svc.url("/debug/pprof/incidents"));

@@ -88,6 +88,21 @@ where
     H: AsRef<[u8]>,
     T: AsRef<[u8]>,
 {
+    made_in_two(head, tail, enter, two_cores())
+}
+
+/// [`gzip_made_in_two`], on two threads only when `threads` (the tests
+/// take the one-thread way on any machine).
+fn made_in_two<G, H, T>(
+    head: impl FnOnce() -> H,
+    tail: impl FnOnce() -> T + Send,
+    enter: impl Fn() -> G + Sync,
+    threads: bool,
+) -> Result<Vec<u8>>
+where
+    H: AsRef<[u8]>,
+    T: AsRef<[u8]>,
+{
     // Taken by whichever thread makes it (the second, or this one when no
     // second thread could be started).
     let tail = std::sync::Mutex::new(Some(tail));
@@ -98,7 +113,7 @@ where
             .take();
         tail.map(|make| deflate_part(make().as_ref(), true))
     };
-    if !two_cores() {
+    if !threads {
         let head = deflate_part(head().as_ref(), false);
         return join_parts(head, make_tail());
     }
@@ -267,14 +282,17 @@ mod tests {
         let inputs = inputs();
         for (i, raw) in inputs.iter().enumerate() {
             // Uneven parts, empty ones included.
-            for at in [0, raw.len() / 3, raw.len()] {
+            for (at, threads) in [0, raw.len() / 3, raw.len()]
+                .into_iter()
+                .flat_map(|at| [(at, true), (at, false)])
+            {
                 let (head, tail) = raw.split_at(at);
-                let gz = gzip_made_in_two(|| head.to_vec(), || tail, || ()).unwrap();
+                let gz = made_in_two(|| head.to_vec(), || tail, || (), threads).unwrap();
                 let mut one = Vec::new();
                 flate2::read::GzDecoder::new(&gz[..])
                     .read_to_end(&mut one)
                     .unwrap();
-                assert_eq!(&one, raw, "input {i} split at {at}");
+                assert_eq!(&one, raw, "input {i} split at {at}, threads {threads}");
             }
         }
     }

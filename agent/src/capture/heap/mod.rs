@@ -465,6 +465,9 @@ impl HeapProfiler {
             let raw = self.pprof(snapshot, symbolizer, default_type, end);
             return Ok(profscope_profile::gzip_two_threads(&raw, enter)?);
         }
+        // The memo stays locked through both deflates (the samples are
+        // copied from it as they are encoded): concurrent heap requests
+        // take turns on it.
         Ok(self.with_memo(snapshot, |memo| {
             snapshot.to_gzipped_pprof_with(memo, symbolizer, default_type, end, enter)
         })?)
