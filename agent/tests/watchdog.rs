@@ -269,7 +269,7 @@ fn a_sleep_in_a_handler_is_one_blocked_stall_under_its_handler() {
     eprintln!("{stalls:?}");
     assert_eq!(stalls.len(), 1, "{stalls:?}");
     let ms = stalls[0].duration.as_secs_f64() * 1000.0;
-    assert!((240.0..=360.0).contains(&ms), "{ms} ms");
+    assert!((240.0..=400.0).contains(&ms), "{ms} ms");
     assert!(state_share(&stalls[0], "blocked") > 0.5, "{stalls:?}");
     let samples = block_samples(&rig, "");
     let total: i64 = samples.iter().map(|s| s.2).sum();
@@ -502,12 +502,13 @@ fn an_idle_monitor_dozes_and_the_next_stall_is_still_caught() {
     });
     assert_eq!(stalls.len(), 1, "{stalls:?}");
     let ms = stalls[0].duration.as_secs_f64() * 1000.0;
-    assert!((240.0..=360.0).contains(&ms), "{ms} ms");
+    assert!((240.0..=400.0).contains(&ms), "{ms} ms");
     let first = stalls[0].first_sample.expect("sampled while it blocked");
     let seen_after = first.duration_since(asked);
     eprintln!("first directed sample {seen_after:?} after the request");
     assert!(
-        seen_after <= Duration::from_millis(100 + 25 + 30),
-        "within threshold + threshold/4 (+ the request's way in): {seen_after:?}"
+        seen_after <= Duration::from_millis(100 + 25 + 80),
+        "within threshold + threshold/4 (+ the request's way in and a loaded \
+         machine's wake-up): {seen_after:?}"
     );
 }

@@ -295,8 +295,11 @@ fn profile_accounts_for_the_process_cpu_time() {
         "profiled {profiled:?} of {used:?} CPU used ({:.1}%)",
         ratio * 100.0
     );
+    // Observed 97-101 %; what is missed is systematic (threads found at
+    // the next scan, time in the handler), so the floor has room for a
+    // loaded machine.
     assert!(
-        (0.95..=1.05).contains(&ratio),
+        (0.92..=1.05).contains(&ratio),
         "profile holds {profiled:?}, process used {used:?} in the same window"
     );
 }

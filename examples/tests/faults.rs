@@ -566,9 +566,13 @@ fn slow_loris_and_idle_connections_are_closed_on_the_side_port() {
     let mut idle: Vec<TcpStream> = (0..MAX_CONNECTIONS - 1)
         .map(|_| TcpStream::connect(&side).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    // Past the cap: a 503 at once.
-    let (status, body) = raw(&side, &request("/debug/pprof/cmdline", &side, ""));
+    // Past the cap: a 503 at once (once the agent has accepted them all).
+    let mut answer = (None, String::new());
+    wait_for(Duration::from_secs(1), || {
+        answer = raw(&side, &request("/debug/pprof/cmdline", &side, ""));
+        answer.0 == Some(503)
+    });
+    let (status, body) = answer;
     assert_eq!(status, Some(503), "{body}");
     assert!(body.contains("too many connections"), "{body}");
     // The service, on its own port, is not affected.

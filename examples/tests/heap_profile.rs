@@ -192,7 +192,9 @@ fn unwritable_dump_directory_gives_500_and_the_agent_keeps_serving() {
 
 #[test]
 fn heap_delta_over_seconds_shows_the_leak() {
-    let svc = example("axum-service");
+    // 32 leaked MiB at 512 KiB would be ~28 samples (σ ≈ 7 %: a ±20 %
+    // bound fails one run in ~130).
+    let svc = common::example_sampling_every("axum-service", 17);
     let url = svc.url("/debug/pprof/heap?seconds=2");
     let capture = std::thread::spawn(move || get(&url));
     std::thread::sleep(Duration::from_millis(400));
@@ -309,11 +311,18 @@ fn heap_requests_past_the_limit_get_429() {
         )
         .unwrap();
     let base = format!("http://{}", running.local_addr());
-    // A delta profile holds its permit for its 2 seconds.
-    let url = format!("{base}/debug/pprof/heap?seconds=2");
+    // A delta profile holds its permit for its 3 seconds; asked until it
+    // holds it (a loaded machine may take a while to send it).
+    let url = format!("{base}/debug/pprof/heap?seconds=3");
     let first = std::thread::spawn(move || get(&url));
-    std::thread::sleep(Duration::from_millis(500));
-    let second = get(&format!("{base}/debug/pprof/allocs"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let second = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let reply = get(&format!("{base}/debug/pprof/allocs"));
+        if reply.status == 429 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+    };
     assert_eq!(second.status, 429, "{}", second.text());
     assert!(second.text().contains("limit 1"), "{}", second.text());
     assert_eq!(first.join().unwrap().status, 200);

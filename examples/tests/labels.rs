@@ -73,8 +73,11 @@ fn capture_and_check(rt: &tokio::runtime::Runtime, key: &str, a: &str, b: &str) 
         ours(&file, &format!("{key}={b}")),
     );
     eprintln!("{key}: {a} {ours_a} samples, {b} {ours_b} samples");
+    // ~2,000 at most (a timer fires at most once per kernel tick, 250 Hz,
+    // on each of two cores); a floor, not a figure: a loaded machine
+    // steals some.
     assert!(
-        ours_a + ours_b >= 1500,
+        ours_a + ours_b >= 1000,
         "only {} labelled samples",
         ours_a + ours_b
     );

@@ -539,11 +539,12 @@ fn mimalloc_system_and_jemalloc_agree() {
         );
         readings.push(kib);
     }
-    // ~4,096 samples each: σ ≈ 1.6 % per reading, 2.2 % for a difference.
+    // ~4,000 samples each: σ ≈ 1.55 % per reading, 2.2 % for a
+    // difference; 9 % is ~4σ.
     for wrapper in &readings[..2] {
         let diff = (wrapper - readings[2]).abs() as f64 / (64 * MIB) as f64;
         assert!(
-            diff < 0.08,
+            diff < 0.09,
             "wrapper {wrapper} vs jemalloc {}: {diff:.3}",
             readings[2]
         );
