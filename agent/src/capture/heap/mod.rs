@@ -256,6 +256,13 @@ impl HeapProfiler {
         ))]
         if wrapper() {
             sampled::start_helper();
+            // Allocations are sampled only once the walker's snapshot is
+            // published, which the helper thread does as soon as it runs;
+            // on a loaded machine that can be after the service's first
+            // requests (whose large objects would then go unsampled). The
+            // agent is built in `main`, after std's set-up, where it can be
+            // published at once.
+            sampled::walker_ready_now();
         }
         if dir.is_none() && backend::profiling_enabled() {
             sweep_dead_dirs(&std::env::temp_dir());

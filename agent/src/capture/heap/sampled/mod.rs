@@ -516,6 +516,13 @@ pub(crate) fn start_helper() {
     });
 }
 
+/// Publishes the walker's snapshot now if the helper thread has not yet:
+/// for callers in `main` (after std's runtime set-up, so the guarded
+/// load's fault handler chains to std's stack-overflow reporter).
+pub(crate) fn walker_ready_now() {
+    fresh::start();
+}
+
 /// Whether SIGSEGV still has its default disposition.
 fn segv_is_default() -> bool {
     // SAFETY: a zeroed sigaction to receive the current one; reads only.
