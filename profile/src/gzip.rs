@@ -41,8 +41,9 @@ pub fn gzip(raw: &[u8]) -> Result<Vec<u8>> {
 /// [`SPLIT_FROM`] bytes on, with two cores, the two halves deflate on two
 /// threads at once, for about the same CPU in a little over half the time.
 /// The second thread runs `enter` first and holds what it returns while it
-/// works (the agent labels its allocations that way); without a thread to
-/// be had, it is [`gzip`].
+/// works (the agent labels its allocations that way); with one core it is
+/// [`gzip`], and without a thread to be had the halves deflate here, one
+/// after the other.
 pub fn gzip_two_threads<G>(raw: &[u8], enter: impl Fn() -> G + Sync) -> Result<Vec<u8>> {
     if raw.len() < SPLIT_FROM || !two_cores() {
         return gzip(raw);

@@ -171,11 +171,8 @@ impl HeapSnapshot {
             labels,
             rows,
         } = self.build_with(memo, symbolizer, default_type, end);
-        let mut samples = SampleEncoder::with_capacity(rows.len() * 64);
-        for row in &rows {
-            samples.push_packed(row.packed, row.values, &labels[row.labels as usize]);
-        }
-        samples.finish(&builder.build())
+        let samples = SampleEncoder::with_capacity(rows.len() * 64);
+        push_rows(samples, &rows, &labels).finish(&builder.build())
     }
 
     /// [`to_pprof_with`](Self::to_pprof_with) gzipped, for an HTTP answer:
@@ -209,11 +206,8 @@ impl HeapSnapshot {
         }
         let (first, second) = rows.split_at(at);
         let encode = |bytes: Vec<u8>, rows: &[BuiltRow]| {
-            let mut samples = SampleEncoder::after(bytes, rows.len() * 64);
-            for row in rows {
-                samples.push_packed(row.packed, row.values, &labels[row.labels as usize]);
-            }
-            samples.into_bytes()
+            let samples = SampleEncoder::after(bytes, rows.len() * 64);
+            push_rows(samples, rows, &labels).into_bytes()
         };
         profscope_profile::gzip_made_in_two(
             || encode(head, first),
@@ -343,6 +337,18 @@ struct Built<'m, 's, 'y> {
     /// Label sets, by the index a row holds.
     labels: Vec<Vec<Label>>,
     rows: Vec<BuiltRow<'m, 's>>,
+}
+
+/// `rows` encoded into `samples`, in order.
+fn push_rows(
+    mut samples: SampleEncoder,
+    rows: &[BuiltRow],
+    labels: &[Vec<Label>],
+) -> SampleEncoder {
+    for row in rows {
+        samples.push_packed(row.packed, row.values, &labels[row.labels as usize]);
+    }
+    samples
 }
 
 /// One sample of a profile, before encoding.
